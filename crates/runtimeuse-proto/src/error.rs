@@ -1,0 +1,155 @@
+//! Errors: [`UsageError`] for misuse of the API, [`FailReason`] for why a request ended badly,
+//! [`DecodeError`] for frames that could not be understood.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::wire::MessageKind;
+
+/// The application misused the API. Returned synchronously; nothing was sent.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// A request is already in flight on this session; one runs at a time.
+    #[error("a request is already in flight on this session")]
+    RequestInFlight,
+    /// There is no request in flight to cancel.
+    #[error("no request is in flight")]
+    NoRequestInFlight,
+    /// The session is ending (end of session was asked for).
+    #[error("the session is ending")]
+    SessionEnding,
+    /// The session has finished; create a new one.
+    #[error("the session has finished")]
+    SessionFinished,
+    /// Artifact directories were given without an artifact uploader.
+    #[error("artifacts directories need an artifact uploader")]
+    ArtifactDirsWithoutUploader,
+    /// An artifact uploader was given without artifact directories.
+    #[error("an artifact uploader needs artifacts directories")]
+    UploaderWithoutArtifactDirs,
+    /// A command batch must hold at least one command.
+    #[error("a command batch needs at least one command")]
+    NoCommands,
+    /// The artifact upload request is not pending on this session.
+    #[error("that artifact upload request is not pending on this session")]
+    UnknownArtifactRequest,
+}
+
+/// Why a frame from the peer could not be decoded.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame is larger than the configured limit.
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The frame's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The frame is not a JSON object.
+    #[error("frame is not a JSON object")]
+    NotAnObject,
+    /// The JSON is malformed, too deeply nested, or a field has the wrong type.
+    #[error("invalid json: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The object has no string `message_type`.
+    #[error("frame has no message_type")]
+    NoMessageType,
+    /// A required field of a known message is missing or null.
+    #[error("{message_type} is missing the field {field}")]
+    MissingField {
+        /// The message's `message_type`.
+        message_type: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+}
+
+/// Which timeout expired.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// The overall per-request timeout.
+    Overall(Duration),
+    /// No message arrived for this long.
+    Idle(Duration),
+}
+
+/// Where a request stood when it timed out.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing had arrived for the request yet.
+    WaitingForFirstMessage,
+    /// Messages were arriving.
+    ReceivingMessages,
+}
+
+/// What the session knew about a request when a timer ended it.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// The kind of the last message received for the request, if any.
+    pub last_message: Option<MessageKind>,
+    /// How many messages were received for the request.
+    pub message_count: u64,
+    /// Where the request stood.
+    pub phase: Phase,
+    /// How long the request had been running.
+    pub elapsed: Duration,
+}
+
+/// Why a request ended without a result. Delivered as [`Event::Failed`](crate::Event::Failed).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum FailReason {
+    /// The runtime reported an error (`error_message`).
+    #[error("runtime error: {error} (metadata: {metadata})")]
+    Runtime {
+        /// The runtime's error text.
+        error: String,
+        /// The error's metadata as sent (`Null` when absent).
+        metadata: Value,
+    },
+    /// The application cancelled the request.
+    #[error("request cancelled")]
+    Cancelled,
+    /// A timeout expired.
+    #[error("request timed out ({kind:?}) after {} messages, last {:?}", diagnostics.message_count, diagnostics.last_message)]
+    Timeout {
+        /// Which timeout.
+        kind: TimeoutKind,
+        /// What was known at the time.
+        diagnostics: Diagnostics,
+    },
+    /// The runtime sent a terminal message that could not be decoded.
+    #[error("malformed terminal message: {0}")]
+    Protocol(#[source] DecodeError),
+    /// The runtime ended the request with the terminal of the other request kind (a
+    /// `result_message` for a command batch, or the reverse).
+    #[error("unexpected terminal message {0} for this request")]
+    UnexpectedTerminal(MessageKind),
+    /// The connection closed before the request's terminal message arrived.
+    #[error("connection closed before the request finished")]
+    TransportClosed,
+    /// The peer stopped answering keepalive pings.
+    #[error("the runtime stopped answering keepalive pings")]
+    KeepAliveTimeout,
+    /// A request abandoned earlier (cancelled or timed out) never reached its terminal message,
+    /// so this session cannot tell its messages from the next request's; it was ended.
+    #[error("the previous request never finished; the session was ended")]
+    Desynchronized,
+}
+
+impl FailReason {
+    /// The runtime's error text, when the runtime reported the error.
+    pub fn runtime_error(&self) -> Option<&str> {
+        match self {
+            Self::Runtime { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The sans-IO core of the runtimeuse agent-runtime protocol (version 0.15.1).
+//!
+//! An agent runtime runs inside a sandbox and speaks JSON over WebSocket. A client connects,
+//! sends a query ([`Invocation`]) or a batch of shell commands ([`CommandBatch`]), and receives
+//! a stream back: assistant text, command output, heartbeats, artifact upload requests it must
+//! answer, and one terminal result or error.
+//!
+//! This crate holds every protocol decision and does no I/O: no sockets, no `async`, no clock,
+//! no threads. The owner of the socket feeds bytes and time into a [`Session`] and polls frames
+//! to send, events and the next deadline out of it (see [`Session`] for the run loop). The
+//! adapters `runtimeuse-tokio`, `runtimeuse-async-std` and `runtimeuse-tungstenite` are thin
+//! loops around it.
+//!
+//! # Time
+//!
+//! Every input and command takes the current [`Instant`](std::time::Instant); the session never
+//! reads a clock. [`Output::Timeout`] says when it wants to be woken; calling
+//! [`Session::handle_input`] with [`Input::Timeout`] early or twice is harmless. Tests drive
+//! time by hand, so every timeout is testable without sleeping.
+//!
+//! # Errors versus panics
+//!
+//! - [`UsageError`]: the application misused the API (a second request in flight, artifact
+//!   directories without an uploader, …). Returned synchronously; nothing is sent.
+//! - [`FailReason`]: the runtime, the connection or a timer ended a request. It arrives as the
+//!   request's terminal [`Event::Failed`], not as an `Err`.
+//! - [`DecodeError`]: a frame could not be understood. A malformed terminal fails the request
+//!   ([`FailReason::Protocol`]); anything else is logged with `tracing` and skipped.
+//!
+//! No input, however malformed, makes the session panic, and every size read from the network
+//! is bounded ([`Config::max_frame_size`], serde_json's nesting limit,
+//! [`Config::max_pending_artifact_requests`]).
+//!
+//! # Wire compatibility
+//!
+//! Frames are encoded as the Python client `runtimeuse-client` 0.15.1 encodes them (every
+//! optional field present, `null` when unset). Decoding ignores unknown fields, treats `null` as
+//! absent, skips unknown message types and non-JSON frames, and accepts binary frames holding
+//! JSON.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod config;
+mod error;
+mod event;
+mod request;
+mod session;
+mod timer;
+mod wire;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use config::Config;
+pub use error::{DecodeError, Diagnostics, FailReason, Phase, TimeoutKind, UsageError};
+pub use event::{
+    ArtifactUploadRequest, CommandExecutionResult, CommandOutput, CommandResultItem, Event,
+    OutputStream, QueryResult, RequestId, ResultData, SessionEnd,
+};
+pub use request::{
+    ArtifactUpload, Command, CommandBatch, Downloadable, Invocation, RequestOptions,
+};
+pub use session::{Input, Output, Session, Transmit};
+pub use timer::Timer;
+pub use wire::{ClientMessageKind, MessageKind};

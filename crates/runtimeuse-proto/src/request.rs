@@ -1,0 +1,312 @@
+//! What the application asks of the runtime: queries, command batches, artifact answers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A query for the agent: the fields of an `invocation_message`.
+///
+/// Build one with [`Invocation::new`] and the chaining setters, or with struct update syntax
+/// over [`Default`]. `None` and an empty `artifacts_dirs` go out as `null`, as the Python client
+/// sends them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// The user prompt.
+    pub user_prompt: String,
+    /// The system prompt.
+    pub system_prompt: String,
+    /// The model identifier passed to the runtime.
+    pub model: String,
+    /// A JSON Schema (as a string) for structured output; the result is then
+    /// [`ResultData::StructuredOutput`](crate::ResultData::StructuredOutput).
+    pub output_format_json_schema: Option<String>,
+    /// A caller-defined identifier for tracing.
+    pub source_id: Option<String>,
+    /// Environment variables for the agent.
+    pub agent_env: Option<BTreeMap<String, String>>,
+    /// Strings the runtime replaces with `[REDACTED]` in everything it sends.
+    pub secrets_to_redact: Vec<String>,
+    /// Directories the runtime watches for artifacts to upload; empty means none.
+    pub artifacts_dirs: Vec<String>,
+    /// Ignore rules for the artifact watcher, in gitignore syntax.
+    pub artifacts_ignore_content: Option<String>,
+    /// Commands run before the agent starts.
+    pub pre_agent_invocation_commands: Option<Vec<Command>>,
+    /// Commands run after the agent finishes.
+    pub post_agent_invocation_commands: Option<Vec<Command>>,
+    /// Files downloaded into the runtime before the agent starts.
+    pub pre_agent_downloadables: Option<Vec<Downloadable>>,
+}
+
+impl Invocation {
+    /// A query with the given user prompt and model, and an empty system prompt.
+    pub fn new(user_prompt: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            user_prompt: user_prompt.into(),
+            model: model.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the system prompt.
+    #[must_use]
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.system_prompt = prompt.into();
+        self
+    }
+
+    /// Asks for structured output following this JSON Schema.
+    #[must_use]
+    pub fn output_schema(mut self, json_schema: impl Into<String>) -> Self {
+        self.output_format_json_schema = Some(json_schema.into());
+        self
+    }
+
+    /// Sets the source id.
+    #[must_use]
+    pub fn source_id(mut self, id: impl Into<String>) -> Self {
+        self.source_id = Some(id.into());
+        self
+    }
+
+    /// Adds an environment variable for the agent.
+    #[must_use]
+    pub fn agent_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.agent_env
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a secret to redact.
+    #[must_use]
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secrets_to_redact.push(secret.into());
+        self
+    }
+
+    /// Adds an artifacts directory.
+    #[must_use]
+    pub fn artifacts_dir(mut self, dir: impl Into<String>) -> Self {
+        self.artifacts_dirs.push(dir.into());
+        self
+    }
+
+    /// Sets the artifact ignore rules (gitignore syntax).
+    #[must_use]
+    pub fn artifacts_ignore(mut self, content: impl Into<String>) -> Self {
+        self.artifacts_ignore_content = Some(content.into());
+        self
+    }
+
+    /// Adds a command to run before the agent.
+    #[must_use]
+    pub fn pre_command(mut self, command: impl Into<Command>) -> Self {
+        self.pre_agent_invocation_commands
+            .get_or_insert_with(Vec::new)
+            .push(command.into());
+        self
+    }
+
+    /// Adds a command to run after the agent.
+    #[must_use]
+    pub fn post_command(mut self, command: impl Into<Command>) -> Self {
+        self.post_agent_invocation_commands
+            .get_or_insert_with(Vec::new)
+            .push(command.into());
+        self
+    }
+
+    /// Adds a file to download before the agent starts.
+    #[must_use]
+    pub fn download(mut self, downloadable: Downloadable) -> Self {
+        self.pre_agent_downloadables
+            .get_or_insert_with(Vec::new)
+            .push(downloadable);
+        self
+    }
+}
+
+/// A batch of shell commands: the fields of a `command_execution_message`.
+///
+/// The runtime runs them in order and stops at the first that fails.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandBatch {
+    /// The commands, in order. Must not be empty.
+    pub commands: Vec<Command>,
+    /// A caller-defined identifier for tracing.
+    pub source_id: Option<String>,
+    /// Strings the runtime replaces with `[REDACTED]` in everything it sends.
+    pub secrets_to_redact: Vec<String>,
+    /// Directories the runtime watches for artifacts to upload; empty means none.
+    pub artifacts_dirs: Vec<String>,
+    /// Ignore rules for the artifact watcher, in gitignore syntax.
+    pub artifacts_ignore_content: Option<String>,
+    /// Files downloaded into the runtime before the commands run.
+    pub pre_execution_downloadables: Option<Vec<Downloadable>>,
+}
+
+impl CommandBatch {
+    /// A batch of these commands.
+    pub fn new<I, C>(commands: I) -> Self
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<Command>,
+    {
+        Self {
+            commands: commands.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the source id.
+    #[must_use]
+    pub fn source_id(mut self, id: impl Into<String>) -> Self {
+        self.source_id = Some(id.into());
+        self
+    }
+
+    /// Adds a secret to redact.
+    #[must_use]
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secrets_to_redact.push(secret.into());
+        self
+    }
+
+    /// Adds an artifacts directory.
+    #[must_use]
+    pub fn artifacts_dir(mut self, dir: impl Into<String>) -> Self {
+        self.artifacts_dirs.push(dir.into());
+        self
+    }
+
+    /// Adds a file to download before the commands run.
+    #[must_use]
+    pub fn download(mut self, downloadable: Downloadable) -> Self {
+        self.pre_execution_downloadables
+            .get_or_insert_with(Vec::new)
+            .push(downloadable);
+        self
+    }
+}
+
+/// One shell command, with an optional working directory and extra environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Command {
+    /// The command line, run through a shell.
+    pub command: String,
+    /// The working directory (created by the runtime when missing).
+    pub cwd: Option<String>,
+    /// Environment variables merged over the runtime's own.
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+impl Command {
+    /// A command with no `cwd` and no extra environment.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the working directory.
+    #[must_use]
+    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    #[must_use]
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.into(), value.into());
+        self
+    }
+}
+
+impl From<&str> for Command {
+    fn from(command: &str) -> Self {
+        Self::new(command)
+    }
+}
+
+impl From<String> for Command {
+    fn from(command: String) -> Self {
+        Self::new(command)
+    }
+}
+
+/// A file the runtime downloads (HTTP GET) into a working directory before a request runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Downloadable {
+    /// The URL to fetch.
+    pub download_url: String,
+    /// The directory to put it in (created when missing).
+    pub working_dir: String,
+}
+
+impl Downloadable {
+    /// A download of `url` into `working_dir`.
+    pub fn new(url: impl Into<String>, working_dir: impl Into<String>) -> Self {
+        Self {
+            download_url: url.into(),
+            working_dir: working_dir.into(),
+        }
+    }
+}
+
+/// The application's answer to an artifact upload request: where the runtime should PUT the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArtifactUpload {
+    /// A presigned URL accepting an HTTP PUT of the file.
+    pub presigned_url: String,
+    /// The `Content-Type` of the PUT.
+    pub content_type: String,
+}
+
+impl ArtifactUpload {
+    /// An answer with this URL and content type.
+    pub fn new(presigned_url: impl Into<String>, content_type: impl Into<String>) -> Self {
+        Self {
+            presigned_url: presigned_url.into(),
+            content_type: content_type.into(),
+        }
+    }
+}
+
+/// Per-request settings that do not go on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Fail the request if its terminal has not arrived this long after it started.
+    pub timeout: Option<Duration>,
+    /// Fail the request if no message at all arrives for this long (heartbeats count).
+    pub idle_timeout: Option<Duration>,
+    /// Whether the application will answer artifact upload requests. Must be `true` exactly when
+    /// the request names artifacts directories.
+    pub artifact_uploader: bool,
+}
+
+impl RequestOptions {
+    /// Sets the overall timeout.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the idle timeout.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Declares that the application answers artifact upload requests.
+    #[must_use]
+    pub fn artifact_uploader(mut self, present: bool) -> Self {
+        self.artifact_uploader = present;
+        self
+    }
+}

@@ -1,0 +1,76 @@
+//! The session's timers: a closed set with a fixed table, the earliest one is the next timeout.
+
+use std::time::Instant;
+
+/// A timer of the client session.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// The overall timeout of the request in flight.
+    Overall,
+    /// No message received for the idle timeout.
+    Idle,
+    /// An `error_message` has waited long enough for a follow-up: it is the terminal.
+    ErrorSettle,
+    /// An abandoned request did not reach its terminal in time.
+    Drain,
+    /// The end-of-session handshake took too long.
+    EndSession,
+    /// Time to send a keepalive ping.
+    KeepAlive,
+    /// A keepalive ping went unanswered.
+    PongDeadline,
+}
+
+impl Timer {
+    const ALL: [Self; 7] = [
+        Self::Overall,
+        Self::Idle,
+        Self::ErrorSettle,
+        Self::Drain,
+        Self::EndSession,
+        Self::KeepAlive,
+        Self::PongDeadline,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A deadline per [`Timer`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TimerTable {
+    data: [Option<Instant>; 7],
+}
+
+impl TimerTable {
+    pub(crate) fn set_opt(&mut self, timer: Timer, at: Option<Instant>) {
+        self.data[timer.index()] = at;
+    }
+
+    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.data[timer.index()]
+    }
+
+    pub(crate) fn stop(&mut self, timer: Timer) {
+        self.data[timer.index()] = None;
+    }
+
+    pub(crate) fn stop_all(&mut self) {
+        self.data = [None; 7];
+    }
+
+    /// The earliest deadline and its timer.
+    pub(crate) fn next(&self) -> Option<(Timer, Instant)> {
+        Timer::ALL
+            .iter()
+            .filter_map(|&t| self.get(t).map(|at| (t, at)))
+            .min_by_key(|&(_, at)| at)
+    }
+
+    /// Whether `timer` is set and due at `now`.
+    pub(crate) fn is_expired(&self, timer: Timer, now: Instant) -> bool {
+        self.get(timer).is_some_and(|at| at <= now)
+    }
+}
