@@ -1,1 +1,142 @@
-fn main() {}
+//! Hot path: a session fed a stream of ~185-byte `command_output_message` frames, beside the
+//! floor measured in the same run: serde_json parsing the same bytes into `IgnoredAny`.
+//!
+//! `cargo bench -p runtimeuse-proto --bench command_output` prints frames/s, MB/s and the
+//! ratio session/floor for a plain text and for a text with `\n` escapes.
+
+// A bench reads the clock and prints its figures; the session under test does neither.
+#![allow(clippy::disallowed_methods, clippy::print_stdout)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use runtimeuse_proto::{CommandBatch, Config, Input, Output, RequestOptions, Session};
+
+const FRAMES: usize = 1000;
+
+fn frames(text: &str) -> Vec<String> {
+    (0..FRAMES)
+        .map(|_| {
+            format!(
+                r#"{{"message_type":"command_output_message","stream":"stdout","text":"{text}","command":"make"}}"#
+            )
+        })
+        .collect()
+}
+
+fn variants() -> [(&'static str, Vec<String>); 2] {
+    // A ~100-byte line of text without escapes, and one holding `\n` escapes as real command
+    // output does (five short lines of the same length).
+    let plain = "x".repeat(100);
+    let escaped = ["0123456789abcdef\\n"; 5].concat() + "0123456789";
+    [("plain", frames(&plain)), ("escaped", frames(&escaped))]
+}
+
+fn session_run(frames: &[String]) -> usize {
+    let t0 = Instant::now();
+    let mut config = Config::default();
+    config.keepalive_interval = None;
+    let mut session = Session::new(config, t0);
+    session
+        .execute_commands(CommandBatch::new(["make"]), RequestOptions::default(), t0)
+        .expect("start");
+    let mut events = 0;
+    for frame in frames {
+        session.handle_input(Input::Receive(t0, frame.as_bytes()));
+        loop {
+            match session.poll_output() {
+                Output::Event(e) => {
+                    black_box(e);
+                    events += 1;
+                }
+                Output::Transmit(t) => {
+                    black_box(t);
+                }
+                Output::Timeout(_) => break,
+            }
+        }
+    }
+    events
+}
+
+fn floor_run(frames: &[String]) -> usize {
+    let mut n = 0;
+    for frame in frames {
+        let v: serde::de::IgnoredAny = serde_json::from_slice(frame.as_bytes()).expect("json");
+        black_box(v);
+        n += 1;
+    }
+    n
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, frames) in variants() {
+        assert_eq!(session_run(&frames), FRAMES, "every frame becomes an event");
+        let mut group = c.benchmark_group(format!("command_output_{name}"));
+        group.throughput(Throughput::Elements(FRAMES as u64));
+        group.bench_function("floor_ignored_any", |b| {
+            b.iter(|| floor_run(black_box(&frames)))
+        });
+        group.bench_function("session", |b| b.iter(|| session_run(black_box(&frames))));
+        group.finish();
+    }
+}
+
+/// Times `f` over `reps` runs of the batch, in seconds per frame.
+fn time_per_frame(frames: &[String], reps: usize, f: fn(&[String]) -> usize) -> f64 {
+    let start = Instant::now();
+    for _ in 0..reps {
+        black_box(f(black_box(frames)));
+    }
+    start.elapsed().as_secs_f64() / (reps * frames.len()) as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The floor and the session measured in alternation, so that both see the same machine: this
+/// machine is shared, and two criterion runs a few seconds apart can differ by 2x. Reports the
+/// medians over the rounds and the median of the per-round ratios.
+fn report() {
+    const ROUNDS: usize = 41;
+    const REPS: usize = 50;
+    for (name, frames) in variants() {
+        let bytes = frames.iter().map(String::len).sum::<usize>() as f64 / FRAMES as f64;
+        let (mut floor, mut session, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let f = time_per_frame(&frames, REPS, floor_run);
+            let s = time_per_frame(&frames, REPS, session_run);
+            floor.push(f);
+            session.push(s);
+            ratio.push(f / s);
+        }
+        let line = |label: &str, secs: f64| {
+            println!(
+                "  {label:<20} {:>7.1} ns/frame {:>10.0} frames/s {:>8.1} MB/s",
+                secs * 1e9,
+                1.0 / secs,
+                bytes / secs / 1e6
+            )
+        };
+        println!("{name} (~{bytes:.0} bytes/frame; medians of {ROUNDS} alternating rounds):");
+        line("floor (IgnoredAny)", median(floor));
+        line("session", median(session));
+        println!(
+            "  ratio session/floor: {:.2} (throughput; target >= 0.6 on plain)",
+            median(ratio)
+        );
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    bench(&mut c);
+    c.final_summary();
+    report();
+}

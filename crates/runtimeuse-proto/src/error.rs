@@ -49,6 +49,9 @@ pub enum DecodeError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The frame is not valid UTF-8 (JSON must be).
+    #[error("frame is not valid utf-8")]
+    InvalidUtf8,
     /// The frame is not a JSON object.
     #[error("frame is not a JSON object")]
     NotAnObject,

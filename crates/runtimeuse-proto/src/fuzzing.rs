@@ -16,6 +16,17 @@ const LIMIT: usize = 1 << 20;
 /// Decodes `data` as a runtime frame and as a client frame. Neither may panic; whatever decodes
 /// must survive an encode/decode round trip unchanged.
 pub fn decode(data: &[u8]) {
+    // The hand-written fast path for command output accepts only what serde decodes alike.
+    if let Some(rest) = std::str::from_utf8(data)
+        .ok()
+        .and_then(|s| s.strip_prefix(r#"{"message_type":"command_output_message","#))
+        && let Some(fast) = crate::fast::command_output(rest)
+    {
+        match wire::decode_command_output_serde(data) {
+            Ok(slow) => assert_eq!(fast, slow, "fast path differs from serde"),
+            Err(e) => panic!("fast path accepted what serde rejects ({e}): {rest}"),
+        }
+    }
     if let Ok(Decoded::Message(m)) = wire::decode_runtime(data, LIMIT) {
         let again = encode_runtime(&m);
         match wire::decode_runtime(again.as_bytes(), usize::MAX) {
@@ -34,6 +45,15 @@ pub fn decode(data: &[u8]) {
             other => panic!("re-encoded client frame did not decode: {other:?} from {again}"),
         }
     }
+}
+
+/// Whether the hand-written fast path decodes this frame on its own (without serde).
+pub fn fast_path_accepts(data: &[u8]) -> bool {
+    std::str::from_utf8(data)
+        .ok()
+        .and_then(|s| s.strip_prefix(r#"{"message_type":"command_output_message","#))
+        .and_then(crate::fast::command_output)
+        .is_some()
 }
 
 fn encode_runtime(m: &RuntimeMessage<'_>) -> String {
@@ -114,13 +134,19 @@ const TEMPLATES: &[&str] = &[
 ];
 
 /// Drives a client session with the operations encoded in `data` and checks its invariants:
+/// (each operation is an opcode byte and an argument byte; opcode 0 is followed by a second
+/// length byte and that many bytes of a frame)
 /// every accepted request ends with exactly one terminal event, no event follows
 /// `SessionEnded`, and nothing is transmitted once the session has finished.
 pub fn session(data: &[u8]) {
+    // An arbitrary epoch for the run; the session under test never reads a clock.
+    #[allow(clippy::disallowed_methods)]
     let t0 = Instant::now();
-    let mut config = Config::default();
-    config.max_frame_size = 4096;
-    config.max_pending_artifact_requests = 4;
+    let config = Config {
+        max_frame_size: 4096,
+        max_pending_artifact_requests: 4,
+        ..Config::default()
+    };
     let mut h = Checker {
         session: Session::new(config, t0),
         now: t0,
@@ -134,7 +160,7 @@ pub fn session(data: &[u8]) {
         let arg = bytes.next().unwrap_or(0);
         match op % 12 {
             0 => {
-                let len = usize::from(arg);
+                let len = usize::from(u16::from_le_bytes([arg, bytes.next().unwrap_or(0)]));
                 let frame: Vec<u8> = bytes.by_ref().take(len).collect();
                 let now = h.now;
                 h.session.handle_input(Input::Receive(now, &frame));

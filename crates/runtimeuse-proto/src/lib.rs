@@ -45,6 +45,7 @@
 mod config;
 mod error;
 mod event;
+mod fast;
 mod request;
 mod session;
 mod timer;

@@ -644,13 +644,13 @@ impl Session {
             Err(err) => return self.handle_decode_error(now, frame, err),
         };
         let kind = message.kind();
-        if let Some(active) = self.active.as_mut() {
-            if self.drain.is_none() {
-                active.message_count += 1;
-                active.last_message = Some(kind);
-                if let Some(idle) = active.idle_timeout {
-                    self.timers.set_opt(Timer::Idle, after(now, idle));
-                }
+        if let Some(active) = self.active.as_mut()
+            && self.drain.is_none()
+        {
+            active.message_count += 1;
+            active.last_message = Some(kind);
+            if let Some(idle) = active.idle_timeout {
+                self.timers.set_opt(Timer::Idle, after(now, idle));
             }
         }
         // Messages that belong to the session rather than a request.

@@ -190,12 +190,14 @@ pub(crate) struct WireCommandResultItem {
     pub(crate) stdout: Option<String>,
 }
 
-/// A string that borrows from the frame when it has no escapes.
+/// An optional string that borrows from the frame when it has no escapes; `null` and absent
+/// are `None`.
 ///
 /// serde's own `Cow<str>` borrows only when it is not wrapped in an `Option`
-/// (serde-rs/serde#1497), so the flat message structs use this instead.
-#[derive(Debug)]
-struct Str<'a>(Cow<'a, str>);
+/// (serde-rs/serde#1497), and `Option`'s own impl costs a second dispatch on the hot path, so
+/// the flat message structs use this with `#[serde(default)]` instead.
+#[derive(Debug, Default)]
+struct Str<'a>(Option<Cow<'a, str>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -203,24 +205,37 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Str<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
+                f.write_str("a string or null")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Borrowed(v)))
+                Ok(Str(Some(Cow::Borrowed(v))))
             }
             fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
+                Ok(Str(Some(Cow::Owned(v.to_owned()))))
             }
             fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v)))
+                Ok(Str(Some(Cow::Owned(v))))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Str(None))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Str(None))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_any(V)
     }
 }
 
-fn cow(s: Option<Str<'_>>) -> Option<Cow<'_, str>> {
-    s.map(|s| s.0)
+fn cow(s: Str<'_>) -> Option<Cow<'_, str>> {
+    s.0
+}
+
+/// Parses a frame as JSON. Validating UTF-8 once for the whole frame and parsing from `&str`
+/// is cheaper than serde_json validating each string of a byte slice.
+fn parse<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, DecodeError> {
+    let text = std::str::from_utf8(frame).map_err(|_| DecodeError::InvalidUtf8)?;
+    serde_json::from_str(text).map_err(DecodeError::Json)
 }
 
 /// The union of every runtime message's fields, parsed in one pass.
@@ -229,15 +244,15 @@ fn cow(s: Option<Str<'_>>) -> Option<Cow<'_, str>> {
 /// by serde; `null` equals absent.
 #[derive(Deserialize)]
 struct RawRuntimeMessage<'a> {
-    #[serde(borrow)]
-    message_type: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    message_type: Str<'a>,
     // command_output_message (hot path: borrowed)
-    #[serde(borrow)]
-    stream: Option<Str<'a>>,
-    #[serde(borrow)]
-    text: Option<Str<'a>>,
-    #[serde(borrow)]
-    command: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    stream: Str<'a>,
+    #[serde(borrow, default)]
+    text: Str<'a>,
+    #[serde(borrow, default)]
+    command: Str<'a>,
     // result_message / error_message
     data: Option<Value>,
     metadata: Option<Value>,
@@ -252,6 +267,53 @@ struct RawRuntimeMessage<'a> {
     filepath: Option<String>,
     // command_execution_result_message
     results: Option<Vec<WireCommandResultItem>>,
+}
+
+/// `command_output_message` alone: the hot path. A small struct, so that serde moves little.
+#[derive(Deserialize)]
+struct RawCommandOutput<'a> {
+    #[serde(borrow, default)]
+    stream: Str<'a>,
+    #[serde(borrow, default)]
+    text: Str<'a>,
+    #[serde(borrow, default)]
+    command: Str<'a>,
+}
+
+/// How the upstream runtime (and ours) starts every `command_output_message`: compact JSON with
+/// `message_type` first. Frames that start otherwise take the general path.
+const COMMAND_OUTPUT_PREFIX: &[u8] = br#"{"message_type":"command_output_message","#;
+
+/// Decodes a frame that starts with [`COMMAND_OUTPUT_PREFIX`]: the hand-written scanner when
+/// the frame is as the runtime writes it, serde otherwise.
+fn decode_command_output(frame: &[u8]) -> Result<Decoded<'_, RuntimeMessage<'_>>, DecodeError> {
+    let text = std::str::from_utf8(frame).map_err(|_| DecodeError::InvalidUtf8)?;
+    let (stream, text, command) =
+        match crate::fast::command_output(&text[COMMAND_OUTPUT_PREFIX.len()..]) {
+            Some(fields) => fields,
+            None => {
+                // The peeked tag decides the type; `message_type` itself is skipped by serde as
+                // an unknown field of the small struct.
+                let raw: RawCommandOutput<'_> = parse(frame)?;
+                (cow(raw.stream), cow(raw.text), cow(raw.command))
+            }
+        };
+    let name = MessageKind::CommandOutput.as_str();
+    Ok(Decoded::Message(RuntimeMessage::CommandOutput {
+        stream: stream.ok_or_else(|| missing(name, "stream"))?,
+        text: text.ok_or_else(|| missing(name, "text"))?,
+        command: command.unwrap_or(Cow::Borrowed("")),
+    }))
+}
+
+/// Decodes a `command_output_message` with serde only, for the fuzz target's differential
+/// check of the fast path.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn decode_command_output_serde(
+    frame: &[u8],
+) -> Result<crate::fast::Fields<'_>, DecodeError> {
+    let raw: RawCommandOutput<'_> = parse(frame)?;
+    Ok((cow(raw.stream), cow(raw.text), cow(raw.command)))
 }
 
 /// What decoding a runtime frame produced.
@@ -290,7 +352,10 @@ pub(crate) fn decode_runtime(
     max_size: usize,
 ) -> Result<Decoded<'_, RuntimeMessage<'_>>, DecodeError> {
     precheck(frame, max_size)?;
-    let raw: RawRuntimeMessage<'_> = serde_json::from_slice(frame).map_err(DecodeError::Json)?;
+    if frame.starts_with(COMMAND_OUTPUT_PREFIX) {
+        return decode_command_output(frame);
+    }
+    let raw: RawRuntimeMessage<'_> = parse(frame)?;
     let Some(message_type) = cow(raw.message_type) else {
         return Err(DecodeError::NoMessageType);
     };
@@ -342,11 +407,11 @@ pub(crate) fn decode_runtime(
 pub(crate) fn peek_runtime_kind(frame: &[u8]) -> Option<MessageKind> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
-        #[serde(borrow)]
-        message_type: Option<Str<'a>>,
+        #[serde(borrow, default)]
+        message_type: Str<'a>,
     }
-    let env: Envelope<'_> = serde_json::from_slice(frame).ok()?;
-    MessageKind::from_wire(&env.message_type?.0)
+    let env: Envelope<'_> = parse(frame).ok()?;
+    MessageKind::from_wire(&env.message_type.0?)
 }
 
 // --- runtime -> client encoding (used by the runtime role) ---
@@ -597,8 +662,8 @@ impl From<RawDownloadable> for Downloadable {
 /// The union of every client message's fields.
 #[derive(Deserialize)]
 struct RawClientMessage<'a> {
-    #[serde(borrow)]
-    message_type: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    message_type: Str<'a>,
     source_id: Option<String>,
     system_prompt: Option<String>,
     user_prompt: Option<String>,
@@ -636,10 +701,10 @@ pub(crate) enum ClientMessage {
 
 fn merge_dirs(dirs: Option<Vec<String>>, legacy: Option<String>) -> Vec<String> {
     let mut dirs = dirs.unwrap_or_default();
-    if let Some(dir) = legacy {
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
+    if let Some(dir) = legacy
+        && !dirs.contains(&dir)
+    {
+        dirs.push(dir);
     }
     dirs
 }
@@ -662,7 +727,7 @@ pub(crate) fn decode_client(
     max_size: usize,
 ) -> Result<Decoded<'_, ClientMessage>, DecodeError> {
     precheck(frame, max_size)?;
-    let raw: RawClientMessage<'_> = serde_json::from_slice(frame).map_err(DecodeError::Json)?;
+    let raw: RawClientMessage<'_> = parse(frame)?;
     let Some(message_type) = cow(raw.message_type) else {
         return Err(DecodeError::NoMessageType);
     };

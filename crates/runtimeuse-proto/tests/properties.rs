@@ -47,4 +47,27 @@ proptest! {
     fn arbitrary_call_sequences_end_every_request_once(ops in proptest::collection::vec(any::<u8>(), 0..400)) {
         runtimeuse_proto::fuzzing::session(&ops);
     }
+
+    #[test]
+    fn the_command_output_fast_path_agrees_with_serde(
+        stream in "\\PC{0,8}",
+        text in any::<String>(),
+        command in "[ -~\n\t\u{0}-\u{1f}\u{7f}-\u{10ffff}]{0,40}",
+        extra in proptest::option::of(("[a-z_]{1,12}", "\\PC{0,10}")),
+    ) {
+        let mut frame = format!(
+            r#"{{"message_type":"command_output_message","stream":{},"text":{},"command":{}"#,
+            serde_json::to_string(&stream).unwrap(),
+            serde_json::to_string(&text).unwrap(),
+            serde_json::to_string(&command).unwrap(),
+        );
+        if let Some((k, v)) = &extra {
+            frame.push_str(&format!(",{}:{}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()));
+        }
+        frame.push('}');
+        // The fuzz body asserts that the fast path and serde agree.
+        runtimeuse_proto::fuzzing::decode(frame.as_bytes());
+        let duplicate = extra.as_ref().is_some_and(|(k, _)| ["stream", "text", "command", "message_type"].contains(&k.as_str()));
+        prop_assert_eq!(runtimeuse_proto::fuzzing::fast_path_accepts(frame.as_bytes()), !duplicate);
+    }
 }

@@ -259,8 +259,10 @@ fn expected_outcomes(t: &Transcript) -> Vec<Value> {
 }
 
 fn check_outcome(name: &str, i: usize, got: &Outcome, want: &Value) {
-    let mut ctx = format!("{name}: request {i}: got {got:?}, want {want}");
-    ctx.truncate(ctx.floor_char_boundary(600));
+    let ctx: String = format!("{name}: request {i}: got {got:?}, want {want}")
+        .chars()
+        .take(600)
+        .collect();
     match &got.terminal {
         Event::Result { result, .. } => {
             let data = match &result.data {
