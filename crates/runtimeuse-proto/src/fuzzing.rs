@@ -327,3 +327,147 @@ pub fn result_frame(text: &str) -> String {
     }
     .encode()
 }
+
+const SECRET: &str = "s3cr3t-Tok";
+
+const CLIENT_TEMPLATES: &[&str] = &[
+    r#"{"message_type":"invocation_message","user_prompt":"p","secrets_to_redact":["s3cr3t-Tok"]}"#,
+    r#"{"message_type":"command_execution_message","commands":[{"command":"echo s3cr3t-Tok"}],"secrets_to_redact":["s3cr3t-Tok"]}"#,
+    r#"{"message_type":"cancel_message"}"#,
+    r#"{"message_type":"end_session_message"}"#,
+    r#"{"message_type":"artifact_upload_response_message","filename":"f","filepath":"/a/f","presigned_url":"u","content_type":"t"}"#,
+    r#"{"message_type":"invocation_message"}"#,
+    r#"{"hello":1}"#,
+    "not json",
+];
+
+/// Drives a runtime session with the operations encoded in `data` and checks that it never
+/// panics, sends nothing after it finished, and never lets the secret out, not even split
+/// across consecutive output chunks.
+pub fn runtime_session(data: &[u8]) {
+    use crate::OutputStream;
+    use crate::runtime::{RuntimeOutput, RuntimeSession};
+    // An arbitrary epoch for the run; the session under test never reads a clock.
+    #[allow(clippy::disallowed_methods)]
+    let mut now = Instant::now();
+    let mut s = RuntimeSession::new(Default::default(), now);
+    let mut finished_seen = false;
+    let mut secret_known = false;
+    let mut next_chunk = 0usize;
+    let mut output_run: HashMap<String, (String, String)> = HashMap::new();
+    let chunks = [
+        "abc s3c",
+        "r3t-T",
+        "ok tail s",
+        "3cr3t-Tok",
+        "x",
+        "s3cr3t-To",
+    ];
+    let mut bytes = data.iter().copied();
+    while let Some(op) = bytes.next() {
+        let arg = bytes.next().unwrap_or(0);
+        let pick = usize::from(arg);
+        match op % 12 {
+            0 => {
+                let len = usize::from(arg);
+                let frame: Vec<u8> = bytes.by_ref().take(len).collect();
+                s.handle_input(Input::Receive(now, &frame));
+            }
+            1 | 2 => {
+                let frame = CLIENT_TEMPLATES[pick % CLIENT_TEMPLATES.len()];
+                s.handle_input(Input::Receive(now, frame.as_bytes()));
+            }
+            3 => {
+                now += Duration::from_millis(u64::from(arg) * 211);
+                s.handle_input(Input::Timeout(now));
+            }
+            4 | 5 => {
+                let stream = if arg & 1 == 0 {
+                    OutputStream::Stdout
+                } else {
+                    OutputStream::Stderr
+                };
+                let command = if arg & 6 == 6 { "two" } else { "one" };
+                // Consecutive chunks, so that secrets get split across them.
+                next_chunk += 1;
+                let _ = s.send_command_output(stream, command, chunks[next_chunk % chunks.len()]);
+            }
+            6 => {
+                let _ = s.send_assistant(&[chunks[pick % chunks.len()].to_owned()]);
+            }
+            7 => {
+                let _ = s.send_error(SECRET, &serde_json::json!({ "k": SECRET }));
+            }
+            8 => {
+                let _ = s.request_artifact_upload("f", "/a/f");
+            }
+            9 => {
+                let r = match arg % 3 {
+                    0 => s.finish_query(&crate::QueryResult {
+                        data: crate::ResultData::Text(SECRET.into()),
+                        metadata: serde_json::Value::Null,
+                    }),
+                    1 => s.finish_commands(&crate::CommandExecutionResult { results: vec![] }),
+                    _ => s.fail("x", &serde_json::Value::Null),
+                };
+                let _ = r;
+            }
+            10 => {
+                let _ = s.confirm_end_session();
+            }
+            _ => {
+                if arg < 8 {
+                    s.handle_input(Input::TransportClosed(now));
+                }
+            }
+        }
+        loop {
+            match s.poll_output() {
+                RuntimeOutput::Transmit(t) => {
+                    assert!(!finished_seen, "transmit after the session finished");
+                    if let Transmit::Text(text) = t {
+                        let v: serde_json::Value =
+                            serde_json::from_str(&text).expect("the session sends JSON");
+                        // The run of one command's output on one stream, until another
+                        // command's output on that stream or the end of a request ends it.
+                        match v["message_type"].as_str() {
+                            Some("command_output_message") => {
+                                let stream = v["stream"].as_str().unwrap_or_default().to_owned();
+                                let command = v["command"].as_str().unwrap_or_default();
+                                let run = output_run.entry(stream).or_default();
+                                if run.0 != command {
+                                    *run = (command.to_owned(), String::new());
+                                }
+                                run.1.push_str(v["text"].as_str().unwrap_or_default());
+                                assert!(!run.1.contains(SECRET), "secret leaked across chunks");
+                            }
+                            Some(
+                                "result_message"
+                                | "command_execution_result_message"
+                                | "error_message",
+                            ) => output_run.clear(),
+                            _ => {}
+                        }
+                        assert!(
+                            !(secret_known && text.contains(SECRET)),
+                            "secret leaked: {text}"
+                        );
+                    }
+                }
+                RuntimeOutput::Event(e) => {
+                    use crate::runtime::RuntimeEvent;
+                    if matches!(
+                        e,
+                        RuntimeEvent::Invocation { .. } | RuntimeEvent::Commands { .. }
+                    ) {
+                        secret_known = true;
+                    }
+                }
+                RuntimeOutput::Timeout(_) => break,
+            }
+        }
+        if s.is_finished() {
+            finished_seen = true;
+        }
+    }
+}

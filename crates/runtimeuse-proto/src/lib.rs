@@ -11,6 +11,9 @@
 //! adapters `runtimeuse-tokio`, `runtimeuse-async-std` and `runtimeuse-tungstenite` are thin
 //! loops around it.
 //!
+//! The runtime side has its own state machine, [`runtime::RuntimeSession`], for agent runtimes
+//! that embed the protocol (the `runtimeuse-runtime` crate is one).
+//!
 //! # Time
 //!
 //! Every input and command takes the current [`Instant`](std::time::Instant); the session never
@@ -47,6 +50,7 @@ mod error;
 mod event;
 mod fast;
 mod request;
+pub mod runtime;
 mod session;
 mod timer;
 mod wire;

@@ -71,3 +71,12 @@ proptest! {
         prop_assert_eq!(runtimeuse_proto::fuzzing::fast_path_accepts(frame.as_bytes()), !duplicate);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_runtime_call_sequences_never_leak_secrets(ops in proptest::collection::vec(any::<u8>(), 0..400)) {
+        runtimeuse_proto::fuzzing::runtime_session(&ops);
+    }
+}
