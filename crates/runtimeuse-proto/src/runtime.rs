@@ -96,6 +96,8 @@ pub enum RuntimeEvent {
 }
 
 /// Output of a [`RuntimeSession`].
+// An invocation is large, but arrives once per request: not worth a box on the way out.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum RuntimeOutput {
     /// Send this to the client.
@@ -696,6 +698,7 @@ fn stream_slot(stream: OutputStream) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests' epoch
 mod tests {
     use super::*;
 
