@@ -1,0 +1,62 @@
+//! The runtimeuse client for tokio: talk to an agent runtime over WebSocket.
+//!
+//! A thin driver of the sans-IO core [`runtimeuse_proto`] over tokio-tungstenite. Everything the
+//! Python client `runtimeuse-client` 0.15.1 does:
+//!
+//! - one-shot calls: [`Client::query`] and [`Client::execute_commands`] connect, run one
+//!   request and close;
+//! - persistent sessions: [`Client::session`] gives sequential
+//!   [`query`](Session::query)/[`execute_commands`](Session::execute_commands) over one
+//!   connection and a graceful [`close`](Session::close);
+//! - streaming as a [`futures_util::Stream`] ([`Session::query_events`]) or the callback style
+//!   ([`QueryOptions::on_assistant_message`] and friends);
+//! - cancellation from anywhere ([`AbortHandle`]), overall and idle timeouts, keepalive pings;
+//! - `wss://` with rustls (ring) and the webpki roots, extra root certificates, extra headers.
+//!
+//! ```no_run
+//! use runtimeuse_tokio::{Client, ExecuteCommandsOptions, QueryOptions};
+//!
+//! # async fn run() -> Result<(), runtimeuse_tokio::Error> {
+//! let client = Client::new("ws://localhost:8080");
+//! let options = QueryOptions::new("You are a helpful assistant.", "gpt-4o")
+//!     .on_assistant_message(|blocks| async move { println!("{}", blocks.join("")) });
+//! let result = client.query("What is 2 + 2?", options).await?;
+//! println!("{:?}", result.text());
+//!
+//! let mut session = client.session().await?;
+//! let out = session.execute_commands(["echo hello"], ExecuteCommandsOptions::new()).await?;
+//! assert_eq!(out.results[0].exit_code, 0);
+//! session.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `rustls-tls-webpki-roots` | yes | `wss://` with rustls (ring provider) trusting the webpki roots |
+//! | `server` | no | [`server`]: accept connections and drive [`runtimeuse_proto::runtime::RuntimeSession`]s |
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod client;
+mod conn;
+mod error;
+mod options;
+#[cfg(feature = "server")]
+pub mod server;
+mod session;
+
+pub use client::{Client, ClientBuilder};
+pub use error::Error;
+pub use options::{ArtifactRequest, BoxFuture, ExecuteCommandsOptions, QueryOptions};
+pub use session::{AbortHandle, RequestEvent, RequestEvents, Session};
+
+pub use runtimeuse_proto as proto;
+pub use runtimeuse_proto::{
+    ArtifactUpload, ArtifactUploadRequest, Command, CommandExecutionResult, CommandOutput,
+    CommandResultItem, Downloadable, Invocation, OutputStream, QueryResult, ResultData,
+};
+pub use tokio_tungstenite;

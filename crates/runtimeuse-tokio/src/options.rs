@@ -1,0 +1,193 @@
+//! Per-call options: what goes on the wire, timeouts, and the Python client's callbacks.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtimeuse_proto::{ArtifactUpload, CommandBatch, CommandOutput, Invocation, RequestOptions};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What an artifact uploader is asked: a file the runtime wants to upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactRequest {
+    /// The file's name.
+    pub filename: String,
+    /// The file's path in the runtime.
+    pub filepath: String,
+}
+
+type AssistantFn = Arc<dyn Fn(Vec<String>) -> BoxFuture<()> + Send + Sync>;
+type OutputFn = Arc<dyn Fn(CommandOutput) -> BoxFuture<()> + Send + Sync>;
+pub(crate) type UploaderFn =
+    Arc<dyn Fn(ArtifactRequest) -> BoxFuture<ArtifactUpload> + Send + Sync>;
+
+/// The Python client's callbacks, shared by both option types.
+#[derive(Clone, Default)]
+pub(crate) struct Callbacks {
+    pub(crate) on_assistant_message: Option<AssistantFn>,
+    pub(crate) on_command_output: Option<OutputFn>,
+    pub(crate) uploader: Option<UploaderFn>,
+    pub(crate) callback_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("on_assistant_message", &self.on_assistant_message.is_some())
+            .field("on_command_output", &self.on_command_output.is_some())
+            .field("on_artifact_upload_request", &self.uploader.is_some())
+            .field("callback_timeout", &self.callback_timeout)
+            .finish()
+    }
+}
+
+macro_rules! common_options {
+    () => {
+        /// Fails the request if its result has not arrived this long after it started.
+        #[must_use]
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.request.timeout = Some(timeout);
+            self
+        }
+
+        /// Fails the request if no message at all arrives for this long (heartbeats count).
+        #[must_use]
+        pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+            self.request.idle_timeout = Some(timeout);
+            self
+        }
+
+        /// Limits how long each callback may take; past it the request is cancelled and the
+        /// call fails with [`Error::CallbackTimeout`](crate::Error::CallbackTimeout).
+        #[must_use]
+        pub fn callback_timeout(mut self, limit: Duration) -> Self {
+            self.callbacks.callback_timeout = Some(limit);
+            self
+        }
+
+        /// Called with the text blocks of each assistant message.
+        #[must_use]
+        pub fn on_assistant_message<F, Fut>(mut self, f: F) -> Self
+        where
+            F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            self.callbacks.on_assistant_message = Some(Arc::new(move |m| Box::pin(f(m))));
+            self
+        }
+
+        /// Called with each chunk of command output.
+        #[must_use]
+        pub fn on_command_output<F, Fut>(mut self, f: F) -> Self
+        where
+            F: Fn(CommandOutput) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            self.callbacks.on_command_output = Some(Arc::new(move |o| Box::pin(f(o))));
+            self
+        }
+
+        /// Answers artifact upload requests with a presigned URL and content type. Required
+        /// exactly when artifacts directories are given. A persistent session keeps the last
+        /// uploader given, to answer requests that arrive between calls and while it closes.
+        #[must_use]
+        pub fn on_artifact_upload_request<F, Fut>(mut self, f: F) -> Self
+        where
+            F: Fn(ArtifactRequest) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = ArtifactUpload> + Send + 'static,
+        {
+            self.callbacks.uploader = Some(Arc::new(move |r| Box::pin(f(r))));
+            self.request.artifact_uploader = true;
+            self
+        }
+    };
+}
+
+/// Options of a query: the invocation's fields (system prompt, model, …), timeouts and
+/// callbacks.
+///
+/// ```
+/// use std::time::Duration;
+/// use runtimeuse_tokio::QueryOptions;
+///
+/// let options = QueryOptions::new("You are a helpful assistant.", "gpt-4o")
+///     .timeout(Duration::from_secs(300))
+///     .invocation(|i| i.secret("sk-123").pre_command("git clone https://example.com/repo"))
+///     .on_assistant_message(|blocks| async move { println!("{}", blocks.join("")) });
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    pub(crate) invocation: Invocation,
+    pub(crate) request: RequestOptions,
+    pub(crate) callbacks: Callbacks,
+}
+
+impl QueryOptions {
+    /// Options with this system prompt and model.
+    pub fn new(system_prompt: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            invocation: Invocation::new("", model).system_prompt(system_prompt),
+            ..Self::default()
+        }
+    }
+
+    /// Edits the invocation's other fields (output schema, source id, secrets, artifacts
+    /// directories, pre/post commands, downloads, …) with [`Invocation`]'s setters.
+    #[must_use]
+    pub fn invocation(mut self, edit: impl FnOnce(Invocation) -> Invocation) -> Self {
+        self.invocation = edit(self.invocation);
+        self
+    }
+
+    /// Asks for structured output following this JSON Schema.
+    #[must_use]
+    pub fn output_schema(mut self, json_schema: impl Into<String>) -> Self {
+        self.invocation.output_format_json_schema = Some(json_schema.into());
+        self
+    }
+
+    /// Adds an artifacts directory to watch (needs an uploader).
+    #[must_use]
+    pub fn artifacts_dir(mut self, dir: impl Into<String>) -> Self {
+        self.invocation.artifacts_dirs.push(dir.into());
+        self
+    }
+
+    common_options!();
+}
+
+/// Options of a command batch: its fields besides the commands, timeouts and callbacks.
+#[derive(Clone, Debug, Default)]
+pub struct ExecuteCommandsOptions {
+    pub(crate) batch: CommandBatch,
+    pub(crate) request: RequestOptions,
+    pub(crate) callbacks: Callbacks,
+}
+
+impl ExecuteCommandsOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Edits the batch's other fields (source id, secrets, artifacts directories, downloads)
+    /// with [`CommandBatch`]'s setters.
+    #[must_use]
+    pub fn batch(mut self, edit: impl FnOnce(CommandBatch) -> CommandBatch) -> Self {
+        self.batch = edit(self.batch);
+        self
+    }
+
+    /// Adds an artifacts directory to watch (needs an uploader).
+    #[must_use]
+    pub fn artifacts_dir(mut self, dir: impl Into<String>) -> Self {
+        self.batch.artifacts_dirs.push(dir.into());
+        self
+    }
+
+    common_options!();
+}

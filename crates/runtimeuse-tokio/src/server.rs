@@ -1,0 +1,154 @@
+//! The server side: accept WebSocket connections and drive a
+//! [`RuntimeSession`] over each (feature `server`).
+//!
+//! [`RuntimeConnection`] is pull-driven like the client: [`next_event`](RuntimeConnection::next_event)
+//! sends what the session queued, reads frames, fires heartbeats, and returns the client's
+//! requests as [`RuntimeEvent`]s. The runtime answers through
+//! [`session`](RuntimeConnection::session) and [`flush`](RuntimeConnection::flush)es.
+
+use std::collections::VecDeque;
+
+use runtimeuse_proto::Input;
+use runtimeuse_proto::runtime::{RuntimeConfig, RuntimeEvent, RuntimeOutput, RuntimeSession};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::Error;
+use crate::conn::{Conn, Incoming, now};
+
+/// Settings of accepted connections.
+#[non_exhaustive]
+#[derive(Clone, Debug, Default)]
+pub struct ServerConfig {
+    /// The runtime session's settings (frame limit, heartbeat interval, …).
+    pub runtime: RuntimeConfig,
+    /// When set, a connection must present this token, as `Authorization: Bearer <token>` or a
+    /// `token` query parameter, or it is refused (HTTP 401) in the handshake.
+    pub token: Option<String>,
+}
+
+/// One accepted connection and its runtime session.
+#[derive(Debug)]
+pub struct RuntimeConnection<S> {
+    conn: Conn<S>,
+    session: RuntimeSession,
+    events: VecDeque<RuntimeEvent>,
+    deadline: std::time::Instant,
+}
+
+fn authorized(request: &Request, token: &str) -> bool {
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == token);
+    let query = request.uri().query().unwrap_or("").split('&').any(|pair| {
+        pair.split_once('=')
+            .is_some_and(|(k, v)| k == "token" && v == token)
+    });
+    bearer || query
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
+    /// Runs the WebSocket handshake on an accepted stream (checking the token, when set).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WebSocket`] if the handshake fails or the token is missing or wrong.
+    pub async fn accept(stream: S, config: ServerConfig) -> Result<Self, Error> {
+        let max = config.runtime.max_frame_size;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let token = config.token.clone();
+        let check = move |request: &Request, response: Response| match &token {
+            Some(t) if !authorized(request, t) => {
+                let mut refusal = ErrorResponse::new(Some("missing or wrong token".into()));
+                *refusal.status_mut() = StatusCode::UNAUTHORIZED;
+                Err(refusal)
+            }
+            _ => Ok(response),
+        };
+        let ws =
+            tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config)).await?;
+        let now = now();
+        Ok(Self {
+            conn: Conn::new(ws),
+            session: RuntimeSession::new(config.runtime, now),
+            events: VecDeque::new(),
+            deadline: now,
+        })
+    }
+
+    /// The runtime session, to answer requests. [`flush`](Self::flush) afterwards (or call
+    /// [`next_event`](Self::next_event), which flushes first).
+    pub fn session(&mut self) -> &mut RuntimeSession {
+        &mut self.session
+    }
+
+    /// Sends what the session queued. Cancel safe.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WebSocket`] if sending fails; the session then counts as closed.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.drain();
+        if let Err(e) = self.conn.flush().await {
+            self.session.handle_input(Input::TransportClosed(now()));
+            self.drain();
+            return Err(e.into());
+        }
+        if self.session.is_finished() && self.events.is_empty() {
+            self.conn.close().await;
+        }
+        Ok(())
+    }
+
+    /// The next request of the client. Returns `None` once the session finished (end of
+    /// session confirmed, or the connection closed after [`RuntimeEvent::Closed`]). Cancel
+    /// safe, so it can race the runtime's own work in `tokio::select!`.
+    pub async fn next_event(&mut self) -> Option<RuntimeEvent> {
+        loop {
+            if let Err(e) = self.flush().await {
+                tracing::debug!(error = %e, "send failed");
+            }
+            if let Some(e) = self.events.pop_front() {
+                return Some(e);
+            }
+            if self.session.is_finished() {
+                return None;
+            }
+            let incoming = self.conn.recv(self.deadline).await;
+            let now = now();
+            match incoming {
+                Incoming::Data(m) => self
+                    .session
+                    .handle_input(Input::Receive(now, Incoming::payload(&m))),
+                Incoming::Pong => self.session.handle_input(Input::Pong(now)),
+                Incoming::Deadline => self.session.handle_input(Input::Timeout(now)),
+                Incoming::Closed(err) => {
+                    if let Some(e) = err {
+                        tracing::debug!(error = %e, "client connection failed");
+                    }
+                    self.session.handle_input(Input::TransportClosed(now));
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.session.poll_output() {
+                RuntimeOutput::Transmit(t) => self.conn.queue(t),
+                RuntimeOutput::Event(e) => self.events.push_back(e),
+                RuntimeOutput::Timeout(at) => {
+                    self.deadline = at;
+                    return;
+                }
+            }
+        }
+    }
+}

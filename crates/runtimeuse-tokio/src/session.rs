@@ -1,0 +1,654 @@
+//! A persistent session: sequential requests over one connection.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use runtimeuse_proto as proto;
+use runtimeuse_proto::{
+    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, CommandOutput, Event, Input,
+    Output, QueryResult, RequestId,
+};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::MaybeTlsStream;
+use tracing::Instrument;
+
+use crate::Error;
+use crate::conn::{Conn, Incoming, now};
+use crate::options::{
+    ArtifactRequest, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn,
+};
+
+pub(crate) type Socket = MaybeTlsStream<TcpStream>;
+
+/// Cancels the request in flight of a [`Session`] from anywhere (another task or thread).
+///
+/// `cancel_message` goes out at once, the call fails with [`Error::Cancelled`], and the session
+/// reads on until the runtime's terminal for it, so that nothing of it leaks into the next
+/// request. Aborting with nothing in flight does nothing.
+#[derive(Clone, Debug, Default)]
+pub struct AbortHandle {
+    inner: Arc<AbortInner>,
+}
+
+#[derive(Debug, Default)]
+struct AbortInner {
+    requested: AtomicBool,
+    notify: Notify,
+}
+
+impl AbortHandle {
+    /// Cancels the request in flight, if any.
+    pub fn abort(&self) {
+        self.inner.requested.store(true, Ordering::SeqCst);
+        self.inner.notify.notify_one();
+    }
+
+    fn take(&self) -> bool {
+        self.inner.requested.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// One item of a request's event stream ([`Session::query_events`],
+/// [`Session::execute_commands_events`]).
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum RequestEvent {
+    /// The agent streamed assistant text.
+    AssistantMessage(Vec<String>),
+    /// A command printed output.
+    CommandOutput(CommandOutput),
+    /// The runtime is alive.
+    Heartbeat {
+        /// The runtime's phase.
+        phase: Option<String>,
+        /// Milliseconds since the request started, by the runtime's clock.
+        elapsed_ms: Option<u64>,
+    },
+    /// The runtime reported an error that did not end the request.
+    RuntimeError {
+        /// The error text.
+        error: String,
+        /// Its metadata.
+        metadata: serde_json::Value,
+    },
+    /// The runtime asks where to upload an artifact: answer with
+    /// [`RequestEvents::respond_artifact_upload`] (or it is answered by the options' uploader,
+    /// when one was given, and not shown here).
+    ArtifactUploadRequest(ArtifactUploadRequest),
+    /// The query's result: the last item.
+    Result(QueryResult),
+    /// The command batch's result: the last item.
+    CommandResult(CommandExecutionResult),
+}
+
+/// A persistent session over one connection: sequential queries and command batches, then a
+/// graceful [`close`](Self::close).
+///
+/// Every `async fn` here is cancel safe in this sense: dropping its future (for instance in
+/// `tokio::select!` or `tokio::time::timeout`) leaves the session usable. The abandoned request
+/// is cancelled on the wire before the next call starts, and its remaining messages are read
+/// and dropped, never delivered to the next request.
+pub struct Session {
+    conn: Conn<Socket>,
+    proto: proto::Session,
+    abort: AbortHandle,
+    /// Events taken from the core but not yet handed out (cancel safety).
+    events: VecDeque<Event>,
+    deadline: std::time::Instant,
+    /// The last artifact uploader given, for requests between calls and during close.
+    uploader: Option<UploaderFn>,
+    /// A request whose call was dropped; cancelled before the next call.
+    current: Option<RequestId>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("proto", &self.proto)
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(conn: Conn<Socket>, config: proto::Config) -> Self {
+        let now = now();
+        Self {
+            conn,
+            proto: proto::Session::new(config, now),
+            abort: AbortHandle::default(),
+            events: VecDeque::new(),
+            deadline: now,
+            uploader: None,
+            current: None,
+        }
+    }
+
+    /// A handle that cancels the request in flight from anywhere.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.abort.clone()
+    }
+
+    /// Cancels the request in flight (the same as [`AbortHandle::abort`]).
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// The underlying WebSocket stream (for its peer address and the like).
+    pub fn websocket(&self) -> &tokio_tungstenite::WebSocketStream<Socket> {
+        self.conn.get_ref()
+    }
+
+    /// Runs a query and returns its result, calling the options' callbacks on the way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Runtime`] when the runtime fails it, [`Error::Cancelled`], [`Error::Timeout`],
+    /// [`Error::ConnectionClosed`] and the other variants of [`Error`].
+    pub async fn query(
+        &mut self,
+        prompt: impl Into<String>,
+        options: QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        let callbacks = options.callbacks.clone();
+        let id = self.start_query(prompt.into(), options)?;
+        match self.run_with_callbacks(id, &callbacks).await? {
+            RequestEvent::Result(r) => Ok(r),
+            RequestEvent::CommandResult(_) => Err(Error::UnexpectedTerminal(
+                proto::MessageKind::CommandExecutionResult,
+            )),
+            _ => Err(Error::ConnectionClosed),
+        }
+    }
+
+    /// Runs a batch of shell commands and returns their results.
+    ///
+    /// # Errors
+    ///
+    /// As [`query`](Self::query); also [`Error::Usage`] for an empty batch.
+    pub async fn execute_commands<I, C>(
+        &mut self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<CommandExecutionResult, Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        let callbacks = options.callbacks.clone();
+        let id = self.start_commands(commands, options)?;
+        match self.run_with_callbacks(id, &callbacks).await? {
+            RequestEvent::CommandResult(r) => Ok(r),
+            _ => Err(Error::UnexpectedTerminal(proto::MessageKind::Result)),
+        }
+    }
+
+    /// Starts a query and returns its events as a [`Stream`]; the last item is the result.
+    /// Callbacks in the options are not called (except the artifact uploader, when given).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
+    pub fn query_events(
+        &mut self,
+        prompt: impl Into<String>,
+        options: QueryOptions,
+    ) -> Result<RequestEvents<'_>, Error> {
+        let uploader = options.callbacks.uploader.clone();
+        let id = self.start_query(prompt.into(), options)?;
+        Ok(RequestEvents::new(self, id, uploader))
+    }
+
+    /// Starts a command batch and returns its events as a [`Stream`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
+    pub fn execute_commands_events<I, C>(
+        &mut self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<RequestEvents<'_>, Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        let uploader = options.callbacks.uploader.clone();
+        let id = self.start_commands(commands, options)?;
+        Ok(RequestEvents::new(self, id, uploader))
+    }
+
+    /// Ends the session gracefully: sends `end_session_message`, answers late artifact
+    /// requests with the last uploader given, waits for the runtime's confirmation (at most
+    /// [`Config::end_session_timeout`](runtimeuse_proto::Config)), and closes the connection
+    /// with code 1000.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WebSocket`] if the connection fails on the way; the connection is closed
+    /// anyway.
+    pub async fn close(mut self) -> Result<(), Error> {
+        self.clean_up_dropped_call();
+        let result = self.end_gracefully().await;
+        self.conn.close().await;
+        result
+    }
+
+    async fn end_gracefully(&mut self) -> Result<(), Error> {
+        // A request still held back behind a draining one: wait for it to settle first.
+        while self.proto.request_in_flight().is_some() {
+            let _ = self.proto.cancel(now());
+            self.next_event().await?;
+        }
+        if self.proto.is_finished() {
+            return Ok(());
+        }
+        self.proto.end_session(now())?;
+        loop {
+            match self.next_event().await? {
+                Event::SessionEnded(end) => {
+                    tracing::debug!(?end, "session ended");
+                    return Ok(());
+                }
+                Event::ArtifactUploadRequest(req) => self.answer_with(None, req).await,
+                _ => {}
+            }
+        }
+    }
+
+    // ----- internals -----
+
+    fn start_query(&mut self, prompt: String, options: QueryOptions) -> Result<RequestId, Error> {
+        self.clean_up_dropped_call();
+        let mut invocation = options.invocation;
+        invocation.user_prompt = prompt;
+        let span_id = invocation.source_id.clone();
+        let id = self.proto.invoke(invocation, options.request, now())?;
+        self.begin(id, options.callbacks.uploader, "query", span_id);
+        Ok(id)
+    }
+
+    fn start_commands<I, C>(
+        &mut self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<RequestId, Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        self.clean_up_dropped_call();
+        let mut batch = options.batch;
+        batch.commands = commands.into_iter().map(Into::into).collect();
+        let span_id = batch.source_id.clone();
+        let id = self.proto.execute_commands(batch, options.request, now())?;
+        self.begin(id, options.callbacks.uploader, "execute_commands", span_id);
+        Ok(id)
+    }
+
+    fn begin(
+        &mut self,
+        id: RequestId,
+        uploader: Option<UploaderFn>,
+        kind: &str,
+        source_id: Option<String>,
+    ) {
+        tracing::debug!(
+            request = id.as_u64(),
+            kind,
+            source_id = source_id.as_deref(),
+            "request started"
+        );
+        if uploader.is_some() {
+            self.uploader = uploader;
+        }
+        // An abort requested while nothing was in flight does not apply to this request.
+        self.abort.take();
+        self.current = Some(id);
+    }
+
+    /// A previous call's future was dropped mid-request: cancel that request. The core holds
+    /// the next request back until the cancelled one's terminal has been read.
+    fn clean_up_dropped_call(&mut self) {
+        if let Some(id) = self.current.take()
+            && self.proto.request_in_flight() == Some(id)
+        {
+            tracing::debug!(
+                request = id.as_u64(),
+                "cancelling the request of a dropped call"
+            );
+            let _ = self.proto.cancel(now());
+        }
+    }
+
+    /// Runs the request to its end, calling the callbacks; returns the terminal item.
+    async fn run_with_callbacks(
+        &mut self,
+        id: RequestId,
+        callbacks: &Callbacks,
+    ) -> Result<RequestEvent, Error> {
+        let span = tracing::debug_span!("request", id = id.as_u64());
+        async {
+            loop {
+                let item = match self.next_item(id, callbacks.uploader.as_ref()).await {
+                    Some(item) => item?,
+                    None => return Err(Error::ConnectionClosed),
+                };
+                let limit = callbacks.callback_timeout;
+                match item {
+                    RequestEvent::AssistantMessage(blocks) => {
+                        if let Some(cb) = &callbacks.on_assistant_message {
+                            self.call(id, "on_assistant_message", limit, cb(blocks))
+                                .await?;
+                        }
+                    }
+                    RequestEvent::CommandOutput(output) => {
+                        if let Some(cb) = &callbacks.on_command_output {
+                            self.call(id, "on_command_output", limit, cb(output))
+                                .await?;
+                        }
+                    }
+                    RequestEvent::ArtifactUploadRequest(req) => {
+                        // No uploader for this call: decline (the runtime will not upload it).
+                        self.proto.decline_artifact_upload(req);
+                    }
+                    RequestEvent::Result(_) | RequestEvent::CommandResult(_) => {
+                        self.current = None;
+                        return Ok(item);
+                    }
+                    RequestEvent::Heartbeat { .. } | RequestEvent::RuntimeError { .. } => {}
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Awaits a callback's future, within its time limit. Cancel safe: the session state is
+    /// untouched while it runs.
+    async fn call(
+        &mut self,
+        id: RequestId,
+        callback: &'static str,
+        limit: Option<Duration>,
+        fut: crate::options::BoxFuture<()>,
+    ) -> Result<(), Error> {
+        let Some(limit) = limit else {
+            fut.await;
+            return Ok(());
+        };
+        if tokio::time::timeout(limit, fut).await.is_ok() {
+            return Ok(());
+        }
+        tracing::warn!(
+            callback,
+            ?limit,
+            "callback timed out; cancelling the request"
+        );
+        if self.proto.request_in_flight() == Some(id) {
+            let _ = self.proto.cancel(now());
+        }
+        self.current = None;
+        Err(Error::CallbackTimeout { callback, limit })
+    }
+
+    /// The next item of request `id`: `None` once its terminal was handed out. Artifact
+    /// requests are answered with `uploader` (or the session's last one) when there is one.
+    pub(crate) async fn next_item(
+        &mut self,
+        id: RequestId,
+        uploader: Option<&UploaderFn>,
+    ) -> Option<Result<RequestEvent, Error>> {
+        loop {
+            let event = match self.next_event().await {
+                Ok(e) => e,
+                Err(e) => return Some(Err(e)),
+            };
+            let item = match event {
+                Event::ArtifactUploadRequest(req) => {
+                    if uploader.is_some() || self.uploader.is_some() {
+                        self.answer_with(uploader.cloned(), req).await;
+                        continue;
+                    }
+                    RequestEvent::ArtifactUploadRequest(req)
+                }
+                Event::SessionEnded(_) => return Some(Err(Error::ConnectionClosed)),
+                e if e.request() != Some(id) => continue,
+                Event::AssistantMessage { text_blocks, .. } => {
+                    RequestEvent::AssistantMessage(text_blocks)
+                }
+                Event::CommandOutput(o) => RequestEvent::CommandOutput(o),
+                Event::Heartbeat {
+                    phase, elapsed_ms, ..
+                } => RequestEvent::Heartbeat { phase, elapsed_ms },
+                Event::RuntimeError {
+                    error, metadata, ..
+                } => RequestEvent::RuntimeError { error, metadata },
+                Event::Result { result, .. } => {
+                    self.current = None;
+                    RequestEvent::Result(result)
+                }
+                Event::CommandResult { result, .. } => {
+                    self.current = None;
+                    RequestEvent::CommandResult(result)
+                }
+                Event::Failed { reason, .. } => {
+                    self.current = None;
+                    return Some(Err(reason.into()));
+                }
+                _ => continue,
+            };
+            return Some(Ok(item));
+        }
+    }
+
+    async fn answer_with(&mut self, uploader: Option<UploaderFn>, req: ArtifactUploadRequest) {
+        let Some(uploader) = uploader.or_else(|| self.uploader.clone()) else {
+            self.proto.decline_artifact_upload(req);
+            return;
+        };
+        let request = ArtifactRequest {
+            filename: req.filename().to_owned(),
+            filepath: req.filepath().to_owned(),
+        };
+        let upload = uploader(request).await;
+        if let Err(e) = self.proto.respond_artifact_upload(req, upload, now()) {
+            tracing::warn!(error = %e, "could not answer an artifact upload request");
+        }
+    }
+
+    /// The next event of the core, driving the socket and the timers. Cancel safe.
+    async fn next_event(&mut self) -> Result<Event, Error> {
+        loop {
+            self.drain();
+            if let Err(e) = self.conn.flush().await {
+                tracing::debug!(error = %e, "send failed");
+                self.proto.handle_input(Input::TransportClosed(now()));
+                self.drain();
+            }
+            if let Some(e) = self.events.pop_front() {
+                return Ok(e);
+            }
+            if self.proto.is_finished() {
+                return Err(Error::ConnectionClosed);
+            }
+            let abort = Arc::clone(&self.abort.inner);
+            let aborted = abort.notify.notified();
+            tokio::pin!(aborted);
+            let deadline = self.deadline;
+            tokio::select! {
+                biased;
+                () = &mut aborted => {
+                    if self.abort.take() && self.proto.request_in_flight().is_some() {
+                        let _ = self.proto.cancel(now());
+                    }
+                }
+                incoming = self.conn.recv(deadline) => self.feed(incoming),
+            }
+        }
+    }
+
+    fn feed(&mut self, incoming: Incoming) {
+        let now = now();
+        match incoming {
+            Incoming::Data(m) => self
+                .proto
+                .handle_input(Input::Receive(now, Incoming::payload(&m))),
+            Incoming::Pong => self.proto.handle_input(Input::Pong(now)),
+            Incoming::Deadline => self.proto.handle_input(Input::Timeout(now)),
+            Incoming::Closed(err) => {
+                if let Some(e) = err {
+                    tracing::debug!(error = %e, "connection failed");
+                }
+                self.proto.handle_input(Input::TransportClosed(now));
+            }
+        }
+    }
+
+    /// Moves the core's outputs into the socket queue and the event queue.
+    fn drain(&mut self) {
+        loop {
+            match self.proto.poll_output() {
+                Output::Transmit(t) => self.conn.queue(t),
+                Output::Event(e) => self.events.push_back(e),
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn respond(
+        &mut self,
+        req: ArtifactUploadRequest,
+        upload: ArtifactUpload,
+    ) -> Result<(), Error> {
+        self.proto.respond_artifact_upload(req, upload, now())?;
+        Ok(())
+    }
+
+    pub(crate) async fn close_socket(&mut self) {
+        self.conn.close().await;
+    }
+}
+
+type Pending<'a> = Pin<
+    Box<
+        dyn std::future::Future<Output = (Option<Result<RequestEvent, Error>>, &'a mut Session)>
+            + Send
+            + 'a,
+    >,
+>;
+
+enum State<'a> {
+    Idle(&'a mut Session),
+    Busy(Pending<'a>),
+    Done,
+}
+
+/// The events of one request, as a [`Stream`]; the last item is the result (or an error).
+///
+/// Dropping it before the end leaves the session usable: the request is cancelled before the
+/// next call starts.
+pub struct RequestEvents<'a> {
+    state: State<'a>,
+    id: RequestId,
+    uploader: Option<UploaderFn>,
+}
+
+impl fmt::Debug for RequestEvents<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestEvents")
+            .field("request", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> RequestEvents<'a> {
+    fn new(session: &'a mut Session, id: RequestId, uploader: Option<UploaderFn>) -> Self {
+        Self {
+            state: State::Idle(session),
+            id,
+            uploader,
+        }
+    }
+
+    /// The next event; `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<RequestEvent, Error>> {
+        futures_util::StreamExt::next(self).await
+    }
+
+    /// Answers an artifact upload request handed out by this stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if called while an item is being awaited, or the request is not
+    /// pending on this session.
+    pub fn respond_artifact_upload(
+        &mut self,
+        request: ArtifactUploadRequest,
+        upload: ArtifactUpload,
+    ) -> Result<(), Error> {
+        match &mut self.state {
+            State::Idle(session) => session.respond(request, upload),
+            _ => Err(proto::UsageError::UnknownArtifactRequest.into()),
+        }
+    }
+
+    /// Cancels the request (as [`AbortHandle::abort`]); keep polling for the outcome.
+    pub fn abort(&self) {
+        if let State::Idle(session) = &self.state {
+            session.abort();
+        }
+    }
+}
+
+impl<'a> Stream for RequestEvents<'a> {
+    type Item = Result<RequestEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Done => return Poll::Ready(None),
+                State::Idle(session) => {
+                    let id = this.id;
+                    let uploader = this.uploader.clone();
+                    this.state = State::Busy(Box::pin(async move {
+                        let item = session.next_item(id, uploader.as_ref()).await;
+                        (item, session)
+                    }));
+                }
+                State::Busy(mut fut) => match fut.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        this.state = State::Busy(fut);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready((item, session)) => {
+                        let last = matches!(
+                            item,
+                            None | Some(Err(_))
+                                | Some(
+                                    Ok(RequestEvent::Result(_) | RequestEvent::CommandResult(_))
+                                )
+                        );
+                        this.state = if last {
+                            State::Done
+                        } else {
+                            State::Idle(session)
+                        };
+                        return Poll::Ready(item);
+                    }
+                },
+            }
+        }
+    }
+}
