@@ -1,0 +1,236 @@
+//! The artifact watcher: reports new and changed files of the watched directories once their
+//! size and modification time are stable, skipping ignored paths.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::connection::{Cmd, Outbox};
+
+/// Ignored when neither `artifacts_ignore_content` nor a `.artifactignore` says otherwise.
+pub const DEFAULT_IGNORE: &str =
+    "node_modules/\n.venv/\nvenv/\nenv/\n.env/\ndist/\n__pycache__/\n.pytest_cache/\n";
+
+/// The paths reported so far on a connection, for handlers that wait for a report.
+#[derive(Debug, Clone)]
+pub(crate) struct Reported {
+    paths: Arc<Mutex<HashSet<PathBuf>>>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Reported {
+    pub(crate) async fn wait_for(&self, path: &Path) {
+        let mut changed = self.changed.clone();
+        loop {
+            if self.paths.lock().map(|p| p.contains(path)).unwrap_or(true) {
+                return;
+            }
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Messages to the watcher task.
+#[derive(Debug)]
+pub(crate) enum Watch {
+    /// Watch these directories (with these ignore rules, if given).
+    Add(Vec<PathBuf>, Option<String>),
+    /// Answer once every watched file is reported and stable (or at the deadline).
+    Settle(Duration, oneshot::Sender<()>),
+}
+
+struct Dir {
+    root: PathBuf,
+    ignore: Gitignore,
+}
+
+type Stamp = (u64, Option<SystemTime>);
+
+/// Handle of a connection's watcher task.
+#[derive(Debug, Clone)]
+pub(crate) struct Watcher {
+    tx: mpsc::Sender<Watch>,
+    reported: Reported,
+    ever_watched: Arc<Mutex<bool>>,
+}
+
+impl Watcher {
+    /// Starts the watcher task; reports go to `out` as [`Cmd::Artifact`].
+    pub(crate) fn spawn(out: Outbox, interval: Duration) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        let (changed_tx, changed_rx) = watch::channel(0);
+        let paths = Arc::new(Mutex::new(HashSet::new()));
+        let reported = Reported {
+            paths: Arc::clone(&paths),
+            changed: changed_rx,
+        };
+        tokio::spawn(run(rx, out, interval, paths, changed_tx));
+        Self {
+            tx,
+            reported,
+            ever_watched: Arc::new(Mutex::new(false)),
+        }
+    }
+
+    pub(crate) fn reported(&self) -> Reported {
+        self.reported.clone()
+    }
+
+    pub(crate) async fn add(&self, dirs: Vec<PathBuf>, ignore: Option<String>) {
+        if dirs.is_empty() {
+            return;
+        }
+        if let Ok(mut w) = self.ever_watched.lock() {
+            *w = true;
+        }
+        let _ = self.tx.send(Watch::Add(dirs, ignore)).await;
+    }
+
+    /// Whether any directory was ever watched on this connection.
+    pub(crate) fn ever_watched(&self) -> bool {
+        self.ever_watched.lock().map(|w| *w).unwrap_or(false)
+    }
+
+    /// Waits until every watched file is reported and stable, at most `limit`.
+    pub(crate) async fn settle(&self, limit: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Watch::Settle(limit, tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Watch>,
+    out: Outbox,
+    interval: Duration,
+    reported_paths: Arc<Mutex<HashSet<PathBuf>>>,
+    changed: watch::Sender<u64>,
+) {
+    let mut dirs: Vec<Arc<Dir>> = Vec::new();
+    // Last report per file, and the stamp seen at the previous scan.
+    let mut reported: HashMap<PathBuf, Stamp> = HashMap::new();
+    let mut seen: HashMap<PathBuf, Stamp> = HashMap::new();
+    let mut settling: Vec<(tokio::time::Instant, oneshot::Sender<()>)> = Vec::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = rx.recv() => match message {
+                None => return,
+                Some(Watch::Add(new, ignore)) => {
+                    for root in new {
+                        if dirs.iter().any(|d| d.root == root) {
+                            continue;
+                        }
+                        let ignore = rules(&root, ignore.as_deref());
+                        dirs.push(Arc::new(Dir { root, ignore }));
+                    }
+                    tick.reset_immediately();
+                }
+                Some(Watch::Settle(limit, done)) => {
+                    settling.push((tokio::time::Instant::now() + limit, done));
+                    tick.reset_immediately();
+                }
+            },
+            _ = tick.tick() => {
+                if dirs.is_empty() {
+                    for (_, done) in settling.drain(..) {
+                        let _ = done.send(());
+                    }
+                    continue;
+                }
+                let scan_dirs = dirs.clone();
+                let now_seen = tokio::task::spawn_blocking(move || scan(&scan_dirs))
+                    .await
+                    .unwrap_or_default();
+                let mut unsettled = false;
+                for (path, stamp) in &now_seen {
+                    let stable = seen.get(path) == Some(stamp);
+                    let new = reported.get(path) != Some(stamp);
+                    if new && stable {
+                        reported.insert(path.clone(), *stamp);
+                        report(&out, path).await;
+                        if let Ok(mut p) = reported_paths.lock() {
+                            p.insert(path.clone());
+                        }
+                        changed.send_modify(|g| *g += 1);
+                    } else if new {
+                        unsettled = true;
+                    }
+                }
+                seen = now_seen;
+                let now = tokio::time::Instant::now();
+                settling.retain_mut(|(deadline, _)| unsettled && *deadline > now);
+                // Dropping the sender of a settled waiter wakes it (retain_mut keeps only the
+                // ones still waiting).
+            }
+        }
+    }
+}
+
+async fn report(out: &Outbox, path: &Path) {
+    let filename = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let filepath = path.to_string_lossy().into_owned();
+    tracing::debug!(%filepath, "artifact ready");
+    let _ = out.send(Cmd::Artifact { filename, filepath }).await;
+}
+
+fn rules(root: &Path, content: Option<&str>) -> Gitignore {
+    let from_file = std::fs::read_to_string(root.join(".artifactignore")).ok();
+    let text = content
+        .map(str::to_owned)
+        .or(from_file)
+        .unwrap_or_else(|| DEFAULT_IGNORE.to_owned());
+    let mut builder = GitignoreBuilder::new(root);
+    for line in text.lines() {
+        if let Err(e) = builder.add_line(None, line) {
+            tracing::warn!(error = %e, line, "bad artifact ignore rule");
+        }
+    }
+    builder.build().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "artifact ignore rules unusable; ignoring nothing");
+        Gitignore::empty()
+    })
+}
+
+/// Every regular file under the directories, with its size and modification time.
+fn scan(dirs: &[Arc<Dir>]) -> HashMap<PathBuf, Stamp> {
+    let mut files = HashMap::new();
+    for dir in dirs {
+        let mut stack = vec![dir.root.clone()];
+        while let Some(path) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                let is_dir = meta.is_dir();
+                if dir
+                    .ignore
+                    .matched_path_or_any_parents(&path, is_dir)
+                    .is_ignore()
+                    || path.file_name().is_some_and(|n| n == ".artifactignore")
+                {
+                    continue;
+                }
+                if is_dir {
+                    stack.push(path);
+                } else if meta.is_file() {
+                    files.insert(path, (meta.len(), meta.modified().ok()));
+                }
+            }
+        }
+    }
+    files
+}

@@ -1,0 +1,317 @@
+//! One client connection: the runtime session's event loop, and the requests it runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtimeuse_proto::runtime::{CANCELLED_ERROR, RuntimeEvent, RuntimeSession};
+use runtimeuse_proto::{
+    CommandBatch, CommandExecutionResult, CommandResultItem, Invocation, OutputStream, QueryResult,
+    RequestId,
+};
+use runtimeuse_tokio::server::RuntimeConnection;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::artifacts::Watcher;
+use crate::commands::{self, RunError};
+use crate::handler::{CancelSignal, HandlerContext};
+use crate::{Shared, http};
+
+/// What request tasks ask of the connection loop.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Assistant(Vec<String>),
+    Output(OutputStream, Arc<str>, String),
+    FlushOutput(OutputStream),
+    Error(String, Value),
+    Artifact { filename: String, filepath: String },
+    Finish(Terminal),
+    ConfirmEnd,
+}
+
+/// How a request ended.
+#[derive(Debug)]
+pub(crate) enum Terminal {
+    Query(QueryResult),
+    Commands(CommandExecutionResult),
+    Fail(String, Value),
+    Cancelled,
+}
+
+/// A sender tagged with the request it speaks for (`None`: the session itself).
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<(Option<RequestId>, Cmd)>,
+    request: Option<RequestId>,
+}
+
+impl Outbox {
+    pub(crate) async fn send(&self, cmd: Cmd) -> Result<(), ()> {
+        self.tx.send((self.request, cmd)).await.map_err(|_| ())
+    }
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let peer = stream.peer_addr().ok();
+    let mut conn = match RuntimeConnection::accept(stream, shared.server.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(?peer, error = %e, "handshake refused or failed");
+            return;
+        }
+    };
+    tracing::debug!(?peer, "connection accepted");
+    let (tx, mut rx) = mpsc::channel(64);
+    let session_box = Outbox {
+        tx: tx.clone(),
+        request: None,
+    };
+    let watcher = Watcher::spawn(session_box.clone(), shared.options.artifact_scan_interval);
+    let mut cancel: Option<watch::Sender<bool>> = None;
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            event = conn.next_event() => {
+                let Some(event) = event else { break };
+                match event {
+                    RuntimeEvent::Invocation { request, invocation } => {
+                        let env = env(&tx, request, &watcher, &shared, &mut cancel);
+                        tasks.spawn(run_query(invocation, env));
+                    }
+                    RuntimeEvent::Commands { request, batch } => {
+                        let env = env(&tx, request, &watcher, &shared, &mut cancel);
+                        tasks.spawn(run_commands(batch, env));
+                    }
+                    RuntimeEvent::Cancel { .. } => {
+                        if let Some(c) = &cancel {
+                            let _ = c.send(true);
+                        }
+                    }
+                    RuntimeEvent::ArtifactUploadResponse { filepath, upload, .. } => {
+                        tasks.spawn(http::upload(filepath, upload));
+                    }
+                    RuntimeEvent::EndSession => {
+                        let watcher = watcher.clone();
+                        let outbox = session_box.clone();
+                        let drain = shared.options.end_session_drain;
+                        tasks.spawn(async move {
+                            if watcher.ever_watched() {
+                                watcher.settle(drain).await;
+                            }
+                            let _ = outbox.send(Cmd::ConfirmEnd).await;
+                        });
+                    }
+                    RuntimeEvent::Closed => break,
+                    other => tracing::debug!(?other, "ignored event"),
+                }
+            }
+            Some((request, cmd)) = rx.recv() => apply(conn.session(), request, cmd),
+        }
+    }
+    if let Some(c) = &cancel {
+        let _ = c.send(true);
+    }
+    tracing::debug!(?peer, "connection done");
+}
+
+struct Env {
+    outbox: Outbox,
+    cancel: CancelSignal,
+    watcher: Watcher,
+    shared: Arc<Shared>,
+}
+
+fn env(
+    tx: &mpsc::Sender<(Option<RequestId>, Cmd)>,
+    request: RequestId,
+    watcher: &Watcher,
+    shared: &Arc<Shared>,
+    cancel: &mut Option<watch::Sender<bool>>,
+) -> Env {
+    let (cancel_tx, signal) = CancelSignal::new();
+    *cancel = Some(cancel_tx);
+    Env {
+        outbox: Outbox {
+            tx: tx.clone(),
+            request: Some(request),
+        },
+        cancel: signal,
+        watcher: watcher.clone(),
+        shared: Arc::clone(shared),
+    }
+}
+
+/// Applies a request task's message to the session, unless it speaks for a request that has
+/// already ended.
+fn apply(session: &mut RuntimeSession, request: Option<RequestId>, cmd: Cmd) {
+    if let Some(id) = request
+        && session.request_in_flight() != Some(id)
+    {
+        tracing::debug!(request = id.as_u64(), "message of an ended request dropped");
+        return;
+    }
+    let result = match cmd {
+        Cmd::Assistant(blocks) => session.send_assistant(&blocks),
+        Cmd::Output(stream, command, text) => session.send_command_output(stream, &command, &text),
+        Cmd::FlushOutput(stream) => {
+            session.flush_command_output(stream);
+            Ok(())
+        }
+        Cmd::Error(error, metadata) => session.send_error(&error, &metadata),
+        Cmd::Artifact { filename, filepath } => {
+            session.request_artifact_upload(&filename, &filepath)
+        }
+        Cmd::Finish(Terminal::Query(result)) => session.finish_query(&result),
+        Cmd::Finish(Terminal::Commands(result)) => session.finish_commands(&result),
+        Cmd::Finish(Terminal::Fail(error, metadata)) => session.fail(&error, &metadata),
+        Cmd::Finish(Terminal::Cancelled) => session.fail(CANCELLED_ERROR, &json!({})),
+        Cmd::ConfirmEnd => session.confirm_end_session(),
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "runtime session refused a message");
+    }
+}
+
+fn failure(message: String) -> Terminal {
+    Terminal::Fail(message, json!({ "error_name": "Error" }))
+}
+
+/// Downloads and starts watching artifacts: what every request does first.
+async fn prepare(
+    env: &Env,
+    downloads: Option<&Vec<runtimeuse_proto::Downloadable>>,
+    dirs: &[String],
+    ignore: Option<&String>,
+) -> Result<(), Terminal> {
+    for d in downloads.into_iter().flatten() {
+        let download = http::download(d);
+        tokio::select! {
+            r = download => r.map_err(failure)?,
+            () = env.cancel.clone().cancelled() => return Err(Terminal::Cancelled),
+        }
+    }
+    let dirs: Vec<PathBuf> = dirs.iter().map(PathBuf::from).collect();
+    for d in &dirs {
+        if let Err(e) = tokio::fs::create_dir_all(d).await {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot create artifacts directory");
+        }
+    }
+    env.watcher.add(dirs, ignore.cloned()).await;
+    Ok(())
+}
+
+/// Runs pre- or post-commands; the first failure fails the request.
+async fn hooks(
+    env: &Env,
+    list: Option<&Vec<runtimeuse_proto::Command>>,
+    when: &str,
+) -> Result<(), Terminal> {
+    for c in list.into_iter().flatten() {
+        match commands::run(c, &env.outbox, &env.cancel, 0).await {
+            Ok(exit) if exit.code == 0 => {}
+            Ok(exit) => {
+                return Err(failure(format!(
+                    "{when}-agent command failed with exit code: {}",
+                    exit.code
+                )));
+            }
+            Err(RunError::Cancelled) => return Err(Terminal::Cancelled),
+            Err(RunError::Spawn(e)) => {
+                return Err(failure(format!("{when}-agent command could not run: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_query(invocation: Invocation, env: Env) {
+    let terminal = query_terminal(invocation, &env).await;
+    let _ = env.outbox.send(Cmd::Finish(terminal)).await;
+}
+
+async fn query_terminal(invocation: Invocation, env: &Env) -> Terminal {
+    let steps = async {
+        prepare(
+            env,
+            invocation.pre_agent_downloadables.as_ref(),
+            &invocation.artifacts_dirs,
+            invocation.artifacts_ignore_content.as_ref(),
+        )
+        .await?;
+        hooks(
+            env,
+            invocation.pre_agent_invocation_commands.as_ref(),
+            "pre",
+        )
+        .await?;
+        let ctx = HandlerContext {
+            outbox: env.outbox.clone(),
+            cancel: env.cancel.clone(),
+            reported: env.watcher.reported(),
+            artifacts_dirs: invocation
+                .artifacts_dirs
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
+        let post = invocation.post_agent_invocation_commands.clone();
+        let handler = Arc::clone(&env.shared.handler);
+        let result = tokio::select! {
+            r = handler.run(invocation, ctx) => r,
+            () = env.cancel.clone().cancelled() => return Err(Terminal::Cancelled),
+        };
+        if env.cancel.is_cancelled() {
+            return Err(Terminal::Cancelled);
+        }
+        let result = result.map_err(|e| Terminal::Fail(e.message, e.metadata))?;
+        hooks(env, post.as_ref(), "post").await?;
+        Ok(Terminal::Query(result))
+    };
+    steps.await.unwrap_or_else(|t| t)
+}
+
+async fn run_commands(batch: CommandBatch, env: Env) {
+    let terminal = commands_terminal(batch, &env).await;
+    let _ = env.outbox.send(Cmd::Finish(terminal)).await;
+}
+
+async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {
+    if let Err(t) = prepare(
+        env,
+        batch.pre_execution_downloadables.as_ref(),
+        &batch.artifacts_dirs,
+        batch.artifacts_ignore_content.as_ref(),
+    )
+    .await
+    {
+        return t;
+    }
+    let limit = env.shared.options.max_collected_stdout;
+    let mut results = Vec::new();
+    for c in &batch.commands {
+        match commands::run(c, &env.outbox, &env.cancel, limit).await {
+            Ok(exit) => {
+                let failed = exit.code != 0;
+                results.push(CommandResultItem {
+                    command: c.command.clone(),
+                    exit_code: exit.code,
+                    stdout: (!exit.stdout.is_empty()).then_some(exit.stdout),
+                });
+                if failed {
+                    break;
+                }
+            }
+            Err(RunError::Cancelled) => return Terminal::Cancelled,
+            Err(RunError::Spawn(e)) => return failure(format!("command could not run: {e}")),
+        }
+    }
+    Terminal::Commands(CommandExecutionResult { results })
+}
+
+/// How long the end-of-session drain may wait for artifacts, by default.
+pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(3);

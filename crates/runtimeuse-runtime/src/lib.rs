@@ -1,0 +1,266 @@
+//! An agent runtime that speaks the runtimeuse protocol, built on the sans-IO core
+//! ([`runtimeuse_proto::runtime::RuntimeSession`]) and the tokio server driver.
+//!
+//! It does what the upstream TypeScript runtime does: per connection one session; downloads
+//! before a request (`.zip` archives extracted); pre/post commands and command batches through
+//! `sh -c` with `cwd` and `env`, output streamed in chunks and stdout collected, the first
+//! failing command ending a batch; cancel kills the command's whole process group; artifact
+//! directories watched (gitignore-style rules), uploads by HTTP PUT to the URL the client
+//! gives; the end-of-session drain; heartbeats; `secrets_to_redact` applied to everything
+//! sent. Agent behaviour comes from an [`AgentHandler`]; [`ScriptedHandler`] is a
+//! deterministic one for tests and demos.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use runtimeuse_runtime::{Runtime, ScriptedHandler};
+//!
+//! let runtime = Runtime::new(ScriptedHandler).bind("127.0.0.1:0").await?;
+//! println!("listening on {}", runtime.url());
+//! let handle = runtime.spawn();
+//! // ... connect clients to handle.url() ...
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod artifacts;
+mod commands;
+mod connection;
+mod handler;
+mod http;
+mod scripted;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtimeuse_tokio::server::ServerConfig;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use artifacts::DEFAULT_IGNORE;
+pub use handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
+pub use scripted::ScriptedHandler;
+
+/// Settings of a [`Runtime`].
+///
+/// `#[non_exhaustive]`: start from [`RuntimeOptions::default`] and change fields.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Interval of heartbeats while a request runs; `None` disables them. Default 15 s.
+    pub heartbeat_interval: Option<Duration>,
+    /// When set, clients must present this token (`Authorization: Bearer <token>` or a
+    /// `token` query parameter).
+    pub token: Option<String>,
+    /// Largest frame accepted from a client. Default 64 MiB.
+    pub max_frame_size: usize,
+    /// How often artifact directories are scanned. Default 250 ms.
+    pub artifact_scan_interval: Duration,
+    /// Most stdout collected per command for a batch's result (the output is streamed in full
+    /// regardless). Default 16 MiB.
+    pub max_collected_stdout: usize,
+    /// How long the end-of-session drain may wait for artifacts still being written.
+    /// Default 3 s.
+    pub end_session_drain: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Some(Duration::from_secs(15)),
+            token: None,
+            max_frame_size: 64 << 20,
+            artifact_scan_interval: Duration::from_millis(250),
+            max_collected_stdout: 16 << 20,
+            end_session_drain: connection::DEFAULT_DRAIN,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    handler: Arc<dyn AgentHandler>,
+    options: RuntimeOptions,
+    server: ServerConfig,
+}
+
+/// An agent runtime: a handler and its settings. [`bind`](Self::bind) it to serve.
+pub struct Runtime {
+    handler: Arc<dyn AgentHandler>,
+    options: RuntimeOptions,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime running `handler` with default settings.
+    pub fn new(handler: impl AgentHandler) -> Self {
+        Self {
+            handler: Arc::new(handler),
+            options: RuntimeOptions::default(),
+        }
+    }
+
+    /// Replaces the settings.
+    #[must_use]
+    pub fn options(mut self, options: RuntimeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Binds a TCP listener (use port 0 for a free port).
+    ///
+    /// # Errors
+    ///
+    /// If the address cannot be bound.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<BoundRuntime> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(self.listen(listener))
+    }
+
+    /// Serves on an already bound listener.
+    pub fn listen(self, listener: TcpListener) -> BoundRuntime {
+        let mut server = ServerConfig::default();
+        server.runtime.heartbeat_interval = self.options.heartbeat_interval;
+        server.runtime.max_frame_size = self.options.max_frame_size;
+        server.token = self.options.token.clone();
+        BoundRuntime {
+            listener,
+            shared: Arc::new(Shared {
+                handler: self.handler,
+                options: self.options,
+                server,
+            }),
+        }
+    }
+}
+
+/// A runtime bound to a port, ready to [`serve`](Self::serve).
+pub struct BoundRuntime {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for BoundRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundRuntime")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundRuntime {
+    /// The bound address.
+    ///
+    /// # Errors
+    ///
+    /// If the socket's address cannot be read.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// `ws://<addr>` of the bound address (`127.0.0.1` when bound to all interfaces).
+    pub fn url(&self) -> String {
+        url(self.listener.local_addr().ok())
+    }
+
+    /// Accepts connections until `shutdown` resolves; then stops accepting and ends the open
+    /// connections (their running commands are killed).
+    ///
+    /// # Errors
+    ///
+    /// Never for a single failed accept (logged); only if the listener itself fails.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        tokio::pin!(shutdown);
+        let mut connections = JoinSet::new();
+        loop {
+            while connections.try_join_next().is_some() {}
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        connections.spawn(connection::serve(stream, Arc::clone(&self.shared)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!("shutting down");
+        connections.shutdown().await;
+        Ok(())
+    }
+
+    /// Serves in a background task; the handle stops it.
+    pub fn spawn(self) -> RuntimeHandle {
+        let addr = self.listener.local_addr().ok();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(async {
+            let _ = rx.await;
+        }));
+        RuntimeHandle {
+            addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+}
+
+fn url(addr: Option<SocketAddr>) -> String {
+    match addr {
+        Some(a) if a.ip().is_unspecified() => format!("ws://127.0.0.1:{}", a.port()),
+        Some(a) => format!("ws://{a}"),
+        None => "ws://127.0.0.1:0".to_owned(),
+    }
+}
+
+/// A runtime serving in the background. Dropping it stops the runtime too.
+#[derive(Debug)]
+pub struct RuntimeHandle {
+    addr: Option<SocketAddr>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RuntimeHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// `ws://<addr>` to connect to.
+    pub fn url(&self) -> String {
+        url(self.addr)
+    }
+
+    /// Stops the runtime and waits until it has.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RuntimeHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
