@@ -6,6 +6,9 @@
 //! runtimeuse exec  [--url URL] [--token T] COMMAND...
 //! ```
 
+// A command-line tool prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

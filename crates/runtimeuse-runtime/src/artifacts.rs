@@ -15,18 +15,43 @@ use crate::connection::{Cmd, Outbox};
 pub const DEFAULT_IGNORE: &str =
     "node_modules/\n.venv/\nvenv/\nenv/\n.env/\ndist/\n__pycache__/\n.pytest_cache/\n";
 
-/// The paths reported so far on a connection, for handlers that wait for a report.
+/// The artifacts reported so far on a connection, and those the client answered, for handlers
+/// that wait until a file they wrote is on its way.
 #[derive(Debug, Clone)]
 pub(crate) struct Reported {
-    paths: Arc<Mutex<HashSet<PathBuf>>>,
+    answered: Arc<Mutex<HashSet<PathBuf>>>,
     changed: watch::Receiver<u64>,
+    notify: Arc<watch::Sender<u64>>,
 }
 
 impl Reported {
+    fn new() -> Self {
+        let (tx, rx) = watch::channel(0);
+        Self {
+            answered: Arc::new(Mutex::new(HashSet::new())),
+            changed: rx,
+            notify: Arc::new(tx),
+        }
+    }
+
+    /// Records the client's answer for `path`.
+    pub(crate) fn answered(&self, path: &Path) {
+        if let Ok(mut a) = self.answered.lock() {
+            a.insert(path.to_path_buf());
+        }
+        self.notify.send_modify(|g| *g += 1);
+    }
+
+    /// Resolves once the client answered the upload request for `path`.
     pub(crate) async fn wait_for(&self, path: &Path) {
         let mut changed = self.changed.clone();
         loop {
-            if self.paths.lock().map(|p| p.contains(path)).unwrap_or(true) {
+            if self
+                .answered
+                .lock()
+                .map(|p| p.contains(path))
+                .unwrap_or(true)
+            {
                 return;
             }
             if changed.changed().await.is_err() {
@@ -64,13 +89,8 @@ impl Watcher {
     /// Starts the watcher task; reports go to `out` as [`Cmd::Artifact`].
     pub(crate) fn spawn(out: Outbox, interval: Duration) -> Self {
         let (tx, rx) = mpsc::channel(16);
-        let (changed_tx, changed_rx) = watch::channel(0);
-        let paths = Arc::new(Mutex::new(HashSet::new()));
-        let reported = Reported {
-            paths: Arc::clone(&paths),
-            changed: changed_rx,
-        };
-        tokio::spawn(run(rx, out, interval, paths, changed_tx));
+        let reported = Reported::new();
+        tokio::spawn(run(rx, out, interval));
         Self {
             tx,
             reported,
@@ -106,13 +126,7 @@ impl Watcher {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Watch>,
-    out: Outbox,
-    interval: Duration,
-    reported_paths: Arc<Mutex<HashSet<PathBuf>>>,
-    changed: watch::Sender<u64>,
-) {
+async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, interval: Duration) {
     let mut dirs: Vec<Arc<Dir>> = Vec::new();
     // Last report per file, and the stamp seen at the previous scan.
     let mut reported: HashMap<PathBuf, Stamp> = HashMap::new();
@@ -157,10 +171,6 @@ async fn run(
                     if new && stable {
                         reported.insert(path.clone(), *stamp);
                         report(&out, path).await;
-                        if let Ok(mut p) = reported_paths.lock() {
-                            p.insert(path.clone());
-                        }
-                        changed.send_modify(|g| *g += 1);
                     } else if new {
                         unsettled = true;
                     }

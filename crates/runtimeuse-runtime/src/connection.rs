@@ -93,7 +93,9 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                         }
                     }
                     RuntimeEvent::ArtifactUploadResponse { filepath, upload, .. } => {
-                        tasks.spawn(http::upload(filepath, upload));
+                        watcher.reported().answered(std::path::Path::new(&filepath));
+                        // Detached: an upload outlives the connection that asked for it.
+                        tokio::spawn(http::upload(filepath, upload));
                     }
                     RuntimeEvent::EndSession => {
                         let watcher = watcher.clone();

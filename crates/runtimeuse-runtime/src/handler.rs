@@ -81,8 +81,10 @@ impl HandlerContext {
         self.cancel.clone().cancelled().await;
     }
 
-    /// Waits (at most `limit`) until the artifact watcher has reported `path`, when `path`
-    /// lies in a watched artifacts directory; returns at once otherwise.
+    /// Waits (at most `limit`) until the artifact watcher has reported `path` and the client
+    /// has answered where to upload it, when `path` lies in a watched artifacts directory;
+    /// returns at once otherwise. A handler that writes an artifact just before it returns
+    /// uses this so that a one-shot client, which closes at the result, still uploads it.
     pub async fn wait_artifact_reported(&self, path: &Path, limit: Duration) {
         if !self.artifacts_dirs.iter().any(|d| path.starts_with(d)) {
             return;

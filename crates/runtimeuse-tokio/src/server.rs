@@ -64,6 +64,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
         let token = config.token.clone();
+        // The shape of this callback (and its large error type) is tungstenite's.
+        #[allow(clippy::result_large_err)]
         let check = move |request: &Request, response: Response| match &token {
             Some(t) if !authorized(request, t) => {
                 let mut refusal = ErrorResponse::new(Some("missing or wrong token".into()));
