@@ -456,10 +456,14 @@ pub fn runtime_session(data: &[u8]) {
                 }
                 RuntimeOutput::Event(e) => {
                     use crate::runtime::RuntimeEvent;
-                    if matches!(
-                        e,
-                        RuntimeEvent::Invocation { .. } | RuntimeEvent::Commands { .. }
-                    ) {
+                    let secrets = match &e {
+                        RuntimeEvent::Invocation { invocation, .. } => {
+                            &invocation.secrets_to_redact
+                        }
+                        RuntimeEvent::Commands { batch, .. } => &batch.secrets_to_redact,
+                        _ => continue,
+                    };
+                    if secrets.iter().any(|s| s == SECRET) {
                         secret_known = true;
                     }
                 }

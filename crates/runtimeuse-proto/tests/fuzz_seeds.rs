@@ -25,3 +25,13 @@ fn decode_seeds() {
 fn session_seeds() {
     assert!(each_file("session", runtimeuse_proto::fuzzing::session) > 50);
 }
+
+#[test]
+fn runtime_session_seeds() {
+    assert!(
+        each_file(
+            "runtime_session",
+            runtimeuse_proto::fuzzing::runtime_session
+        ) > 20
+    );
+}
