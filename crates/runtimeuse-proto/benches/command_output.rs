@@ -43,7 +43,7 @@ fn session_run(frames: &[String]) -> usize {
         .expect("start");
     let mut events = 0;
     for frame in frames {
-        session.handle_input(Input::Receive(t0, frame.as_bytes()));
+        session.handle_input(Input::ReceiveText(t0, frame));
         loop {
             match session.poll_output() {
                 Output::Event(e) => {

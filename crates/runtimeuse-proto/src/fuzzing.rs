@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::wire::{self, ClientMessage, Decoded, RuntimeFrame, RuntimeMessage, WireResultData};
+use crate::wire::{
+    self, ClientMessage, Decoded, Frame, RuntimeFrame, RuntimeMessage, WireResultData,
+};
 use crate::{
     ArtifactUpload, ArtifactUploadRequest, CommandBatch, Config, Event, Input, Invocation, Output,
     RequestId, RequestOptions, Session, Transmit,
@@ -22,14 +24,14 @@ pub fn decode(data: &[u8]) {
         .and_then(|s| s.strip_prefix(r#"{"message_type":"command_output_message","#))
         && let Some(fast) = crate::fast::command_output(rest)
     {
-        match wire::decode_command_output_serde(data) {
+        match wire::decode_command_output_serde(std::str::from_utf8(data).unwrap_or_default()) {
             Ok(slow) => assert_eq!(fast, slow, "fast path differs from serde"),
             Err(e) => panic!("fast path accepted what serde rejects ({e}): {rest}"),
         }
     }
-    if let Ok(Decoded::Message(m)) = wire::decode_runtime(data, LIMIT) {
+    if let Ok(Decoded::Message(m)) = wire::decode_runtime(Frame::Bytes(data), LIMIT) {
         let again = encode_runtime(&m);
-        match wire::decode_runtime(again.as_bytes(), usize::MAX) {
+        match wire::decode_runtime(Frame::Text(&again), usize::MAX) {
             Ok(Decoded::Message(back)) => assert_eq!(
                 format!("{m:?}"),
                 format!("{back:?}"),
@@ -38,9 +40,9 @@ pub fn decode(data: &[u8]) {
             other => panic!("re-encoded runtime frame did not decode: {other:?} from {again}"),
         }
     }
-    if let Ok(Decoded::Message(m)) = wire::decode_client(data, LIMIT) {
+    if let Ok(Decoded::Message(m)) = wire::decode_client(Frame::Bytes(data), LIMIT) {
         let again = encode_client(&m);
-        match wire::decode_client(again.as_bytes(), usize::MAX) {
+        match wire::decode_client(Frame::Text(&again), usize::MAX) {
             Ok(Decoded::Message(back)) => assert_eq!(m, back, "client message round trip"),
             other => panic!("re-encoded client frame did not decode: {other:?} from {again}"),
         }
@@ -280,7 +282,7 @@ impl Checker {
                     if let Transmit::Text(s) = t {
                         assert!(
                             matches!(
-                                wire::decode_client(s.as_bytes(), usize::MAX),
+                                wire::decode_client(Frame::Text(&s), usize::MAX),
                                 Ok(Decoded::Message(_))
                             ),
                             "the session sent a frame it cannot decode: {s}"

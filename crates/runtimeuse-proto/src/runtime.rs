@@ -16,7 +16,7 @@ use crate::event::{CommandExecutionResult, OutputStream, QueryResult, RequestId,
 use crate::request::{ArtifactUpload, CommandBatch, Invocation};
 use crate::session::{Input, Transmit};
 use crate::wire::{
-    self, ClientMessage, Decoded, RuntimeFrame, WireCommandResultItem, WireResultData,
+    self, ClientMessage, Decoded, Frame, RuntimeFrame, WireCommandResultItem, WireResultData,
 };
 
 /// What replaces a secret in everything the runtime sends.
@@ -202,10 +202,15 @@ impl RuntimeSession {
             return;
         }
         match input {
-            Input::Receive(now, frame) => {
+            Input::Receive(now, bytes) => {
                 self.last_now = now;
                 self.handle_timeout(now);
-                self.handle_frame(now, frame);
+                self.handle_frame(now, Frame::Bytes(bytes));
+            }
+            Input::ReceiveText(now, text) => {
+                self.last_now = now;
+                self.handle_timeout(now);
+                self.handle_frame(now, Frame::Text(text));
             }
             Input::Pong(now) | Input::Timeout(now) => {
                 self.last_now = now;
@@ -503,7 +508,7 @@ impl RuntimeSession {
         });
     }
 
-    fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+    fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) {
         let message = match wire::decode_client(frame, self.config.max_frame_size) {
             Ok(Decoded::Message(m)) => m,
             Ok(Decoded::Unknown(t)) => {

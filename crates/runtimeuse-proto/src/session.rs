@@ -12,13 +12,15 @@ use crate::event::{
 };
 use crate::request::{ArtifactUpload, CommandBatch, Invocation, RequestOptions};
 use crate::timer::{Timer, TimerTable};
-use crate::wire::{self, Decoded, MessageKind, RuntimeMessage, WireResultData};
+use crate::wire::{self, Decoded, Frame, MessageKind, RuntimeMessage, WireResultData};
 
 /// Input to a session: something that happened on the connection, or time passing.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
-    /// A complete data frame (text or binary) arrived.
+    /// A complete data frame arrived (binary, or text not yet known to be UTF-8).
     Receive(Instant, &'a [u8]),
+    /// A complete text frame arrived, already validated as UTF-8 by the WebSocket layer.
+    ReceiveText(Instant, &'a str),
     /// A WebSocket pong arrived.
     Pong(Instant),
     /// Time passed; call when the instant from [`Output::Timeout`] is reached (earlier or extra
@@ -226,13 +228,8 @@ impl Session {
             return;
         }
         match input {
-            Input::Receive(now, frame) => {
-                self.note_activity(now);
-                self.handle_timeout(now);
-                if !self.finished {
-                    self.handle_frame(now, frame);
-                }
-            }
+            Input::Receive(now, bytes) => self.receive(now, Frame::Bytes(bytes)),
+            Input::ReceiveText(now, text) => self.receive(now, Frame::Text(text)),
             Input::Pong(now) => {
                 self.note_activity(now);
                 self.handle_timeout(now);
@@ -468,6 +465,14 @@ impl Session {
         });
     }
 
+    fn receive(&mut self, now: Instant, frame: Frame<'_>) {
+        self.note_activity(now);
+        self.handle_timeout(now);
+        if !self.finished {
+            self.handle_frame(now, frame);
+        }
+    }
+
     fn note_activity(&mut self, now: Instant) {
         self.last_now = now;
         self.timers.stop(Timer::PongDeadline);
@@ -478,7 +483,7 @@ impl Session {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
-        if self.finished {
+        if self.finished || !self.timers.any_expired(now) {
             return;
         }
         if self.timers.is_expired(Timer::PongDeadline, now) {
@@ -634,7 +639,7 @@ impl Session {
         self.events.push_back(Event::SessionEnded(end));
     }
 
-    fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+    fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) {
         let message = match wire::decode_runtime(frame, self.config.max_frame_size) {
             Ok(Decoded::Message(m)) => m,
             Ok(Decoded::Unknown(t)) => {
@@ -827,7 +832,7 @@ impl Session {
             }));
     }
 
-    fn handle_decode_error(&mut self, now: Instant, frame: &[u8], err: DecodeError) {
+    fn handle_decode_error(&mut self, now: Instant, frame: Frame<'_>, err: DecodeError) {
         let claimed = match &err {
             DecodeError::TooLarge { .. } => None,
             _ => wire::peek_runtime_kind(frame),

@@ -63,10 +63,20 @@ impl TimerTable {
 
     /// The earliest deadline and its timer.
     pub(crate) fn next(&self) -> Option<(Timer, Instant)> {
-        Timer::ALL
-            .iter()
-            .filter_map(|&t| self.get(t).map(|at| (t, at)))
-            .min_by_key(|&(_, at)| at)
+        let mut next: Option<(Timer, Instant)> = None;
+        for (timer, at) in Timer::ALL.iter().zip(&self.data) {
+            if let Some(at) = *at
+                && next.is_none_or(|(_, n)| at < n)
+            {
+                next = Some((*timer, at));
+            }
+        }
+        next
+    }
+
+    /// Whether any timer is due at `now`.
+    pub(crate) fn any_expired(&self, now: Instant) -> bool {
+        self.data.iter().any(|at| at.is_some_and(|at| at <= now))
     }
 
     /// Whether `timer` is set and due at `now`.

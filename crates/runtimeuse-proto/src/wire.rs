@@ -231,11 +231,42 @@ fn cow(s: Str<'_>) -> Option<Cow<'_, str>> {
     s.0
 }
 
-/// Parses a frame as JSON. Validating UTF-8 once for the whole frame and parsing from `&str`
-/// is cheaper than serde_json validating each string of a byte slice.
-fn parse<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, DecodeError> {
-    let text = std::str::from_utf8(frame).map_err(|_| DecodeError::InvalidUtf8)?;
-    serde_json::from_str(text).map_err(DecodeError::Json)
+/// Parses a frame as JSON. Parsing from `&str` (UTF-8 validated once for the whole frame, or
+/// already by the WebSocket layer for text frames) is cheaper than serde_json validating each
+/// string of a byte slice.
+fn parse<'a, T: Deserialize<'a>>(frame: &'a str) -> Result<T, DecodeError> {
+    serde_json::from_str(frame).map_err(DecodeError::Json)
+}
+
+/// A received frame: text (already valid UTF-8) or bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Frame<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Frame<'a> {
+    /// The frame as text, after the size limit and the UTF-8 check.
+    fn text(self, max_size: usize) -> Result<&'a str, DecodeError> {
+        let len = match self {
+            Frame::Text(t) => t.len(),
+            Frame::Bytes(b) => b.len(),
+        };
+        if len > max_size {
+            return Err(DecodeError::TooLarge {
+                size: len,
+                limit: max_size,
+            });
+        }
+        let text = match self {
+            Frame::Text(t) => t,
+            Frame::Bytes(b) => std::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?,
+        };
+        match text.bytes().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Ok(text),
+            _ => Err(DecodeError::NotAnObject),
+        }
+    }
 }
 
 /// The union of every runtime message's fields, parsed in one pass.
@@ -286,18 +317,17 @@ const COMMAND_OUTPUT_PREFIX: &[u8] = br#"{"message_type":"command_output_message
 
 /// Decodes a frame that starts with [`COMMAND_OUTPUT_PREFIX`]: the hand-written scanner when
 /// the frame is as the runtime writes it, serde otherwise.
-fn decode_command_output(frame: &[u8]) -> Result<Decoded<'_, RuntimeMessage<'_>>, DecodeError> {
-    let text = std::str::from_utf8(frame).map_err(|_| DecodeError::InvalidUtf8)?;
-    let (stream, text, command) =
-        match crate::fast::command_output(&text[COMMAND_OUTPUT_PREFIX.len()..]) {
-            Some(fields) => fields,
-            None => {
-                // The peeked tag decides the type; `message_type` itself is skipped by serde as
-                // an unknown field of the small struct.
-                let raw: RawCommandOutput<'_> = parse(frame)?;
-                (cow(raw.stream), cow(raw.text), cow(raw.command))
-            }
-        };
+fn decode_command_output(frame: &str) -> Result<Decoded<'_, RuntimeMessage<'_>>, DecodeError> {
+    let rest = frame.get(COMMAND_OUTPUT_PREFIX.len()..).unwrap_or("");
+    let (stream, text, command) = match crate::fast::command_output(rest) {
+        Some(fields) => fields,
+        None => {
+            // The peeked tag decides the type; `message_type` itself is skipped by serde as
+            // an unknown field of the small struct.
+            let raw: RawCommandOutput<'_> = parse(frame)?;
+            (cow(raw.stream), cow(raw.text), cow(raw.command))
+        }
+    };
     let name = MessageKind::CommandOutput.as_str();
     Ok(Decoded::Message(RuntimeMessage::CommandOutput {
         stream: stream.ok_or_else(|| missing(name, "stream"))?,
@@ -310,7 +340,7 @@ fn decode_command_output(frame: &[u8]) -> Result<Decoded<'_, RuntimeMessage<'_>>
 /// check of the fast path.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn decode_command_output_serde(
-    frame: &[u8],
+    frame: &str,
 ) -> Result<crate::fast::Fields<'_>, DecodeError> {
     let raw: RawCommandOutput<'_> = parse(frame)?;
     Ok((cow(raw.stream), cow(raw.text), cow(raw.command)))
@@ -325,20 +355,6 @@ pub(crate) enum Decoded<'a, M> {
     Unknown(Cow<'a, str>),
 }
 
-/// Checks the size limit and that the frame starts like a JSON object.
-fn precheck(frame: &[u8], max_size: usize) -> Result<(), DecodeError> {
-    if frame.len() > max_size {
-        return Err(DecodeError::TooLarge {
-            size: frame.len(),
-            limit: max_size,
-        });
-    }
-    match frame.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(()),
-        _ => Err(DecodeError::NotAnObject),
-    }
-}
-
 fn missing(kind: &'static str, field: &'static str) -> DecodeError {
     DecodeError::MissingField {
         message_type: kind,
@@ -348,11 +364,11 @@ fn missing(kind: &'static str, field: &'static str) -> DecodeError {
 
 /// Decodes one frame sent by the runtime.
 pub(crate) fn decode_runtime(
-    frame: &[u8],
+    frame: Frame<'_>,
     max_size: usize,
 ) -> Result<Decoded<'_, RuntimeMessage<'_>>, DecodeError> {
-    precheck(frame, max_size)?;
-    if frame.starts_with(COMMAND_OUTPUT_PREFIX) {
+    let frame = frame.text(max_size)?;
+    if frame.as_bytes().starts_with(COMMAND_OUTPUT_PREFIX) {
         return decode_command_output(frame);
     }
     let raw: RawRuntimeMessage<'_> = parse(frame)?;
@@ -404,12 +420,13 @@ pub(crate) fn decode_runtime(
 
 /// Peeks at the `message_type` of a frame that failed to decode, to tell whether it claimed to be
 /// a terminal message. Only called on the error path.
-pub(crate) fn peek_runtime_kind(frame: &[u8]) -> Option<MessageKind> {
+pub(crate) fn peek_runtime_kind(frame: Frame<'_>) -> Option<MessageKind> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow, default)]
         message_type: Str<'a>,
     }
+    let frame = frame.text(usize::MAX).ok()?;
     let env: Envelope<'_> = parse(frame).ok()?;
     MessageKind::from_wire(&env.message_type.0?)
 }
@@ -723,10 +740,10 @@ fn dls(list: Option<Vec<RawDownloadable>>) -> Option<Vec<Downloadable>> {
 /// `system_prompt` and `model` default to empty strings.
 #[allow(dead_code)]
 pub(crate) fn decode_client(
-    frame: &[u8],
+    frame: Frame<'_>,
     max_size: usize,
 ) -> Result<Decoded<'_, ClientMessage>, DecodeError> {
-    precheck(frame, max_size)?;
+    let frame = frame.text(max_size)?;
     let raw: RawClientMessage<'_> = parse(frame)?;
     let Some(message_type) = cow(raw.message_type) else {
         return Err(DecodeError::NoMessageType);
@@ -787,7 +804,7 @@ mod tests {
     #[test]
     fn command_output_borrows_plain_text() {
         let frame = br#"{"message_type":"command_output_message","stream":"stdout","text":"hello","command":"echo hello"}"#;
-        match decode_runtime(frame, MAX).unwrap() {
+        match decode_runtime(Frame::Bytes(frame), MAX).unwrap() {
             Decoded::Message(RuntimeMessage::CommandOutput {
                 stream,
                 text,
@@ -805,7 +822,7 @@ mod tests {
     fn command_output_with_escapes_is_owned_and_unescaped() {
         let frame = br#"{"message_type":"command_output_message","stream":"stdout","text":"a\nb","command":"x"}"#;
         let Decoded::Message(RuntimeMessage::CommandOutput { text, .. }) =
-            decode_runtime(frame, MAX).unwrap()
+            decode_runtime(Frame::Bytes(frame), MAX).unwrap()
         else {
             panic!("not command output")
         };
@@ -817,7 +834,7 @@ mod tests {
     fn null_equals_absent_and_unknown_fields_are_ignored() {
         let frame = br#"{"message_type":"error_message","error":"x","metadata":null,"extra":[1,2,{"y":3}]}"#;
         let Decoded::Message(RuntimeMessage::Error { metadata, .. }) =
-            decode_runtime(frame, MAX).unwrap()
+            decode_runtime(Frame::Bytes(frame), MAX).unwrap()
         else {
             panic!("not an error")
         };
@@ -828,7 +845,7 @@ mod tests {
     fn unknown_type_is_reported_not_fatal() {
         let frame = br#"{"message_type":"frobnicate_message","x":1}"#;
         assert!(matches!(
-            decode_runtime(frame, MAX).unwrap(),
+            decode_runtime(Frame::Bytes(frame), MAX).unwrap(),
             Decoded::Unknown(t) if t == "frobnicate_message"
         ));
     }
@@ -850,10 +867,10 @@ mod tests {
                 "json",
             ),
             (b"{\"message_type\":\"error_message\"}", "error"),
-            (b"\xff\xfe", "object"),
+            (b"\xff\xfe", "utf-8"),
         ];
         for (frame, what) in cases {
-            let err = decode_runtime(frame, MAX).unwrap_err();
+            let err = decode_runtime(Frame::Bytes(frame), MAX).unwrap_err();
             let text = err.to_string();
             assert!(
                 text.contains(what) || matches!(err, DecodeError::Json(_)) && *what == "json",
@@ -864,7 +881,7 @@ mod tests {
 
     #[test]
     fn size_limit_is_checked_before_parsing() {
-        let err = decode_runtime(&[b' '; 100], 10).unwrap_err();
+        let err = decode_runtime(Frame::Bytes(&[b' '; 100]), 10).unwrap_err();
         assert!(matches!(
             err,
             DecodeError::TooLarge {
@@ -879,7 +896,7 @@ mod tests {
         let mut frame = String::from("{\"message_type\":\"result_message\",\"data\":");
         frame.push_str(&"[".repeat(10_000));
         assert!(matches!(
-            decode_runtime(frame.as_bytes(), MAX),
+            decode_runtime(Frame::Text(&frame), MAX),
             Err(DecodeError::Json(_))
         ));
     }
@@ -899,7 +916,7 @@ mod tests {
         let Decoded::Message(RuntimeMessage::Result {
             data: back,
             metadata,
-        }) = decode_runtime(frame.as_bytes(), MAX).unwrap()
+        }) = decode_runtime(Frame::Text(&frame), MAX).unwrap()
         else {
             panic!("not a result")
         };
@@ -919,7 +936,7 @@ mod tests {
         };
         let frame = encode_invocation(&inv, false);
         let Decoded::Message(ClientMessage::Invocation(back)) =
-            decode_client(frame.as_bytes(), MAX).unwrap()
+            decode_client(Frame::Text(&frame), MAX).unwrap()
         else {
             panic!("not an invocation")
         };

@@ -3,8 +3,9 @@
 //! deadline.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use futures_util::{Sink, StreamExt};
@@ -34,12 +35,12 @@ pub(crate) enum Incoming {
 }
 
 impl Incoming {
-    /// The payload of a data frame.
-    pub(crate) fn payload(message: &Message) -> &[u8] {
+    /// The session input for a data frame: text frames were validated as UTF-8 already.
+    pub(crate) fn input(message: &Message, now: Instant) -> runtimeuse_proto::Input<'_> {
         match message {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-            _ => &[],
+            Message::Text(t) => runtimeuse_proto::Input::ReceiveText(now, t.as_str()),
+            Message::Binary(b) => runtimeuse_proto::Input::Receive(now, b),
+            _ => runtimeuse_proto::Input::Timeout(now),
         }
     }
 }
@@ -49,7 +50,15 @@ pub(crate) struct Conn<S> {
     ws: WebSocketStream<S>,
     /// Frames taken from the session, not yet handed to the socket.
     pending: VecDeque<Message>,
+    /// Frames handed to the socket since its last flush.
+    unflushed: bool,
     closed: bool,
+    /// The read timer, kept across reads: resetting a tokio timer per frame is costly, and the
+    /// session's deadline moves with every frame (keepalive). It is reset only when the new
+    /// deadline is earlier, or after it fired; firing early is harmless (the session ignores
+    /// early timeouts).
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    sleep_at: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -57,7 +66,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Self {
             ws,
             pending: VecDeque::new(),
+            unflushed: false,
             closed: false,
+            sleep: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
+            sleep_at: None,
         }
     }
 
@@ -78,50 +90,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Sends every queued frame. Cancel safe: a frame leaves the queue only when the socket
     /// has accepted it.
     pub(crate) async fn flush(&mut self) -> Result<(), WsError> {
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Polls [`flush`](Self::flush).
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         if self.closed {
             self.pending.clear();
-            return Ok(());
+            return Poll::Ready(Ok(()));
         }
-        poll_fn(|cx| {
-            while !self.pending.is_empty() {
-                std::task::ready!(Pin::new(&mut self.ws).poll_ready(cx))?;
-                if let Some(message) = self.pending.pop_front() {
-                    Pin::new(&mut self.ws).start_send(message)?;
-                }
+        if self.pending.is_empty() && !self.unflushed {
+            return Poll::Ready(Ok(()));
+        }
+        while !self.pending.is_empty() {
+            ready!(Pin::new(&mut self.ws).poll_ready(cx))?;
+            if let Some(message) = self.pending.pop_front() {
+                Pin::new(&mut self.ws).start_send(message)?;
+                self.unflushed = true;
             }
-            Pin::new(&mut self.ws).poll_flush(cx)
-        })
-        .await
+        }
+        ready!(Pin::new(&mut self.ws).poll_flush(cx))?;
+        self.unflushed = false;
+        Poll::Ready(Ok(()))
     }
 
     /// Reads the next frame, or returns [`Incoming::Deadline`] at `deadline`. Cancel safe.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) async fn recv(&mut self, deadline: Instant) -> Incoming {
+        poll_fn(|cx| self.poll_recv(cx, deadline)).await
+    }
+
+    /// Polls [`recv`](Self::recv).
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<Incoming> {
         if self.closed {
-            return Incoming::Closed(None);
+            return Poll::Ready(Incoming::Closed(None));
         }
-        let sleep = tokio::time::sleep_until(deadline.into());
-        tokio::pin!(sleep);
+        if self.sleep_at.is_none_or(|at| deadline < at) {
+            self.sleep.as_mut().reset(deadline.into());
+            self.sleep_at = Some(deadline);
+        }
         loop {
-            let message = tokio::select! {
-                biased;
-                m = self.ws.next() => m,
-                () = &mut sleep => return Incoming::Deadline,
-            };
-            return match message {
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => Incoming::Data(m),
-                Some(Ok(Message::Pong(_))) => Incoming::Pong,
+            match self.ws.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => {
+                    return Poll::Ready(Incoming::Data(m));
+                }
+                Poll::Ready(Some(Ok(Message::Pong(_)))) => return Poll::Ready(Incoming::Pong),
                 // tungstenite answers pings itself.
-                Some(Ok(Message::Ping(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => {
+                Poll::Ready(Some(Ok(Message::Ping(_) | Message::Frame(_)))) => continue,
+                Poll::Ready(Some(Ok(Message::Close(_))) | None) => {
                     self.closed = true;
-                    Incoming::Closed(None)
+                    return Poll::Ready(Incoming::Closed(None));
                 }
-                Some(Err(e)) => {
+                Poll::Ready(Some(Err(e))) => {
                     self.closed = true;
-                    Incoming::Closed(Some(e))
+                    return Poll::Ready(Incoming::Closed(Some(e)));
                 }
-            };
+                Poll::Pending => break,
+            }
         }
+        ready!(self.sleep.as_mut().poll(cx));
+        self.sleep_at = None;
+        Poll::Ready(Incoming::Deadline)
     }
 
     /// Sends the queued frames, then closes with code 1000 and waits briefly for the peer's

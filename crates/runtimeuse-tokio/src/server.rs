@@ -126,9 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             let incoming = self.conn.recv(self.deadline).await;
             let now = now();
             match incoming {
-                Incoming::Data(m) => self
-                    .session
-                    .handle_input(Input::Receive(now, Incoming::payload(&m))),
+                Incoming::Data(m) => self.session.handle_input(Incoming::input(&m, now)),
                 Incoming::Pong => self.session.handle_input(Input::Pong(now)),
                 Incoming::Deadline => self.session.handle_input(Input::Timeout(now)),
                 Incoming::Closed(err) => {

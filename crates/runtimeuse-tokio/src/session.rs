@@ -5,24 +5,24 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::Stream;
+use futures_util::task::AtomicWaker;
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, CommandOutput, Event, Input,
     Output, QueryResult, RequestId,
 };
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio_tungstenite::MaybeTlsStream;
 use tracing::Instrument;
 
 use crate::Error;
 use crate::conn::{Conn, Incoming, now};
 use crate::options::{
-    ArtifactRequest, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn,
+    ArtifactRequest, BoxFuture, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn,
 };
 
 pub(crate) type Socket = MaybeTlsStream<TcpStream>;
@@ -40,14 +40,14 @@ pub struct AbortHandle {
 #[derive(Debug, Default)]
 struct AbortInner {
     requested: AtomicBool,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl AbortHandle {
     /// Cancels the request in flight, if any.
     pub fn abort(&self) {
         self.inner.requested.store(true, Ordering::SeqCst);
-        self.inner.notify.notify_one();
+        self.inner.waker.wake();
     }
 
     fn take(&self) -> bool {
@@ -106,6 +106,9 @@ pub struct Session {
     uploader: Option<UploaderFn>,
     /// A request whose call was dropped; cancelled before the next call.
     current: Option<RequestId>,
+    /// An artifact uploader's answer being computed (kept here, not in a future, so that
+    /// dropping a call does not lose it).
+    uploading: Option<(BoxFuture<ArtifactUpload>, ArtifactUploadRequest)>,
 }
 
 impl fmt::Debug for Session {
@@ -128,6 +131,7 @@ impl Session {
             deadline: now,
             uploader: None,
             current: None,
+            uploading: None,
         }
     }
 
@@ -406,20 +410,33 @@ impl Session {
         id: RequestId,
         uploader: Option<&UploaderFn>,
     ) -> Option<Result<RequestEvent, Error>> {
+        std::future::poll_fn(|cx| self.poll_item(cx, id, uploader)).await
+    }
+
+    /// Polls [`next_item`](Self::next_item).
+    pub(crate) fn poll_item(
+        &mut self,
+        cx: &mut Context<'_>,
+        id: RequestId,
+        uploader: Option<&UploaderFn>,
+    ) -> Poll<Option<Result<RequestEvent, Error>>> {
         loop {
-            let event = match self.next_event().await {
+            ready!(self.poll_upload(cx));
+            let event = match ready!(self.poll_event(cx)) {
                 Ok(e) => e,
-                Err(e) => return Some(Err(e)),
+                Err(e) => return Poll::Ready(Some(Err(e))),
             };
             let item = match event {
                 Event::ArtifactUploadRequest(req) => {
-                    if uploader.is_some() || self.uploader.is_some() {
-                        self.answer_with(uploader.cloned(), req).await;
-                        continue;
+                    match uploader.cloned().or_else(|| self.uploader.clone()) {
+                        Some(uploader) => {
+                            self.start_upload(&uploader, req);
+                            continue;
+                        }
+                        None => RequestEvent::ArtifactUploadRequest(req),
                     }
-                    RequestEvent::ArtifactUploadRequest(req)
                 }
-                Event::SessionEnded(_) => return Some(Err(Error::ConnectionClosed)),
+                Event::SessionEnded(_) => return Poll::Ready(Some(Err(Error::ConnectionClosed))),
                 e if e.request() != Some(id) => continue,
                 Event::AssistantMessage { text_blocks, .. } => {
                     RequestEvent::AssistantMessage(text_blocks)
@@ -441,56 +458,80 @@ impl Session {
                 }
                 Event::Failed { reason, .. } => {
                     self.current = None;
-                    return Some(Err(reason.into()));
+                    return Poll::Ready(Some(Err(reason.into())));
                 }
                 _ => continue,
             };
-            return Some(Ok(item));
+            return Poll::Ready(Some(Ok(item)));
         }
     }
 
+    fn start_upload(&mut self, uploader: &UploaderFn, req: ArtifactUploadRequest) {
+        let request = ArtifactRequest {
+            filename: req.filename().to_owned(),
+            filepath: req.filepath().to_owned(),
+        };
+        self.uploading = Some((uploader(request), req));
+    }
+
+    /// Answers an artifact request with `uploader` or the session's last one (or declines it).
     async fn answer_with(&mut self, uploader: Option<UploaderFn>, req: ArtifactUploadRequest) {
         let Some(uploader) = uploader.or_else(|| self.uploader.clone()) else {
             self.proto.decline_artifact_upload(req);
             return;
         };
-        let request = ArtifactRequest {
-            filename: req.filename().to_owned(),
-            filepath: req.filepath().to_owned(),
-        };
-        let upload = uploader(request).await;
-        if let Err(e) = self.proto.respond_artifact_upload(req, upload, now()) {
-            tracing::warn!(error = %e, "could not answer an artifact upload request");
+        self.start_upload(&uploader, req);
+        std::future::poll_fn(|cx| self.poll_upload(cx)).await;
+    }
+
+    /// Drives the uploader's answer in progress, if any, and sends it.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some((fut, _)) = &mut self.uploading {
+            let upload = ready!(fut.as_mut().poll(cx));
+            if let Some((_, req)) = self.uploading.take()
+                && let Err(e) = self.proto.respond_artifact_upload(req, upload, now())
+            {
+                tracing::warn!(error = %e, "could not answer an artifact upload request");
+            }
         }
+        Poll::Ready(())
     }
 
     /// The next event of the core, driving the socket and the timers. Cancel safe.
     async fn next_event(&mut self) -> Result<Event, Error> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Polls [`next_event`](Self::next_event).
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, Error>> {
         loop {
             self.drain();
-            if let Err(e) = self.conn.flush().await {
+            if let Poll::Ready(Err(e)) = self.conn.poll_flush(cx) {
                 tracing::debug!(error = %e, "send failed");
                 self.proto.handle_input(Input::TransportClosed(now()));
                 self.drain();
             }
             if let Some(e) = self.events.pop_front() {
-                return Ok(e);
+                return Poll::Ready(Ok(e));
             }
             if self.proto.is_finished() {
-                return Err(Error::ConnectionClosed);
+                return Poll::Ready(Err(Error::ConnectionClosed));
             }
-            let abort = Arc::clone(&self.abort.inner);
-            let aborted = abort.notify.notified();
-            tokio::pin!(aborted);
-            let deadline = self.deadline;
-            tokio::select! {
-                biased;
-                () = &mut aborted => {
-                    if self.abort.take() && self.proto.request_in_flight().is_some() {
-                        let _ = self.proto.cancel(now());
+            if self.abort.take() {
+                if self.proto.request_in_flight().is_some() {
+                    let _ = self.proto.cancel(now());
+                }
+                continue;
+            }
+            match self.conn.poll_recv(cx, self.deadline) {
+                Poll::Ready(incoming) => self.feed(incoming),
+                Poll::Pending => {
+                    // Register, then look again, so that an abort in between is not lost.
+                    self.abort.inner.waker.register(cx.waker());
+                    if !self.abort.inner.requested.load(Ordering::SeqCst) {
+                        return Poll::Pending;
                     }
                 }
-                incoming = self.conn.recv(deadline) => self.feed(incoming),
             }
         }
     }
@@ -498,9 +539,7 @@ impl Session {
     fn feed(&mut self, incoming: Incoming) {
         let now = now();
         match incoming {
-            Incoming::Data(m) => self
-                .proto
-                .handle_input(Input::Receive(now, Incoming::payload(&m))),
+            Incoming::Data(m) => self.proto.handle_input(Incoming::input(&m, now)),
             Incoming::Pong => self.proto.handle_input(Input::Pong(now)),
             Incoming::Deadline => self.proto.handle_input(Input::Timeout(now)),
             Incoming::Closed(err) => {
@@ -540,28 +579,15 @@ impl Session {
     }
 }
 
-type Pending<'a> = Pin<
-    Box<
-        dyn std::future::Future<Output = (Option<Result<RequestEvent, Error>>, &'a mut Session)>
-            + Send
-            + 'a,
-    >,
->;
-
-enum State<'a> {
-    Idle(&'a mut Session),
-    Busy(Pending<'a>),
-    Done,
-}
-
 /// The events of one request, as a [`Stream`]; the last item is the result (or an error).
 ///
 /// Dropping it before the end leaves the session usable: the request is cancelled before the
 /// next call starts.
 pub struct RequestEvents<'a> {
-    state: State<'a>,
+    session: &'a mut Session,
     id: RequestId,
     uploader: Option<UploaderFn>,
+    done: bool,
 }
 
 impl fmt::Debug for RequestEvents<'_> {
@@ -575,9 +601,10 @@ impl fmt::Debug for RequestEvents<'_> {
 impl<'a> RequestEvents<'a> {
     fn new(session: &'a mut Session, id: RequestId, uploader: Option<UploaderFn>) -> Self {
         Self {
-            state: State::Idle(session),
+            session,
             id,
             uploader,
+            done: false,
         }
     }
 
@@ -590,65 +617,35 @@ impl<'a> RequestEvents<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::Usage`] if called while an item is being awaited, or the request is not
-    /// pending on this session.
+    /// [`Error::Usage`] if the request is not pending on this session.
     pub fn respond_artifact_upload(
         &mut self,
         request: ArtifactUploadRequest,
         upload: ArtifactUpload,
     ) -> Result<(), Error> {
-        match &mut self.state {
-            State::Idle(session) => session.respond(request, upload),
-            _ => Err(proto::UsageError::UnknownArtifactRequest.into()),
-        }
+        self.session.respond(request, upload)
     }
 
     /// Cancels the request (as [`AbortHandle::abort`]); keep polling for the outcome.
     pub fn abort(&self) {
-        if let State::Idle(session) = &self.state {
-            session.abort();
-        }
+        self.session.abort();
     }
 }
 
-impl<'a> Stream for RequestEvents<'a> {
+impl Stream for RequestEvents<'_> {
     type Item = Result<RequestEvent, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        loop {
-            match std::mem::replace(&mut this.state, State::Done) {
-                State::Done => return Poll::Ready(None),
-                State::Idle(session) => {
-                    let id = this.id;
-                    let uploader = this.uploader.clone();
-                    this.state = State::Busy(Box::pin(async move {
-                        let item = session.next_item(id, uploader.as_ref()).await;
-                        (item, session)
-                    }));
-                }
-                State::Busy(mut fut) => match fut.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        this.state = State::Busy(fut);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready((item, session)) => {
-                        let last = matches!(
-                            item,
-                            None | Some(Err(_))
-                                | Some(
-                                    Ok(RequestEvent::Result(_) | RequestEvent::CommandResult(_))
-                                )
-                        );
-                        this.state = if last {
-                            State::Done
-                        } else {
-                            State::Idle(session)
-                        };
-                        return Poll::Ready(item);
-                    }
-                },
-            }
+        if this.done {
+            return Poll::Ready(None);
         }
+        let item = ready!(this.session.poll_item(cx, this.id, this.uploader.as_ref()));
+        this.done = matches!(
+            item,
+            None | Some(Err(_))
+                | Some(Ok(RequestEvent::Result(_) | RequestEvent::CommandResult(_)))
+        );
+        Poll::Ready(item)
     }
 }

@@ -1,0 +1,326 @@
+//! Client throughput, latency and memory, each beside its floor measured in the same run.
+//!
+//! `cargo bench -p runtimeuse-scenarios --bench flood` (add `-- --frames N` to change the
+//! flood size; default 1,000,000).
+//!
+//! 1. Flood: a Rust server on loopback sends N `command_output_message` frames of ~185 bytes,
+//!    then the terminal. Each reader runs in its own child process (so its peak RSS is its own)
+//!    and the variants alternate over the rounds:
+//!    - `raw-count`: tokio-tungstenite, counting frames (floor);
+//!    - `raw-ignored-any`: tokio-tungstenite, parsing each frame into `IgnoredAny` (floor);
+//!    - `tokio-client`: `runtimeuse-tokio`'s event stream, counting command output items.
+//! 2. Round trip: a persistent-session `ECHO:` query against the project's runtime, beside a
+//!    raw WebSocket echo round trip.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use runtimeuse_tokio::tokio_tungstenite::tungstenite::Message;
+use runtimeuse_tokio::{Client, ExecuteCommandsOptions, QueryOptions, RequestEvent};
+use tokio::net::TcpListener;
+
+const ROUNDS: usize = 5;
+
+fn frame() -> String {
+    let text = "x".repeat(100);
+    format!(
+        r#"{{"message_type":"command_output_message","stream":"stdout","text":"{text}","command":"make"}}"#
+    )
+}
+
+const TERMINAL: &str = r#"{"message_type":"command_execution_result_message","results":[{"command":"make","exit_code":0}]}"#;
+
+/// Serves floods forever: each connection gets `n` frames after its first message.
+async fn flood_server(listener: TcpListener, n: usize) {
+    let frame = frame();
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let frame = frame.clone();
+        tokio::spawn(async move {
+            let Ok(mut ws) = runtimeuse_tokio::tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            // Wait for the request.
+            if ws.next().await.is_none() {
+                return;
+            }
+            for _ in 0..n {
+                if ws.feed(Message::text(frame.clone())).await.is_err() {
+                    return;
+                }
+            }
+            let _ = ws.send(Message::text(TERMINAL)).await;
+            // Drain until the client closes.
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One reader run, in this (child) process: prints `frames seconds peak_rss_kib`.
+async fn reader(mode: &str, url: &str) {
+    let request = r#"{"message_type":"command_execution_message","commands":[{"command":"make"}],"secrets_to_redact":[]}"#;
+    let start = Instant::now();
+    let frames = match mode {
+        "raw-count" | "raw-ignored-any" => {
+            let (mut ws, _) = runtimeuse_tokio::tokio_tungstenite::connect_async(url)
+                .await
+                .expect("connect");
+            ws.send(Message::text(request)).await.expect("send");
+            let parse = mode == "raw-ignored-any";
+            let mut n = 0u64;
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { continue };
+                if parse {
+                    let v: serde::de::IgnoredAny = serde_json::from_str(&t).expect("json");
+                    std::hint::black_box(v);
+                }
+                if t.as_str()
+                    .starts_with(r#"{"message_type":"command_execution_result"#)
+                {
+                    break;
+                }
+                n += 1;
+            }
+            let _ = ws.close(None).await;
+            n
+        }
+        "tokio-callback" => {
+            let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let c = std::sync::Arc::clone(&counter);
+            let options = ExecuteCommandsOptions::new().on_command_output(move |o| {
+                std::hint::black_box(&o);
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::future::ready(())
+            });
+            let mut session = Client::new(url).session().await.expect("connect");
+            session
+                .execute_commands(["make"], options)
+                .await
+                .expect("run");
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        }
+        "tokio-client" => {
+            let mut session = Client::new(url).session().await.expect("connect");
+            let mut n = 0u64;
+            let mut events = session
+                .execute_commands_events(["make"], ExecuteCommandsOptions::new())
+                .expect("start");
+            while let Some(item) = events.next().await {
+                match item.expect("event") {
+                    RequestEvent::CommandOutput(o) => {
+                        std::hint::black_box(&o);
+                        n += 1;
+                    }
+                    RequestEvent::CommandResult(_) => break,
+                    _ => {}
+                }
+            }
+            n
+        }
+        other => panic!("unknown mode {other}"),
+    };
+    let secs = start.elapsed().as_secs_f64();
+    println!("{frames} {secs} {}", peak_rss_kib());
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn flood_report(frames: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(flood_server(listener, frames));
+    let modes = [
+        "raw-count",
+        "raw-ignored-any",
+        "tokio-client",
+        "tokio-callback",
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let exe = std::env::current_exe().expect("exe");
+    for _ in 0..ROUNDS {
+        let mut round = Vec::new();
+        for (i, mode) in modes.iter().enumerate() {
+            let out = tokio::task::spawn_blocking({
+                let (exe, url, mode) = (exe.clone(), url.clone(), mode.to_string());
+                move || {
+                    Command::new(exe)
+                        .args(["--reader", &mode, &url])
+                        .output()
+                        .expect("child")
+                }
+            })
+            .await
+            .expect("join");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut fields = text.split_whitespace();
+            let n: f64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0.0);
+            let secs: f64 = fields
+                .next()
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(f64::NAN);
+            let kib: f64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0.0);
+            assert_eq!(
+                n as usize,
+                frames,
+                "{mode} counted {n} frames: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            rates[i].push(n / secs);
+            rss[i].push(kib);
+            round.push(n / secs);
+        }
+        ratios[0].push(round[2] / round[0]);
+        ratios[1].push(round[2] / round[1]);
+        ratios[2].push(round[3] / round[0]);
+        ratios[3].push(round[3] / round[1]);
+    }
+    let bytes = frame().len() as f64;
+    println!("flood: {frames} frames of {bytes} bytes, medians of {ROUNDS} alternating rounds");
+    for (i, mode) in modes.iter().enumerate() {
+        let r = median(rates[i].clone());
+        println!(
+            "  {mode:<16} {:>10.0} frames/s {:>8.1} MB/s   peak RSS {:>6.1} MB",
+            r,
+            r * bytes / 1e6,
+            median(rss[i].clone()) / 1024.0
+        );
+    }
+    for (i, (client, floor)) in [
+        ("tokio-client (stream)", "raw-count"),
+        ("tokio-client (stream)", "raw-ignored-any"),
+        ("tokio-callback", "raw-count"),
+        ("tokio-callback", "raw-ignored-any"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!(
+            "  ratio {client} / {floor}: {:.2}",
+            median(ratios[i].clone())
+        );
+    }
+    println!("  (target: >= 0.8 of raw-ignored-any, peak RSS < 10 MB)");
+}
+
+async fn echo_server(listener: TcpListener) {
+    while let Ok((tcp, _)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(mut ws) = runtimeuse_tokio::tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() && ws.send(m).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn round_trip_report() {
+    const N: usize = 2000;
+    let runtime = runtimeuse_runtime::Runtime::new(runtimeuse_runtime::ScriptedHandler)
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .spawn();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let echo_url = format!("ws://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(echo_server(listener));
+
+    let mut session = Client::new(runtime.url()).session().await.expect("session");
+    let (mut ws, _) = runtimeuse_tokio::tokio_tungstenite::connect_async(&echo_url)
+        .await
+        .expect("echo");
+    let payload = r#"{"message_type":"invocation_message","user_prompt":"ECHO:ping"}"#;
+    let (mut query, mut raw, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..N {
+        let t = Instant::now();
+        let r = session
+            .query("ECHO:ping", QueryOptions::new("", "echo"))
+            .await
+            .expect("query");
+        std::hint::black_box(r);
+        let q = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        ws.send(Message::text(payload)).await.expect("send");
+        let _ = ws.next().await;
+        let e = t.elapsed().as_secs_f64();
+        query.push(q);
+        raw.push(e);
+        ratio.push(q / e);
+    }
+    session.close().await.expect("close");
+    println!("round trip: medians of {N} alternating rounds");
+    println!(
+        "  session query (ECHO, project runtime) {:>8.1} us",
+        median(query) * 1e6
+    );
+    println!(
+        "  raw websocket echo (floor)            {:>8.1} us",
+        median(raw) * 1e6
+    );
+    println!("  ratio query / raw echo: {:.2}", median(ratio));
+    runtime.shutdown().await;
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        // For profiling a reader by hand: serve floods of N frames until killed.
+        let n = args[i + 1].parse().expect("frames");
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            println!("ws://{}", listener.local_addr().expect("addr"));
+            flood_server(listener, n).await;
+        });
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--reader") {
+        rt.block_on(reader(&args[i + 1], &args[i + 2]));
+        return;
+    }
+    let frames = args
+        .iter()
+        .position(|a| a == "--frames")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(1_000_000);
+    // The server gets its own thread: readers are child processes.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    server_rt.block_on(flood_report(frames));
+    server_rt.block_on(round_trip_report());
+    let _ = Duration::ZERO;
+}
