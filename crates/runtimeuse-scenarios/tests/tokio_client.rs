@@ -418,3 +418,55 @@ mod tls {
         assert_eq!(result.text(), Some("tls:hello"));
     }
 }
+
+#[tokio::test]
+async fn a_slow_callback_cancels_the_request_with_a_clear_error() {
+    let rt = runtime().await;
+    let mut session = Client::new(rt.url()).session().await.unwrap();
+    let options = opts()
+        .callback_timeout(Duration::from_millis(100))
+        .on_assistant_message(|_| tokio::time::sleep(Duration::from_secs(30)));
+    let err = session.query("STREAM:3", options).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::CallbackTimeout {
+                callback: "on_assistant_message",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        session
+            .query("ECHO:still usable", opts())
+            .await
+            .unwrap()
+            .text(),
+        Some("still usable")
+    );
+}
+
+#[tokio::test]
+async fn a_slow_uploader_is_declined_and_the_request_goes_on() {
+    let rt = runtime().await;
+    let http = HttpServer::start(HashMap::new()).await;
+    let dir = temp_dir("slow-uploader");
+    let url = http.url("/never");
+    let options = opts()
+        .artifacts_dir(dir.to_string_lossy())
+        .callback_timeout(Duration::from_millis(100))
+        .on_artifact_upload_request(move |_| {
+            let url = url.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                ArtifactUpload::new(url, "text/plain")
+            }
+        });
+    let file = dir.join("late.txt");
+    let result = Client::new(rt.url())
+        .query(format!("WRITE_FILE:{} x", file.display()), options)
+        .await
+        .unwrap();
+    assert_eq!(result.text().unwrap(), format!("wrote {}", file.display()));
+}

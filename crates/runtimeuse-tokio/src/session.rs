@@ -108,7 +108,11 @@ pub struct Session {
     current: Option<RequestId>,
     /// An artifact uploader's answer being computed (kept here, not in a future, so that
     /// dropping a call does not lose it).
-    uploading: Option<(BoxFuture<ArtifactUpload>, ArtifactUploadRequest)>,
+    uploading: Option<(BoxFuture<Option<ArtifactUpload>>, ArtifactUploadRequest)>,
+    /// The current call's callback time limit (also bounds the uploader).
+    callback_timeout: Option<Duration>,
+    /// The span of the request in flight.
+    span: tracing::Span,
 }
 
 impl fmt::Debug for Session {
@@ -132,6 +136,8 @@ impl Session {
             uploader: None,
             current: None,
             uploading: None,
+            callback_timeout: None,
+            span: tracing::Span::none(),
         }
     }
 
@@ -275,7 +281,7 @@ impl Session {
         invocation.user_prompt = prompt;
         let span_id = invocation.source_id.clone();
         let id = self.proto.invoke(invocation, options.request, now())?;
-        self.begin(id, options.callbacks.uploader, "query", span_id);
+        self.begin(id, &options.callbacks, "query", span_id);
         Ok(id)
     }
 
@@ -293,23 +299,27 @@ impl Session {
         batch.commands = commands.into_iter().map(Into::into).collect();
         let span_id = batch.source_id.clone();
         let id = self.proto.execute_commands(batch, options.request, now())?;
-        self.begin(id, options.callbacks.uploader, "execute_commands", span_id);
+        self.begin(id, &options.callbacks, "execute_commands", span_id);
         Ok(id)
     }
 
     fn begin(
         &mut self,
         id: RequestId,
-        uploader: Option<UploaderFn>,
+        callbacks: &Callbacks,
         kind: &str,
         source_id: Option<String>,
     ) {
-        tracing::debug!(
-            request = id.as_u64(),
+        // No secrets in fields: the id, the kind and the caller's source id only.
+        self.span = tracing::debug_span!(
+            "request",
+            id = id.as_u64(),
             kind,
-            source_id = source_id.as_deref(),
-            "request started"
+            source_id = source_id.as_deref()
         );
+        tracing::debug!(parent: &self.span, "request started");
+        self.callback_timeout = callbacks.callback_timeout;
+        let uploader = callbacks.uploader.clone();
         if uploader.is_some() {
             self.uploader = uploader;
         }
@@ -338,7 +348,7 @@ impl Session {
         id: RequestId,
         callbacks: &Callbacks,
     ) -> Result<RequestEvent, Error> {
-        let span = tracing::debug_span!("request", id = id.as_u64());
+        let span = self.span.clone();
         async {
             loop {
                 let item = match self.next_item(id, callbacks.uploader.as_ref()).await {
@@ -471,7 +481,12 @@ impl Session {
             filename: req.filename().to_owned(),
             filepath: req.filepath().to_owned(),
         };
-        self.uploading = Some((uploader(request), req));
+        let answer = uploader(request);
+        let answer: BoxFuture<Option<ArtifactUpload>> = match self.callback_timeout {
+            Some(limit) => Box::pin(async move { tokio::time::timeout(limit, answer).await.ok() }),
+            None => Box::pin(async move { Some(answer.await) }),
+        };
+        self.uploading = Some((answer, req));
     }
 
     /// Answers an artifact request with `uploader` or the session's last one (or declines it).
@@ -488,10 +503,22 @@ impl Session {
     fn poll_upload(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some((fut, _)) = &mut self.uploading {
             let upload = ready!(fut.as_mut().poll(cx));
-            if let Some((_, req)) = self.uploading.take()
-                && let Err(e) = self.proto.respond_artifact_upload(req, upload, now())
-            {
-                tracing::warn!(error = %e, "could not answer an artifact upload request");
+            let Some((_, req)) = self.uploading.take() else {
+                return Poll::Ready(());
+            };
+            match upload {
+                Some(upload) => {
+                    if let Err(e) = self.proto.respond_artifact_upload(req, upload, now()) {
+                        tracing::warn!(error = %e, "could not answer an artifact upload request");
+                    }
+                }
+                None => {
+                    tracing::warn!(
+                        file = req.filename(),
+                        "artifact uploader timed out; the runtime will not upload this file"
+                    );
+                    self.proto.decline_artifact_upload(req);
+                }
             }
         }
         Poll::Ready(())
