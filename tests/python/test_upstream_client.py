@@ -97,7 +97,8 @@ async def test_cancel_command_kills_it(runtime, tmp_path):
 
     with pytest.raises(CancelledException):
         await client.execute_commands(
-            [CommandInterface(command=f"echo start; sleep 2; touch {marker}")],
+            # The touch runs in a grandchild: killing only the shell would not stop it.
+            [CommandInterface(command=f"echo start; sh -c 'sleep 2; touch {marker}' & wait")],
             ExecuteCommandsOptions(on_command_output=on_output, timeout=5),
         )
     await asyncio.sleep(2.5)

@@ -59,6 +59,8 @@ pub(crate) async fn run(
     }
     let mut child = child.spawn().map_err(RunError::Spawn)?;
     let pid = child.id();
+    // Kills the whole group if this future is dropped (connection gone, runtime stopping).
+    let mut guard = GroupGuard(pid);
     let name: Arc<str> = Arc::from(command.command.as_str());
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(RunError::Spawn(std::io::Error::other("no pipes")));
@@ -82,12 +84,20 @@ pub(crate) async fn run(
                     -1
                 }
             };
+            // The command ended; what it left running in its group may go on.
+            guard.0 = None;
             Ok(Exit { code, stdout })
         }
-        () = cancel.clone().cancelled() => {
-            kill_group(pid);
-            Err(RunError::Cancelled)
-        }
+        () = cancel.clone().cancelled() => Err(RunError::Cancelled),
+    }
+}
+
+/// Kills the command's process group when dropped, unless disarmed.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
     }
 }
 

@@ -470,3 +470,33 @@ async fn a_slow_uploader_is_declined_and_the_request_goes_on() {
         .unwrap();
     assert_eq!(result.text().unwrap(), format!("wrote {}", file.display()));
 }
+
+#[tokio::test]
+async fn a_vanished_client_gets_its_commands_killed() {
+    let rt = runtime().await;
+    let dir = temp_dir("vanished");
+    let marker = dir.join("still-running");
+    let client = Client::new(rt.url());
+    // The touch runs in a grandchild: killing only the shell would not stop it.
+    let command = format!(
+        "echo started; sh -c 'sleep 1; touch {}' & wait",
+        marker.display()
+    );
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = Arc::clone(&started);
+    let options = ExecuteCommandsOptions::new().on_command_output(move |_| {
+        let s = Arc::clone(&s);
+        async move { s.notify_one() }
+    });
+    let call = tokio::spawn(async move { client.execute_commands([command], options).await });
+    started.notified().await;
+    // The client disappears without a word (its task and socket are dropped).
+    call.abort();
+    let _ = call.await;
+    // Past the moment the command would have touched the marker.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !marker.exists(),
+        "the command's process group outlived its client"
+    );
+}
