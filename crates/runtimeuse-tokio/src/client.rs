@@ -14,6 +14,12 @@ use crate::conn::Conn;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
 
+/// A connected WebSocket and the server's handshake response.
+type Connected = (
+    tokio_tungstenite::WebSocketStream<crate::session::Socket>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+);
+
 /// A client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
 /// [`session`](Self::session) opens its own connection.
 ///
@@ -174,13 +180,7 @@ impl Client {
         &self,
         request: tokio_tungstenite::tungstenite::handshake::client::Request,
         config: WebSocketConfig,
-    ) -> Result<
-        (
-            tokio_tungstenite::WebSocketStream<crate::session::Socket>,
-            tokio_tungstenite::tungstenite::handshake::client::Response,
-        ),
-        Error,
-    > {
+    ) -> Result<Connected, Error> {
         let connector = tokio_tungstenite::Connector::Rustls(Arc::new(self.tls_config()?));
         Ok(tokio_tungstenite::connect_async_tls_with_config(
             request,
@@ -196,13 +196,7 @@ impl Client {
         &self,
         request: tokio_tungstenite::tungstenite::handshake::client::Request,
         config: WebSocketConfig,
-    ) -> Result<
-        (
-            tokio_tungstenite::WebSocketStream<crate::session::Socket>,
-            tokio_tungstenite::tungstenite::handshake::client::Response,
-        ),
-        Error,
-    > {
+    ) -> Result<Connected, Error> {
         Ok(tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?)
     }
 
