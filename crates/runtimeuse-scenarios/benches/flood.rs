@@ -8,7 +8,9 @@
 //!    and the variants alternate over the rounds:
 //!    - `raw-count`: tokio-tungstenite, counting frames (floor);
 //!    - `raw-ignored-any`: tokio-tungstenite, parsing each frame into `IgnoredAny` (floor);
-//!    - `tokio-client`: `runtimeuse-tokio`'s event stream, counting command output items.
+//!    - `tokio-client`: `runtimeuse-tokio`'s event stream, counting command output items;
+//!    - `tokio-callback`: the same with the `on_command_output` callback;
+//!    - `blocking-client`: `runtimeuse-tungstenite`'s event iterator.
 //! 2. Round trip: a persistent-session `ECHO:` query against the project's runtime, beside a
 //!    raw WebSocket echo round trip.
 
@@ -117,6 +119,34 @@ async fn reader(mode: &str, url: &str) {
                 .expect("run");
             counter.load(std::sync::atomic::Ordering::Relaxed)
         }
+        "blocking-client" => {
+            let url = url.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let mut session = runtimeuse_tungstenite::Client::new(url)
+                    .session()
+                    .expect("connect");
+                let mut n = 0u64;
+                for item in session
+                    .execute_commands_events(
+                        ["make"],
+                        runtimeuse_tungstenite::ExecuteCommandsOptions::new(),
+                    )
+                    .expect("start")
+                {
+                    match item.expect("event") {
+                        runtimeuse_tungstenite::RequestEvent::CommandOutput(o) => {
+                            std::hint::black_box(&o);
+                            n += 1;
+                        }
+                        runtimeuse_tungstenite::RequestEvent::CommandResult(_) => break,
+                        _ => {}
+                    }
+                }
+                n
+            })
+            .await
+            .expect("join")
+        }
         "tokio-client" => {
             let mut session = Client::new(url).session().await.expect("connect");
             let mut n = 0u64;
@@ -158,7 +188,7 @@ async fn flood_report(frames: usize) {
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 5];
     let exe = std::env::current_exe().expect("exe");
     for _ in 0..ROUNDS {
         let mut round = Vec::new();
@@ -196,6 +226,7 @@ async fn flood_report(frames: usize) {
         ratios[1].push(round[2] / round[1]);
         ratios[2].push(round[3] / round[0]);
         ratios[3].push(round[3] / round[1]);
+        ratios[4].push(round[4] / round[1]);
     }
     let bytes = frame().len() as f64;
     println!("flood: {frames} frames of {bytes} bytes, medians of {ROUNDS} alternating rounds");
@@ -213,6 +244,7 @@ async fn flood_report(frames: usize) {
         ("tokio-client (stream)", "raw-ignored-any"),
         ("tokio-callback", "raw-count"),
         ("tokio-callback", "raw-ignored-any"),
+        ("blocking-client", "raw-ignored-any"),
     ]
     .iter()
     .enumerate()

@@ -1,0 +1,301 @@
+//! Connecting: [`Client`] and its settings.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtimeuse_proto as proto;
+use runtimeuse_proto::{CommandExecutionResult, QueryResult};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::{HeaderName, HeaderValue};
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::Error;
+use crate::options::{ExecuteCommandsOptions, QueryOptions};
+use crate::session::Session;
+
+/// A blocking client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
+/// [`session`](Self::session) opens its own connection.
+///
+/// ```no_run
+/// use runtimeuse_tungstenite::{Client, QueryOptions};
+///
+/// let client = Client::new("ws://localhost:8080");
+/// let result = client.query("ECHO:hello", QueryOptions::new("You are terse.", "echo"))?;
+/// assert_eq!(result.text(), Some("hello"));
+/// # Ok::<(), runtimeuse_tungstenite::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Settings>,
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    url: String,
+    headers: Vec<(String, String)>,
+    connect_timeout: Duration,
+    max_frame_size: usize,
+    #[cfg(feature = "__rustls")]
+    root_certificates: Vec<Vec<u8>>,
+    session: proto::Config,
+}
+
+/// Builds a [`Client`] with non-default settings.
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    settings: Settings,
+}
+
+impl ClientBuilder {
+    /// Adds an HTTP header to the WebSocket handshake.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// How long connecting (TCP, TLS and the WebSocket handshake) may take. Default 30 s.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest message accepted from the runtime. Default 64 MiB.
+    #[must_use]
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.settings.max_frame_size = bytes;
+        self.settings.session.max_frame_size = bytes;
+        self
+    }
+
+    /// Trusts this root certificate (DER) for `wss://`, in addition to the built-in roots.
+    #[cfg(feature = "__rustls")]
+    #[must_use]
+    pub fn root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.settings.root_certificates.push(der.into());
+        self
+    }
+
+    /// The protocol settings of each session.
+    #[must_use]
+    pub fn session_config(mut self, config: proto::Config) -> Self {
+        let max = self.settings.max_frame_size;
+        self.settings.session = config;
+        self.settings.session.max_frame_size = max;
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Client {
+        Client {
+            inner: Arc::new(self.settings),
+        }
+    }
+}
+
+impl Client {
+    /// A client for this URL with default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::builder(url).build()
+    }
+
+    /// A builder for this URL.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            settings: Settings {
+                url: url.into(),
+                headers: Vec::new(),
+                connect_timeout: Duration::from_secs(30),
+                max_frame_size: 64 << 20,
+                #[cfg(feature = "__rustls")]
+                root_certificates: Vec::new(),
+                session: proto::Config::default(),
+            },
+        }
+    }
+
+    /// Opens a persistent session.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`], [`Error::Connect`], [`Error::ConnectTimeout`], [`Error::WebSocket`].
+    pub fn session(&self) -> Result<Session, Error> {
+        let s = &self.inner;
+        let mut request = s
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::Config(format!("url {}: {e}", s.url)))?;
+        for (name, value) in &s.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| Error::Config(format!("header name {name}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| Error::Config(format!("header value for {name}: {e}")))?;
+            request.headers_mut().append(name, value);
+        }
+        let uri = request.uri();
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Config(format!("url {} has no host", s.url)))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("wss") {
+                443
+            } else {
+                80
+            });
+        let tcp = connect_tcp(&host, port, s.connect_timeout)?;
+        // The handshake gets the same limit; reads are timed per call afterwards.
+        tcp.set_read_timeout(Some(s.connect_timeout))
+            .map_err(Error::Connect)?;
+        tcp.set_write_timeout(Some(s.connect_timeout))
+            .map_err(Error::Connect)?;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(s.max_frame_size))
+            .max_frame_size(Some(s.max_frame_size));
+        let (ws, _) = self.handshake(request, tcp, config)?;
+        if let tungstenite::stream::MaybeTlsStream::Plain(t) = ws.get_ref() {
+            let _ = t.set_write_timeout(None);
+        }
+        #[cfg(feature = "__rustls")]
+        if let tungstenite::stream::MaybeTlsStream::Rustls(t) = ws.get_ref() {
+            let _ = t.sock.set_write_timeout(None);
+        }
+        Ok(Session::new(ws, s.session.clone()))
+    }
+
+    #[cfg(feature = "__rustls")]
+    fn handshake(
+        &self,
+        request: tungstenite::handshake::client::Request,
+        tcp: TcpStream,
+        config: WebSocketConfig,
+    ) -> Result<
+        (
+            crate::session::Socket,
+            tungstenite::handshake::client::Response,
+        ),
+        Error,
+    > {
+        let connector = tungstenite::Connector::Rustls(Arc::new(self.tls_config()?));
+        tungstenite::client_tls_with_config(request, tcp, Some(config), Some(connector)).map_err(
+            |e| match e {
+                tungstenite::HandshakeError::Failure(e) => Error::WebSocket(e),
+                tungstenite::HandshakeError::Interrupted(_) => {
+                    Error::ConnectTimeout(self.inner.connect_timeout)
+                }
+            },
+        )
+    }
+
+    #[cfg(not(feature = "__rustls"))]
+    fn handshake(
+        &self,
+        request: tungstenite::handshake::client::Request,
+        tcp: TcpStream,
+        config: WebSocketConfig,
+    ) -> Result<
+        (
+            crate::session::Socket,
+            tungstenite::handshake::client::Response,
+        ),
+        Error,
+    > {
+        tungstenite::client_tls_with_config(request, tcp, Some(config), None).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => Error::WebSocket(e),
+            tungstenite::HandshakeError::Interrupted(_) => {
+                Error::ConnectTimeout(self.inner.connect_timeout)
+            }
+        })
+    }
+
+    #[cfg(feature = "__rustls")]
+    fn tls_config(&self) -> Result<rustls::ClientConfig, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        #[cfg(feature = "rustls-tls-webpki-roots")]
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for der in &self.inner.root_certificates {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                .map_err(|e| Error::Config(format!("root certificate: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("tls: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    /// Connects, runs one query, and closes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::query`], and the connection errors of [`session`](Self::session).
+    pub fn query(
+        &self,
+        prompt: impl Into<String>,
+        options: QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        let graceful = !options.invocation.artifacts_dirs.is_empty();
+        let mut session = self.session()?;
+        let result = session.query(prompt, options);
+        finish(session, graceful && result.is_ok());
+        result
+    }
+
+    /// Connects, runs one command batch, and closes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::execute_commands`], and the connection errors of
+    /// [`session`](Self::session).
+    pub fn execute_commands<I, C>(
+        &self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<CommandExecutionResult, Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        let graceful = !options.batch.artifacts_dirs.is_empty();
+        let mut session = self.session()?;
+        let result = session.execute_commands(commands, options);
+        finish(session, graceful && result.is_ok());
+        result
+    }
+}
+
+fn finish(mut session: Session, graceful: bool) {
+    if graceful {
+        if let Err(e) = session.close() {
+            tracing::debug!(error = %e, "graceful close failed");
+        }
+    } else {
+        session.close_socket();
+    }
+}
+
+fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+    let addrs = (host, port).to_socket_addrs().map_err(Error::Connect)?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                last = Some(Error::ConnectTimeout(timeout));
+            }
+            Err(e) => last = Some(Error::Connect(e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Config(format!("{host}: no address"))))
+}

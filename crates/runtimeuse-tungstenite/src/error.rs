@@ -1,0 +1,86 @@
+//! The crate's error type.
+
+use runtimeuse_proto::{
+    DecodeError, Diagnostics, FailReason, MessageKind, TimeoutKind, UsageError,
+};
+use serde_json::Value;
+
+/// Everything that can go wrong with a client call.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The runtime reported an error (`error_message`).
+    #[error("runtime error: {error} (metadata: {metadata})")]
+    Runtime {
+        /// The runtime's error text.
+        error: String,
+        /// The error's metadata (`Null` when absent).
+        metadata: Value,
+    },
+    /// The request was cancelled through an [`AbortHandle`](crate::AbortHandle).
+    #[error("request cancelled")]
+    Cancelled,
+    /// A timeout of the request expired.
+    #[error("request timed out ({kind:?}) after {} messages (last: {:?})", diagnostics.message_count, diagnostics.last_message)]
+    Timeout {
+        /// Which timeout.
+        kind: TimeoutKind,
+        /// What was known when it expired.
+        diagnostics: Diagnostics,
+    },
+    /// Connecting took longer than the connect timeout.
+    #[error("connecting timed out after {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    /// The URL, a header or the TLS settings are invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Connecting failed (DNS, TCP).
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The WebSocket connection failed (TLS, handshake, I/O, frame limits).
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tungstenite::Error),
+    /// The runtime sent a terminal message that could not be understood.
+    #[error("protocol error: {0}")]
+    Protocol(#[source] DecodeError),
+    /// The runtime ended the request with the other kind of terminal message.
+    #[error("unexpected terminal message {0}")]
+    UnexpectedTerminal(MessageKind),
+    /// The connection closed before the request finished.
+    #[error("connection closed before the request finished")]
+    ConnectionClosed,
+    /// The runtime stopped answering keepalive pings.
+    #[error("the runtime stopped answering keepalive pings")]
+    KeepAliveTimeout,
+    /// An earlier abandoned request never finished, so the session was ended.
+    #[error("the session lost track of an abandoned request and was ended")]
+    Desynchronized,
+    /// The API was misused (e.g. artifact directories without an uploader).
+    #[error("usage: {0}")]
+    Usage(#[from] UsageError),
+}
+
+impl Error {
+    /// The runtime's error text, for [`Error::Runtime`].
+    pub fn runtime_error(&self) -> Option<&str> {
+        match self {
+            Self::Runtime { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<FailReason> for Error {
+    fn from(reason: FailReason) -> Self {
+        match reason {
+            FailReason::Runtime { error, metadata } => Self::Runtime { error, metadata },
+            FailReason::Cancelled => Self::Cancelled,
+            FailReason::Timeout { kind, diagnostics } => Self::Timeout { kind, diagnostics },
+            FailReason::Protocol(e) => Self::Protocol(e),
+            FailReason::UnexpectedTerminal(k) => Self::UnexpectedTerminal(k),
+            FailReason::KeepAliveTimeout => Self::KeepAliveTimeout,
+            FailReason::Desynchronized => Self::Desynchronized,
+            _ => Self::ConnectionClosed,
+        }
+    }
+}

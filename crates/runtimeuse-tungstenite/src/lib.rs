@@ -1,0 +1,48 @@
+//! The runtimeuse client for synchronous programs: talk to an agent runtime over a blocking
+//! WebSocket, with no async runtime in the dependency tree.
+//!
+//! A thin driver of the sans-IO core [`runtimeuse_proto`] over tungstenite: the core's
+//! deadlines become socket read timeouts. The API follows `runtimeuse-tokio`:
+//! [`Client::query`] and [`Client::execute_commands`] for one-shot calls, [`Client::session`]
+//! for persistent sessions, [`Session::query_events`] for events as an [`Iterator`], plain
+//! closures as callbacks, and an [`AbortHandle`] that cancels from another thread.
+//!
+//! ```no_run
+//! use runtimeuse_tungstenite::{Client, ExecuteCommandsOptions, QueryOptions};
+//!
+//! let client = Client::new("ws://localhost:8080");
+//! let options = QueryOptions::new("You are a helpful assistant.", "gpt-4o")
+//!     .on_assistant_message(|blocks| println!("{}", blocks.join("")));
+//! let result = client.query("What is 2 + 2?", options)?;
+//! println!("{:?}", result.text());
+//! let out = client.execute_commands(["echo hello"], ExecuteCommandsOptions::new())?;
+//! assert_eq!(out.results[0].exit_code, 0);
+//! # Ok::<(), runtimeuse_tungstenite::Error>(())
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `rustls-tls-webpki-roots` | yes | `wss://` with rustls (ring provider) trusting the webpki roots |
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod client;
+mod error;
+mod options;
+mod session;
+
+pub use client::{Client, ClientBuilder};
+pub use error::Error;
+pub use options::{ArtifactRequest, ExecuteCommandsOptions, QueryOptions};
+pub use session::{AbortHandle, RequestEvent, RequestEvents, Session};
+
+pub use runtimeuse_proto as proto;
+pub use runtimeuse_proto::{
+    ArtifactUpload, ArtifactUploadRequest, Command, CommandExecutionResult, CommandOutput,
+    CommandResultItem, Downloadable, Invocation, OutputStream, QueryResult, ResultData,
+};
+pub use tungstenite;

@@ -1,0 +1,153 @@
+//! Per-call options: what goes on the wire, timeouts, and the Python client's callbacks (here
+//! plain closures, called on the calling thread).
+
+use std::fmt;
+
+use runtimeuse_proto::{ArtifactUpload, CommandBatch, CommandOutput, Invocation, RequestOptions};
+
+/// What an artifact uploader is asked: a file the runtime wants to upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactRequest {
+    /// The file's name.
+    pub filename: String,
+    /// The file's path in the runtime.
+    pub filepath: String,
+}
+
+pub(crate) type AssistantFn = Box<dyn FnMut(Vec<String>) + Send>;
+pub(crate) type OutputFn = Box<dyn FnMut(CommandOutput) + Send>;
+pub(crate) type UploaderFn = Box<dyn FnMut(ArtifactRequest) -> ArtifactUpload + Send>;
+
+#[derive(Default)]
+pub(crate) struct Callbacks {
+    pub(crate) on_assistant_message: Option<AssistantFn>,
+    pub(crate) on_command_output: Option<OutputFn>,
+    pub(crate) uploader: Option<UploaderFn>,
+}
+
+impl fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("on_assistant_message", &self.on_assistant_message.is_some())
+            .field("on_command_output", &self.on_command_output.is_some())
+            .field("on_artifact_upload_request", &self.uploader.is_some())
+            .finish()
+    }
+}
+
+macro_rules! common_options {
+    () => {
+        /// Fails the request if its result has not arrived this long after it started.
+        #[must_use]
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.request.timeout = Some(timeout);
+            self
+        }
+
+        /// Fails the request if no message at all arrives for this long (heartbeats count).
+        #[must_use]
+        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.request.idle_timeout = Some(timeout);
+            self
+        }
+
+        /// Called with the text blocks of each assistant message.
+        #[must_use]
+        pub fn on_assistant_message(mut self, f: impl FnMut(Vec<String>) + Send + 'static) -> Self {
+            self.callbacks.on_assistant_message = Some(Box::new(f));
+            self
+        }
+
+        /// Called with each chunk of command output.
+        #[must_use]
+        pub fn on_command_output(mut self, f: impl FnMut(CommandOutput) + Send + 'static) -> Self {
+            self.callbacks.on_command_output = Some(Box::new(f));
+            self
+        }
+
+        /// Answers artifact upload requests with a presigned URL and content type. Required
+        /// exactly when artifacts directories are given.
+        #[must_use]
+        pub fn on_artifact_upload_request(
+            mut self,
+            f: impl FnMut(ArtifactRequest) -> ArtifactUpload + Send + 'static,
+        ) -> Self {
+            self.callbacks.uploader = Some(Box::new(f));
+            self.request.artifact_uploader = true;
+            self
+        }
+    };
+}
+
+/// Options of a query: the invocation's fields (system prompt, model, …), timeouts and
+/// callbacks.
+#[derive(Debug, Default)]
+pub struct QueryOptions {
+    pub(crate) invocation: Invocation,
+    pub(crate) request: RequestOptions,
+    pub(crate) callbacks: Callbacks,
+}
+
+impl QueryOptions {
+    /// Options with this system prompt and model.
+    pub fn new(system_prompt: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            invocation: Invocation::new("", model).system_prompt(system_prompt),
+            ..Self::default()
+        }
+    }
+
+    /// Edits the invocation's other fields with [`Invocation`]'s setters.
+    #[must_use]
+    pub fn invocation(mut self, edit: impl FnOnce(Invocation) -> Invocation) -> Self {
+        self.invocation = edit(self.invocation);
+        self
+    }
+
+    /// Asks for structured output following this JSON Schema.
+    #[must_use]
+    pub fn output_schema(mut self, json_schema: impl Into<String>) -> Self {
+        self.invocation.output_format_json_schema = Some(json_schema.into());
+        self
+    }
+
+    /// Adds an artifacts directory to watch (needs an uploader).
+    #[must_use]
+    pub fn artifacts_dir(mut self, dir: impl Into<String>) -> Self {
+        self.invocation.artifacts_dirs.push(dir.into());
+        self
+    }
+
+    common_options!();
+}
+
+/// Options of a command batch: its fields besides the commands, timeouts and callbacks.
+#[derive(Debug, Default)]
+pub struct ExecuteCommandsOptions {
+    pub(crate) batch: CommandBatch,
+    pub(crate) request: RequestOptions,
+    pub(crate) callbacks: Callbacks,
+}
+
+impl ExecuteCommandsOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Edits the batch's other fields with [`CommandBatch`]'s setters.
+    #[must_use]
+    pub fn batch(mut self, edit: impl FnOnce(CommandBatch) -> CommandBatch) -> Self {
+        self.batch = edit(self.batch);
+        self
+    }
+
+    /// Adds an artifacts directory to watch (needs an uploader).
+    #[must_use]
+    pub fn artifacts_dir(mut self, dir: impl Into<String>) -> Self {
+        self.batch.artifacts_dirs.push(dir.into());
+        self
+    }
+
+    common_options!();
+}
