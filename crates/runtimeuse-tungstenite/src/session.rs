@@ -36,7 +36,7 @@ fn now() -> Instant {
 }
 
 /// Cancels the request in flight of a [`Session`] from another thread. The `cancel_message`
-/// goes out within [`ABORT_POLL`] (20 ms) even while the session's thread is blocked reading.
+/// goes out within about 20 ms even while the session's thread is blocked reading.
 #[derive(Clone, Debug, Default)]
 pub struct AbortHandle(Arc<AtomicBool>);
 
