@@ -123,6 +123,93 @@ impl Event {
     }
 }
 
+/// An event as seen by the caller waiting on one request: what [`Event::route`] hands out.
+///
+/// The adapters' event streams and iterators yield these; the last item of a request is
+/// [`RequestEvent::Result`] or [`RequestEvent::CommandResult`] (or an error).
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum RequestEvent {
+    /// The agent streamed assistant text.
+    AssistantMessage(Vec<String>),
+    /// A command printed output.
+    CommandOutput(CommandOutput),
+    /// The runtime is alive.
+    Heartbeat {
+        /// The runtime's phase.
+        phase: Option<String>,
+        /// Milliseconds since the request started, by the runtime's clock.
+        elapsed_ms: Option<u64>,
+    },
+    /// The runtime reported an error that did not end the request.
+    RuntimeError {
+        /// The error text.
+        error: String,
+        /// Its metadata.
+        metadata: Value,
+    },
+    /// The runtime asks where to upload an artifact (whatever request it belongs to).
+    ArtifactUploadRequest(ArtifactUploadRequest),
+    /// The query's result: the last item.
+    Result(QueryResult),
+    /// The command batch's result: the last item.
+    CommandResult(CommandExecutionResult),
+}
+
+impl RequestEvent {
+    /// Whether this is the request's last item.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Result(_) | Self::CommandResult(_))
+    }
+}
+
+/// Where an [`Event`] goes for a caller waiting on one request ([`Event::route`]).
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Routed {
+    /// Something for the caller (artifact requests included, whatever request they belong
+    /// to: they are obligations of the session).
+    Item(RequestEvent),
+    /// The request failed: its terminal.
+    Failed(FailReason),
+    /// The session ended (after the request's terminal, if it was in flight).
+    SessionEnded(SessionEnd),
+    /// An event of another request: drop it.
+    Unrelated,
+}
+
+impl Event {
+    /// Routes this event for a caller waiting on request `id`. Every adapter's per-request
+    /// stream is this function applied to the session's events.
+    pub fn route(self, id: RequestId) -> Routed {
+        if let Self::ArtifactUploadRequest(r) = self {
+            return Routed::Item(RequestEvent::ArtifactUploadRequest(r));
+        }
+        if let Self::SessionEnded(end) = self {
+            return Routed::SessionEnded(end);
+        }
+        if self.request() != Some(id) {
+            return Routed::Unrelated;
+        }
+        Routed::Item(match self {
+            Self::AssistantMessage { text_blocks, .. } => {
+                RequestEvent::AssistantMessage(text_blocks)
+            }
+            Self::CommandOutput(o) => RequestEvent::CommandOutput(o),
+            Self::Heartbeat {
+                phase, elapsed_ms, ..
+            } => RequestEvent::Heartbeat { phase, elapsed_ms },
+            Self::RuntimeError {
+                error, metadata, ..
+            } => RequestEvent::RuntimeError { error, metadata },
+            Self::Result { result, .. } => RequestEvent::Result(result),
+            Self::CommandResult { result, .. } => RequestEvent::CommandResult(result),
+            Self::Failed { reason, .. } => return Routed::Failed(reason),
+            Self::ArtifactUploadRequest(_) | Self::SessionEnded(_) => return Routed::Unrelated,
+        })
+    }
+}
+
 /// How a session ended.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,7 +62,7 @@ pub use config::Config;
 pub use error::{DecodeError, Diagnostics, FailReason, Phase, TimeoutKind, UsageError};
 pub use event::{
     ArtifactUploadRequest, CommandExecutionResult, CommandOutput, CommandResultItem, Event,
-    OutputStream, QueryResult, RequestId, ResultData, SessionEnd,
+    OutputStream, QueryResult, RequestEvent, RequestId, ResultData, Routed, SessionEnd,
 };
 pub use request::{
     ArtifactUpload, Command, CommandBatch, Downloadable, Invocation, RequestOptions,

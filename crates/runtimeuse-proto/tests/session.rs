@@ -705,3 +705,37 @@ fn legacy_artifacts_dir_is_sent_only_when_asked() {
     assert_eq!(h.sent[0]["artifacts_dir"], json!("/a"));
     assert_eq!(h.sent[0]["artifacts_dirs"], json!(["/a", "/b"]));
 }
+
+#[test]
+fn events_route_to_the_request_that_waits_for_them() {
+    use runtimeuse_proto::{RequestEvent, Routed};
+    let mut h = Harness::new(no_keepalive());
+    let first = query(&mut h, "ECHO:a");
+    h.recv(1, RESULT_HI);
+    let second = query(&mut h, "ERROR:x");
+    h.recv(
+        2,
+        r#"{"message_type":"artifact_upload_request_message","filename":"f","filepath":"/f"}"#,
+    );
+    h.recv(3, r#"{"message_type":"error_message","error":"x"}"#);
+    h.fire_next_timeout();
+    let mut events = h.take_events().into_iter();
+    let result = events.next().unwrap();
+    assert!(matches!(result.route(second), Routed::Unrelated));
+    let artifact = events.next().unwrap();
+    let Routed::Item(RequestEvent::ArtifactUploadRequest(req)) = artifact.route(first) else {
+        panic!("artifact requests reach whoever waits")
+    };
+    h.session.decline_artifact_upload(req);
+    let failed = events.next().unwrap();
+    assert!(matches!(
+        failed.route(second),
+        Routed::Failed(FailReason::Runtime { .. })
+    ));
+    h.close(4);
+    let ended = h.take_events().pop().unwrap();
+    assert!(matches!(
+        ended.route(second),
+        Routed::SessionEnded(SessionEnd::TransportClosed)
+    ));
+}

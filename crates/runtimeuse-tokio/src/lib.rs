@@ -52,11 +52,12 @@ mod session;
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
 pub use options::{ArtifactRequest, BoxFuture, ExecuteCommandsOptions, QueryOptions};
-pub use session::{AbortHandle, RequestEvent, RequestEvents, Session};
+pub use session::{AbortHandle, RequestEvents, Session};
 
 pub use runtimeuse_proto as proto;
 pub use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, Command, CommandExecutionResult, CommandOutput,
-    CommandResultItem, Downloadable, Invocation, OutputStream, QueryResult, ResultData,
+    CommandResultItem, Downloadable, Invocation, OutputStream, QueryResult, RequestEvent,
+    ResultData,
 };
 pub use tokio_tungstenite;

@@ -12,8 +12,8 @@ use futures_util::Stream;
 use futures_util::task::AtomicWaker;
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
-    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, CommandOutput, Event, Input,
-    Output, QueryResult, RequestId,
+    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, Output,
+    QueryResult, RequestEvent, RequestId, Routed,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
@@ -53,39 +53,6 @@ impl AbortHandle {
     fn take(&self) -> bool {
         self.inner.requested.swap(false, Ordering::SeqCst)
     }
-}
-
-/// One item of a request's event stream ([`Session::query_events`],
-/// [`Session::execute_commands_events`]).
-#[non_exhaustive]
-#[derive(Debug)]
-pub enum RequestEvent {
-    /// The agent streamed assistant text.
-    AssistantMessage(Vec<String>),
-    /// A command printed output.
-    CommandOutput(CommandOutput),
-    /// The runtime is alive.
-    Heartbeat {
-        /// The runtime's phase.
-        phase: Option<String>,
-        /// Milliseconds since the request started, by the runtime's clock.
-        elapsed_ms: Option<u64>,
-    },
-    /// The runtime reported an error that did not end the request.
-    RuntimeError {
-        /// The error text.
-        error: String,
-        /// Its metadata.
-        metadata: serde_json::Value,
-    },
-    /// The runtime asks where to upload an artifact: answer with
-    /// [`RequestEvents::respond_artifact_upload`] (or it is answered by the options' uploader,
-    /// when one was given, and not shown here).
-    ArtifactUploadRequest(ArtifactUploadRequest),
-    /// The query's result: the last item.
-    Result(QueryResult),
-    /// The command batch's result: the last item.
-    CommandResult(CommandExecutionResult),
 }
 
 /// A persistent session over one connection: sequential queries and command batches, then a
@@ -373,11 +340,12 @@ impl Session {
                         // No uploader for this call: decline (the runtime will not upload it).
                         self.proto.decline_artifact_upload(req);
                     }
-                    RequestEvent::Result(_) | RequestEvent::CommandResult(_) => {
+                    item if item.is_terminal() => {
                         self.current = None;
                         return Ok(item);
                     }
-                    RequestEvent::Heartbeat { .. } | RequestEvent::RuntimeError { .. } => {}
+                    // Heartbeats, non-terminal errors: nothing to call.
+                    _ => {}
                 }
             }
         }
@@ -436,8 +404,8 @@ impl Session {
                 Ok(e) => e,
                 Err(e) => return Poll::Ready(Some(Err(e))),
             };
-            let item = match event {
-                Event::ArtifactUploadRequest(req) => {
+            let item = match event.route(id) {
+                Routed::Item(RequestEvent::ArtifactUploadRequest(req)) => {
                     match uploader.cloned().or_else(|| self.uploader.clone()) {
                         Some(uploader) => {
                             self.start_upload(&uploader, req);
@@ -446,30 +414,17 @@ impl Session {
                         None => RequestEvent::ArtifactUploadRequest(req),
                     }
                 }
-                Event::SessionEnded(_) => return Poll::Ready(Some(Err(Error::ConnectionClosed))),
-                e if e.request() != Some(id) => continue,
-                Event::AssistantMessage { text_blocks, .. } => {
-                    RequestEvent::AssistantMessage(text_blocks)
+                Routed::Item(item) => {
+                    if item.is_terminal() {
+                        self.current = None;
+                    }
+                    item
                 }
-                Event::CommandOutput(o) => RequestEvent::CommandOutput(o),
-                Event::Heartbeat {
-                    phase, elapsed_ms, ..
-                } => RequestEvent::Heartbeat { phase, elapsed_ms },
-                Event::RuntimeError {
-                    error, metadata, ..
-                } => RequestEvent::RuntimeError { error, metadata },
-                Event::Result { result, .. } => {
-                    self.current = None;
-                    RequestEvent::Result(result)
-                }
-                Event::CommandResult { result, .. } => {
-                    self.current = None;
-                    RequestEvent::CommandResult(result)
-                }
-                Event::Failed { reason, .. } => {
+                Routed::Failed(reason) => {
                     self.current = None;
                     return Poll::Ready(Some(Err(reason.into())));
                 }
+                Routed::SessionEnded(_) => return Poll::Ready(Some(Err(Error::ConnectionClosed))),
                 _ => continue,
             };
             return Poll::Ready(Some(Ok(item)));

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
-    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, CommandOutput, Event, Input,
-    Output, QueryResult, RequestId, Transmit,
+    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, Output,
+    QueryResult, RequestEvent, RequestId, Routed, Transmit,
 };
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -49,37 +49,6 @@ impl AbortHandle {
     fn take(&self) -> bool {
         self.0.swap(false, Ordering::SeqCst)
     }
-}
-
-/// One item of a request's events ([`Session::query_events`]).
-#[non_exhaustive]
-#[derive(Debug)]
-pub enum RequestEvent {
-    /// The agent streamed assistant text.
-    AssistantMessage(Vec<String>),
-    /// A command printed output.
-    CommandOutput(CommandOutput),
-    /// The runtime is alive.
-    Heartbeat {
-        /// The runtime's phase.
-        phase: Option<String>,
-        /// Milliseconds since the request started, by the runtime's clock.
-        elapsed_ms: Option<u64>,
-    },
-    /// The runtime reported an error that did not end the request.
-    RuntimeError {
-        /// The error text.
-        error: String,
-        /// Its metadata.
-        metadata: serde_json::Value,
-    },
-    /// The runtime asks where to upload an artifact: answer with
-    /// [`RequestEvents::respond_artifact_upload`].
-    ArtifactUploadRequest(ArtifactUploadRequest),
-    /// The query's result: the last item.
-    Result(QueryResult),
-    /// The command batch's result: the last item.
-    CommandResult(CommandExecutionResult),
 }
 
 /// A persistent session over one connection: sequential queries and command batches, then a
@@ -319,38 +288,24 @@ impl Session {
                 Ok(e) => e,
                 Err(e) => return Some(Err(e)),
             };
-            let item = match event {
-                Event::ArtifactUploadRequest(req) => {
-                    if self.uploader.is_some() {
-                        self.answer(req);
-                        continue;
+            let item = match event.route(id) {
+                Routed::Item(RequestEvent::ArtifactUploadRequest(req))
+                    if self.uploader.is_some() =>
+                {
+                    self.answer(req);
+                    continue;
+                }
+                Routed::Item(item) => {
+                    if item.is_terminal() {
+                        self.current = None;
                     }
-                    RequestEvent::ArtifactUploadRequest(req)
+                    item
                 }
-                Event::SessionEnded(_) => return Some(Err(Error::ConnectionClosed)),
-                e if e.request() != Some(id) => continue,
-                Event::AssistantMessage { text_blocks, .. } => {
-                    RequestEvent::AssistantMessage(text_blocks)
-                }
-                Event::CommandOutput(o) => RequestEvent::CommandOutput(o),
-                Event::Heartbeat {
-                    phase, elapsed_ms, ..
-                } => RequestEvent::Heartbeat { phase, elapsed_ms },
-                Event::RuntimeError {
-                    error, metadata, ..
-                } => RequestEvent::RuntimeError { error, metadata },
-                Event::Result { result, .. } => {
-                    self.current = None;
-                    RequestEvent::Result(result)
-                }
-                Event::CommandResult { result, .. } => {
-                    self.current = None;
-                    RequestEvent::CommandResult(result)
-                }
-                Event::Failed { reason, .. } => {
+                Routed::Failed(reason) => {
                     self.current = None;
                     return Some(Err(reason.into()));
                 }
+                Routed::SessionEnded(_) => return Some(Err(Error::ConnectionClosed)),
                 _ => continue,
             };
             return Some(Ok(item));
