@@ -66,6 +66,9 @@ struct Active {
     started: Instant,
     idle_timeout: Option<Duration>,
     last_message: Option<MessageKind>,
+    /// When the last message of the request arrived (or when it was sent). The idle timer is
+    /// re-armed from this lazily, when it fires, rather than on every message.
+    last_message_at: Instant,
     message_count: u64,
     /// An `error_message` that ends the request unless more of the request follows.
     pending_error: Option<(String, serde_json::Value)>,
@@ -157,6 +160,9 @@ pub struct Session {
     events: VecDeque<Event>,
     timers: TimerTable,
     last_now: Instant,
+    /// When anything last arrived. The keepalive timer is re-armed from this lazily, when it
+    /// fires, rather than on every frame.
+    last_activity: Instant,
     last_command: Option<Arc<str>>,
 }
 
@@ -185,6 +191,7 @@ impl Session {
             events: VecDeque::new(),
             timers,
             last_now: now,
+            last_activity: now,
             last_command: None,
         }
     }
@@ -460,6 +467,7 @@ impl Session {
             started: q.started,
             idle_timeout: q.idle_timeout,
             last_message: None,
+            last_message_at: now,
             message_count: 0,
             pending_error: None,
         });
@@ -475,9 +483,14 @@ impl Session {
 
     fn note_activity(&mut self, now: Instant) {
         self.last_now = now;
-        self.timers.stop(Timer::PongDeadline);
-        if let Some(interval) = self.config.keepalive_interval {
-            self.timers.set_opt(Timer::KeepAlive, after(now, interval));
+        self.last_activity = now;
+        // Answering a ping: the next one is due an interval from now. Otherwise the keepalive
+        // timer stays where it is and re-arms itself from `last_activity` when it fires.
+        if self.timers.get(Timer::PongDeadline).is_some() {
+            self.timers.stop(Timer::PongDeadline);
+            if let Some(interval) = self.config.keepalive_interval {
+                self.timers.set_opt(Timer::KeepAlive, after(now, interval));
+            }
         }
     }
 
@@ -518,6 +531,16 @@ impl Session {
             if !self.timers.is_expired(timer, now) {
                 continue;
             }
+            if timer == Timer::Idle
+                && let Some(active) = &self.active
+                && let Some(idle) = active.idle_timeout
+                && let Some(due) = after(active.last_message_at, idle)
+                && due > now
+            {
+                // Messages arrived since the timer was set: not idle yet.
+                self.timers.set(Timer::Idle, due);
+                continue;
+            }
             self.timers.stop(timer);
             if let Some(q) = self.queued.take() {
                 // Still held back behind a draining request: it never reached the runtime.
@@ -554,6 +577,17 @@ impl Session {
             }
         }
         if self.timers.is_expired(Timer::KeepAlive, now) {
+            let due = self
+                .config
+                .keepalive_interval
+                .and_then(|i| after(self.last_activity, i));
+            if let Some(due) = due
+                && due > now
+            {
+                // Something arrived since the timer was set: no ping needed yet.
+                self.timers.set(Timer::KeepAlive, due);
+                return;
+            }
             self.timers.stop(Timer::KeepAlive);
             self.transmits.push_back(Transmit::Ping);
             self.timers.set_opt(
@@ -654,9 +688,7 @@ impl Session {
         {
             active.message_count += 1;
             active.last_message = Some(kind);
-            if let Some(idle) = active.idle_timeout {
-                self.timers.set_opt(Timer::Idle, after(now, idle));
-            }
+            active.last_message_at = now;
         }
         // Messages that belong to the session rather than a request.
         match message {

@@ -45,6 +45,10 @@ pub(crate) struct TimerTable {
 }
 
 impl TimerTable {
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+        self.data[timer.index()] = Some(at);
+    }
+
     pub(crate) fn set_opt(&mut self, timer: Timer, at: Option<Instant>) {
         self.data[timer.index()] = at;
     }
