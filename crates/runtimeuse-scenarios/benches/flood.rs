@@ -185,6 +185,7 @@ async fn flood_report(frames: usize) {
         "raw-ignored-any",
         "tokio-client",
         "tokio-callback",
+        "blocking-client",
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];

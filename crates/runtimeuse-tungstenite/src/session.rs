@@ -63,6 +63,8 @@ pub struct Session {
     uploader: Option<UploaderFn>,
     /// A request whose iterator was dropped; cancelled before the next call.
     current: Option<RequestId>,
+    /// The read timeout last set on the socket.
+    read_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Session {
@@ -84,6 +86,7 @@ impl Session {
             deadline: now,
             uploader: None,
             current: None,
+            read_timeout: None,
         }
     }
 
@@ -352,8 +355,11 @@ impl Session {
             if self.proto.request_in_flight().is_some() {
                 wait = wait.min(ABORT_POLL);
             }
-            // A zero timeout would mean "block forever".
-            self.set_read_timeout(wait.max(Duration::from_millis(1)));
+            // Whole milliseconds, so that the value repeats; a zero timeout would mean "block
+            // forever".
+            let wait =
+                Duration::from_millis(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+            self.set_read_timeout(wait);
             let read = self.ws.read();
             let now = now();
             match read {
@@ -377,6 +383,11 @@ impl Session {
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) {
+        // A system call: only when the value changes (it mostly stays at ABORT_POLL).
+        if self.read_timeout == Some(timeout) {
+            return;
+        }
+        self.read_timeout = Some(timeout);
         let result = match self.ws.get_mut() {
             MaybeTlsStream::Plain(s) => s.set_read_timeout(Some(timeout)),
             #[cfg(feature = "__rustls")]
