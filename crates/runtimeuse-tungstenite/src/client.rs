@@ -169,7 +169,6 @@ impl Client {
         Ok(Session::new(ws, s.session.clone()))
     }
 
-    #[cfg(feature = "__rustls")]
     fn handshake(
         &self,
         request: tungstenite::handshake::client::Request,
@@ -182,31 +181,22 @@ impl Client {
         ),
         Error,
     > {
-        let connector = tungstenite::Connector::Rustls(Arc::new(self.tls_config()?));
-        tungstenite::client_tls_with_config(request, tcp, Some(config), Some(connector)).map_err(
-            |e| match e {
-                tungstenite::HandshakeError::Failure(e) => Error::WebSocket(e),
-                tungstenite::HandshakeError::Interrupted(_) => {
-                    Error::ConnectTimeout(self.inner.connect_timeout)
-                }
-            },
-        )
-    }
-
-    #[cfg(not(feature = "__rustls"))]
-    fn handshake(
-        &self,
-        request: tungstenite::handshake::client::Request,
-        tcp: TcpStream,
-        config: WebSocketConfig,
-    ) -> Result<
-        (
-            crate::session::Socket,
-            tungstenite::handshake::client::Response,
-        ),
-        Error,
-    > {
-        tungstenite::client_tls_with_config(request, tcp, Some(config), None).map_err(|e| match e {
+        #[cfg(feature = "__rustls")]
+        let handshake = {
+            let connector = tungstenite::Connector::Rustls(Arc::new(self.tls_config()?));
+            tungstenite::client_tls_with_config(request, tcp, Some(config), Some(connector))
+        };
+        #[cfg(not(feature = "__rustls"))]
+        let handshake = {
+            if request.uri().scheme_str() == Some("wss") {
+                return Err(Error::Config(
+                    "wss:// needs the rustls-tls-webpki-roots feature".into(),
+                ));
+            }
+            let stream = tungstenite::stream::MaybeTlsStream::Plain(tcp);
+            tungstenite::client::client_with_config(request, stream, Some(config))
+        };
+        handshake.map_err(|e| match e {
             tungstenite::HandshakeError::Failure(e) => Error::WebSocket(e),
             tungstenite::HandshakeError::Interrupted(_) => {
                 Error::ConnectTimeout(self.inner.connect_timeout)
