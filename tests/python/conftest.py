@@ -74,3 +74,5 @@ def files():
     server.handler = handler
     yield server
     server.shutdown()
+    # Close the listening socket too, so that late connections are refused, not left hanging.
+    server.server_close()

@@ -114,8 +114,22 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("runtimeuse: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async_main());
+    // Uploads still running get a moment to finish, not forever: a stalled PUT must not keep
+    // a stopped runtime alive.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    code
+}
+
+async fn async_main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

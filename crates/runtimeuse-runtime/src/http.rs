@@ -11,6 +11,7 @@ const MAX_DOWNLOAD: u64 = 4 << 30;
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_connect(Some(std::time::Duration::from_secs(30)))
         .timeout_global(Some(std::time::Duration::from_secs(600)))
         .build()
         .into()
