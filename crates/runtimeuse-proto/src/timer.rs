@@ -38,19 +38,23 @@ impl Timer {
     }
 }
 
-/// A deadline per [`Timer`].
+/// A deadline per [`Timer`], and the earliest one, recomputed when a timer changes (on the hot
+/// path no timer changes, so the earliest is not searched per frame).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TimerTable {
     data: [Option<Instant>; 7],
+    earliest: Option<(Timer, Instant)>,
 }
 
 impl TimerTable {
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
         self.data[timer.index()] = Some(at);
+        self.recompute();
     }
 
     pub(crate) fn set_opt(&mut self, timer: Timer, at: Option<Instant>) {
         self.data[timer.index()] = at;
+        self.recompute();
     }
 
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
@@ -59,14 +63,20 @@ impl TimerTable {
 
     pub(crate) fn stop(&mut self, timer: Timer) {
         self.data[timer.index()] = None;
+        self.recompute();
     }
 
     pub(crate) fn stop_all(&mut self) {
         self.data = [None; 7];
+        self.recompute();
     }
 
     /// The earliest deadline and its timer.
     pub(crate) fn next(&self) -> Option<(Timer, Instant)> {
+        self.earliest
+    }
+
+    fn recompute(&mut self) {
         let mut next: Option<(Timer, Instant)> = None;
         for (timer, at) in Timer::ALL.iter().zip(&self.data) {
             if let Some(at) = *at
@@ -75,12 +85,12 @@ impl TimerTable {
                 next = Some((*timer, at));
             }
         }
-        next
+        self.earliest = next;
     }
 
     /// Whether any timer is due at `now`.
     pub(crate) fn any_expired(&self, now: Instant) -> bool {
-        self.data.iter().any(|at| at.is_some_and(|at| at <= now))
+        self.next().is_some_and(|(_, at)| at <= now)
     }
 
     /// Whether `timer` is set and due at `now`.
