@@ -259,21 +259,25 @@ impl RuntimeSession {
         self.check_in_flight()?;
         let slot = stream_slot(stream);
         let held = self.in_flight.as_mut().and_then(|r| r.held[slot].take());
-        let mut buf = match held {
-            Some((held_command, tail)) if held_command == command => tail,
+        // The held tail and the new text, joined only when there is a tail (no copy otherwise).
+        let joined;
+        let whole = match held {
+            Some((held_command, mut tail)) if held_command == command => {
+                tail.push_str(text);
+                joined = tail;
+                joined.as_str()
+            }
             Some((held_command, tail)) => {
                 self.emit_output(stream, &held_command, &tail);
-                String::new()
+                text
             }
-            None => String::new(),
+            None => text,
         };
-        buf.push_str(text);
-        let redacted = self.redact(&buf);
+        let redacted = self.redact(whole);
         let hold_from = self.secret_prefix_start(&redacted);
         let (emit, hold) = redacted.split_at(hold_from);
         if !emit.is_empty() {
-            let emit = emit.to_owned();
-            self.emit_output(stream, command, &emit);
+            self.emit_output(stream, command, emit);
         }
         if !hold.is_empty() {
             let hold = hold.to_owned();
