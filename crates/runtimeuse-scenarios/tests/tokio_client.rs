@@ -479,7 +479,7 @@ async fn a_vanished_client_gets_its_commands_killed() {
     let client = Client::new(rt.url());
     // The touch runs in a grandchild: killing only the shell would not stop it.
     let command = format!(
-        "echo started; sh -c 'sleep 1; touch {}' & wait",
+        "echo started; sh -c 'sleep 3; touch {}' & wait",
         marker.display()
     );
     let started = Arc::new(tokio::sync::Notify::new());
@@ -494,7 +494,7 @@ async fn a_vanished_client_gets_its_commands_killed() {
     call.abort();
     let _ = call.await;
     // Past the moment the command would have touched the marker.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(
         !marker.exists(),
         "the command's process group outlived its client"
