@@ -516,7 +516,7 @@ impl Session {
             } else if let Some(mut active) = self.active.take() {
                 match active.pending_error.take() {
                     Some((error, metadata)) => {
-                        self.complete(&active, FailReason::Runtime { error, metadata });
+                        self.fail_request(active.id, FailReason::Runtime { error, metadata });
                     }
                     None => self.active = Some(active),
                 }
@@ -554,7 +554,7 @@ impl Session {
                 self.fail_request(q.id, FailReason::Timeout { kind, diagnostics });
             } else if let Some(mut active) = self.active.take() {
                 if let Some((error, metadata)) = active.pending_error.take() {
-                    self.complete(&active, FailReason::Runtime { error, metadata });
+                    self.fail_request(active.id, FailReason::Runtime { error, metadata });
                     continue;
                 }
                 let elapsed = now.saturating_duration_since(active.started);
@@ -606,7 +606,7 @@ impl Session {
         // The drain owns the settle timer from here on: set it before completing, which
         // otherwise stops that timer.
         self.drain = Some(Drain { settling });
-        self.complete(&active, reason);
+        self.fail_request(active.id, reason);
         if !settling {
             self.timers.stop(Timer::ErrorSettle);
         }
@@ -623,11 +623,6 @@ impl Session {
         if let Some(q) = self.queued.take() {
             self.send_queued(q, now);
         }
-    }
-
-    /// Emits the active request's terminal event and clears its timers.
-    fn complete(&mut self, active: &Active, reason: FailReason) {
-        self.fail_request(active.id, reason);
     }
 
     fn fail_request(&mut self, id: RequestId, reason: FailReason) {
@@ -660,7 +655,7 @@ impl Session {
                 Some((error, metadata)) => FailReason::Runtime { error, metadata },
                 None => reason(),
             };
-            self.complete(&active, r);
+            self.fail_request(active.id, r);
         }
         if let Some(q) = self.queued.take() {
             self.fail_request(q.id, reason());
@@ -747,7 +742,7 @@ impl Session {
                     return;
                 };
                 if request_kind != RequestKind::Query {
-                    return self.complete(&active, unexpected_terminal(kind));
+                    return self.fail_request(active.id, FailReason::UnexpectedTerminal(kind));
                 }
                 self.stop_request_timers();
                 let data = match data {
@@ -767,7 +762,7 @@ impl Session {
                     return;
                 };
                 if request_kind != RequestKind::Commands {
-                    return self.complete(&active, unexpected_terminal(kind));
+                    return self.fail_request(active.id, FailReason::UnexpectedTerminal(kind));
                 }
                 self.stop_request_timers();
                 let results = results
@@ -884,32 +879,20 @@ impl Session {
         if !(terminal || too_large) {
             return;
         }
-        let Some(mut active) = self.active.take() else {
-            return;
-        };
         if too_large {
+            let Some(mut active) = self.active.take() else {
+                return;
+            };
             // It may have been the terminal or not: fail the request and keep reading until a
             // terminal shows up, so that nothing leaks into the next request.
             active.pending_error = None;
             self.abandon(active, FailReason::Protocol(err), now);
         } else {
-            self.settle_pending_error_of(&mut active);
-            self.complete(&active, FailReason::Protocol(err));
+            // A malformed terminal follows an error_message: that one was not the terminal.
+            self.settle_pending_error();
+            if let Some(active) = self.active.take() {
+                self.fail_request(active.id, FailReason::Protocol(err));
+            }
         }
     }
-
-    fn settle_pending_error_of(&mut self, active: &mut Active) {
-        if let Some((error, metadata)) = active.pending_error.take() {
-            self.timers.stop(Timer::ErrorSettle);
-            self.events.push_back(Event::RuntimeError {
-                request: active.id,
-                error,
-                metadata,
-            });
-        }
-    }
-}
-
-fn unexpected_terminal(kind: MessageKind) -> FailReason {
-    FailReason::UnexpectedTerminal(kind)
 }
