@@ -1,7 +1,8 @@
 //! The runtimeuse client for tokio: talk to an agent runtime over WebSocket.
 //!
-//! A thin driver of the sans-IO core [`runtimeuse_proto`] over tokio-tungstenite. Everything the
-//! Python client `runtimeuse-client` 0.15.1 does:
+//! A thin driver of the sans-IO core [`runtimeuse_proto`] over tokio-tungstenite: the generic
+//! client of [`runtimeuse_async`] with tokio's clock, timers and sockets ([`Tokio`]). Everything
+//! the Python client `runtimeuse-client` 0.15.1 does:
 //!
 //! - one-shot calls: [`Client::query`] and [`Client::execute_commands`] connect, run one
 //!   request and close;
@@ -42,17 +43,24 @@
 #![warn(missing_debug_implementations)]
 
 mod client;
-mod conn;
-mod error;
-mod options;
 #[cfg(feature = "server")]
 pub mod server;
-mod session;
 
-pub use client::{Client, ClientBuilder};
-pub use error::Error;
-pub use options::{ArtifactRequest, BoxFuture, ExecuteCommandsOptions, QueryOptions};
-pub use session::{AbortHandle, RequestEvents, Session};
+pub use client::{Client, ClientBuilder, Tokio};
+pub use runtimeuse_async::{
+    AbortHandle, ArtifactRequest, BoxFuture, ClientSettings, Error, ExecuteCommandsOptions,
+    QueryOptions,
+};
+
+/// A persistent session over one connection: sequential queries and command batches, then a
+/// graceful [`close`](runtimeuse_async::Session::close). See [`runtimeuse_async::Session`].
+pub type Session = runtimeuse_async::Session<Tokio>;
+
+/// The events of one request, as a [`futures_util::Stream`]. See
+/// [`runtimeuse_async::RequestEvents`].
+pub type RequestEvents<'a> = runtimeuse_async::RequestEvents<'a, Tokio>;
+
+pub use runtimeuse_async;
 
 pub use runtimeuse_proto as proto;
 pub use runtimeuse_proto::{

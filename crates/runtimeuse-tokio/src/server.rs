@@ -15,8 +15,15 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::Error;
-use crate::conn::{Conn, Incoming, now};
+use runtimeuse_async::Backend;
+use runtimeuse_async::conn::{Conn, Incoming};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::{Error, Tokio};
+
+fn now() -> std::time::Instant {
+    Tokio::now()
+}
 
 /// Settings of accepted connections.
 #[non_exhaustive]
@@ -32,7 +39,7 @@ pub struct ServerConfig {
 /// One accepted connection and its runtime session.
 #[derive(Debug)]
 pub struct RuntimeConnection<S> {
-    conn: Conn<S>,
+    conn: Conn<WebSocketStream<S>, Tokio>,
     session: RuntimeSession,
     events: VecDeque<RuntimeEvent>,
     deadline: std::time::Instant,

@@ -15,17 +15,14 @@ use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, Output,
     QueryResult, RequestEvent, RequestId, Routed,
 };
-use tokio::net::TcpStream;
-use tokio_tungstenite::MaybeTlsStream;
 use tracing::Instrument;
 
 use crate::Error;
-use crate::conn::{Conn, Incoming, now};
+use crate::backend::{Backend, timeout};
+use crate::conn::{Conn, Incoming};
 use crate::options::{
     ArtifactRequest, BoxFuture, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn,
 };
-
-pub(crate) type Socket = MaybeTlsStream<TcpStream>;
 
 /// Cancels the request in flight of a [`Session`] from anywhere (another task or thread).
 ///
@@ -58,12 +55,15 @@ impl AbortHandle {
 /// A persistent session over one connection: sequential queries and command batches, then a
 /// graceful [`close`](Self::close).
 ///
+/// `B` is the async runtime ([`Backend`]); `runtimeuse-tokio` and `runtimeuse-async-std` name
+/// this type `Session` with theirs filled in.
+///
 /// Every `async fn` here is cancel safe in this sense: dropping its future (for instance in
-/// `tokio::select!` or `tokio::time::timeout`) leaves the session usable. The abandoned request
+/// `select!` or a timeout) leaves the session usable. The abandoned request
 /// is cancelled on the wire before the next call starts, and its remaining messages are read
 /// and dropped, never delivered to the next request.
-pub struct Session {
-    conn: Conn<Socket>,
+pub struct Session<B: Backend> {
+    conn: Conn<B::Socket, B>,
     proto: proto::Session,
     abort: AbortHandle,
     /// Events taken from the core but not yet handed out (cancel safety).
@@ -82,7 +82,7 @@ pub struct Session {
     span: tracing::Span,
 }
 
-impl fmt::Debug for Session {
+impl<B: Backend> fmt::Debug for Session<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("proto", &self.proto)
@@ -91,11 +91,13 @@ impl fmt::Debug for Session {
     }
 }
 
-impl Session {
-    pub(crate) fn new(conn: Conn<Socket>, config: proto::Config) -> Self {
-        let now = now();
+impl<B: Backend> Session<B> {
+    /// A session over a connected WebSocket (what an adapter's `Client::session` does after
+    /// connecting).
+    pub fn new(socket: B::Socket, config: proto::Config) -> Self {
+        let now = B::now();
         Self {
-            conn,
+            conn: Conn::new(socket),
             proto: proto::Session::new(config, now),
             abort: AbortHandle::default(),
             events: VecDeque::new(),
@@ -119,7 +121,7 @@ impl Session {
     }
 
     /// The underlying WebSocket stream (for its peer address and the like).
-    pub fn websocket(&self) -> &tokio_tungstenite::WebSocketStream<Socket> {
+    pub fn websocket(&self) -> &B::Socket {
         self.conn.get_ref()
     }
 
@@ -177,7 +179,7 @@ impl Session {
         &mut self,
         prompt: impl Into<String>,
         options: QueryOptions,
-    ) -> Result<RequestEvents<'_>, Error> {
+    ) -> Result<RequestEvents<'_, B>, Error> {
         let uploader = options.callbacks.uploader.clone();
         let id = self.start_query(prompt.into(), options)?;
         Ok(RequestEvents::new(self, id, uploader))
@@ -192,7 +194,7 @@ impl Session {
         &mut self,
         commands: I,
         options: ExecuteCommandsOptions,
-    ) -> Result<RequestEvents<'_>, Error>
+    ) -> Result<RequestEvents<'_, B>, Error>
     where
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
@@ -218,16 +220,64 @@ impl Session {
         result
     }
 
+    /// Runs one query, then closes: with the end-of-session handshake when the options name
+    /// artifacts directories (so that artifacts written at the very end are still uploaded),
+    /// at once otherwise. The adapters' one-shot `Client::query` is this after connecting.
+    ///
+    /// # Errors
+    ///
+    /// As [`query`](Self::query).
+    pub async fn query_once(
+        mut self,
+        prompt: impl Into<String>,
+        options: QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        let graceful = !options.invocation.artifacts_dirs.is_empty();
+        let result = self.query(prompt, options).await;
+        self.finish(graceful && result.is_ok()).await;
+        result
+    }
+
+    /// Runs one command batch, then closes, as [`query_once`](Self::query_once).
+    ///
+    /// # Errors
+    ///
+    /// As [`execute_commands`](Self::execute_commands).
+    pub async fn execute_commands_once<I, C>(
+        mut self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<CommandExecutionResult, Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        let graceful = !options.batch.artifacts_dirs.is_empty();
+        let result = self.execute_commands(commands, options).await;
+        self.finish(graceful && result.is_ok()).await;
+        result
+    }
+
+    async fn finish(mut self, graceful: bool) {
+        if graceful {
+            if let Err(e) = self.close().await {
+                tracing::debug!(error = %e, "graceful close failed");
+            }
+        } else {
+            self.conn.close().await;
+        }
+    }
+
     async fn end_gracefully(&mut self) -> Result<(), Error> {
         // A request still held back behind a draining one: wait for it to settle first.
         while self.proto.request_in_flight().is_some() {
-            let _ = self.proto.cancel(now());
+            let _ = self.proto.cancel(B::now());
             self.next_event().await?;
         }
         if self.proto.is_finished() {
             return Ok(());
         }
-        self.proto.end_session(now())?;
+        self.proto.end_session(B::now())?;
         loop {
             match self.next_event().await? {
                 Event::SessionEnded(end) => {
@@ -247,7 +297,7 @@ impl Session {
         let mut invocation = options.invocation;
         invocation.user_prompt = prompt;
         let span_id = invocation.source_id.clone();
-        let id = self.proto.invoke(invocation, options.request, now())?;
+        let id = self.proto.invoke(invocation, options.request, B::now())?;
         self.begin(id, &options.callbacks, "query", span_id);
         Ok(id)
     }
@@ -265,7 +315,9 @@ impl Session {
         let mut batch = options.batch;
         batch.commands = commands.into_iter().map(Into::into).collect();
         let span_id = batch.source_id.clone();
-        let id = self.proto.execute_commands(batch, options.request, now())?;
+        let id = self
+            .proto
+            .execute_commands(batch, options.request, B::now())?;
         self.begin(id, &options.callbacks, "execute_commands", span_id);
         Ok(id)
     }
@@ -305,7 +357,7 @@ impl Session {
                 request = id.as_u64(),
                 "cancelling the request of a dropped call"
             );
-            let _ = self.proto.cancel(now());
+            let _ = self.proto.cancel(B::now());
         }
     }
 
@@ -366,7 +418,7 @@ impl Session {
             fut.await;
             return Ok(());
         };
-        if tokio::time::timeout(limit, fut).await.is_ok() {
+        if timeout::<B, _>(limit, fut).await.is_some() {
             return Ok(());
         }
         tracing::warn!(
@@ -375,7 +427,7 @@ impl Session {
             "callback timed out; cancelling the request"
         );
         if self.proto.request_in_flight() == Some(id) {
-            let _ = self.proto.cancel(now());
+            let _ = self.proto.cancel(B::now());
         }
         self.current = None;
         Err(Error::CallbackTimeout { callback, limit })
@@ -438,7 +490,7 @@ impl Session {
         };
         let answer = uploader(request);
         let answer: BoxFuture<Option<ArtifactUpload>> = match self.callback_timeout {
-            Some(limit) => Box::pin(async move { tokio::time::timeout(limit, answer).await.ok() }),
+            Some(limit) => Box::pin(timeout::<B, _>(limit, answer)),
             None => Box::pin(async move { Some(answer.await) }),
         };
         self.uploading = Some((answer, req));
@@ -463,7 +515,7 @@ impl Session {
             };
             match upload {
                 Some(upload) => {
-                    if let Err(e) = self.proto.respond_artifact_upload(req, upload, now()) {
+                    if let Err(e) = self.proto.respond_artifact_upload(req, upload, B::now()) {
                         tracing::warn!(error = %e, "could not answer an artifact upload request");
                     }
                 }
@@ -490,7 +542,7 @@ impl Session {
             self.drain();
             if let Poll::Ready(Err(e)) = self.conn.poll_flush(cx) {
                 tracing::debug!(error = %e, "send failed");
-                self.proto.handle_input(Input::TransportClosed(now()));
+                self.proto.handle_input(Input::TransportClosed(B::now()));
                 self.drain();
             }
             if let Some(e) = self.events.pop_front() {
@@ -501,7 +553,7 @@ impl Session {
             }
             if self.abort.take() {
                 if self.proto.request_in_flight().is_some() {
-                    let _ = self.proto.cancel(now());
+                    let _ = self.proto.cancel(B::now());
                 }
                 continue;
             }
@@ -519,7 +571,7 @@ impl Session {
     }
 
     fn feed(&mut self, incoming: Incoming) {
-        let now = now();
+        let now = B::now();
         match incoming {
             Incoming::Data(m) => self.proto.handle_input(Incoming::input(&m, now)),
             Incoming::Pong => self.proto.handle_input(Input::Pong(now)),
@@ -552,12 +604,8 @@ impl Session {
         req: ArtifactUploadRequest,
         upload: ArtifactUpload,
     ) -> Result<(), Error> {
-        self.proto.respond_artifact_upload(req, upload, now())?;
+        self.proto.respond_artifact_upload(req, upload, B::now())?;
         Ok(())
-    }
-
-    pub(crate) async fn close_socket(&mut self) {
-        self.conn.close().await;
     }
 }
 
@@ -565,14 +613,14 @@ impl Session {
 ///
 /// Dropping it before the end leaves the session usable: the request is cancelled before the
 /// next call starts.
-pub struct RequestEvents<'a> {
-    session: &'a mut Session,
+pub struct RequestEvents<'a, B: Backend> {
+    session: &'a mut Session<B>,
     id: RequestId,
     uploader: Option<UploaderFn>,
     done: bool,
 }
 
-impl fmt::Debug for RequestEvents<'_> {
+impl<B: Backend> fmt::Debug for RequestEvents<'_, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestEvents")
             .field("request", &self.id)
@@ -580,8 +628,8 @@ impl fmt::Debug for RequestEvents<'_> {
     }
 }
 
-impl<'a> RequestEvents<'a> {
-    fn new(session: &'a mut Session, id: RequestId, uploader: Option<UploaderFn>) -> Self {
+impl<'a, B: Backend> RequestEvents<'a, B> {
+    fn new(session: &'a mut Session<B>, id: RequestId, uploader: Option<UploaderFn>) -> Self {
         Self {
             session,
             id,
@@ -614,7 +662,7 @@ impl<'a> RequestEvents<'a> {
     }
 }
 
-impl Stream for RequestEvents<'_> {
+impl<B: Backend> Stream for RequestEvents<'_, B> {
     type Item = Result<RequestEvent, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

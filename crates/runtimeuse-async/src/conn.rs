@@ -1,29 +1,26 @@
-//! The pump shared by the client and the server driver: a WebSocket whose outgoing frames wait
-//! in a struct field (so that dropping a future never loses one) and whose reads race a
-//! deadline.
+//! The socket pump under the client (and under `runtimeuse-tokio`'s server driver): a WebSocket
+//! whose outgoing frames wait in a struct field, so that dropping a future never loses one, and
+//! whose reads race a deadline.
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
+use std::fmt;
+use std::future::poll_fn;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use futures_util::{Sink, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use runtimeuse_proto::Transmit;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Error as WsError, Message};
 
-/// The current instant, from tokio's clock, so that `tokio::time::pause` drives it in tests.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
+use crate::backend::{Backend, timeout};
 
 /// What a read produced.
 #[derive(Debug)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     /// A data frame; its payload is `Message::Text` or `Message::Binary`.
     Data(Message),
     /// A pong.
@@ -36,7 +33,7 @@ pub(crate) enum Incoming {
 
 impl Incoming {
     /// The session input for a data frame: text frames were validated as UTF-8 already.
-    pub(crate) fn input(message: &Message, now: Instant) -> runtimeuse_proto::Input<'_> {
+    pub fn input(message: &Message, now: Instant) -> runtimeuse_proto::Input<'_> {
         match message {
             Message::Text(t) => runtimeuse_proto::Input::ReceiveText(now, t.as_str()),
             Message::Binary(b) => runtimeuse_proto::Input::Receive(now, b),
@@ -45,40 +42,57 @@ impl Incoming {
     }
 }
 
-#[derive(Debug)]
-pub(crate) struct Conn<S> {
-    ws: WebSocketStream<S>,
+/// A WebSocket `W` with a queue of outgoing frames and a read deadline on `B`'s timer.
+pub struct Conn<W, B: Backend> {
+    ws: W,
     /// Frames taken from the session, not yet handed to the socket.
     pending: VecDeque<Message>,
     /// Frames handed to the socket since its last flush.
     unflushed: bool,
     closed: bool,
-    /// The read timer, kept across reads: resetting a tokio timer per frame is costly, and the
+    /// The read timer, kept across reads: resetting a timer per frame is costly, and the
     /// session's deadline moves with every frame (keepalive). It is reset only when the new
     /// deadline is earlier, or after it fired; firing early is harmless (the session ignores
     /// early timeouts).
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    sleep: B::Timer,
     sleep_at: Option<Instant>,
+    backend: PhantomData<B>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    pub(crate) fn new(ws: WebSocketStream<S>) -> Self {
+impl<W, B: Backend> fmt::Debug for Conn<W, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("pending", &self.pending.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W, B> Conn<W, B>
+where
+    W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    B: Backend,
+{
+    /// Wraps a connected WebSocket.
+    pub fn new(ws: W) -> Self {
         Self {
             ws,
             pending: VecDeque::new(),
             unflushed: false,
             closed: false,
-            sleep: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
+            sleep: B::timer(B::now()),
             sleep_at: None,
+            backend: PhantomData,
         }
     }
 
-    pub(crate) fn get_ref(&self) -> &WebSocketStream<S> {
+    /// The WebSocket.
+    pub fn get_ref(&self) -> &W {
         &self.ws
     }
 
     /// Queues a transmit; [`flush`](Self::flush) sends it.
-    pub(crate) fn queue(&mut self, t: Transmit) {
+    pub fn queue(&mut self, t: Transmit) {
         let message = match t {
             // Takes ownership of the String: no copy.
             Transmit::Text(s) => Message::Text(s.into()),
@@ -89,12 +103,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Sends every queued frame. Cancel safe: a frame leaves the queue only when the socket
     /// has accepted it.
-    pub(crate) async fn flush(&mut self) -> Result<(), WsError> {
+    pub async fn flush(&mut self) -> Result<(), WsError> {
         poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Polls [`flush`](Self::flush).
-    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         if self.closed {
             self.pending.clear();
             return Poll::Ready(Ok(()));
@@ -115,18 +129,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Reads the next frame, or returns [`Incoming::Deadline`] at `deadline`. Cancel safe.
-    #[cfg_attr(not(feature = "server"), allow(dead_code))]
-    pub(crate) async fn recv(&mut self, deadline: Instant) -> Incoming {
+    pub async fn recv(&mut self, deadline: Instant) -> Incoming {
         poll_fn(|cx| self.poll_recv(cx, deadline)).await
     }
 
     /// Polls [`recv`](Self::recv).
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<Incoming> {
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<Incoming> {
         if self.closed {
             return Poll::Ready(Incoming::Closed(None));
         }
         if self.sleep_at.is_none_or(|at| deadline < at) {
-            self.sleep.as_mut().reset(deadline.into());
+            B::reset(&mut self.sleep, deadline);
             self.sleep_at = Some(deadline);
         }
         loop {
@@ -148,14 +161,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Poll::Pending => break,
             }
         }
-        ready!(self.sleep.as_mut().poll(cx));
+        ready!(B::poll_timer(&mut self.sleep, cx));
         self.sleep_at = None;
         Poll::Ready(Incoming::Deadline)
     }
 
     /// Sends the queued frames, then closes with code 1000 and waits briefly for the peer's
     /// close. Errors are logged: the connection is done either way.
-    pub(crate) async fn close(&mut self) {
+    pub async fn close(&mut self) {
         if let Err(e) = self.flush().await {
             tracing::debug!(error = %e, "flush before close failed");
         }
@@ -168,17 +181,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             reason: "".into(),
         };
         let closing = async {
-            self.ws.close(Some(frame)).await?;
+            self.ws.send(Message::Close(Some(frame))).await?;
             // Read until the peer's close (or the end) so that the handshake completes.
             while let Some(m) = self.ws.next().await {
                 m?;
             }
             Ok::<_, WsError>(())
         };
-        match tokio::time::timeout(std::time::Duration::from_secs(2), closing).await {
-            Ok(Ok(())) | Ok(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "close handshake failed"),
-            Err(_) => tracing::debug!("peer did not answer the close frame in time"),
+        match timeout::<B, _>(Duration::from_secs(2), closing).await {
+            Some(Ok(())) | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {}
+            Some(Err(e)) => tracing::debug!(error = %e, "close handshake failed"),
+            None => tracing::debug!("peer did not answer the close frame in time"),
         }
     }
 }

@@ -112,7 +112,7 @@ macro_rules! common_options {
 ///
 /// ```
 /// use std::time::Duration;
-/// use runtimeuse_tokio::QueryOptions;
+/// use runtimeuse_async::QueryOptions;
 ///
 /// let options = QueryOptions::new("You are a helpful assistant.", "gpt-4o")
 ///     .timeout(Duration::from_secs(300))

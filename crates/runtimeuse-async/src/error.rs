@@ -6,7 +6,6 @@ use runtimeuse_proto::{
     DecodeError, Diagnostics, FailReason, MessageKind, TimeoutKind, UsageError,
 };
 use serde_json::Value;
-use tokio_tungstenite::tungstenite;
 
 /// Everything that can go wrong with a client call.
 #[non_exhaustive]

@@ -1,0 +1,43 @@
+//! The runtimeuse client on any async runtime: the generic body of `runtimeuse-tokio` and
+//! `runtimeuse-async-std`.
+//!
+//! Applications use one of those two crates. This one holds what they share, written once over
+//! a [`Backend`] (a clock, a resettable timer, and a WebSocket that is a
+//! `Stream + Sink<Message>`), on top of the sans-IO core [`runtimeuse_proto`]:
+//!
+//! - [`Session`]: sequential requests over one connection, events as a [`futures_util::Stream`]
+//!   ([`RequestEvents`]), the callback style, the graceful close, cancel safety;
+//! - [`QueryOptions`] and [`ExecuteCommandsOptions`], [`AbortHandle`], [`Error`];
+//! - [`ClientSettings`] and [`ClientBuilder`]: URL, headers, limits, TLS roots;
+//! - [`conn::Conn`]: the socket pump, also under `runtimeuse-tokio`'s server driver.
+//!
+//! An adapter implements [`Backend`], connects (TCP, TLS, handshake) and hands the socket to
+//! [`Session::new`].
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `rustls` | no | [`ClientSettings::tls_config`]: a rustls configuration (ring provider) |
+//! | `webpki-roots` | no | with `rustls`, trust the webpki root certificates |
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod backend;
+pub mod conn;
+mod error;
+mod options;
+mod session;
+mod settings;
+
+pub use backend::{Backend, timeout};
+pub use error::Error;
+pub use options::{ArtifactRequest, BoxFuture, ExecuteCommandsOptions, QueryOptions};
+pub use session::{AbortHandle, RequestEvents, Session};
+pub use settings::{ClientBuilder, ClientSettings};
+
+pub use futures_util;
+pub use runtimeuse_proto as proto;
+pub use tungstenite;
