@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use futures_util::{Sink, Stream};
 use tungstenite::{Error as WsError, Message};
 
-/// An async runtime's clock, timer and socket, as the generic client uses them.
+use crate::{ClientSettings, Error};
+
+/// An async runtime's clock, timer and sockets, as the generic client uses them.
 ///
 /// `runtimeuse-tokio` and `runtimeuse-async-std` each implement it once; applications use their
 /// type aliases ([`Session`](crate::Session) of the right backend) and never name this trait.
@@ -31,6 +33,13 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn reset(timer: &mut Self::Timer, deadline: Instant);
     /// Polls `timer`: ready once its deadline passed.
     fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Connects to `settings.url` (TCP, TLS for `wss://`, the WebSocket handshake with the
+    /// settings' headers and limits; [`ClientSettings::handshake`] builds the request). The
+    /// connect timeout is applied by the caller.
+    fn connect(
+        settings: &ClientSettings,
+    ) -> impl Future<Output = Result<Self::Socket, Error>> + Send;
 }
 
 /// Runs `fut` for at most `limit`: `None` if the limit passed first.

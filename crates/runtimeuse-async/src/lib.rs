@@ -8,11 +8,12 @@
 //! - [`Session`]: sequential requests over one connection, events as a [`futures_util::Stream`]
 //!   ([`RequestEvents`]), the callback style, the graceful close, cancel safety;
 //! - [`QueryOptions`] and [`ExecuteCommandsOptions`], [`AbortHandle`], [`Error`];
-//! - [`ClientSettings`] and [`ClientBuilder`]: URL, headers, limits, TLS roots;
+//! - [`Client`], [`ClientSettings`] and [`ClientBuilder`]: URL, headers, limits, TLS roots,
+//!   one-shot calls;
 //! - [`conn::Conn`]: the socket pump, also under `runtimeuse-tokio`'s server driver.
 //!
-//! An adapter implements [`Backend`], connects (TCP, TLS, handshake) and hands the socket to
-//! [`Session::new`].
+//! An adapter implements [`Backend`] (including [`Backend::connect`]: TCP, TLS, handshake) and
+//! names `Client<ItsBackend>` and `Session<ItsBackend>` `Client` and `Session`.
 //!
 //! # Features
 //!
@@ -26,6 +27,7 @@
 #![warn(missing_debug_implementations)]
 
 mod backend;
+mod client;
 pub mod conn;
 mod error;
 mod options;
@@ -33,6 +35,7 @@ mod session;
 mod settings;
 
 pub use backend::{Backend, timeout};
+pub use client::Client;
 pub use error::Error;
 pub use options::{ArtifactRequest, BoxFuture, ExecuteCommandsOptions, QueryOptions};
 pub use session::{AbortHandle, RequestEvents, Session};

@@ -1,5 +1,12 @@
-//! Test support for the integration scenarios: a minimal HTTP server on loopback that serves
-//! files and records PUT uploads, and unique temporary directories.
+//! Test support for the integration scenarios: the project's runtime served on a background
+//! tokio runtime ([`Served`]), a minimal HTTP server on loopback that serves files and records
+//! PUT uploads, a `wss://` echo runtime with a certificate made on the spot, and unique
+//! temporary directories.
+//!
+//! The client scenarios themselves are written once, in `tests/shared/scenarios.rs`, and
+//! included by the test file of each adapter (tokio, async-std, blocking), which first defines
+//! the few words that differ between them: how a test runs, how a call is awaited, how a
+//! callback is written.
 
 #![forbid(unsafe_code)]
 
@@ -8,9 +15,181 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runtimeuse_runtime::{Runtime, RuntimeHandle, RuntimeOptions, ScriptedHandler};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+/// The project's runtime (scripted handler) on 127.0.0.1 (ephemeral port), served by a tokio
+/// runtime of its own, so that clients of any kind (async on any executor, or blocking) can be
+/// tested against it. Stopped when dropped.
+#[derive(Debug)]
+pub struct Served {
+    /// `Some` until dropped.
+    rt: Option<tokio::runtime::Runtime>,
+    handle: Option<RuntimeHandle>,
+}
+
+impl Served {
+    /// Serves a runtime with these options.
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime cannot be built or no loopback port can be bound.
+    pub fn start(options: RuntimeOptions) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let handle = on(&rt, async {
+            Runtime::new(ScriptedHandler)
+                .options(options)
+                .bind("127.0.0.1:0")
+                .await
+                .expect("bind")
+                .spawn()
+        });
+        Self {
+            rt: Some(rt),
+            handle: Some(handle),
+        }
+    }
+
+    /// The runtime's `ws://` URL.
+    ///
+    /// # Panics
+    ///
+    /// After [`stop`](Self::stop).
+    pub fn url(&self) -> String {
+        self.handle.as_ref().expect("running").url()
+    }
+
+    /// Stops the runtime: its connections close at once.
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            on(self.rt(), h.shutdown());
+        }
+    }
+
+    /// Starts an [`HttpServer`] on this runtime's tokio runtime.
+    pub fn http(&self, files: HashMap<String, Vec<u8>>) -> HttpServer {
+        on(self.rt(), HttpServer::start(files))
+    }
+
+    /// Waits (at most `limit`) for an upload to `path` on `http`.
+    pub fn wait_upload(&self, http: &HttpServer, path: &str, limit: Duration) -> Option<Upload> {
+        on(self.rt(), async {
+            tokio::time::timeout(limit, http.upload(path)).await.ok()
+        })
+    }
+
+    /// Starts a `wss://` runtime on this tokio runtime that answers every query with
+    /// `tls:<prompt>`, with a fresh self-signed certificate for `localhost`. Returns its port
+    /// and the certificate (DER).
+    pub fn wss_echo(&self) -> (u16, Vec<u8>) {
+        on(self.rt(), wss::echo_server())
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("running until dropped")
+    }
+}
+
+/// Runs `fut` to completion on `rt`, from any thread, inside another async runtime's task too
+/// (tokio refuses a nested `block_on` on the same thread, so it runs on a scoped thread).
+fn on<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(fut))
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop();
+        // Without waiting (tokio forbids a blocking drop inside another runtime's task).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Serves a runtime with default options.
+pub fn served() -> Served {
+    Served::start(RuntimeOptions::default())
+}
+
+mod wss {
+    use std::sync::Arc;
+
+    use runtimeuse_tokio::proto::runtime::RuntimeEvent;
+    use runtimeuse_tokio::proto::{QueryResult, ResultData};
+    use runtimeuse_tokio::server::{RuntimeConnection, ServerConfig};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls;
+
+    pub(crate) async fn echo_server() -> (u16, Vec<u8>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let der = cert.cert.der().to_vec();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone().into()], key)
+            .expect("certificate");
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // An untrusting client aborts the TLS handshake: nothing to serve.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut conn) =
+                        RuntimeConnection::accept(tls, ServerConfig::default()).await
+                    else {
+                        return;
+                    };
+                    while let Some(event) = conn.next_event().await {
+                        let answered = match event {
+                            RuntimeEvent::Invocation { invocation, .. } => {
+                                let result = QueryResult {
+                                    data: ResultData::Text(format!(
+                                        "tls:{}",
+                                        invocation.user_prompt
+                                    )),
+                                    metadata: serde_json::Value::Null,
+                                };
+                                conn.session().finish_query(&result)
+                            }
+                            RuntimeEvent::EndSession => conn.session().confirm_end_session(),
+                            _ => Ok(()),
+                        };
+                        if answered.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, der)
+    }
+}
 
 /// A PUT the server received.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -46,11 +46,20 @@ mod client;
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use client::{Client, ClientBuilder, Tokio};
+pub use client::Tokio;
 pub use runtimeuse_async::{
     AbortHandle, ArtifactRequest, BoxFuture, ClientSettings, Error, ExecuteCommandsOptions,
     QueryOptions,
 };
+
+/// A client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
+/// [`session`](runtimeuse_async::Client::session) opens its own connection. See
+/// [`runtimeuse_async::Client`].
+pub type Client = runtimeuse_async::Client<Tokio>;
+
+/// Builds a [`Client`] with non-default settings (headers, connect timeout, frame limit, root
+/// certificates, session config).
+pub type ClientBuilder = runtimeuse_async::ClientBuilder<Client>;
 
 /// A persistent session over one connection: sequential queries and command batches, then a
 /// graceful [`close`](runtimeuse_async::Session::close). See [`runtimeuse_async::Session`].

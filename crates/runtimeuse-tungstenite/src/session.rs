@@ -65,6 +65,8 @@ pub struct Session {
     current: Option<RequestId>,
     /// The read timeout last set on the socket.
     read_timeout: Option<Duration>,
+    /// The connection ended or failed (tungstenite must not be read again after an error).
+    ended: bool,
 }
 
 impl fmt::Debug for Session {
@@ -87,6 +89,7 @@ impl Session {
             uploader: None,
             current: None,
             read_timeout: None,
+            ended: false,
         }
     }
 
@@ -225,6 +228,9 @@ impl Session {
     }
 
     pub(crate) fn close_socket(&mut self) {
+        if self.ended {
+            return;
+        }
         let _ = self.flush();
         let frame = CloseFrame {
             code: CloseCode::Normal,
@@ -368,7 +374,10 @@ impl Session {
                 Ok(Message::Pong(_)) => self.proto.handle_input(Input::Pong(now)),
                 // tungstenite answers pings itself.
                 Ok(Message::Ping(_) | Message::Frame(_)) => {}
-                Ok(Message::Close(_)) => self.proto.handle_input(Input::TransportClosed(now)),
+                Ok(Message::Close(_)) => {
+                    self.ended = true;
+                    self.proto.handle_input(Input::TransportClosed(now));
+                }
                 Err(tungstenite::Error::Io(e))
                     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
                 {
@@ -376,6 +385,7 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "connection ended");
+                    self.ended = true;
                     self.proto.handle_input(Input::TransportClosed(now));
                 }
             }

@@ -1,0 +1,81 @@
+//! The runtimeuse client for async-std and smol: talk to an agent runtime over WebSocket.
+//!
+//! A thin driver of the sans-IO core [`runtimeuse_proto`] over async-tungstenite: the generic
+//! client of [`runtimeuse_async`] with async-io's clock and timers and async-net's sockets
+//! ([`AsyncIo`]). async-std is discontinued (RUSTSEC-2025-0052) and is not a dependency: the
+//! pieces used here are the ones async-std itself runs on, so the client works the same under
+//! async-std, smol, or `async_io::block_on`. The API is that of `runtimeuse-tokio`:
+//!
+//! - one-shot calls: [`Client::query`] and [`Client::execute_commands`] connect, run one
+//!   request and close;
+//! - persistent sessions: [`Client::session`] gives sequential
+//!   [`query`](Session::query)/[`execute_commands`](Session::execute_commands) over one
+//!   connection and a graceful [`close`](Session::close);
+//! - streaming as a [`Stream`](runtimeuse_async::futures_util::Stream)
+//!   ([`Session::query_events`]) or the callback style
+//!   ([`QueryOptions::on_assistant_message`] and friends);
+//! - cancellation from anywhere ([`AbortHandle`]), overall and idle timeouts, keepalive pings;
+//! - `wss://` with rustls (ring) and the webpki roots, extra root certificates, extra headers.
+//!
+//! ```no_run
+//! use runtimeuse_async_std::{Client, ExecuteCommandsOptions, QueryOptions};
+//!
+//! # fn main() -> Result<(), runtimeuse_async_std::Error> {
+//! async_io::block_on(async {
+//!     let client = Client::new("ws://localhost:8080");
+//!     let options = QueryOptions::new("You are a helpful assistant.", "gpt-4o")
+//!         .on_assistant_message(|blocks| async move { println!("{}", blocks.join("")) });
+//!     let result = client.query("What is 2 + 2?", options).await?;
+//!     println!("{:?}", result.text());
+//!
+//!     let mut session = client.session().await?;
+//!     let out = session.execute_commands(["echo hello"], ExecuteCommandsOptions::new()).await?;
+//!     assert_eq!(out.results[0].exit_code, 0);
+//!     session.close().await
+//! })
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `rustls-tls-webpki-roots` | yes | `wss://` with rustls (ring provider) trusting the webpki roots |
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod client;
+
+pub use client::AsyncIo;
+pub use runtimeuse_async::{
+    AbortHandle, ArtifactRequest, BoxFuture, ClientSettings, Error, ExecuteCommandsOptions,
+    QueryOptions,
+};
+
+/// A client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
+/// [`session`](runtimeuse_async::Client::session) opens its own connection. See
+/// [`runtimeuse_async::Client`].
+pub type Client = runtimeuse_async::Client<AsyncIo>;
+
+/// Builds a [`Client`] with non-default settings (headers, connect timeout, frame limit, root
+/// certificates, session config).
+pub type ClientBuilder = runtimeuse_async::ClientBuilder<Client>;
+
+/// A persistent session over one connection: sequential queries and command batches, then a
+/// graceful [`close`](runtimeuse_async::Session::close). See [`runtimeuse_async::Session`].
+pub type Session = runtimeuse_async::Session<AsyncIo>;
+
+/// The events of one request, as a [`Stream`](runtimeuse_async::futures_util::Stream). See
+/// [`runtimeuse_async::RequestEvents`].
+pub type RequestEvents<'a> = runtimeuse_async::RequestEvents<'a, AsyncIo>;
+
+pub use async_tungstenite;
+pub use runtimeuse_async;
+pub use runtimeuse_proto as proto;
+pub use runtimeuse_proto::{
+    ArtifactUpload, ArtifactUploadRequest, Command, CommandExecutionResult, CommandOutput,
+    CommandResultItem, Downloadable, Invocation, OutputStream, QueryResult, RequestEvent,
+    ResultData,
+};

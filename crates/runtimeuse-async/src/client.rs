@@ -1,0 +1,131 @@
+//! [`Client`]: one runtime URL, connections on demand.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use runtimeuse_proto as proto;
+use runtimeuse_proto::{CommandExecutionResult, QueryResult};
+
+use crate::Error;
+use crate::backend::{Backend, timeout};
+use crate::options::{ExecuteCommandsOptions, QueryOptions};
+use crate::session::Session;
+use crate::settings::{ClientBuilder, ClientSettings};
+
+/// A client for one runtime URL (`ws://` or `wss://`) on backend `B`. Cheap to clone; each call
+/// or [`session`](Self::session) opens its own connection. The adapters name it `Client`.
+///
+/// ```no_run
+/// # async fn run<B: runtimeuse_async::Backend>() -> Result<(), runtimeuse_async::Error> {
+/// use runtimeuse_async::{Client, QueryOptions};
+///
+/// let client = Client::<B>::new("ws://localhost:8080");
+/// let result = client.query("ECHO:hello", QueryOptions::new("You are terse.", "echo")).await?;
+/// assert_eq!(result.text(), Some("hello"));
+/// # Ok(()) }
+/// ```
+pub struct Client<B> {
+    inner: Arc<ClientSettings>,
+    backend: PhantomData<fn() -> B>,
+}
+
+impl<B> Clone for Client<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            backend: PhantomData,
+        }
+    }
+}
+
+impl<B> fmt::Debug for Client<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("settings", &self.inner)
+            .finish()
+    }
+}
+
+impl<B> From<ClientSettings> for Client<B> {
+    fn from(settings: ClientSettings) -> Self {
+        Self {
+            inner: Arc::new(settings),
+            backend: PhantomData,
+        }
+    }
+}
+
+impl<B: Backend> Client<B> {
+    /// A client for this URL with default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::builder(url).build()
+    }
+
+    /// A builder for this URL.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder<Self> {
+        ClientBuilder::new(url)
+    }
+
+    /// The client's settings.
+    pub fn settings(&self) -> &ClientSettings {
+        &self.inner
+    }
+
+    /// The runtime's URL.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Opens a persistent session.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a bad URL or header, [`Error::ConnectTimeout`],
+    /// [`Error::WebSocket`] when connecting fails.
+    pub async fn session(&self) -> Result<Session<B>, Error> {
+        let s = &self.inner;
+        let ws = timeout::<B, _>(s.connect_timeout, B::connect(s))
+            .await
+            .ok_or(Error::ConnectTimeout(s.connect_timeout))??;
+        tracing::debug!(url = %s.url, "connected");
+        Ok(Session::new(ws, s.session.clone()))
+    }
+
+    /// Connects, runs one query, and closes: the Python client's `query`.
+    ///
+    /// When artifacts directories are given, the connection ends with the end-of-session
+    /// handshake, so that artifacts written at the very end are still uploaded.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::query`], and the connection errors of [`session`](Self::session).
+    pub async fn query(
+        &self,
+        prompt: impl Into<String>,
+        options: QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        self.session().await?.query_once(prompt, options).await
+    }
+
+    /// Connects, runs one command batch, and closes: the Python client's `execute_commands`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::execute_commands`], and the connection errors of
+    /// [`session`](Self::session).
+    pub async fn execute_commands<I, C>(
+        &self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<CommandExecutionResult, Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        self.session()
+            .await?
+            .execute_commands_once(commands, options)
+            .await
+    }
+}

@@ -1,0 +1,329 @@
+// The client scenarios, written once for every adapter. Included (`include!`) by each adapter's
+// test file, which first brings the adapter's names into scope (`Client`, `Error`, the option
+// types, `RequestEvent`, `ArtifactUpload`, `OutputStream`, `TimeoutKind`, `Config`) and defines:
+//
+// - `scenario! { fn name() { body } }`: a test whose body runs in the adapter's context (inside
+//   an async block on the adapter's executor, or plainly for the blocking client);
+// - `wait!(call)`: the call's outcome (`call.await`, or `call`);
+// - `cb!(move |arg| expr)`: a callback (a future of `expr`, or a closure returning it);
+// - `next!(events)`: the next item of a request's events (the `Stream` or the `Iterator`);
+// - `thread!(body)`: runs `body` on another thread, in the adapter's context; a `JoinHandle`.
+
+fn opts() -> QueryOptions {
+    QueryOptions::new("You are a test assistant.", "echo")
+}
+
+fn without_heartbeats() -> runtimeuse_runtime::RuntimeOptions {
+    let mut options = runtimeuse_runtime::RuntimeOptions::default();
+    options.heartbeat_interval = None;
+    options
+}
+
+scenario! {
+    fn text_query() {
+        let rt = runtimeuse_scenarios::served();
+        let result = wait!(Client::new(rt.url()).query("ECHO:hello world", opts())).unwrap();
+        assert_eq!(result.text(), Some("hello world"));
+        assert_eq!(result.metadata, serde_json::json!({}));
+    }
+}
+
+scenario! {
+    fn structured_query_into_the_callers_type() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Out {
+            answer: u32,
+        }
+        let rt = runtimeuse_scenarios::served();
+        let result = wait!(
+            Client::new(rt.url()).query(r#"STRUCTURED:{"answer": 42}"#, opts().output_schema("{}"))
+        )
+        .unwrap();
+        assert_eq!(result.deserialize::<Out>().unwrap(), Out { answer: 42 });
+        assert_eq!(result.structured_output().unwrap()["answer"], 42);
+    }
+}
+
+scenario! {
+    fn assistant_messages_stream_through_the_callback() {
+        let rt = runtimeuse_scenarios::served();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let options = opts().on_assistant_message(cb!(move |blocks| s.lock().unwrap().push(blocks.join(""))));
+        let result = wait!(Client::new(rt.url()).query("STREAM:3", options)).unwrap();
+        assert_eq!(result.text(), Some("streamed 3 messages"));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["message 1 of 3", "message 2 of 3", "message 3 of 3"]
+        );
+    }
+}
+
+scenario! {
+    fn events_one_by_one() {
+        let rt = runtimeuse_scenarios::served();
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        let mut kinds = Vec::new();
+        {
+            let mut events = session.query_events("STREAM:2", opts()).unwrap();
+            while let Some(item) = next!(events) {
+                kinds.push(match item.unwrap() {
+                    RequestEvent::AssistantMessage(b) => b.join(""),
+                    RequestEvent::Result(r) => format!("result {}", r.text().unwrap()),
+                    other => format!("{other:?}"),
+                });
+            }
+        }
+        assert_eq!(
+            kinds,
+            ["message 1 of 2", "message 2 of 2", "result streamed 2 messages"]
+        );
+        wait!(session.close()).unwrap();
+    }
+}
+
+scenario! {
+    fn command_output_and_results() {
+        let rt = runtimeuse_scenarios::served();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o = Arc::clone(&out);
+        let options = ExecuteCommandsOptions::new()
+            .on_command_output(cb!(move |chunk| o.lock().unwrap().push((chunk.stream, chunk.text))));
+        let result = wait!(Client::new(rt.url())
+            .execute_commands(["echo out; echo err >&2", "exit 4", "echo never"], options))
+        .unwrap();
+        let codes: Vec<i64> = result.results.iter().map(|r| r.exit_code).collect();
+        assert_eq!(codes, [0, 4]);
+        assert_eq!(result.results[0].stdout.as_deref(), Some("out\n"));
+        let out = out.lock().unwrap();
+        assert!(out.contains(&(OutputStream::Stdout, "out\n".to_owned())));
+        assert!(out.contains(&(OutputStream::Stderr, "err\n".to_owned())));
+    }
+}
+
+scenario! {
+    fn artifact_handshake_uploads_to_a_real_put_target() {
+        let rt = runtimeuse_scenarios::served();
+        let http = rt.http(HashMap::new());
+        let dir = runtimeuse_scenarios::temp_dir("artifacts");
+        let base = http.url("/uploads/");
+        let options = opts()
+            .artifacts_dir(dir.to_string_lossy())
+            .on_artifact_upload_request(cb!(move |req| {
+                ArtifactUpload::new(format!("{base}{}", req.filename), "text/plain")
+            }));
+        let file = dir.join("hello.txt");
+        let result = wait!(Client::new(rt.url())
+            .query(format!("WRITE_FILE:{} hello artifact", file.display()), options))
+        .unwrap();
+        assert_eq!(result.text().unwrap(), format!("wrote {}", file.display()));
+        let upload = rt
+            .wait_upload(&http, "/uploads/hello.txt", Duration::from_secs(10))
+            .expect("uploaded");
+        assert_eq!(upload.body, b"hello artifact");
+        assert_eq!(upload.content_type.as_deref(), Some("text/plain"));
+    }
+}
+
+scenario! {
+    fn cancel_mid_stream_then_reuse_the_session() {
+        let rt = runtimeuse_scenarios::served();
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        let abort = session.abort_handle();
+        let options = ExecuteCommandsOptions::new().on_command_output(cb!(move |_chunk| abort.abort()));
+        let err = wait!(session.execute_commands(["echo first; sleep 30"], options)).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        let next = wait!(session.query("ECHO:next", opts())).unwrap();
+        assert_eq!(next.text(), Some("next"));
+        wait!(session.close()).unwrap();
+    }
+}
+
+scenario! {
+    fn abort_from_another_thread_while_waiting() {
+        let rt = runtimeuse_scenarios::served();
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        let abort = session.abort_handle();
+        let aborter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            abort.abort();
+        });
+        let started = Instant::now();
+        let err = wait!(session.query("SLOW:30000", opts())).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        aborter.join().unwrap();
+        assert_eq!(wait!(session.query("ECHO:after", opts())).unwrap().text(), Some("after"));
+        wait!(session.close()).unwrap();
+    }
+}
+
+scenario! {
+    fn handler_error_then_a_successful_query_on_the_same_session() {
+        let rt = runtimeuse_scenarios::served();
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        let err = wait!(session.query("ERROR:boom", opts())).unwrap_err();
+        assert_eq!(err.runtime_error(), Some("boom"));
+        assert!(err.to_string().contains("boom"), "{err}");
+        let ok = wait!(session.query("ECHO:after", opts())).unwrap();
+        assert_eq!(ok.text(), Some("after"), "the first request's terminal did not leak");
+        wait!(session.close()).unwrap();
+    }
+}
+
+scenario! {
+    fn overall_timeout_then_the_session_goes_on() {
+        let rt = runtimeuse_scenarios::served();
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        let err = wait!(session.query("SLOW:30000", opts().timeout(Duration::from_millis(300))))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { kind: TimeoutKind::Overall(_), .. }),
+            "{err}"
+        );
+        // The timed-out request was cancelled on the wire; the session goes on.
+        assert_eq!(wait!(session.query("ECHO:next", opts())).unwrap().text(), Some("next"));
+    }
+}
+
+scenario! {
+    fn idle_timeout_with_diagnostics() {
+        let rt = runtimeuse_scenarios::Served::start(without_heartbeats());
+        let err = wait!(Client::new(rt.url())
+            .query("SLOW:30000", opts().idle_timeout(Duration::from_millis(300))))
+        .unwrap_err();
+        let Error::Timeout { kind, diagnostics } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(kind, TimeoutKind::Idle(Duration::from_millis(300)));
+        assert_eq!(diagnostics.message_count, 0);
+    }
+}
+
+scenario! {
+    fn connection_dropped_mid_request_is_a_clear_error_within_a_second() {
+        let mut rt = runtimeuse_scenarios::served();
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let _call = thread!({
+            let outcome = wait!(session.query("SLOW:30000", opts()));
+            done_tx.send(outcome).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = Instant::now();
+        rt.stop();
+        let outcome = done_rx
+            .recv_timeout(Duration::from_secs(1))
+            .expect("the call ends within a second of the connection dropping");
+        assert!(stopped.elapsed() < Duration::from_secs(1), "{:?}", stopped.elapsed());
+        let err = outcome.unwrap_err();
+        assert!(matches!(err, Error::ConnectionClosed), "{err}");
+    }
+}
+
+scenario! {
+    fn dropping_the_events_midway_leaves_the_session_usable() {
+        let rt = runtimeuse_scenarios::served();
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        {
+            let mut events = session.query_events("STREAM:100000", opts()).unwrap();
+            assert!(next!(events).is_some());
+        }
+        assert_eq!(wait!(session.query("ECHO:next", opts())).unwrap().text(), Some("next"));
+        wait!(session.close()).unwrap();
+    }
+}
+
+scenario! {
+    fn a_token_is_sent_as_an_extra_header() {
+        let mut options = runtimeuse_runtime::RuntimeOptions::default();
+        options.token = Some("s3cret".into());
+        let rt = runtimeuse_scenarios::Served::start(options);
+        let refused = wait!(Client::new(rt.url()).query("ECHO:x", opts()));
+        assert!(matches!(refused, Err(Error::WebSocket(_))), "{refused:?}");
+        let client = Client::builder(rt.url())
+            .header("Authorization", "Bearer s3cret")
+            .build();
+        assert_eq!(wait!(client.query("ECHO:in", opts())).unwrap().text(), Some("in"));
+    }
+}
+
+scenario! {
+    fn a_10_mb_result() {
+        let rt = runtimeuse_scenarios::served();
+        let big = "y".repeat(10 << 20);
+        let result = wait!(Client::new(rt.url()).query(format!("ECHO:{big}"), opts())).unwrap();
+        assert_eq!(result.text().map(str::len), Some(10 << 20));
+    }
+}
+
+scenario! {
+    fn a_result_over_the_frame_limit_is_a_clear_error() {
+        let rt = runtimeuse_scenarios::served();
+        let client = Client::builder(rt.url()).max_frame_size(1 << 20).build();
+        let err = wait!(client.query(format!("ECHO:{}", "z".repeat(1_100_000)), opts())).unwrap_err();
+        assert!(matches!(err, Error::ConnectionClosed), "{err}");
+    }
+}
+
+scenario! {
+    fn persistent_session_with_graceful_close() {
+        let rt = runtimeuse_scenarios::served();
+        let client = Client::builder(rt.url()).session_config(Config::default()).build();
+        let mut session = wait!(client.session()).unwrap();
+        let a = wait!(session.query("ECHO:one", opts())).unwrap();
+        let b = wait!(session.execute_commands(["echo two"], ExecuteCommandsOptions::new())).unwrap();
+        assert_eq!(a.text(), Some("one"));
+        assert_eq!(b.results[0].stdout.as_deref(), Some("two\n"));
+        wait!(session.close()).unwrap();
+    }
+}
+
+scenario! {
+    fn usage_errors_are_reported_before_anything_is_sent() {
+        let rt = runtimeuse_scenarios::served();
+        let err = wait!(Client::new(rt.url()).query("ECHO:x", opts().artifacts_dir("/tmp/x")))
+            .unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+        let empty: [&str; 0] = [];
+        let err = wait!(Client::new(rt.url()).execute_commands(empty, ExecuteCommandsOptions::new()))
+            .unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+    }
+}
+
+scenario! {
+    fn wss_with_a_certificate_made_in_the_test() {
+        let rt = runtimeuse_scenarios::served();
+        let (port, der) = rt.wss_echo();
+        let url = format!("wss://localhost:{port}");
+        let untrusted = wait!(Client::new(&url).query("x", opts())).unwrap_err();
+        assert!(matches!(untrusted, Error::WebSocket(_)), "{untrusted}");
+        let client = Client::builder(&url).root_certificate(der).build();
+        let result = wait!(client.query("hello", opts())).unwrap();
+        assert_eq!(result.text(), Some("tls:hello"));
+    }
+}
+
+scenario! {
+    fn a_vanished_client_gets_its_commands_killed() {
+        let rt = runtimeuse_scenarios::served();
+        let dir = runtimeuse_scenarios::temp_dir("vanished");
+        let marker = dir.join("still-running");
+        // The touch runs in a grandchild: killing only the shell would not stop it.
+        let command = format!("echo started; sh -c 'sleep 3; touch {}' & wait", marker.display());
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        {
+            let mut events = session
+                .execute_commands_events([command], ExecuteCommandsOptions::new())
+                .unwrap();
+            // The command runs once its first output arrives.
+            assert!(matches!(next!(events), Some(Ok(RequestEvent::CommandOutput(_)))));
+        }
+        // The client disappears without a word: its socket is dropped mid-request.
+        drop(session);
+        // Past the moment the command would have touched the marker.
+        std::thread::sleep(Duration::from_millis(3500));
+        assert!(!marker.exists(), "the command's process group outlived its client");
+    }
+}
