@@ -10,6 +10,7 @@
 //!    - `raw-ignored-any`: tokio-tungstenite, parsing each frame into `IgnoredAny` (floor);
 //!    - `tokio-client`: `runtimeuse-tokio`'s event stream, counting command output items;
 //!    - `tokio-callback`: the same with the `on_command_output` callback;
+//!    - `async-std-client`: `runtimeuse-async-std`'s event stream under `async_io::block_on`;
 //!    - `blocking-client`: `runtimeuse-tungstenite`'s event iterator.
 //! 2. Round trip: a persistent-session `ECHO:` query against the project's runtime, beside a
 //!    raw WebSocket echo round trip.
@@ -147,6 +148,37 @@ async fn reader(mode: &str, url: &str) {
             .await
             .expect("join")
         }
+        "async-std-client" => {
+            let url = url.to_owned();
+            tokio::task::spawn_blocking(move || {
+                async_io::block_on(async {
+                    let mut session = runtimeuse_async_std::Client::new(url)
+                        .session()
+                        .await
+                        .expect("connect");
+                    let mut n = 0u64;
+                    let mut events = session
+                        .execute_commands_events(
+                            ["make"],
+                            runtimeuse_async_std::ExecuteCommandsOptions::new(),
+                        )
+                        .expect("start");
+                    while let Some(item) = events.next().await {
+                        match item.expect("event") {
+                            runtimeuse_async_std::RequestEvent::CommandOutput(o) => {
+                                std::hint::black_box(&o);
+                                n += 1;
+                            }
+                            runtimeuse_async_std::RequestEvent::CommandResult(_) => break,
+                            _ => {}
+                        }
+                    }
+                    n
+                })
+            })
+            .await
+            .expect("join")
+        }
         "tokio-client" => {
             let mut session = Client::new(url).session().await.expect("connect");
             let mut n = 0u64;
@@ -185,11 +217,22 @@ async fn flood_report(frames: usize) {
         "raw-ignored-any",
         "tokio-client",
         "tokio-callback",
+        "async-std-client",
         "blocking-client",
     ];
+    // (client, floor) pairs whose ratio is reported.
+    let pairs = [
+        ("tokio-client", "raw-count"),
+        ("tokio-client", "raw-ignored-any"),
+        ("tokio-callback", "raw-count"),
+        ("tokio-callback", "raw-ignored-any"),
+        ("async-std-client", "raw-ignored-any"),
+        ("blocking-client", "raw-ignored-any"),
+    ];
+    let index = |name: &str| modes.iter().position(|m| *m == name).expect("mode");
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
     let exe = std::env::current_exe().expect("exe");
     for _ in 0..ROUNDS {
         let mut round = Vec::new();
@@ -223,11 +266,9 @@ async fn flood_report(frames: usize) {
             rss[i].push(kib);
             round.push(n / secs);
         }
-        ratios[0].push(round[2] / round[0]);
-        ratios[1].push(round[2] / round[1]);
-        ratios[2].push(round[3] / round[0]);
-        ratios[3].push(round[3] / round[1]);
-        ratios[4].push(round[4] / round[1]);
+        for (ratio, (client, floor)) in ratios.iter_mut().zip(pairs) {
+            ratio.push(round[index(client)] / round[index(floor)]);
+        }
     }
     let bytes = frame().len() as f64;
     println!("flood: {frames} frames of {bytes} bytes, medians of {ROUNDS} alternating rounds");
@@ -240,16 +281,7 @@ async fn flood_report(frames: usize) {
             median(rss[i].clone()) / 1024.0
         );
     }
-    for (i, (client, floor)) in [
-        ("tokio-client (stream)", "raw-count"),
-        ("tokio-client (stream)", "raw-ignored-any"),
-        ("tokio-callback", "raw-count"),
-        ("tokio-callback", "raw-ignored-any"),
-        ("blocking-client", "raw-ignored-any"),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, (client, floor)) in pairs.iter().enumerate() {
         println!(
             "  ratio {client} / {floor}: {:.2}",
             median(ratios[i].clone())
