@@ -18,6 +18,34 @@ pub(crate) type Fields<'a> = (
 
 /// Scans `rest`, the frame after the `{"message_type":"command_output_message",` prefix.
 pub(crate) fn command_output(rest: &str) -> Option<Fields<'_>> {
+    canonical(rest).or_else(|| any_order(rest))
+}
+
+/// The frame as both runtimes write it: `"stream"`, `"text"`, `"command"`, in that order. The
+/// keys are compared as whole tokens instead of being scanned as strings.
+fn canonical(rest: &str) -> Option<Fields<'_>> {
+    let mut at = 0;
+    let stream = field(rest, &mut at, br#""stream":"#)?;
+    let text = field(rest, &mut at, br#","text":"#)?;
+    let command = field(rest, &mut at, br#","command":"#)?;
+    (at + 1 == rest.len() && rest.as_bytes()[at] == b'}').then_some((
+        Some(stream),
+        Some(text),
+        Some(command),
+    ))
+}
+
+/// `token` (a key with its punctuation) at `*at`, then a string value.
+fn field<'a>(s: &'a str, at: &mut usize, token: &[u8]) -> Option<Cow<'a, str>> {
+    if !s.as_bytes().get(*at..)?.starts_with(token) {
+        return None;
+    }
+    *at += token.len();
+    string(s, at)
+}
+
+/// Any order of keys, unknown keys skipped.
+fn any_order(rest: &str) -> Option<Fields<'_>> {
     let bytes = rest.as_bytes();
     let mut at = 0;
     let (mut stream, mut text, mut command) = (None, None, None);
@@ -73,7 +101,8 @@ fn string<'a>(s: &'a str, at: &mut usize) -> Option<Cow<'a, str>> {
         _ => return None, // a control character
     }
     // Escapes: build the string.
-    let mut out = String::with_capacity(i - start + 16);
+    // The unescaped string is never longer than the rest of the frame: one allocation.
+    let mut out = String::with_capacity(bytes.len() - start);
     out.push_str(&s[start..i]);
     loop {
         match *bytes.get(i)? {
@@ -126,16 +155,17 @@ fn string<'a>(s: &'a str, at: &mut usize) -> Option<Cow<'a, str>> {
 }
 
 /// The index of the first `"`, `\\` or control character at or after `from` (`bytes.len()` if
-/// none). The first 16 bytes (keys and short values end there) are checked eight at a time in
-/// a register; longer strings go to memchr, with a branch-free pass for control characters.
+/// none). Up to [`SWAR_SPAN`] bytes are checked eight at a time in a register: keys and the
+/// values of command output are mostly short, and a call into memchr costs more than it saves
+/// there. Longer strings go on with memchr and a branch-free pass for control characters.
 fn special(bytes: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let rest = bytes.get(from..).unwrap_or_default();
+    let head = &rest[..rest.len().min(SWAR_SPAN)];
+    let mut chunks = head.chunks_exact(8);
     let mut i = 0;
-    while i < 16
-        && let Some(chunk) = rest.get(i..i + 8)
-    {
+    for chunk in &mut chunks {
         let mut word = [0; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
@@ -150,7 +180,16 @@ fn special(bytes: &[u8], from: usize) -> usize {
         }
         i += 8;
     }
-    let rest = &rest[i.min(rest.len())..];
+    if head.len() < SWAR_SPAN {
+        let tail = chunks.remainder();
+        return from
+            + i
+            + tail
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(tail.len());
+    }
+    let rest = &rest[i..];
     let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
     let span = &rest[..end];
     if span.iter().fold(false, |control, &b| control | (b < 0x20)) {
@@ -159,10 +198,66 @@ fn special(bytes: &[u8], from: usize) -> usize {
     from + i + end
 }
 
+/// How far [`special`] scans in a register before it hands over to memchr.
+const SWAR_SPAN: usize = 256;
+
 fn hex4(digits: &[u8]) -> Option<u32> {
     let mut v = 0;
     for &d in digits {
         v = v * 16 + (d as char).to_digit(16)?;
     }
     Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(rest: &str) -> Option<(String, String, Option<String>)> {
+        let (stream, text, command) = command_output(rest)?;
+        Some((
+            stream?.into_owned(),
+            text?.into_owned(),
+            command.map(Cow::into_owned),
+        ))
+    }
+
+    #[test]
+    fn the_canonical_order_and_any_other_agree() {
+        let want = Some(("stdout".into(), "a\nb\"c".into(), Some("make".into())));
+        for rest in [
+            r#""stream":"stdout","text":"a\nb\"c","command":"make"}"#,
+            r#""text":"a\nb\"c","command":"make","stream":"stdout"}"#,
+            r#""command":"make","extra":"x","stream":"stdout","text":"a\u000ab\"c"}"#,
+        ] {
+            assert_eq!(fields(rest), want, "{rest}");
+        }
+        assert!(canonical(r#""text":"t","stream":"s","command":"c"}"#).is_none());
+    }
+
+    #[test]
+    fn the_canonical_path_refuses_what_serde_would_judge_differently() {
+        for rest in [
+            // Trailing bytes, a missing brace, a duplicate key after the canonical three.
+            r#""stream":"s","text":"t","command":"c"} "#,
+            r#""stream":"s","text":"t","command":"c""#,
+            r#""stream":"s","text":"t","command":"c","text":"u"}"#,
+            // A raw control character in a value.
+            "\"stream\":\"s\",\"text\":\"a\u{1}\",\"command\":\"c\"}",
+        ] {
+            assert!(fields(rest).is_none(), "{rest:?}");
+        }
+    }
+
+    #[test]
+    fn special_finds_the_first_stop_at_any_length() {
+        for len in [0, 1, 7, 8, 9, 255, 256, 257, 300, 1000] {
+            for stop in ["\"", "\\", "\u{1f}"] {
+                let s = format!("{}{stop}tail", "x".repeat(len));
+                assert_eq!(special(s.as_bytes(), 0), len, "{len} {stop:?}");
+            }
+            let plain = "y".repeat(len);
+            assert_eq!(special(plain.as_bytes(), 0), len);
+        }
+    }
 }
