@@ -547,13 +547,16 @@ impl<B: Backend> Session<B> {
     /// Polls [`next_event`](Self::next_event).
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, Error>> {
         loop {
-            self.drain();
+            let mut next = self.drain();
             if let Poll::Ready(Err(e)) = self.conn.poll_flush(cx) {
                 tracing::debug!(error = %e, "send failed");
                 self.proto.handle_input(Input::TransportClosed(B::now()));
-                self.drain();
+                if let Some(event) = next.take() {
+                    self.events.push_front(event);
+                }
+                next = self.drain();
             }
-            if let Some(e) = self.events.pop_front() {
+            if let Some(e) = next.or_else(|| self.events.pop_front()) {
                 return Poll::Ready(Ok(e));
             }
             if self.proto.is_finished() {
@@ -570,6 +573,11 @@ impl<B: Backend> Session<B> {
                 Poll::Pending => {
                     // Whatever arrives next arrives later: read the clock again.
                     self.clock = None;
+                    // No handle given out: nothing can abort from elsewhere while this call
+                    // waits, since the call borrows the session (and a handle needs it).
+                    if Arc::strong_count(&self.abort.inner) == 1 {
+                        return Poll::Pending;
+                    }
                     // Register, then look again, so that an abort in between is not lost.
                     self.abort.inner.waker.register(cx.waker());
                     if !self.abort.inner.requested.load(Ordering::SeqCst) {
@@ -618,15 +626,19 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    /// Moves the core's outputs into the socket queue and the event queue.
-    fn drain(&mut self) {
+    /// Moves the core's outputs into the socket queue and the event queue. The next event to
+    /// hand out is returned instead of queued when the queue is empty (the common case: one
+    /// frame, one event).
+    fn drain(&mut self) -> Option<Event> {
+        let mut next = None;
         loop {
             match self.proto.poll_output() {
                 Output::Transmit(t) => self.conn.queue(t),
+                Output::Event(e) if next.is_none() && self.events.is_empty() => next = Some(e),
                 Output::Event(e) => self.events.push_back(e),
                 Output::Timeout(at) => {
                     self.deadline = at;
-                    return;
+                    return next;
                 }
             }
         }

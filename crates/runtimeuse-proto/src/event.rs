@@ -115,6 +115,7 @@ impl Event {
     }
 
     /// Whether this is a request's terminal event.
+    #[inline]
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
@@ -158,6 +159,7 @@ pub enum RequestEvent {
 
 impl RequestEvent {
     /// Whether this is the request's last item.
+    #[inline]
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Result(_) | Self::CommandResult(_))
     }
@@ -181,6 +183,7 @@ pub enum Routed {
 impl Event {
     /// Routes this event for a caller waiting on request `id`. Every adapter's per-request
     /// stream is this function applied to the session's events.
+    #[inline]
     pub fn route(self, id: RequestId) -> Routed {
         if let Self::ArtifactUploadRequest(r) = self {
             return Routed::Item(RequestEvent::ArtifactUploadRequest(r));

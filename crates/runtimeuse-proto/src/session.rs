@@ -204,6 +204,7 @@ impl Session {
     }
 
     /// The request in flight (sent or waiting to be sent), if any.
+    #[inline]
     pub fn request_in_flight(&self) -> Option<RequestId> {
         self.active
             .as_ref()
@@ -218,6 +219,7 @@ impl Session {
 
     /// Whether the session has finished ([`Event::SessionEnded`] was emitted). Close the
     /// connection once the transmits are drained.
+    #[inline]
     pub fn is_finished(&self) -> bool {
         self.finished
     }
@@ -380,6 +382,7 @@ impl Session {
 
     /// The next output. Call until it returns [`Output::Timeout`] after every input and command.
     #[must_use]
+    #[inline]
     pub fn poll_output(&mut self) -> Output {
         if let Some(t) = self.transmits.pop_front() {
             return Output::Transmit(t);
@@ -392,6 +395,7 @@ impl Session {
 
     /// When the session next wants [`Input::Timeout`]; an hour after the last input when no
     /// timer is set.
+    #[inline]
     pub fn poll_timeout(&self) -> Instant {
         match self.timers.next() {
             Some((_, at)) => at,

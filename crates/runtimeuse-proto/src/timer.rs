@@ -72,6 +72,7 @@ impl TimerTable {
     }
 
     /// The earliest deadline and its timer.
+    #[inline]
     pub(crate) fn next(&self) -> Option<(Timer, Instant)> {
         self.earliest
     }
