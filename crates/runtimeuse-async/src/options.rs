@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use runtimeuse_proto::{ArtifactUpload, CommandBatch, CommandOutput, Invocation, RequestOptions};
@@ -20,8 +21,62 @@ pub struct ArtifactRequest {
     pub filepath: String,
 }
 
-type AssistantFn = Arc<dyn Fn(Vec<String>) -> BoxFuture<()> + Send + Sync>;
-type OutputFn = Arc<dyn Fn(CommandOutput) -> BoxFuture<()> + Send + Sync>;
+/// A callback that runs once per message, as a reusable slot: one allocation per request for
+/// the callback's future, which each call replaces in place ([`Pin::set`]), instead of one box
+/// per message.
+pub(crate) trait CallbackSlot<T>: Send {
+    /// Starts the callback with `arg`, dropping the previous call's future.
+    fn start(&mut self, arg: T);
+    /// Polls the call started last.
+    fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+struct FnSlot<F, Fut> {
+    f: Arc<F>,
+    fut: Option<Pin<Box<Fut>>>,
+}
+
+impl<T, F, Fut> CallbackSlot<T> for FnSlot<F, Fut>
+where
+    F: Fn(T) -> Fut + Send + Sync,
+    Fut: Future<Output = ()> + Send,
+{
+    fn start(&mut self, arg: T) {
+        let fut = (self.f)(arg);
+        match &mut self.fut {
+            Some(slot) => slot.set(fut),
+            None => self.fut = Some(Box::pin(fut)),
+        }
+    }
+
+    fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.fut {
+            Some(fut) => fut.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+/// Makes a request's [`CallbackSlot`] for a callback.
+pub(crate) type SlotFactory<T> = Arc<dyn Fn() -> Box<dyn CallbackSlot<T>> + Send + Sync>;
+
+fn slot_factory<T, F, Fut>(f: F) -> SlotFactory<T>
+where
+    T: 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let f = Arc::new(f);
+    Arc::new(move || {
+        Box::new(FnSlot {
+            f: Arc::clone(&f),
+            fut: None,
+        })
+    })
+}
+
+type AssistantFn = SlotFactory<Vec<String>>;
+type OutputFn = SlotFactory<CommandOutput>;
 pub(crate) type UploaderFn =
     Arc<dyn Fn(ArtifactRequest) -> BoxFuture<ArtifactUpload> + Send + Sync>;
 
@@ -76,7 +131,7 @@ macro_rules! common_options {
             F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
             Fut: Future<Output = ()> + Send + 'static,
         {
-            self.callbacks.on_assistant_message = Some(Arc::new(move |m| Box::pin(f(m))));
+            self.callbacks.on_assistant_message = Some(slot_factory(f));
             self
         }
 
@@ -87,7 +142,7 @@ macro_rules! common_options {
             F: Fn(CommandOutput) -> Fut + Send + Sync + 'static,
             Fut: Future<Output = ()> + Send + 'static,
         {
-            self.callbacks.on_command_output = Some(Arc::new(move |o| Box::pin(f(o))));
+            self.callbacks.on_command_output = Some(slot_factory(f));
             self
         }
 

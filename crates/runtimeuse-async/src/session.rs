@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -376,6 +377,9 @@ impl<B: Backend> Session<B> {
         callbacks: &Callbacks,
     ) -> Result<RequestEvent, Error> {
         let span = self.span.clone();
+        // This request's callback slots: one future allocation each, reused per message.
+        let mut on_assistant_message = callbacks.on_assistant_message.as_ref().map(|f| f());
+        let mut on_command_output = callbacks.on_command_output.as_ref().map(|f| f());
         async {
             loop {
                 let item = match self.next_item(id, callbacks.uploader.as_ref()).await {
@@ -385,15 +389,17 @@ impl<B: Backend> Session<B> {
                 let limit = callbacks.callback_timeout;
                 match item {
                     RequestEvent::AssistantMessage(blocks) => {
-                        if let Some(cb) = &callbacks.on_assistant_message {
-                            self.call(id, "on_assistant_message", limit, cb(blocks))
-                                .await?;
+                        if let Some(slot) = &mut on_assistant_message {
+                            slot.start(blocks);
+                            let done = std::future::poll_fn(|cx| slot.poll_done(cx));
+                            self.call(id, "on_assistant_message", limit, done).await?;
                         }
                     }
                     RequestEvent::CommandOutput(output) => {
-                        if let Some(cb) = &callbacks.on_command_output {
-                            self.call(id, "on_command_output", limit, cb(output))
-                                .await?;
+                        if let Some(slot) = &mut on_command_output {
+                            slot.start(output);
+                            let done = std::future::poll_fn(|cx| slot.poll_done(cx));
+                            self.call(id, "on_command_output", limit, done).await?;
                         }
                     }
                     RequestEvent::ArtifactUploadRequest(req) => {
@@ -420,7 +426,7 @@ impl<B: Backend> Session<B> {
         id: RequestId,
         callback: &'static str,
         limit: Option<Duration>,
-        fut: crate::options::BoxFuture<()>,
+        fut: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let Some(limit) = limit else {
             fut.await;
