@@ -11,7 +11,7 @@ use crate::Error;
 use crate::backend::{Backend, timeout};
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
-use crate::settings::{ClientBuilder, ClientSettings};
+use crate::{ClientBuilder, ClientSettings};
 
 /// A client for one runtime URL (`ws://` or `wss://`) on backend `B`. Cheap to clone; each call
 /// or [`session`](Self::session) opens its own connection. The adapters name it `Client`.

@@ -8,8 +8,8 @@
 //! - [`Session`]: sequential requests over one connection, events as a [`futures_util::Stream`]
 //!   ([`RequestEvents`]), the callback style, the graceful close, cancel safety;
 //! - [`QueryOptions`] and [`ExecuteCommandsOptions`], [`AbortHandle`], [`Error`];
-//! - [`Client`], [`ClientSettings`] and [`ClientBuilder`]: URL, headers, limits, TLS roots,
-//!   one-shot calls;
+//! - [`Client`] and its one-shot calls; [`ClientSettings`], [`ClientBuilder`] and [`Error`]
+//!   come from `runtimeuse-client-core`, which the blocking client shares;
 //! - [`conn::Conn`]: the socket pump, also under `runtimeuse-tokio`'s server driver.
 //!
 //! An adapter implements [`Backend`] (including [`Backend::connect`]: TCP, TLS, handshake) and
@@ -19,7 +19,7 @@
 //!
 //! | feature | default | what |
 //! |---|---|---|
-//! | `rustls` | no | [`ClientSettings::tls_config`]: a rustls configuration (ring provider) |
+//! | `rustls` | no | `ClientSettings::tls_config`: a rustls configuration (ring provider) |
 //! | `webpki-roots` | no | with `rustls`, trust the webpki root certificates |
 
 #![forbid(unsafe_code)]
@@ -29,17 +29,14 @@
 mod backend;
 mod client;
 pub mod conn;
-mod error;
 mod options;
 mod session;
-mod settings;
 
 pub use backend::{Backend, timeout};
 pub use client::Client;
-pub use error::Error;
 pub use options::{ArtifactRequest, BoxFuture, ExecuteCommandsOptions, QueryOptions};
+pub use runtimeuse_client_core::{ClientBuilder, ClientSettings, Error};
 pub use session::{AbortHandle, RequestEvents, Session};
-pub use settings::{ClientBuilder, ClientSettings};
 
 pub use futures_util;
 pub use runtimeuse_proto as proto;

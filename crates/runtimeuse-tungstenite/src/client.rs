@@ -1,18 +1,21 @@
-//! Connecting: [`Client`] and its settings.
+//! Connecting: [`Client`].
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use runtimeuse_client_core::ClientSettings;
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{CommandExecutionResult, QueryResult};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::Error;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
+
+/// Builds a [`Client`] with non-default settings (headers, connect timeout, frame limit, root
+/// certificates, session config).
+pub type ClientBuilder = runtimeuse_client_core::ClientBuilder<Client>;
 
 /// A blocking client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
 /// [`session`](Self::session) opens its own connection.
@@ -27,70 +30,13 @@ use crate::session::Session;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: Arc<Settings>,
+    inner: Arc<ClientSettings>,
 }
 
-#[derive(Clone, Debug)]
-struct Settings {
-    url: String,
-    headers: Vec<(String, String)>,
-    connect_timeout: Duration,
-    max_frame_size: usize,
-    #[cfg(feature = "__rustls")]
-    root_certificates: Vec<Vec<u8>>,
-    session: proto::Config,
-}
-
-/// Builds a [`Client`] with non-default settings.
-#[derive(Clone, Debug)]
-pub struct ClientBuilder {
-    settings: Settings,
-}
-
-impl ClientBuilder {
-    /// Adds an HTTP header to the WebSocket handshake.
-    #[must_use]
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.settings.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// How long connecting (TCP, TLS and the WebSocket handshake) may take. Default 30 s.
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.connect_timeout = timeout;
-        self
-    }
-
-    /// The largest message accepted from the runtime. Default 64 MiB.
-    #[must_use]
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.settings.max_frame_size = bytes;
-        self.settings.session.max_frame_size = bytes;
-        self
-    }
-
-    /// Trusts this root certificate (DER) for `wss://`, in addition to the built-in roots.
-    #[cfg(feature = "__rustls")]
-    #[must_use]
-    pub fn root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.settings.root_certificates.push(der.into());
-        self
-    }
-
-    /// The protocol settings of each session.
-    #[must_use]
-    pub fn session_config(mut self, config: proto::Config) -> Self {
-        let max = self.settings.max_frame_size;
-        self.settings.session = config;
-        self.settings.session.max_frame_size = max;
-        self
-    }
-
-    /// The client.
-    pub fn build(self) -> Client {
-        Client {
-            inner: Arc::new(self.settings),
+impl From<ClientSettings> for Client {
+    fn from(settings: ClientSettings) -> Self {
+        Self {
+            inner: Arc::new(settings),
         }
     }
 }
@@ -103,17 +49,17 @@ impl Client {
 
     /// A builder for this URL.
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
-        ClientBuilder {
-            settings: Settings {
-                url: url.into(),
-                headers: Vec::new(),
-                connect_timeout: Duration::from_secs(30),
-                max_frame_size: 64 << 20,
-                #[cfg(feature = "__rustls")]
-                root_certificates: Vec::new(),
-                session: proto::Config::default(),
-            },
-        }
+        ClientBuilder::new(url)
+    }
+
+    /// The client's settings.
+    pub fn settings(&self) -> &ClientSettings {
+        &self.inner
+    }
+
+    /// The runtime's URL.
+    pub fn url(&self) -> &str {
+        &self.inner.url
     }
 
     /// Opens a persistent session.
@@ -123,18 +69,7 @@ impl Client {
     /// [`Error::Config`], [`Error::Connect`], [`Error::ConnectTimeout`], [`Error::WebSocket`].
     pub fn session(&self) -> Result<Session, Error> {
         let s = &self.inner;
-        let mut request = s
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| Error::Config(format!("url {}: {e}", s.url)))?;
-        for (name, value) in &s.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| Error::Config(format!("header name {name}: {e}")))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|e| Error::Config(format!("header value for {name}: {e}")))?;
-            request.headers_mut().append(name, value);
-        }
+        let (request, config) = s.handshake()?;
         let uri = request.uri();
         let host = uri
             .host()
@@ -155,9 +90,6 @@ impl Client {
             .map_err(Error::Connect)?;
         tcp.set_write_timeout(Some(s.connect_timeout))
             .map_err(Error::Connect)?;
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(s.max_frame_size))
-            .max_frame_size(Some(s.max_frame_size));
         let (ws, _) = self.handshake(request, tcp, config)?;
         if let tungstenite::stream::MaybeTlsStream::Plain(t) = ws.get_ref() {
             let _ = t.set_write_timeout(None);
@@ -183,7 +115,7 @@ impl Client {
     > {
         #[cfg(feature = "__rustls")]
         let handshake = {
-            let connector = tungstenite::Connector::Rustls(Arc::new(self.tls_config()?));
+            let connector = tungstenite::Connector::Rustls(Arc::new(self.inner.tls_config()?));
             tungstenite::client_tls_with_config(request, tcp, Some(config), Some(connector))
         };
         #[cfg(not(feature = "__rustls"))]
@@ -202,24 +134,6 @@ impl Client {
                 Error::ConnectTimeout(self.inner.connect_timeout)
             }
         })
-    }
-
-    #[cfg(feature = "__rustls")]
-    fn tls_config(&self) -> Result<rustls::ClientConfig, Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        #[cfg(feature = "rustls-tls-webpki-roots")]
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for der in &self.inner.root_certificates {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(der.clone()))
-                .map_err(|e| Error::Config(format!("root certificate: {e}")))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("tls: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth())
     }
 
     /// Connects, runs one query, and closes.

@@ -31,15 +31,15 @@
 #![warn(missing_debug_implementations)]
 
 mod client;
-mod error;
 mod options;
 mod session;
 
 pub use client::{Client, ClientBuilder};
-pub use error::Error;
 pub use options::{ArtifactRequest, ExecuteCommandsOptions, QueryOptions};
+pub use runtimeuse_client_core::{ClientSettings, Error};
 pub use session::{AbortHandle, RequestEvents, Session};
 
+pub use runtimeuse_client_core;
 pub use runtimeuse_proto as proto;
 pub use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, Command, CommandExecutionResult, CommandOutput,

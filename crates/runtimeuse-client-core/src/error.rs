@@ -1,4 +1,6 @@
-//! The crate's error type.
+//! The clients' error type.
+
+use std::time::Duration;
 
 use runtimeuse_proto::{
     DecodeError, Diagnostics, FailReason, MessageKind, TimeoutKind, UsageError,
@@ -17,7 +19,8 @@ pub enum Error {
         /// The error's metadata (`Null` when absent).
         metadata: Value,
     },
-    /// The request was cancelled through an [`AbortHandle`](crate::AbortHandle).
+    /// The request was cancelled through the adapter's `AbortHandle` (or an async call's future
+    /// was dropped and a later call cleaned up after it).
     #[error("request cancelled")]
     Cancelled,
     /// A timeout of the request expired.
@@ -28,16 +31,26 @@ pub enum Error {
         /// What was known when it expired.
         diagnostics: Diagnostics,
     },
+    /// A callback did not return within its time limit; the request was cancelled (async
+    /// clients, which can time a callback out).
+    #[error("callback {callback} did not return within {limit:?}")]
+    CallbackTimeout {
+        /// Which callback.
+        callback: &'static str,
+        /// The limit.
+        limit: Duration,
+    },
     /// Connecting took longer than the connect timeout.
     #[error("connecting timed out after {0:?}")]
-    ConnectTimeout(std::time::Duration),
+    ConnectTimeout(Duration),
     /// The URL, a header or the TLS settings are invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Connecting failed (DNS, TCP).
+    /// Connecting failed before the WebSocket handshake (name resolution, TCP; the blocking
+    /// client). The async clients report these as [`Error::WebSocket`] with an I/O error.
     #[error("connect: {0}")]
     Connect(#[source] std::io::Error),
-    /// The WebSocket connection failed (TLS, handshake, I/O, frame limits).
+    /// The WebSocket connection failed (connect, TLS, handshake, I/O, frame limits).
     #[error("websocket: {0}")]
     WebSocket(#[from] tungstenite::Error),
     /// The runtime sent a terminal message that could not be understood.
@@ -58,6 +71,9 @@ pub enum Error {
     /// The API was misused (e.g. artifact directories without an uploader).
     #[error("usage: {0}")]
     Usage(#[from] UsageError),
+    /// The structured result does not fit the requested type.
+    #[error("structured output does not fit the requested type: {0}")]
+    Deserialize(#[source] serde_json::Error),
 }
 
 impl Error {
