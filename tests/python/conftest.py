@@ -16,7 +16,8 @@ def _binary() -> str:
     explicit = os.environ.get("RUNTIMEUSE_BIN")
     if explicit:
         return explicit
-    return str(ROOT / "target" / "debug" / "runtimeuse")
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return str(target / "debug" / "runtimeuse")
 
 
 @pytest.fixture
