@@ -521,6 +521,7 @@ impl<B: Backend> Session<B> {
     }
 
     /// Drives the uploader's answer in progress, if any, and sends it.
+    #[inline]
     fn poll_upload(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some((fut, _)) = &mut self.uploading {
             let upload = ready!(fut.as_mut().poll(cx));
@@ -575,7 +576,19 @@ impl<B: Backend> Session<B> {
                 continue;
             }
             match self.conn.poll_recv(cx, self.deadline) {
-                Poll::Ready(incoming) => self.feed(incoming),
+                Poll::Ready(incoming) => {
+                    self.feed(incoming);
+                    // The common case, one frame and one event with nothing to send: hand it
+                    // out at once. The deadline is brought up to date by the next call's
+                    // drain, before the socket is read again.
+                    if self.events.is_empty() {
+                        match self.proto.poll_output() {
+                            Output::Event(e) => return Poll::Ready(Ok(e)),
+                            Output::Transmit(t) => self.conn.queue(t),
+                            Output::Timeout(at) => self.deadline = at,
+                        }
+                    }
+                }
                 Poll::Pending => {
                     // Whatever arrives next arrives later: read the clock again.
                     self.clock = None;

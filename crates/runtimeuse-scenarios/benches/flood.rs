@@ -10,6 +10,8 @@
 //!    than the wall clock:
 //!    - `raw-count`: tokio-tungstenite, counting frames (floor);
 //!    - `raw-ignored-any`: tokio-tungstenite, parsing each frame into `IgnoredAny` (floor);
+//!    - `raw-proto`: tokio-tungstenite feeding `runtimeuse-proto`'s session directly, counting
+//!      its command output events (what the protocol core costs without the async client);
 //!    - `tokio-client`: `runtimeuse-tokio`'s event stream, counting command output items;
 //!    - `tokio-callback`: the same with the `on_command_output` callback;
 //!    - `async-std-client`: `runtimeuse-async-std`'s event stream under `async_io::block_on`;
@@ -123,6 +125,50 @@ async fn reader(mode: &str, url: &str) {
                     break;
                 }
                 n += 1;
+            }
+            let _ = ws.close(None).await;
+            n
+        }
+        "raw-proto" => {
+            // The proto session fed straight from tokio-tungstenite: what the client costs
+            // without its async session, stream and routing.
+            let (mut ws, _) = runtimeuse_tokio::tokio_tungstenite::connect_async(url)
+                .await
+                .expect("connect");
+            let t0 = Instant::now();
+            let mut config = runtimeuse_tokio::proto::Config::default();
+            config.keepalive_interval = None;
+            let mut session = runtimeuse_tokio::proto::Session::new(config, t0);
+            session
+                .execute_commands(
+                    runtimeuse_tokio::proto::CommandBatch::new(["make"]),
+                    runtimeuse_tokio::proto::RequestOptions::default(),
+                    t0,
+                )
+                .expect("start");
+            let mut n = 0u64;
+            'read: loop {
+                loop {
+                    match session.poll_output() {
+                        runtimeuse_tokio::proto::Output::Transmit(
+                            runtimeuse_tokio::proto::Transmit::Text(t),
+                        ) => ws.send(Message::text(t)).await.expect("send"),
+                        runtimeuse_tokio::proto::Output::Transmit(_) => {}
+                        runtimeuse_tokio::proto::Output::Event(e) => match e {
+                            runtimeuse_tokio::proto::Event::CommandOutput(o) => {
+                                std::hint::black_box(&o);
+                                n += 1;
+                            }
+                            runtimeuse_tokio::proto::Event::CommandResult { .. } => break 'read,
+                            _ => {}
+                        },
+                        runtimeuse_tokio::proto::Output::Timeout(_) => break,
+                    }
+                }
+                let Some(Ok(Message::Text(t))) = ws.next().await else {
+                    break;
+                };
+                session.handle_input(runtimeuse_tokio::proto::Input::ReceiveText(t0, t.as_str()));
             }
             let _ = ws.close(None).await;
             n
@@ -241,6 +287,7 @@ async fn flood_report(frames: usize) {
     let modes = [
         "raw-count",
         "raw-ignored-any",
+        "raw-proto",
         "tokio-client",
         "tokio-callback",
         "async-std-client",
@@ -248,6 +295,7 @@ async fn flood_report(frames: usize) {
     ];
     // (client, floor) pairs whose ratio is reported.
     let pairs = [
+        ("raw-proto", "raw-ignored-any"),
         ("tokio-client", "raw-count"),
         ("tokio-client", "raw-ignored-any"),
         ("tokio-callback", "raw-count"),
