@@ -1,7 +1,9 @@
 //! Client throughput, latency and memory, each beside its floor measured in the same run.
 //!
 //! `cargo bench -p runtimeuse-scenarios --bench flood` (add `-- --frames N` to change the
-//! flood size; default 1,000,000).
+//! flood size; default 1,000,000). `-- --instructions [N]` runs each reader under valgrind's
+//! callgrind instead and reports instructions per frame, a figure this shared machine's load
+//! does not move (default 200,000 frames).
 //!
 //! 1. Flood: a Rust server on loopback sends N `command_output_message` frames of ~185 bytes,
 //!    then the terminal. Each reader runs in its own child process (so its peak RSS is its own)
@@ -379,6 +381,60 @@ async fn flood_report(frames: usize) {
     println!("  (target: >= 0.8 of raw-ignored-any in frames/s, peak RSS < 10 MB)");
 }
 
+/// Each reader under callgrind, which counts the instructions it executes: unlike time, the
+/// count does not move with the other load on the machine (same binary, same input).
+async fn instructions_report(frames: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(flood_server(listener, frames));
+    let exe = std::env::current_exe().expect("exe");
+    let modes = [
+        "raw-count",
+        "raw-ignored-any",
+        "raw-proto",
+        "tokio-client",
+        "tokio-callback",
+        "async-std-client",
+        "blocking-client",
+    ];
+    let mut counts = Vec::new();
+    println!("instructions (valgrind callgrind), {frames} frames:");
+    for mode in modes {
+        let out = tokio::task::spawn_blocking({
+            let (exe, url) = (exe.clone(), url.clone());
+            move || {
+                Command::new("valgrind")
+                    .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+                    .arg(exe)
+                    .args(["--reader", mode, &url])
+                    .output()
+            }
+        })
+        .await
+        .expect("join");
+        let Ok(out) = out else {
+            println!("  valgrind is not installed (apt-get install valgrind)");
+            return;
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let total: f64 = stderr
+            .lines()
+            .find_map(|l| {
+                l.split_once("Collected : ")
+                    .map(|(_, n)| n.trim().to_owned())
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(f64::NAN);
+        let per_frame = total / frames as f64;
+        println!("  {mode:<16} {per_frame:>7.0} instructions/frame");
+        counts.push((mode, per_frame));
+    }
+    let floor = counts[1].1;
+    for (mode, n) in &counts[2..] {
+        println!("  ratio raw-ignored-any / {mode}: {:.2}", floor / n);
+    }
+}
+
 async fn echo_server(listener: TcpListener) {
     while let Ok((tcp, _)) = listener.accept().await {
         let _ = tcp.set_nodelay(true);
@@ -460,6 +516,19 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--reader") {
         rt.block_on(reader(&args[i + 1], &args[i + 2]));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--instructions") {
+        let frames = args
+            .get(i + 1)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(200_000);
+        let server_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        server_rt.block_on(instructions_report(frames));
         return;
     }
     let frames = args
