@@ -552,6 +552,7 @@ impl<B: Backend> Session<B> {
     }
 
     /// Polls [`next_event`](Self::next_event).
+    #[inline]
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, Error>> {
         loop {
             let mut next = self.drain();
