@@ -221,52 +221,12 @@ async fn reader(mode: &str, url: &str) {
         "async-std-client" => {
             let url = url.to_owned();
             tokio::task::spawn_blocking(move || {
-                async_io::block_on(async {
-                    let mut session = runtimeuse_async_std::Client::new(url)
-                        .session()
-                        .await
-                        .expect("connect");
-                    let mut n = 0u64;
-                    let mut events = session
-                        .execute_commands_events(
-                            ["make"],
-                            runtimeuse_async_std::ExecuteCommandsOptions::new(),
-                        )
-                        .expect("start");
-                    while let Some(item) = events.next().await {
-                        match item.expect("event") {
-                            runtimeuse_async_std::RequestEvent::CommandOutput(o) => {
-                                std::hint::black_box(&o);
-                                n += 1;
-                            }
-                            runtimeuse_async_std::RequestEvent::CommandResult(_) => break,
-                            _ => {}
-                        }
-                    }
-                    n
-                })
+                async_io::block_on(count_events(runtimeuse_async_std::Client::new(url)))
             })
             .await
             .expect("join")
         }
-        "tokio-client" => {
-            let mut session = Client::new(url).session().await.expect("connect");
-            let mut n = 0u64;
-            let mut events = session
-                .execute_commands_events(["make"], ExecuteCommandsOptions::new())
-                .expect("start");
-            while let Some(item) = events.next().await {
-                match item.expect("event") {
-                    RequestEvent::CommandOutput(o) => {
-                        std::hint::black_box(&o);
-                        n += 1;
-                    }
-                    RequestEvent::CommandResult(_) => break,
-                    _ => {}
-                }
-            }
-            n
-        }
+        "tokio-client" => count_events(Client::new(url)).await,
         other => panic!("unknown mode {other}"),
     };
     let secs = start.elapsed().as_secs_f64();
@@ -275,6 +235,29 @@ async fn reader(mode: &str, url: &str) {
         peak_rss_kib(),
         cpu_ns().saturating_sub(cpu_start)
     );
+}
+
+/// The async clients' reader (tokio's and async-std's are the same generic client): counts the
+/// command output items of the request's event stream.
+async fn count_events<B: runtimeuse_tokio::runtimeuse_async::Backend>(
+    client: runtimeuse_tokio::runtimeuse_async::Client<B>,
+) -> u64 {
+    let mut session = client.session().await.expect("connect");
+    let mut n = 0u64;
+    let mut events = session
+        .execute_commands_events(["make"], ExecuteCommandsOptions::new())
+        .expect("start");
+    while let Some(item) = events.next().await {
+        match item.expect("event") {
+            RequestEvent::CommandOutput(o) => {
+                std::hint::black_box(&o);
+                n += 1;
+            }
+            RequestEvent::CommandResult(_) => break,
+            _ => {}
+        }
+    }
+    n
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
