@@ -24,11 +24,11 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::Message;
-use runtimeuse_tokio::{Client, ExecuteCommandsOptions, QueryOptions, RequestEvent};
+use runtimeuse_tokio::{Client, ExecuteCommandsOptions, QueryOptions, RequestEvent, proto};
 use tokio::net::TcpListener;
 
 const ROUNDS: usize = 9;
@@ -138,13 +138,13 @@ async fn reader(mode: &str, url: &str) {
                 .await
                 .expect("connect");
             let t0 = Instant::now();
-            let mut config = runtimeuse_tokio::proto::Config::default();
+            let mut config = proto::Config::default();
             config.keepalive_interval = None;
-            let mut session = runtimeuse_tokio::proto::Session::new(config, t0);
+            let mut session = proto::Session::new(config, t0);
             session
                 .execute_commands(
-                    runtimeuse_tokio::proto::CommandBatch::new(["make"]),
-                    runtimeuse_tokio::proto::RequestOptions::default(),
+                    proto::CommandBatch::new(["make"]),
+                    proto::RequestOptions::default(),
                     t0,
                 )
                 .expect("start");
@@ -152,25 +152,25 @@ async fn reader(mode: &str, url: &str) {
             'read: loop {
                 loop {
                     match session.poll_output() {
-                        runtimeuse_tokio::proto::Output::Transmit(
-                            runtimeuse_tokio::proto::Transmit::Text(t),
-                        ) => ws.send(Message::text(t)).await.expect("send"),
-                        runtimeuse_tokio::proto::Output::Transmit(_) => {}
-                        runtimeuse_tokio::proto::Output::Event(e) => match e {
-                            runtimeuse_tokio::proto::Event::CommandOutput(o) => {
+                        proto::Output::Transmit(proto::Transmit::Text(t)) => {
+                            ws.send(Message::text(t)).await.expect("send")
+                        }
+                        proto::Output::Transmit(_) => {}
+                        proto::Output::Event(e) => match e {
+                            proto::Event::CommandOutput(o) => {
                                 std::hint::black_box(&o);
                                 n += 1;
                             }
-                            runtimeuse_tokio::proto::Event::CommandResult { .. } => break 'read,
+                            proto::Event::CommandResult { .. } => break 'read,
                             _ => {}
                         },
-                        runtimeuse_tokio::proto::Output::Timeout(_) => break,
+                        proto::Output::Timeout(_) => break,
                     }
                 }
                 let Some(Ok(Message::Text(t))) = ws.next().await else {
                     break;
                 };
-                session.handle_input(runtimeuse_tokio::proto::Input::ReceiveText(t0, t.as_str()));
+                session.handle_input(proto::Input::ReceiveText(t0, t.as_str()));
             }
             let _ = ws.close(None).await;
             n
@@ -265,19 +265,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn flood_report(frames: usize) {
+/// The readers, floors first; each runs in its own child process (`--reader MODE URL`).
+const MODES: [&str; 7] = [
+    "raw-count",
+    "raw-ignored-any",
+    "raw-proto",
+    "tokio-client",
+    "tokio-callback",
+    "async-std-client",
+    "blocking-client",
+];
+
+/// Starts a flood server of `frames` frames per connection on loopback; returns its URL.
+async fn start_flood_server(frames: usize) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}", listener.local_addr().expect("addr"));
     tokio::spawn(flood_server(listener, frames));
-    let modes = [
-        "raw-count",
-        "raw-ignored-any",
-        "raw-proto",
-        "tokio-client",
-        "tokio-callback",
-        "async-std-client",
-        "blocking-client",
-    ];
+    url
+}
+
+async fn flood_report(frames: usize) {
+    let url = start_flood_server(frames).await;
+    let modes = MODES;
     // (client, floor) pairs whose ratio is reported.
     let pairs = [
         ("raw-proto", "raw-ignored-any"),
@@ -367,19 +376,9 @@ async fn flood_report(frames: usize) {
 /// Each reader under callgrind, which counts the instructions it executes: unlike time, the
 /// count does not move with the other load on the machine (same binary, same input).
 async fn instructions_report(frames: usize) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("ws://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(flood_server(listener, frames));
+    let url = start_flood_server(frames).await;
     let exe = std::env::current_exe().expect("exe");
-    let modes = [
-        "raw-count",
-        "raw-ignored-any",
-        "raw-proto",
-        "tokio-client",
-        "tokio-callback",
-        "async-std-client",
-        "blocking-client",
-    ];
+    let modes = MODES;
     let mut counts = Vec::new();
     println!("instructions (valgrind callgrind), {frames} frames:");
     for mode in modes {
@@ -501,16 +500,17 @@ fn main() {
         rt.block_on(reader(&args[i + 1], &args[i + 2]));
         return;
     }
+    // The server gets a thread of its own: the readers are child processes.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     if let Some(i) = args.iter().position(|a| a == "--instructions") {
         let frames = args
             .get(i + 1)
             .and_then(|f| f.parse().ok())
             .unwrap_or(200_000);
-        let server_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
         server_rt.block_on(instructions_report(frames));
         return;
     }
@@ -520,13 +520,6 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|f| f.parse().ok())
         .unwrap_or(1_000_000);
-    // The server gets its own thread: readers are child processes.
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
     server_rt.block_on(flood_report(frames));
     server_rt.block_on(round_trip_report());
-    let _ = Duration::ZERO;
 }

@@ -24,23 +24,7 @@ macro_rules! scenario {
     };
 }
 
-macro_rules! wait {
-    ($call:expr) => {
-        $call.await
-    };
-}
-
-macro_rules! cb {
-    (move |$arg:pat_param| $body:expr) => {
-        move |$arg| std::future::ready($body)
-    };
-}
-
-macro_rules! next {
-    ($events:expr) => {
-        futures_util::StreamExt::next(&mut $events).await
-    };
-}
+include!("shared/async_words.rs");
 
 macro_rules! thread {
     ($body:block) => {

@@ -21,10 +21,6 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::{Error, Tokio};
 
-fn now() -> std::time::Instant {
-    Tokio::now()
-}
-
 /// Settings of accepted connections.
 #[non_exhaustive]
 #[derive(Clone, Debug, Default)]
@@ -83,7 +79,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
         };
         let ws =
             tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config)).await?;
-        let now = now();
+        let now = Tokio::now();
         Ok(Self {
             conn: Conn::new(ws),
             session: RuntimeSession::new(config.runtime, now),
@@ -106,7 +102,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
     pub async fn flush(&mut self) -> Result<(), Error> {
         self.drain();
         if let Err(e) = self.conn.flush().await {
-            self.session.handle_input(Input::TransportClosed(now()));
+            self.session
+                .handle_input(Input::TransportClosed(Tokio::now()));
             self.drain();
             return Err(e.into());
         }
@@ -131,7 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 return None;
             }
             let incoming = self.conn.recv(self.deadline).await;
-            let now = now();
+            let now = Tokio::now();
             match incoming {
                 Incoming::Data(m) => self.session.handle_input(Incoming::input(&m, now)),
                 Incoming::Pong => self.session.handle_input(Input::Pong(now)),
