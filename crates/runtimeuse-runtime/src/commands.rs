@@ -18,8 +18,107 @@ const CHUNK: usize = 64 * 1024;
 pub(crate) struct Exit {
     /// The exit code, `-1` when a signal ended it.
     pub(crate) code: i64,
-    /// The collected stdout (up to the limit).
-    pub(crate) stdout: String,
+    /// The collected stdout (within its [`Collect`] budget).
+    pub(crate) stdout: Capture,
+    /// The collected stderr (within its [`Collect`] budget).
+    pub(crate) stderr: Capture,
+}
+
+/// How much of each stream [`run`] keeps: `head` bytes from the start and `tail` bytes from
+/// the end; what lies between is counted, not kept.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Collect {
+    pub(crate) stdout: Budget,
+    pub(crate) stderr: Budget,
+}
+
+/// The bytes kept of one stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Budget {
+    pub(crate) head: usize,
+    pub(crate) tail: usize,
+}
+
+/// What was kept of one stream: its start, its end, and how many bytes between them were cut.
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    head: String,
+    tail: String,
+    cut: usize,
+    budget: Budget,
+}
+
+impl Capture {
+    pub(crate) fn new(budget: Budget) -> Self {
+        Self {
+            budget,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn push(&mut self, mut text: &str) {
+        if self.head.len() < self.budget.head {
+            let room = floor_char_boundary(text, self.budget.head - self.head.len());
+            self.head.push_str(&text[..room]);
+            text = &text[room..];
+        }
+        if text.is_empty() {
+            return;
+        }
+        if self.budget.tail == 0 {
+            self.cut += text.len();
+            return;
+        }
+        self.tail.push_str(text);
+        // Compact once the tail holds twice its budget, so that each byte moves O(1) times.
+        if self.tail.len() > 2 * self.budget.tail {
+            let drop = ceil_char_boundary(&self.tail, self.tail.len() - self.budget.tail);
+            self.cut += drop;
+            self.tail.drain(..drop);
+        }
+    }
+
+    /// Bytes of the stream that were not kept.
+    pub(crate) fn cut(&self) -> usize {
+        let over = self.tail.len().saturating_sub(self.budget.tail);
+        if over == 0 {
+            return self.cut;
+        }
+        self.cut + ceil_char_boundary(&self.tail, over)
+    }
+
+    /// The kept text, with `marker(cut)` between the start and the end when bytes were cut.
+    pub(crate) fn into_text(mut self, marker: impl FnOnce(usize) -> String) -> String {
+        let over = self.tail.len().saturating_sub(self.budget.tail);
+        if over > 0 {
+            let drop = ceil_char_boundary(&self.tail, over);
+            self.cut += drop;
+            self.tail.drain(..drop);
+        }
+        if self.cut == 0 {
+            self.head.push_str(&self.tail);
+            return self.head;
+        }
+        let mut out = self.head;
+        out.push_str(&marker(self.cut));
+        out.push_str(&self.tail);
+        out
+    }
+}
+
+/// The largest char boundary of `s` at or below `i`.
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    (0..=i).rev().find(|&b| s.is_char_boundary(b)).unwrap_or(0)
+}
+
+/// The smallest char boundary of `s` at or above `i`.
+fn ceil_char_boundary(s: &str, i: usize) -> usize {
+    (i..=s.len())
+        .find(|&b| s.is_char_boundary(b))
+        .unwrap_or(s.len())
 }
 
 /// The command was cancelled (and killed), or could not start.
@@ -29,13 +128,13 @@ pub(crate) enum RunError {
     Spawn(std::io::Error),
 }
 
-/// Runs `command` through `sh -c`, streaming its output to `tx` and collecting up to
-/// `collect_limit` bytes of stdout.
+/// Runs `command` through `sh -c`, streaming its output to `tx` (when given) and keeping what
+/// `collect` says of each stream.
 pub(crate) async fn run(
     command: &Command,
-    tx: &Outbox,
+    tx: Option<&Outbox>,
     cancel: &CancelSignal,
-    collect_limit: usize,
+    collect: Collect,
 ) -> Result<Exit, RunError> {
     if let Some(cwd) = &command.cwd {
         tokio::fs::create_dir_all(cwd)
@@ -66,17 +165,15 @@ pub(crate) async fn run(
         return Err(RunError::Spawn(std::io::Error::other("no pipes")));
     };
     let work = async {
-        let (collected, ()) = tokio::join!(
-            pump(stdout, OutputStream::Stdout, &name, tx, collect_limit),
-            async {
-                pump(stderr, OutputStream::Stderr, &name, tx, 0).await;
-            }
+        let (out, err) = tokio::join!(
+            pump(stdout, OutputStream::Stdout, &name, tx, collect.stdout),
+            pump(stderr, OutputStream::Stderr, &name, tx, collect.stderr),
         );
         let status = child.wait().await;
-        (collected, status)
+        (out, err, status)
     };
     tokio::select! {
-        (stdout, status) = work => {
+        (stdout, stderr, status) = work => {
             let code = match status {
                 Ok(s) => s.code().map_or(-1, i64::from),
                 Err(e) => {
@@ -86,14 +183,14 @@ pub(crate) async fn run(
             };
             // The command ended; what it left running in its group may go on.
             guard.0 = None;
-            Ok(Exit { code, stdout })
+            Ok(Exit { code, stdout, stderr })
         }
         () = cancel.clone().cancelled() => Err(RunError::Cancelled),
     }
 }
 
 /// Kills the command's process group when dropped, unless disarmed.
-struct GroupGuard(Option<u32>);
+pub(crate) struct GroupGuard(pub(crate) Option<u32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
@@ -112,17 +209,16 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
-/// Reads a pipe to its end, sending each read as an output chunk (UTF-8 sequences split
-/// between reads are kept whole), and returns up to `limit` bytes of it.
+/// Reads a pipe to its end, sending each read as an output chunk when `tx` is given (UTF-8
+/// sequences split between reads are kept whole), and returns what `budget` keeps of it.
 async fn pump(
     mut pipe: impl AsyncRead + Unpin,
     stream: OutputStream,
     command: &Arc<str>,
-    tx: &Outbox,
-    limit: usize,
-) -> String {
-    let mut collected = String::new();
-    let mut truncated = false;
+    tx: Option<&Outbox>,
+    budget: Budget,
+) -> Capture {
+    let mut collected = Capture::new(budget);
     let mut buf = vec![0; CHUNK];
     let mut carry: Vec<u8> = Vec::new();
     loop {
@@ -142,32 +238,69 @@ async fn pump(
         };
         carry.extend_from_slice(&bytes[valid..]);
         let text = String::from_utf8_lossy(&bytes[..valid]).into_owned();
-        if collected.len() + text.len() <= limit {
-            collected.push_str(&text);
-        } else if !truncated && limit > 0 {
-            truncated = true;
-            tracing::warn!(
-                limit,
-                "collected stdout over the limit; the rest is streamed only"
-            );
-        }
-        if tx
-            .send(Cmd::Output(stream, Arc::clone(command), text))
-            .await
-            .is_err()
+        collected.push(&text);
+        if let Some(tx) = tx
+            && tx
+                .send(Cmd::Output(stream, Arc::clone(command), text))
+                .await
+                .is_err()
         {
             break;
         }
     }
     if !carry.is_empty() {
         let text = String::from_utf8_lossy(&carry).into_owned();
-        if collected.len() + text.len() <= limit {
-            collected.push_str(&text);
+        collected.push(&text);
+        if let Some(tx) = tx {
+            let _ = tx
+                .send(Cmd::Output(stream, Arc::clone(command), text))
+                .await;
         }
-        let _ = tx
-            .send(Cmd::Output(stream, Arc::clone(command), text))
-            .await;
     }
-    let _ = tx.send(Cmd::FlushOutput(stream)).await;
+    if let Some(tx) = tx {
+        let _ = tx.send(Cmd::FlushOutput(stream)).await;
+    }
     collected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Budget, Capture};
+
+    fn captured(budget: Budget, chunks: &[&str]) -> (String, usize) {
+        let mut c = Capture::new(budget);
+        for chunk in chunks {
+            c.push(chunk);
+        }
+        let cut = c.cut();
+        (c.into_text(|n| format!("[{n} cut]")), cut)
+    }
+
+    #[test]
+    fn keeps_everything_within_budget() {
+        let b = Budget { head: 4, tail: 4 };
+        assert_eq!(captured(b, &["ab", "cd", "ef"]), ("abcdef".to_owned(), 0));
+    }
+
+    #[test]
+    fn keeps_head_and_tail_and_counts_the_cut() {
+        let b = Budget { head: 3, tail: 3 };
+        let chunks: Vec<String> = (0..100).map(|i| format!("{}", i % 10)).collect();
+        let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        assert_eq!(captured(b, &refs), ("012[94 cut]789".to_owned(), 94));
+    }
+
+    #[test]
+    fn head_only_counts_the_rest() {
+        let b = Budget { head: 2, tail: 0 };
+        assert_eq!(captured(b, &["abcdef"]), ("ab[4 cut]".to_owned(), 4));
+    }
+
+    #[test]
+    fn never_splits_a_character() {
+        let b = Budget { head: 3, tail: 3 };
+        assert_eq!(captured(b, &["éééé"]), ("é[4 cut]é".to_owned(), 4));
+        let b = Budget { head: 1, tail: 1 };
+        assert_eq!(captured(b, &["éé"]), ("[4 cut]".to_owned(), 4));
+    }
 }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::artifacts::Watcher;
-use crate::commands::{self, RunError};
+use crate::commands::{self, Budget, Collect, RunError};
 use crate::handler::{CancelSignal, HandlerContext};
 use crate::{Shared, http};
 
@@ -214,7 +214,7 @@ async fn hooks(
     when: &str,
 ) -> Result<(), Terminal> {
     for c in list.into_iter().flatten() {
-        match commands::run(c, &env.outbox, &env.cancel, 0).await {
+        match commands::run(c, Some(&env.outbox), &env.cancel, Collect::default()).await {
             Ok(exit) if exit.code == 0 => {}
             Ok(exit) => {
                 return Err(failure(format!(
@@ -293,16 +293,29 @@ async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {
     {
         return t;
     }
-    let limit = env.shared.options.max_collected_stdout;
+    let collect = Collect {
+        stdout: Budget {
+            head: env.shared.options.max_collected_stdout,
+            tail: 0,
+        },
+        stderr: Budget::default(),
+    };
     let mut results = Vec::new();
     for c in &batch.commands {
-        match commands::run(c, &env.outbox, &env.cancel, limit).await {
+        match commands::run(c, Some(&env.outbox), &env.cancel, collect).await {
             Ok(exit) => {
                 let failed = exit.code != 0;
+                if exit.stdout.cut() > 0 {
+                    tracing::warn!(
+                        cut = exit.stdout.cut(),
+                        "collected stdout over the limit; the rest was streamed only"
+                    );
+                }
+                let stdout = exit.stdout.into_text(|_| String::new());
                 results.push(CommandResultItem {
                     command: c.command.clone(),
                     exit_code: exit.code,
-                    stdout: (!exit.stdout.is_empty()).then_some(exit.stdout),
+                    stdout: (!stdout.is_empty()).then_some(stdout),
                 });
                 if failed {
                     break;

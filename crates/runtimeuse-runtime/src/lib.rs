@@ -7,8 +7,10 @@
 //! failing command ending a batch; cancel kills the command's whole process group; artifact
 //! directories watched (gitignore-style rules), uploads by HTTP PUT to the URL the client
 //! gives; the end-of-session drain; heartbeats; `secrets_to_redact` applied to everything
-//! sent. Agent behaviour comes from an [`AgentHandler`]; [`ScriptedHandler`] is a
-//! deterministic one for tests and demos.
+//! sent. Agent behaviour comes from an [`AgentHandler`]: [`ModelAgent`] answers with a
+//! language model (OpenAI Responses, Chat Completions for OpenAI-compatible servers, Anthropic
+//! Messages) that works in the sandbox with a shell and file tools; [`CommandAgent`] runs an
+//! external agent CLI; [`ScriptedHandler`] is a deterministic one for tests and demos.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -26,6 +28,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod agents;
 mod artifacts;
 mod commands;
 mod connection;
@@ -44,6 +47,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub use agents::{AgentOptions, CommandAgent, ModelAgent, ModelApi, PromptInput, ProviderConfig};
 pub use artifacts::DEFAULT_IGNORE;
 pub use handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
 pub use scripted::ScriptedHandler;

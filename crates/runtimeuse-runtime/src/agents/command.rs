@@ -1,0 +1,233 @@
+//! The `command` agent: an external agent CLI (a coding agent's non-interactive mode, a
+//! script) run once per query.
+
+use std::process::Stdio;
+
+use runtimeuse_proto::{Invocation, QueryResult, ResultData};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::schema;
+use crate::commands::{Budget, Capture, GroupGuard};
+use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
+
+/// How the prompt reaches the agent command.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PromptInput {
+    /// Written to its stdin, which is then closed.
+    #[default]
+    Stdin,
+    /// Appended to the command line as one more argument.
+    Argument,
+}
+
+/// Runs an agent CLI for each query: `sh -c <command>` in a process group of its own, the
+/// prompt on stdin or as the last argument; each line of its stdout is streamed as an
+/// assistant message and its whole stdout (trimmed) is the text result; a non-zero exit fails
+/// the query with the end of its stderr. Cancel kills its process group.
+///
+/// It also gets, besides the invocation's `agent_env`: `RUNTIMEUSE_PROMPT`,
+/// `RUNTIMEUSE_SYSTEM_PROMPT`, `RUNTIMEUSE_MODEL` and, when structured output is asked for,
+/// `RUNTIMEUSE_OUTPUT_SCHEMA` (the answer's JSON Schema); its stdout (or its last line) must
+/// then be that JSON.
+#[derive(Clone, Debug)]
+pub struct CommandAgent {
+    command: String,
+    prompt: PromptInput,
+    max_result: usize,
+}
+
+/// The longest line streamed as one assistant message; longer lines go out in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
+impl CommandAgent {
+    /// An agent running `command` through `sh -c`, the prompt on stdin.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            prompt: PromptInput::Stdin,
+            max_result: 512 * 1024,
+        }
+    }
+
+    /// Sets how the prompt is passed.
+    #[must_use]
+    pub fn prompt_input(mut self, how: PromptInput) -> Self {
+        self.prompt = how;
+        self
+    }
+
+    /// Most bytes of stdout kept for the result (the end is kept). Default 512 KiB.
+    #[must_use]
+    pub fn max_result(mut self, bytes: usize) -> Self {
+        self.max_result = bytes;
+        self
+    }
+
+    async fn answer(
+        &self,
+        invocation: Invocation,
+        ctx: HandlerContext,
+    ) -> Result<QueryResult, AgentError> {
+        let schema = match &invocation.output_format_json_schema {
+            Some(f) => Some(schema::answer_schema(f).map_err(AgentError::new)?),
+            None => None,
+        };
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        match self.prompt {
+            PromptInput::Stdin => {
+                cmd.arg("-c").arg(&self.command);
+            }
+            PromptInput::Argument => {
+                cmd.arg("-c")
+                    .arg(format!("{} \"$@\"", self.command))
+                    .arg("runtimeuse")
+                    .arg(&invocation.user_prompt);
+            }
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(env) = &invocation.agent_env {
+            cmd.envs(env);
+        }
+        cmd.env("RUNTIMEUSE_PROMPT", &invocation.user_prompt)
+            .env("RUNTIMEUSE_SYSTEM_PROMPT", &invocation.system_prompt)
+            .env("RUNTIMEUSE_MODEL", &invocation.model);
+        if let Some(s) = &schema {
+            cmd.env("RUNTIMEUSE_OUTPUT_SCHEMA", s.to_string());
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| AgentError::new(format!("the agent command could not start: {e}")))?;
+        // Kills the whole group when the query ends early (cancel, connection gone).
+        let mut guard = GroupGuard(child.id());
+        let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(AgentError::new("the agent command has no pipes"));
+        };
+        let prompt = (self.prompt == PromptInput::Stdin).then(|| invocation.user_prompt.clone());
+        let feed = async move {
+            if let Some(p) = prompt {
+                // An agent that exits without reading its stdin is not an error.
+                let _ = stdin.write_all(p.as_bytes()).await;
+            }
+            drop(stdin);
+        };
+        let budget = Budget {
+            head: 0,
+            tail: self.max_result,
+        };
+        let read_out = async {
+            let mut kept = Capture::new(budget);
+            let mut line = Vec::new();
+            let mut buf = vec![0; 16 * 1024];
+            loop {
+                let n = match stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                for &b in &buf[..n] {
+                    if b == b'\n' || line.len() >= MAX_LINE {
+                        if b != b'\n' {
+                            line.push(b);
+                        }
+                        emit(&ctx, &mut kept, &mut line, true).await;
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+            emit(&ctx, &mut kept, &mut line, false).await;
+            kept
+        };
+        let read_err = async {
+            let mut kept = Capture::new(Budget {
+                head: 0,
+                tail: 4096,
+            });
+            let mut buf = vec![0; 8 * 1024];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                kept.push(&String::from_utf8_lossy(&buf[..n]));
+            }
+            kept
+        };
+        let ((), out, err) = tokio::join!(feed, read_out, read_err);
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| AgentError::new(format!("waiting for the agent command: {e}")))?;
+        guard.0 = None;
+        let marker = |n: usize| format!("[... {n} bytes cut ...]\n");
+        if !status.success() {
+            let code = status.code().map_or(-1, i64::from);
+            let stderr = err.into_text(marker);
+            return Err(AgentError {
+                message: format!(
+                    "the agent command exited with code {code}: {}",
+                    stderr.trim()
+                ),
+                metadata: json!({ "error_name": "CommandAgentError", "exit_code": code }),
+            });
+        }
+        let text = out.into_text(marker).trim().to_owned();
+        let data = match schema {
+            None => ResultData::Text(text),
+            Some(s) => {
+                let value = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .or_else(|| {
+                        text.lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .and_then(|l| serde_json::from_str(l).ok())
+                    })
+                    .ok_or_else(|| AgentError::new("the agent command's output is not JSON"))?;
+                schema::check(&value, &s).map_err(|e| {
+                    AgentError::new(format!(
+                        "the agent command's output does not follow the schema: {e}"
+                    ))
+                })?;
+                ResultData::StructuredOutput(value)
+            }
+        };
+        Ok(QueryResult {
+            data,
+            metadata: json!({ "agent": "command" }),
+        })
+    }
+}
+
+/// Streams one line of stdout as an assistant message (blank lines are kept for the result
+/// but not sent) and keeps it for the result.
+async fn emit(ctx: &HandlerContext, kept: &mut Capture, line: &mut Vec<u8>, newline: bool) {
+    if line.is_empty() && !newline {
+        return;
+    }
+    let text = String::from_utf8_lossy(line).into_owned();
+    line.clear();
+    kept.push(&text);
+    if newline {
+        kept.push("\n");
+    }
+    if !text.trim().is_empty() {
+        ctx.send_assistant(vec![text]).await;
+    }
+}
+
+impl AgentHandler for CommandAgent {
+    fn run<'a>(
+        &'a self,
+        invocation: Invocation,
+        ctx: HandlerContext,
+    ) -> BoxFuture<'a, Result<QueryResult, AgentError>> {
+        Box::pin(self.answer(invocation, ctx))
+    }
+}

@@ -1,0 +1,475 @@
+//! Agents that answer queries: [`ModelAgent`] talks to a model provider (OpenAI Responses,
+//! OpenAI-compatible Chat Completions, Anthropic Messages) and lets the model work in the
+//! sandbox with tools; [`CommandAgent`] runs an external agent CLI.
+//!
+//! A [`ModelAgent`] runs the agent loop: the invocation's system prompt, user prompt and model
+//! go to the provider; each tool call the model makes runs in the sandbox (`shell`,
+//! `read_file`, `write_file`) and its result goes back; this repeats until the model answers
+//! without calling a tool, or [`AgentOptions::max_turns`] is reached. Each completed assistant
+//! message is streamed to the client as one `assistant_message`. The answer is the text
+//! result, or, when the invocation asks for structured output, the answer parsed as JSON and
+//! checked against the schema (which the provider is asked to follow, made strict).
+//!
+//! Result metadata: `provider`, `api`, `model`, `turns`, `tool_calls`, `duration_ms` and
+//! `usage` (`inputTokens`, `outputTokens`, `totalTokens`, as the upstream runtime reports it).
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use runtimeuse_runtime::{AgentOptions, ModelAgent, ModelApi, ProviderConfig, Runtime};
+//!
+//! // OPENAI_API_KEY and OPENAI_BASE_URL from the environment.
+//! let provider = ProviderConfig::openai_from_env(ModelApi::OpenAiResponses);
+//! let agent = ModelAgent::new(provider, AgentOptions::default())?;
+//! let runtime = Runtime::new(agent).bind("127.0.0.1:8080").await?;
+//! runtime.serve(std::future::pending()).await
+//! # }
+//! ```
+
+mod anthropic;
+mod command;
+mod openai;
+mod provider;
+mod schema;
+mod tools;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use runtimeuse_proto::{Invocation, QueryResult, ResultData};
+use serde_json::{Value, json};
+
+use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
+use provider::{Item, Part, ProviderError, ToolCall, TurnRequest, Usage};
+
+pub use command::{CommandAgent, PromptInput};
+
+/// The API a [`ModelAgent`] speaks.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModelApi {
+    /// OpenAI's Responses API: `POST {base}/responses` (the upstream runtime's default).
+    OpenAiResponses,
+    /// Chat Completions: `POST {base}/chat/completions`, which OpenAI and OpenAI-compatible
+    /// servers (vLLM, Ollama, llama.cpp, OpenRouter, ...) speak.
+    OpenAiChat,
+    /// Anthropic's Messages API: `POST {base}/v1/messages`.
+    AnthropicMessages,
+}
+
+impl ModelApi {
+    /// The provider's name: `openai` or `anthropic`.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Self::OpenAiResponses | Self::OpenAiChat => "openai",
+            Self::AnthropicMessages => "anthropic",
+        }
+    }
+
+    /// The API's name: `responses`, `chat` or `messages`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAiResponses => "responses",
+            Self::OpenAiChat => "chat",
+            Self::AnthropicMessages => "messages",
+        }
+    }
+
+    /// The environment variable the API key is read from.
+    pub fn key_variable(self) -> &'static str {
+        match self {
+            Self::OpenAiResponses | Self::OpenAiChat => "OPENAI_API_KEY",
+            Self::AnthropicMessages => "ANTHROPIC_API_KEY",
+        }
+    }
+}
+
+/// Where and how a [`ModelAgent`] reaches its provider. `Debug` does not show the key.
+#[non_exhaustive]
+#[derive(Clone)]
+pub struct ProviderConfig {
+    /// The API spoken.
+    pub api: ModelApi,
+    /// The base URL: `https://api.openai.com/v1` for OpenAI (it ends in `/v1`),
+    /// `https://api.anthropic.com` for Anthropic (without `/v1`), as the official SDKs take it.
+    pub base_url: String,
+    /// The API key. When `None`, each query fails with an error saying which variable to set.
+    pub api_key: Option<String>,
+    /// The model used when an invocation's `model` is empty.
+    pub default_model: Option<String>,
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("api", &self.api)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
+            .field("default_model", &self.default_model)
+            .finish()
+    }
+}
+
+impl ProviderConfig {
+    /// A provider at `base_url` with no key.
+    pub fn new(api: ModelApi, base_url: impl Into<String>) -> Self {
+        Self {
+            api,
+            base_url: base_url.into(),
+            api_key: None,
+            default_model: None,
+        }
+    }
+
+    /// OpenAI (either API) from `OPENAI_API_KEY` and `OPENAI_BASE_URL` (default
+    /// `https://api.openai.com/v1`).
+    pub fn openai_from_env(api: ModelApi) -> Self {
+        let base = non_empty_var("OPENAI_BASE_URL")
+            .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+        Self::new(api, base).with_key(non_empty_var("OPENAI_API_KEY"))
+    }
+
+    /// Anthropic from `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (default
+    /// `https://api.anthropic.com`).
+    pub fn anthropic_from_env() -> Self {
+        let base = non_empty_var("ANTHROPIC_BASE_URL")
+            .unwrap_or_else(|| "https://api.anthropic.com".to_owned());
+        Self::new(ModelApi::AnthropicMessages, base).with_key(non_empty_var("ANTHROPIC_API_KEY"))
+    }
+
+    /// Sets the API key.
+    #[must_use]
+    pub fn api_key(self, key: impl Into<String>) -> Self {
+        self.with_key(Some(key.into()))
+    }
+
+    /// Sets the model used when an invocation names none.
+    #[must_use]
+    pub fn default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = Some(model.into());
+        self
+    }
+
+    fn with_key(mut self, key: Option<String>) -> Self {
+        self.api_key = key;
+        self
+    }
+}
+
+fn non_empty_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Limits and switches of the agent loop.
+///
+/// `#[non_exhaustive]`: start from [`AgentOptions::default`] and change fields.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Most model turns per query. Default 30.
+    pub max_turns: u32,
+    /// Time limit of one tool call; the command's process group is killed after it.
+    /// Default 300 s.
+    pub tool_timeout: Duration,
+    /// Most bytes of a tool's output given back to the model; longer output is cut in the
+    /// middle, and the cut is said in the text. Default 32 KiB.
+    pub max_tool_output: usize,
+    /// Attempts per model request, the first included, when the provider answers 408, 409,
+    /// 429 or 5xx or cannot be reached. Default 3.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; it doubles for each further one, unless the provider
+    /// says how long to wait (`Retry-After`). Default 500 ms.
+    pub retry_base_delay: Duration,
+    /// The longest wait between attempts, `Retry-After` included. Default 60 s.
+    pub max_retry_delay: Duration,
+    /// A model stream that sends nothing for this long fails. Default 300 s.
+    pub stream_idle_timeout: Duration,
+    /// Time limit for connecting to the provider. Default 30 s.
+    pub connect_timeout: Duration,
+    /// Most bytes of one streamed model response. Default 64 MiB.
+    pub max_response_bytes: usize,
+    /// `max_tokens` of each Anthropic request (the API requires one). Default 16384.
+    pub max_tokens: u32,
+    /// Offer the provider's hosted web search (`web_search` on the Responses API,
+    /// `web_search_20250305` on Anthropic; Chat Completions has none). Default off.
+    pub web_search: bool,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            max_turns: 30,
+            tool_timeout: Duration::from_secs(300),
+            max_tool_output: 32 * 1024,
+            max_attempts: 3,
+            retry_base_delay: Duration::from_millis(500),
+            max_retry_delay: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(30),
+            max_response_bytes: 64 << 20,
+            max_tokens: 16384,
+            web_search: false,
+        }
+    }
+}
+
+/// An agent that answers with a language model and works in the sandbox with tools.
+pub struct ModelAgent {
+    provider: ProviderConfig,
+    options: AgentOptions,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for ModelAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelAgent")
+            .field("provider", &self.provider)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelAgent {
+    /// An agent for this provider. A missing key is not an error here: each query then fails
+    /// with a message naming the variable to set.
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built (its TLS configuration).
+    pub fn new(provider: ProviderConfig, options: AgentOptions) -> std::io::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .user_agent(concat!("runtimeuse-rs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Self {
+            provider,
+            options,
+            http,
+        })
+    }
+
+    /// The provider's settings.
+    pub fn provider(&self) -> &ProviderConfig {
+        &self.provider
+    }
+
+    fn fail(&self, e: &ProviderError) -> AgentError {
+        let mut message = e.to_string();
+        if let Some(key) = self.provider.api_key.as_deref().filter(|k| k.len() >= 4) {
+            message = message.replace(key, "[REDACTED]");
+        }
+        AgentError {
+            message,
+            metadata: e.metadata(),
+        }
+    }
+
+    fn config_error(&self, message: String) -> AgentError {
+        AgentError {
+            message,
+            metadata: json!({
+                "error_name": "ConfigurationError",
+                "provider": self.provider.api.provider(),
+                "api": self.provider.api.name(),
+            }),
+        }
+    }
+
+    async fn answer(
+        &self,
+        invocation: Invocation,
+        ctx: HandlerContext,
+    ) -> Result<QueryResult, AgentError> {
+        let started = Instant::now();
+        let api = self.provider.api;
+        if self.provider.api_key.is_none() {
+            let var = api.key_variable();
+            return Err(self.config_error(format!(
+                "{var} is not set: the {} agent needs an API key; set {var} in the runtime's \
+                 environment (or pass --api-key to `runtimeuse serve`)",
+                api.provider()
+            )));
+        }
+        let model = Some(invocation.model.as_str())
+            .filter(|m| !m.is_empty())
+            .or(self.provider.default_model.as_deref())
+            .ok_or_else(|| {
+                self.config_error(
+                    "no model: the invocation names none and the agent has no default model"
+                        .to_owned(),
+                )
+            })?
+            .to_owned();
+        let schema = match &invocation.output_format_json_schema {
+            Some(format) => Some(schema::strict(
+                &schema::answer_schema(format).map_err(|e| self.config_error(e))?,
+            )),
+            None => None,
+        };
+        // Anthropic gives a structured answer through a tool; its input must be an object.
+        let via_tool = api == ModelApi::AnthropicMessages && schema.is_some();
+        let wrapped = via_tool
+            && schema
+                .as_ref()
+                .is_some_and(|s| s.get("type").and_then(Value::as_str) != Some("object"));
+        let mut tools = tools::builtin();
+        let mut system = invocation.system_prompt.clone();
+        if let Some(s) = schema.as_ref().filter(|_| via_tool) {
+            let input = if wrapped {
+                json!({"type": "object", "properties": {"value": s}, "required": ["value"], "additionalProperties": false})
+            } else {
+                s.clone()
+            };
+            tools.push(tools::final_output(input));
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str(
+                "When you have the final answer, give it by calling the final_output tool.",
+            );
+        }
+        let env = tools::ToolEnv {
+            cancel: &ctx.cancel,
+            env: invocation.agent_env.as_ref(),
+            options: &self.options,
+            secrets: &invocation.secrets_to_redact,
+        };
+        let mut items = vec![Item::User(invocation.user_prompt.clone())];
+        let mut usage = Usage::default();
+        let mut turns = 0;
+        let mut tool_calls = 0u64;
+        let mut force = false;
+        let answer: Answer = loop {
+            if turns >= self.options.max_turns {
+                return Err(AgentError {
+                    message: format!(
+                        "the model did not finish within {} turns (max turns)",
+                        self.options.max_turns
+                    ),
+                    metadata: json!({
+                        "error_name": "MaxTurnsExceeded",
+                        "turns": turns,
+                        "tool_calls": tool_calls,
+                    }),
+                });
+            }
+            turns += 1;
+            let request = TurnRequest {
+                model: &model,
+                system: &system,
+                items: &items,
+                tools: &tools,
+                schema: schema.as_ref().filter(|_| !via_tool),
+                force_tool: force.then_some(tools::FINAL_OUTPUT),
+                web_search: self.options.web_search,
+                max_tokens: self.options.max_tokens,
+            };
+            let mut stream = provider::start(&self.http, &self.provider, &self.options, &request)
+                .await
+                .map_err(|e| self.fail(&e))?;
+            let mut parts = Vec::new();
+            while let Some(part) = stream.next().await.map_err(|e| self.fail(&e))? {
+                if let Part::Text(t) = &part {
+                    ctx.send_assistant(vec![t.clone()]).await;
+                }
+                parts.push(part);
+            }
+            usage.input += stream.usage().input;
+            usage.output += stream.usage().output;
+            drop(stream);
+            let calls: Vec<ToolCall> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Call(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(c) = calls
+                .iter()
+                .find(|c| via_tool && c.name == tools::FINAL_OUTPUT)
+            {
+                break Answer::Json(c.arguments.clone());
+            }
+            if calls.is_empty() {
+                let text: String = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Text(t) => Some(t.as_str()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if via_tool && !force {
+                    // Answered in text: one more turn, with the answer tool forced.
+                    force = true;
+                    items.push(Item::Assistant(parts));
+                    items.push(Item::User(
+                        "Now give that answer by calling the final_output tool.".to_owned(),
+                    ));
+                    continue;
+                }
+                break if schema.is_some() {
+                    Answer::Json(text)
+                } else {
+                    Answer::Text(text)
+                };
+            }
+            items.push(Item::Assistant(parts));
+            let mut results = Vec::with_capacity(calls.len());
+            for c in &calls {
+                tool_calls += 1;
+                tracing::debug!(tool = %c.name, "tool call");
+                results.push((c.id.clone(), tools::call(c, &env).await));
+            }
+            items.push(Item::Results(results));
+        };
+        let metadata = json!({
+            "provider": api.provider(),
+            "api": api.name(),
+            "model": model,
+            "turns": turns,
+            "tool_calls": tool_calls,
+            "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "usage": {
+                "inputTokens": usage.input,
+                "outputTokens": usage.output,
+                "totalTokens": usage.input + usage.output,
+            },
+        });
+        let data = match (answer, &schema) {
+            (Answer::Text(t), _) | (Answer::Json(t), None) => ResultData::Text(t),
+            (Answer::Json(t), Some(s)) => {
+                let mut value: Value = serde_json::from_str(t.trim()).map_err(|e| AgentError {
+                    message: format!("the model's answer is not valid JSON: {e}"),
+                    metadata: json!({ "error_name": "StructuredOutputError" }),
+                })?;
+                if wrapped {
+                    value = value.get_mut("value").map(Value::take).unwrap_or_default();
+                }
+                schema::check(&value, s).map_err(|e| AgentError {
+                    message: format!("the model's answer does not follow the schema: {e}"),
+                    metadata: json!({ "error_name": "StructuredOutputError" }),
+                })?;
+                ResultData::StructuredOutput(value)
+            }
+        };
+        Ok(QueryResult { data, metadata })
+    }
+}
+
+/// The model's final answer before it becomes a result.
+enum Answer {
+    Text(String),
+    /// JSON text to parse (structured output).
+    Json(String),
+}
+
+impl AgentHandler for ModelAgent {
+    fn run<'a>(
+        &'a self,
+        invocation: Invocation,
+        ctx: HandlerContext,
+    ) -> BoxFuture<'a, Result<QueryResult, AgentError>> {
+        Box::pin(self.answer(invocation, ctx))
+    }
+}
