@@ -1,5 +1,6 @@
 //! Test support for the integration scenarios: the project's runtime served on a background
-//! tokio runtime ([`Served`]), a minimal HTTP server on loopback that serves files and records
+//! tokio runtime ([`Served`]), a mock model provider speaking the OpenAI and Anthropic
+//! streaming formats ([`MockProvider`]), a minimal HTTP server on loopback that serves files and records
 //! PUT uploads, a `wss://` echo runtime with a certificate made on the spot, and unique
 //! temporary directories.
 //!
@@ -17,7 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtimeuse_runtime::{Runtime, RuntimeHandle, RuntimeOptions, ScriptedHandler};
+use runtimeuse_runtime::{
+    AgentHandler, AgentOptions, ModelAgent, Runtime, RuntimeHandle, RuntimeOptions, ScriptedHandler,
+};
+
+pub mod mock_provider;
+pub use mock_provider::{Api, MockProvider, Recorded, Reply, SseEvent};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -39,13 +45,43 @@ impl Served {
     ///
     /// If the tokio runtime cannot be built or no loopback port can be bound.
     pub fn start(options: RuntimeOptions) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        Self::with_handler(ScriptedHandler, options)
+    }
+
+    /// Serves a runtime running `handler` with these options.
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime cannot be built or no loopback port can be bound.
+    pub fn with_handler(handler: impl AgentHandler, options: RuntimeOptions) -> Self {
+        Self::serve_on(tokio_runtime(), handler, options)
+    }
+
+    /// Serves a runtime whose agent is a [`ModelAgent`] speaking `api` to a [`MockProvider`]
+    /// that answers with `replies` (the agent's key is [`TEST_KEY`]). Returns both.
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime cannot be built or no loopback port can be bound.
+    pub fn model_agent(
+        api: Api,
+        replies: Vec<Reply>,
+        agent: AgentOptions,
+        options: RuntimeOptions,
+    ) -> (Self, MockProvider) {
+        let rt = tokio_runtime();
+        let mock = on(&rt, MockProvider::start(replies));
+        let agent = ModelAgent::new(api.provider(&mock).api_key(TEST_KEY), agent).expect("agent");
+        (Self::serve_on(rt, agent, options), mock)
+    }
+
+    fn serve_on(
+        rt: tokio::runtime::Runtime,
+        handler: impl AgentHandler,
+        options: RuntimeOptions,
+    ) -> Self {
         let handle = on(&rt, async {
-            Runtime::new(ScriptedHandler)
+            Runtime::new(handler)
                 .options(options)
                 .bind("127.0.0.1:0")
                 .await
@@ -74,6 +110,11 @@ impl Served {
         }
     }
 
+    /// Starts a [`MockProvider`] with these replies on this runtime's tokio runtime.
+    pub fn mock_provider(&self, replies: Vec<Reply>) -> MockProvider {
+        on(self.rt(), MockProvider::start(replies))
+    }
+
     /// Starts an [`HttpServer`] on this runtime's tokio runtime.
     pub fn http(&self, files: HashMap<String, Vec<u8>>) -> HttpServer {
         on(self.rt(), HttpServer::start(files))
@@ -96,6 +137,17 @@ impl Served {
     fn rt(&self) -> &tokio::runtime::Runtime {
         self.rt.as_ref().expect("running until dropped")
     }
+}
+
+/// The API key the mock providers' agents use; tests check that it never reaches a client.
+pub const TEST_KEY: &str = "sk-test-0123456789-do-not-leak";
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// Runs `fut` to completion on `rt`, from any thread, inside another async runtime's task too
