@@ -117,6 +117,14 @@ impl Runtime {
         }
     }
 
+    /// A runtime running a handler that is already shared.
+    pub fn from_arc(handler: Arc<dyn AgentHandler>) -> Self {
+        Self {
+            handler,
+            options: RuntimeOptions::default(),
+        }
+    }
+
     /// Replaces the settings.
     #[must_use]
     pub fn options(mut self, options: RuntimeOptions) -> Self {
