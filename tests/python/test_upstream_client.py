@@ -324,7 +324,8 @@ async def test_token_is_required_when_set(tmp_path):
     import subprocess
     from conftest import _binary
 
-    proc = subprocess.Popen([_binary(), "serve", "--host", "127.0.0.1", "--port", "0", "--token", "tok"],
+    proc = subprocess.Popen([_binary(), "serve", "--host", "127.0.0.1", "--port", "0", "--token", "tok",
+                             "--agent", "scripted"],
                             stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline().rsplit(" ", 1)[1])

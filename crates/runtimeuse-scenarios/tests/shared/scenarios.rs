@@ -327,3 +327,72 @@ scenario! {
         assert!(!marker.exists(), "the command's process group outlived its client");
     }
 }
+
+// A model agent in the runtime, its provider a mock on loopback (all three APIs).
+
+scenario! {
+    fn a_model_agent_runs_a_tool_and_answers() {
+        use runtimeuse_scenarios::{Api, Reply, Served};
+        for api in Api::ALL {
+            let replies = vec![
+                Reply::stream(api.tool_call(
+                    "call_1",
+                    "shell",
+                    &serde_json::json!({"command": "echo from-$WHO"}),
+                )),
+                Reply::stream(api.text("The tool ran.")),
+            ];
+            let (rt, mock) = Served::model_agent(
+                api,
+                replies,
+                runtimeuse_runtime::AgentOptions::default(),
+                runtimeuse_runtime::RuntimeOptions::default(),
+            );
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let s = Arc::clone(&seen);
+            let options = opts()
+                .invocation(|i| i.agent_env("WHO", "the-agent"))
+                .on_assistant_message(cb!(move |blocks| s.lock().unwrap().push(blocks.join(""))));
+            let result = wait!(Client::new(rt.url()).query("hi", options)).unwrap();
+            assert_eq!(result.text(), Some("The tool ran."), "{api:?}");
+            assert_eq!(*seen.lock().unwrap(), ["The tool ran."], "{api:?}");
+            assert_eq!(result.metadata["tool_calls"], 1);
+            let output = &api.tool_results(&mock.requests()[1].body)[0].1;
+            assert!(output.contains("stdout:\nfrom-the-agent\n"), "{api:?}: {output}");
+        }
+    }
+}
+
+scenario! {
+    fn cancelling_a_model_agent_closes_the_provider_stream_and_the_session_goes_on() {
+        use runtimeuse_scenarios::{Api, Reply, Served};
+        let api = Api::Responses;
+        let replies = vec![
+            Reply::Stream { events: api.text("never finished"), stall_after: Some(3) },
+            Reply::stream(api.text("after the cancel")),
+        ];
+        let (rt, mock) = Served::model_agent(
+            api,
+            replies,
+            runtimeuse_runtime::AgentOptions::default(),
+            runtimeuse_runtime::RuntimeOptions::default(),
+        );
+        let mock = Arc::new(mock);
+        let mut session = wait!(Client::new(rt.url()).session()).unwrap();
+        let abort = session.abort_handle();
+        let m = Arc::clone(&mock);
+        let aborter = std::thread::spawn(move || {
+            assert!(m.wait_stalled(Duration::from_secs(10)));
+            abort.abort();
+        });
+        let started = Instant::now();
+        let err = wait!(session.query("hi", opts())).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        aborter.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(mock.wait_closed(Duration::from_secs(5)), "the provider stream stayed open");
+        let next = wait!(session.query("again", opts())).unwrap();
+        assert_eq!(next.text(), Some("after the cancel"));
+        wait!(session.close()).unwrap();
+    }
+}
