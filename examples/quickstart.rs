@@ -2,16 +2,23 @@
 //! structured query, a command batch, and a persistent session with two calls.
 //!
 //! With `RUNTIMEUSE_URL` set it talks to that runtime. Without, it starts this project's
-//! runtime in-process on a free loopback port, with the deterministic `scripted` handler, so
-//! it runs anywhere with no sandbox and no API key:
+//! runtime in-process on a free loopback port. Its agent is a real model when a provider key
+//! is in the environment (`OPENAI_API_KEY`, then `ANTHROPIC_API_KEY`; the model from
+//! `RUNTIMEUSE_MODEL`), and the deterministic `scripted` handler otherwise, so it runs
+//! anywhere with no sandbox, no key and no network:
 //!
 //! ```text
 //! cargo run --example quickstart
+//! OPENAI_API_KEY=sk-... cargo run --example quickstart
 //! ```
 
 #![allow(clippy::print_stdout)]
 
-use runtimeuse_runtime::{Runtime, ScriptedHandler};
+use std::sync::Arc;
+
+use runtimeuse_runtime::{
+    AgentHandler, AgentOptions, ModelAgent, ModelApi, ProviderConfig, Runtime, ScriptedHandler,
+};
 use runtimeuse_tokio::{Client, ExecuteCommandsOptions, QueryOptions};
 
 #[derive(Debug, serde::Deserialize)]
@@ -29,11 +36,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    // A runtime to talk to: yours, or a local one.
+    // A runtime to talk to: yours, or a local one, with a real agent when a key is set.
+    let (agent, model) = local_agent()?;
+    let real = agent.is_some();
     let (url, local) = match std::env::var("RUNTIMEUSE_URL") {
         Ok(url) => (url, None),
         Err(_) => {
-            let runtime = Runtime::new(ScriptedHandler)
+            let handler = agent.unwrap_or_else(|| Arc::new(ScriptedHandler));
+            let runtime = Runtime::from_arc(handler)
                 .bind("127.0.0.1:0")
                 .await?
                 .spawn();
@@ -42,20 +52,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let client = Client::new(&url);
+    // The scripted handler follows directives; a model follows words.
+    let prompt =
+        |directive: &'static str, words: &'static str| if real { words } else { directive };
 
     // 1. A text query, with assistant messages streamed as they come.
-    let options = QueryOptions::new("You are a helpful assistant.", "gpt-4o").on_assistant_message(
+    let options = QueryOptions::new("You are a helpful assistant.", &model).on_assistant_message(
         |blocks| async move { println!("  assistant: {}", blocks.join(" ")) },
     );
-    let result = client.query("STREAM:3", options).await?;
+    let text = prompt(
+        "STREAM:3",
+        "Use the shell to find this machine's kernel name, then greet it in one sentence.",
+    );
+    let result = client.query(text, options).await?;
     println!("text result: {}", result.text().unwrap_or_default());
 
     // 2. A structured query, deserialized into our own type.
-    let options = QueryOptions::new("Answer in JSON.", "gpt-4o")
-        .output_schema(r#"{"type":"object","properties":{"answer":{"type":"integer"}}}"#);
-    let result = client
-        .query(r#"STRUCTURED:{"answer": 42, "unit": "towels"}"#, options)
-        .await?;
+    let schema = r#"{"type":"json_schema","schema":{"type":"object","properties":{"answer":{"type":"integer"},"unit":{"type":"string"}},"required":["answer","unit"]}}"#;
+    let options = QueryOptions::new("Answer in JSON.", &model).output_schema(schema);
+    let text = prompt(
+        r#"STRUCTURED:{"answer": 42, "unit": "towels"}"#,
+        "How many towels is six times seven towels? Give the number and the unit.",
+    );
+    let result = client.query(text, options).await?;
     let answer: Answer = result.deserialize()?;
     println!("structured result: {} {}", answer.answer, answer.unit);
 
@@ -72,7 +91,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. A persistent session: two calls over one connection, then a graceful end.
     let mut session = client.session().await?;
     let first = session
-        .query("ECHO:first call", QueryOptions::new("", "gpt-4o"))
+        .query(
+            prompt("ECHO:first call", "Reply with exactly: first call"),
+            QueryOptions::new("", &model),
+        )
         .await?;
     let second = session
         .execute_commands(["echo second call"], ExecuteCommandsOptions::new())
@@ -92,4 +114,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         runtime.shutdown().await;
     }
     Ok(())
+}
+
+/// A model agent when a provider key is in the environment, and the model to ask for.
+fn local_agent() -> std::io::Result<(Option<Arc<dyn AgentHandler>>, String)> {
+    let set = |v: &str| std::env::var(v).is_ok_and(|k| !k.is_empty());
+    let model =
+        |default: &str| std::env::var("RUNTIMEUSE_MODEL").unwrap_or_else(|_| default.into());
+    let (provider, model) = if set("OPENAI_API_KEY") {
+        let provider = ProviderConfig::openai_from_env(ModelApi::OpenAiResponses);
+        (provider, model("gpt-4.1-mini"))
+    } else if set("ANTHROPIC_API_KEY") {
+        (
+            ProviderConfig::anthropic_from_env(),
+            model("claude-sonnet-4-5"),
+        )
+    } else {
+        return Ok((None, "scripted".to_owned()));
+    };
+    println!("agent: {} ({model})", provider.api.provider());
+    let agent = ModelAgent::new(provider, AgentOptions::default())?;
+    Ok((Some(Arc::new(agent)), model))
 }
