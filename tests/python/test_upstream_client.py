@@ -336,3 +336,26 @@ async def test_token_is_required_when_set(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_a_large_command_result_fits_the_clients_frames(runtime):
+    """`seq 1 200000` prints 1.3 MB: every byte is streamed, and the result (over the Python
+    client's 1 MiB frame limit if whole) keeps the end of stdout and says what was cut."""
+    chunks = []
+
+    async def on_output(msg):
+        chunks.append(msg.text)
+
+    result = await RuntimeUseClient(runtime).execute_commands(
+        [CommandInterface(command="seq 1 200000")],
+        ExecuteCommandsOptions(on_command_output=on_output),
+    )
+    expected = "".join(f"{i}\n" for i in range(1, 200001))
+    assert "".join(chunks) == expected
+    (item,) = result.results
+    assert item.exit_code == 0
+    head, tail = item.stdout.split("]\n", 1)
+    assert head.startswith("[runtimeuse: the first ")
+    assert head.endswith("bytes of this stdout are cut to fit the result; they were streamed in full")
+    assert expected.endswith(tail) and tail.endswith("199999\n200000\n")
+    assert int(head.split()[3]) == len(expected) - len(tail)

@@ -520,7 +520,9 @@ impl RuntimeSession {
                 return;
             }
             Err(err) => {
-                tracing::warn!(error = %err, "malformed client frame");
+                // The frame may quote a secret an earlier request registered.
+                let text = err.to_string();
+                tracing::warn!(error = %self.redact(&text), "malformed client frame");
                 let name = match err {
                     DecodeError::Json(_) | DecodeError::InvalidUtf8 | DecodeError::NotAnObject => {
                         "SyntaxError"

@@ -293,25 +293,24 @@ async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {
     {
         return t;
     }
-    let collect = Collect {
-        stdout: Budget {
-            head: env.shared.options.max_collected_stdout,
-            tail: 0,
-        },
-        stderr: Budget::default(),
-    };
+    // One budget for the whole result frame: each command keeps the end of its stdout (where
+    // errors are) within what the earlier ones left.
+    let mut remaining = env.shared.options.max_collected_stdout;
     let mut results = Vec::new();
     for c in &batch.commands {
+        let collect = Collect {
+            stdout: Budget {
+                head: 0,
+                tail: remaining,
+            },
+            stderr: Budget::default(),
+        };
         match commands::run(c, Some(&env.outbox), &env.cancel, collect).await {
             Ok(exit) => {
                 let failed = exit.code != 0;
-                if exit.stdout.cut() > 0 {
-                    tracing::warn!(
-                        cut = exit.stdout.cut(),
-                        "collected stdout over the limit; the rest was streamed only"
-                    );
-                }
-                let stdout = exit.stdout.into_text(|_| String::new());
+                let cut = exit.stdout.cut();
+                let stdout = fit_stdout(exit.stdout.into_text(|_| String::new()), cut, remaining);
+                remaining = remaining.saturating_sub(json_len(&stdout));
                 results.push(CommandResultItem {
                     command: c.command.clone(),
                     exit_code: exit.code,
@@ -328,5 +327,73 @@ async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {
     Terminal::Commands(CommandExecutionResult { results })
 }
 
+/// The end of `tail` that fits `budget` bytes once escaped as a JSON string, behind a line
+/// saying how much was cut (`cut` bytes were cut already) when anything was.
+fn fit_stdout(tail: String, cut: usize, budget: usize) -> String {
+    const RESERVE: usize = 160;
+    if cut == 0 && json_len(&tail) <= budget {
+        return tail;
+    }
+    let room = budget.saturating_sub(RESERVE);
+    let mut size = 0;
+    let mut start = tail.len();
+    for (i, c) in tail.char_indices().rev() {
+        size += escaped_len(c);
+        if size > room {
+            break;
+        }
+        start = i;
+    }
+    let cut = cut + start;
+    tracing::debug!(
+        cut,
+        "collected stdout over the result budget; its end is kept"
+    );
+    format!(
+        "[runtimeuse: the first {cut} bytes of this stdout are cut to fit the result; \
+         they were streamed in full]\n{}",
+        &tail[start..]
+    )
+}
+
+/// The length of `s` as a JSON string's contents (serde_json's escaping).
+fn json_len(s: &str) -> usize {
+    s.chars().map(escaped_len).sum()
+}
+
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
 /// How long the end-of-session drain may wait for artifacts, by default.
 pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::{fit_stdout, json_len};
+
+    #[test]
+    fn stdout_within_the_budget_is_kept_whole() {
+        assert_eq!(fit_stdout("a\nb".into(), 0, 10), "a\nb");
+    }
+
+    #[test]
+    fn stdout_over_the_budget_keeps_its_end_and_says_so() {
+        let text: String = (1..=2000).map(|i| format!("{i}\n")).collect();
+        let fitted = fit_stdout(text.clone(), 0, 1000);
+        assert!(json_len(&fitted) <= 1000, "{}", json_len(&fitted));
+        assert!(fitted.ends_with("1999\n2000\n"));
+        let kept = fitted.split_once("]\n").unwrap().1;
+        let cut = text.len() - kept.len();
+        assert!(
+            fitted.starts_with(&format!("[runtimeuse: the first {cut} bytes")),
+            "{fitted}"
+        );
+        // Control characters count as escaped.
+        assert_eq!(json_len("\u{1}\"é"), 6 + 2 + 2);
+    }
+}

@@ -64,16 +64,26 @@ fn download_blocking(d: &Downloadable) -> Result<(), String> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
     {
-        extract(&target, &dir).map_err(|e| format!("Download failed: extracting: {e}"))?;
-        std::fs::remove_file(&target).map_err(|e| format!("Download failed: {e}"))?;
+        let extracted = extract(&target, &dir);
+        // The archive goes whether or not it could be extracted.
+        let removed = std::fs::remove_file(&target);
+        extracted.map_err(|e| format!("Download failed: extracting: {e}"))?;
+        removed.map_err(|e| format!("Download failed: {e}"))?;
     }
     Ok(())
 }
 
-/// Extracts a zip archive into `dir`, refusing entries that would land outside it.
+/// Extracts a zip archive into `dir`. An archive with any entry that would land outside `dir`
+/// is refused before anything is written.
 pub(crate) fn extract(archive: &Path, dir: &Path) -> Result<(), String> {
     let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| e.to_string())?;
+    for i in 0..zip.len() {
+        let entry = zip.by_index_raw(i).map_err(|e| e.to_string())?;
+        if entry.enclosed_name().is_none() {
+            return Err(format!("unsafe path in archive: {:?}", entry.name()));
+        }
+    }
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
         let Some(relative) = entry.enclosed_name() else {
@@ -121,5 +131,33 @@ pub(crate) async fn upload(filepath: String, upload: ArtifactUpload) {
         Ok(Ok(status)) => tracing::warn!(status, "artifact upload refused"),
         Ok(Err(e)) => tracing::warn!(error = %e, "artifact upload failed"),
         Err(e) => tracing::warn!(error = %e, "artifact upload task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::extract;
+
+    #[test]
+    fn an_archive_with_an_escaping_entry_is_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("runtimeuse-zip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let archive = dir.join("a.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("good.txt", options).unwrap();
+        zip.write_all(b"good").unwrap();
+        zip.start_file("../evil.txt", options).unwrap();
+        zip.write_all(b"evil").unwrap();
+        zip.finish().unwrap();
+        let err = extract(&archive, &dir).unwrap_err();
+        assert!(err.contains("unsafe path"), "{err}");
+        assert!(!dir.join("good.txt").exists());
+        assert!(!dir.parent().unwrap().join("evil.txt").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -60,15 +60,19 @@ pub use scripted::ScriptedHandler;
 pub struct RuntimeOptions {
     /// Interval of heartbeats while a request runs; `None` disables them. Default 15 s.
     pub heartbeat_interval: Option<Duration>,
-    /// When set, clients must present this token (`Authorization: Bearer <token>` or a
-    /// `token` query parameter).
+    /// When set, clients must present this token (`Authorization: Bearer <token>`, the scheme
+    /// in any case, or a percent-encoded `token` query parameter; compared in constant time).
+    /// Without one, anyone who reaches the port can run commands: the runtime says so at
+    /// start when it listens beyond loopback (as the upstream runtime, it does not refuse).
     pub token: Option<String>,
     /// Largest frame accepted from a client. Default 64 MiB.
     pub max_frame_size: usize,
     /// How often artifact directories are scanned. Default 250 ms.
     pub artifact_scan_interval: Duration,
-    /// Most stdout collected per command for a batch's result (the output is streamed in full
-    /// regardless). Default 16 MiB.
+    /// Budget of the stdout collected into a command batch's result, over all its commands,
+    /// counted as JSON text: each command keeps the end of its stdout (where errors are) and
+    /// says what was cut; the output is streamed in full regardless. Default 960 KiB, so that
+    /// the result frame fits the 1 MiB frames of the upstream Python client.
     pub max_collected_stdout: usize,
     /// How long the end-of-session drain may wait for artifacts still being written.
     /// Default 3 s.
@@ -82,7 +86,7 @@ impl Default for RuntimeOptions {
             token: None,
             max_frame_size: 64 << 20,
             artifact_scan_interval: Duration::from_millis(250),
-            max_collected_stdout: 16 << 20,
+            max_collected_stdout: 960 << 10,
             end_session_drain: connection::DEFAULT_DRAIN,
         }
     }
@@ -195,6 +199,17 @@ impl BoundRuntime {
     ///
     /// Never for a single failed accept (logged); only if the listener itself fails.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        if self.shared.options.token.is_none()
+            && let Ok(addr) = self.listener.local_addr()
+            && !addr.ip().is_loopback()
+        {
+            tracing::warn!(
+                %addr,
+                "no token is set: anyone who can reach this address can run commands here; \
+                 set one (RuntimeOptions::token, `serve --token` or RUNTIMEUSE_TOKEN) unless \
+                 the network around the sandbox already keeps strangers out"
+            );
+        }
         tokio::pin!(shutdown);
         let mut connections = JoinSet::new();
         loop {

@@ -41,18 +41,57 @@ pub struct RuntimeConnection<S> {
     deadline: std::time::Instant,
 }
 
+/// Whether the handshake presents `token`: `Authorization: Bearer <token>` (the scheme in any
+/// case) or a percent-encoded `token` query parameter, compared in constant time.
 fn authorized(request: &Request, token: &str) -> bool {
     let bearer = request
         .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == token);
+        .get_all("authorization")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .any(|(_, t)| same(t.trim().as_bytes(), token.as_bytes()));
     let query = request.uri().query().unwrap_or("").split('&').any(|pair| {
-        pair.split_once('=')
-            .is_some_and(|(k, v)| k == "token" && v == token)
+        pair.split_once('=').is_some_and(|(k, v)| {
+            k == "token" && percent_decode(v).is_some_and(|v| same(&v, token.as_bytes()))
+        })
     });
     bearer || query
+}
+
+/// Compares in time that depends on the lengths only, not on where the bytes differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(!x);
+    }
+    diff == 0
+}
+
+/// Decodes `%XX` escapes and `+` (a space, in a query string); `None` for a bad escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
@@ -154,5 +193,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(auth: Option<&str>, query: &str) -> Request {
+        let mut r = Request::builder().uri(format!("ws://localhost/{query}"));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(()).unwrap()
+    }
+
+    #[test]
+    fn token_variants() {
+        let t = "s3cret/+&=x";
+        assert!(authorized(&request(Some("Bearer s3cret/+&=x"), ""), t));
+        assert!(authorized(&request(Some("bearer s3cret/+&=x"), ""), t));
+        assert!(authorized(&request(Some("BEARER  s3cret/+&=x "), ""), t));
+        assert!(authorized(&request(None, "?token=s3cret%2F%2B%26%3Dx"), t));
+        assert!(authorized(
+            &request(None, "?a=1&token=s3cret%2f%2b%26%3dx"),
+            t
+        ));
+        assert!(!authorized(&request(Some("Basic s3cret/+&=x"), ""), t));
+        assert!(!authorized(&request(Some("Bearer s3cret"), ""), t));
+        assert!(!authorized(&request(None, "?token=s3cret%2"), t));
+        assert!(!authorized(&request(None, "?token=s3cret/+&=x"), t));
+        assert!(!authorized(&request(None, ""), t));
+    }
+
+    #[test]
+    fn same_compares_whole_values() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"ab", b"abc"));
+        assert!(!same(b"abc", b"ab"));
+        assert!(same(b"", b""));
     }
 }
