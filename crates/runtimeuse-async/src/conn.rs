@@ -42,6 +42,45 @@ impl Incoming {
     }
 }
 
+/// How long a close waits for the peer when the connection already failed (a timeout, a dead
+/// peer, a protocol error): only long enough to hand over our close frame.
+pub const CLOSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
+
+/// How long a close waits for the peer's close frame after a clean end.
+pub const CLOSE_AFTER_SUCCESS: Duration = Duration::from_secs(1);
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// The peer sent its close frame; tungstenite queued the reply.
+    PeerClosed,
+    /// Reading failed; the close code that says why, when there is one to send.
+    Failed(Option<CloseCode>),
+    /// Closed: nothing more to send or read.
+    Done,
+}
+
+/// The close code for a read error: 1007 for text that is not UTF-8, 1009 for a frame or
+/// message over the limit, 1002 for another protocol violation; none when the transport
+/// itself failed.
+fn close_code(e: &WsError) -> Option<CloseCode> {
+    match e {
+        WsError::Utf8(_) => Some(CloseCode::Invalid),
+        WsError::Capacity(_) => Some(CloseCode::Size),
+        WsError::Protocol(p) => {
+            use tungstenite::error::ProtocolError as P;
+            match p {
+                P::ResetWithoutClosingHandshake | P::SendAfterClosing | P::ReceivedAfterClosing => {
+                    None
+                }
+                _ => Some(CloseCode::Protocol),
+            }
+        }
+        _ => None,
+    }
+}
+
 /// A WebSocket `W` with a queue of outgoing frames and a read deadline on `B`'s timer.
 pub struct Conn<W, B: Backend> {
     ws: W,
@@ -49,7 +88,7 @@ pub struct Conn<W, B: Backend> {
     pending: VecDeque<Message>,
     /// Frames handed to the socket since its last flush.
     unflushed: bool,
-    closed: bool,
+    state: State,
     /// The read timer, kept across reads: resetting a timer per frame is costly, and the
     /// session's deadline moves with every frame (keepalive). It is reset only when the new
     /// deadline is earlier, or after it fired; firing early is harmless (the session ignores
@@ -63,7 +102,7 @@ impl<W, B: Backend> fmt::Debug for Conn<W, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
             .field("pending", &self.pending.len())
-            .field("closed", &self.closed)
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
@@ -79,7 +118,7 @@ where
             ws,
             pending: VecDeque::new(),
             unflushed: false,
-            closed: false,
+            state: State::Open,
             sleep: B::timer(B::now()),
             sleep_at: None,
             backend: PhantomData,
@@ -109,7 +148,7 @@ where
 
     /// Polls [`flush`](Self::flush).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        if self.closed {
+        if self.state != State::Open {
             self.pending.clear();
             return Poll::Ready(Ok(()));
         }
@@ -135,7 +174,7 @@ where
 
     /// Polls [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<Incoming> {
-        if self.closed {
+        if self.state != State::Open {
             return Poll::Ready(Incoming::Closed(None));
         }
         if self.sleep_at.is_none_or(|at| deadline < at) {
@@ -150,12 +189,16 @@ where
                 Poll::Ready(Some(Ok(Message::Pong(_)))) => return Poll::Ready(Incoming::Pong),
                 // tungstenite answers pings itself.
                 Poll::Ready(Some(Ok(Message::Ping(_) | Message::Frame(_)))) => continue,
-                Poll::Ready(Some(Ok(Message::Close(_))) | None) => {
-                    self.closed = true;
+                Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                    self.state = State::PeerClosed;
+                    return Poll::Ready(Incoming::Closed(None));
+                }
+                Poll::Ready(None) => {
+                    self.state = State::Done;
                     return Poll::Ready(Incoming::Closed(None));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    self.closed = true;
+                    self.state = State::Failed(close_code(&e));
                     return Poll::Ready(Incoming::Closed(Some(e)));
                 }
                 Poll::Pending => break,
@@ -166,32 +209,56 @@ where
         Poll::Ready(Incoming::Deadline)
     }
 
-    /// Sends the queued frames, then closes with code 1000 and waits briefly for the peer's
-    /// close. Errors are logged: the connection is done either way.
-    pub async fn close(&mut self) {
-        if let Err(e) = self.flush().await {
-            tracing::debug!(error = %e, "flush before close failed");
-        }
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        };
+    /// Ends the connection, at most `wait` after the queued frames went out: on an open
+    /// connection, sends the queued frames and a close frame with code 1000 and waits (at
+    /// most `wait`) for the peer's; after the peer's close, sends the reply tungstenite
+    /// queued; after a read failure, sends the close code that says why (1007, 1009, 1002),
+    /// without waiting for an answer. Errors are logged: the connection is done either way.
+    pub async fn close(&mut self, wait: Duration) {
+        let state = std::mem::replace(&mut self.state, State::Done);
         let closing = async {
-            self.ws.send(Message::Close(Some(frame))).await?;
-            // Read until the peer's close (or the end) so that the handshake completes.
-            while let Some(m) = self.ws.next().await {
-                m?;
+            match state {
+                State::Done => Ok(()),
+                State::PeerClosed => {
+                    // Flushes the close reply; the peer closes the TCP connection after it.
+                    self.ws.close().await
+                }
+                State::Failed(None) => Ok(()),
+                State::Failed(Some(code)) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: "".into(),
+                    };
+                    self.ws.send(Message::Close(Some(frame))).await
+                }
+                State::Open => {
+                    self.state = State::Open;
+                    if let Err(e) = self.flush().await {
+                        tracing::debug!(error = %e, "flush before close failed");
+                    }
+                    self.state = State::Done;
+                    let frame = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    };
+                    self.ws.send(Message::Close(Some(frame))).await?;
+                    // Read until the peer's close (or the end) so that the handshake completes.
+                    while let Some(m) = self.ws.next().await {
+                        m?;
+                    }
+                    Ok::<_, WsError>(())
+                }
             }
-            Ok::<_, WsError>(())
         };
-        match timeout::<B, _>(Duration::from_secs(2), closing).await {
+        let limit = match state {
+            State::Open => wait,
+            _ => wait.min(CLOSE_AFTER_FAILURE),
+        };
+        match timeout::<B, _>(limit, closing).await {
             Some(Ok(())) | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {}
             Some(Err(e)) => tracing::debug!(error = %e, "close handshake failed"),
-            None => tracing::debug!("peer did not answer the close frame in time"),
+            None => tracing::debug!(?limit, "the peer did not finish the close in time"),
         }
+        self.pending.clear();
     }
 }

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::Error;
 use crate::backend::{Backend, timeout};
-use crate::conn::{Conn, Incoming};
+use crate::conn::{CLOSE_AFTER_FAILURE, CLOSE_AFTER_SUCCESS, Conn, Incoming};
 use crate::options::{
     ArtifactRequest, BoxFuture, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn,
 };
@@ -225,7 +225,7 @@ impl<B: Backend> Session<B> {
     pub async fn close(mut self) -> Result<(), Error> {
         self.clean_up_dropped_call();
         let result = self.end_gracefully().await;
-        self.conn.close().await;
+        self.conn.close(close_wait(result.is_ok())).await;
         result
     }
 
@@ -243,7 +243,7 @@ impl<B: Backend> Session<B> {
     ) -> Result<QueryResult, Error> {
         let graceful = !options.invocation.artifacts_dirs.is_empty();
         let result = self.query(prompt, options).await;
-        self.finish(graceful && result.is_ok()).await;
+        self.finish(graceful, result.is_ok()).await;
         result
     }
 
@@ -263,21 +263,27 @@ impl<B: Backend> Session<B> {
     {
         let graceful = !options.batch.artifacts_dirs.is_empty();
         let result = self.execute_commands(commands, options).await;
-        self.finish(graceful && result.is_ok()).await;
+        self.finish(graceful, result.is_ok()).await;
         result
     }
 
-    async fn finish(mut self, graceful: bool) {
-        if graceful {
+    /// Closes after a one-shot call: gracefully after a success that may still have
+    /// artifacts to upload; otherwise at once, waiting for the peer's close only after a
+    /// success (a failed connection is left within [`CLOSE_AFTER_FAILURE`]).
+    async fn finish(mut self, graceful: bool, ok: bool) {
+        if graceful && ok {
             if let Err(e) = self.close().await {
                 tracing::debug!(error = %e, "graceful close failed");
             }
         } else {
-            self.conn.close().await;
+            self.conn.close(close_wait(ok)).await;
         }
     }
 
     async fn end_gracefully(&mut self) -> Result<(), Error> {
+        if self.proto.is_finished() {
+            return Ok(());
+        }
         // A request still held back behind a draining one: wait for it to settle first.
         while self.proto.request_in_flight().is_some() {
             let _ = self.proto.cancel(B::now());
@@ -742,5 +748,15 @@ impl<B: Backend> Stream for RequestEvents<'_, B> {
                 | Some(Ok(RequestEvent::Result(_) | RequestEvent::CommandResult(_)))
         );
         Poll::Ready(item)
+    }
+}
+
+/// How long a close waits for the peer's close frame: briefly after a clean end, hardly at
+/// all once the connection failed.
+fn close_wait(ok: bool) -> Duration {
+    if ok {
+        CLOSE_AFTER_SUCCESS
+    } else {
+        CLOSE_AFTER_FAILURE
     }
 }

@@ -21,6 +21,14 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// How long the end-of-session handshake may take. Default 60 s.
     pub end_session_timeout: Duration,
+    /// The idle limit of requests that set none of their own: a request fails with
+    /// [`TimeoutKind::Idle`](crate::TimeoutKind::Idle) when nothing at all (heartbeats count)
+    /// arrives from the runtime for this long. Runtimes send a heartbeat every 15 s while a
+    /// request runs, so the default, 60 s, is four missed heartbeats: a runtime that keeps the
+    /// connection (and its pings) alive but has stopped working cannot hang a call forever.
+    /// `None` turns the default off (a request then waits as long as its own limits allow);
+    /// `RequestOptions::idle_timeout(Duration::MAX)` turns it off for one request.
+    pub request_idle_timeout: Option<Duration>,
     /// Interval between keepalive pings when nothing arrives; `None` disables them. Default 20 s.
     pub keepalive_interval: Option<Duration>,
     /// How long to wait for any frame after a ping before the peer counts as dead. Default 20 s.
@@ -40,6 +48,7 @@ impl Default for Config {
             error_settle: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(60),
             end_session_timeout: Duration::from_secs(60),
+            request_idle_timeout: Some(Duration::from_secs(60)),
             keepalive_interval: Some(Duration::from_secs(20)),
             keepalive_timeout: Duration::from_secs(20),
             max_pending_artifact_requests: 1024,

@@ -282,6 +282,8 @@ pub struct RequestOptions {
     /// Fail the request if its terminal has not arrived this long after it started.
     pub timeout: Option<Duration>,
     /// Fail the request if no message at all arrives for this long (heartbeats count).
+    /// `None`: the session's [`Config::request_idle_timeout`](crate::Config) (60 s by
+    /// default); `Duration::MAX`: no idle limit.
     pub idle_timeout: Option<Duration>,
     /// Whether the application will answer artifact upload requests. Must be `true` exactly when
     /// the request names artifacts directories.

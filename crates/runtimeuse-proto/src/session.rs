@@ -445,7 +445,10 @@ impl Session {
             kind,
             frame,
             started: now,
-            idle_timeout: options.idle_timeout,
+            idle_timeout: options
+                .idle_timeout
+                .or(self.config.request_idle_timeout)
+                .filter(|d| *d != Duration::MAX),
         };
         if self.drain.is_some() {
             tracing::debug!(

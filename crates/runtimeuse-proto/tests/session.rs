@@ -392,6 +392,40 @@ fn idle_timeout_is_refreshed_by_every_message() {
 }
 
 #[test]
+fn a_silent_runtime_fails_a_request_by_default_after_the_configured_idle_limit() {
+    // A runtime that keeps its connection alive (pings answered) but sends nothing: with no
+    // limit of the request's own, the session's default ends it.
+    let mut h = Harness::new(no_keepalive());
+    assert_eq!(Config::default().request_idle_timeout, Some(ms(60_000)));
+    query(&mut h, "SLOW");
+    h.tick(59_999);
+    assert_eq!(h.terminals(), 0);
+    h.tick(60_000);
+    let reason = h.events.iter().find_map(failed).expect("failed");
+    assert!(
+        matches!(reason, FailReason::Timeout { kind: TimeoutKind::Idle(d), .. } if *d == ms(60_000))
+    );
+}
+
+#[test]
+fn the_default_idle_limit_can_be_turned_off() {
+    let mut config = no_keepalive();
+    config.request_idle_timeout = None;
+    let mut h = Harness::new(config);
+    query(&mut h, "SLOW");
+    h.tick(3_600_000);
+    assert_eq!(h.terminals(), 0);
+    let mut h = Harness::new(no_keepalive());
+    query_with(
+        &mut h,
+        "SLOW",
+        RequestOptions::default().idle_timeout(Duration::MAX),
+    );
+    h.tick(3_600_000);
+    assert_eq!(h.terminals(), 0);
+}
+
+#[test]
 fn idle_timeout_without_any_message_reports_waiting_for_first_message() {
     let mut h = Harness::new(no_keepalive());
     query_with(

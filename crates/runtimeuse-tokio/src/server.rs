@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use runtimeuse_async::Backend;
-use runtimeuse_async::conn::{Conn, Incoming};
+use runtimeuse_async::conn::{CLOSE_AFTER_SUCCESS, Conn, Incoming};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::{Error, Tokio};
@@ -147,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             return Err(e.into());
         }
         if self.session.is_finished() && self.events.is_empty() {
-            self.conn.close().await;
+            self.conn.close(CLOSE_AFTER_SUCCESS).await;
         }
         Ok(())
     }

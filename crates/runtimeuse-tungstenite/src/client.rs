@@ -149,7 +149,7 @@ impl Client {
         let graceful = !options.invocation.artifacts_dirs.is_empty();
         let mut session = self.session()?;
         let result = session.query(prompt, options);
-        finish(session, graceful && result.is_ok());
+        finish(session, graceful, result.is_ok());
         result
     }
 
@@ -171,18 +171,20 @@ impl Client {
         let graceful = !options.batch.artifacts_dirs.is_empty();
         let mut session = self.session()?;
         let result = session.execute_commands(commands, options);
-        finish(session, graceful && result.is_ok());
+        finish(session, graceful, result.is_ok());
         result
     }
 }
 
-fn finish(mut session: Session, graceful: bool) {
-    if graceful {
+/// Closes after a one-shot call: gracefully after a success that may still have artifacts
+/// to upload; otherwise at once (see `Session::close_socket`).
+fn finish(mut session: Session, graceful: bool, ok: bool) {
+    if graceful && ok {
         if let Err(e) = session.close() {
             tracing::debug!(error = %e, "graceful close failed");
         }
     } else {
-        session.close_socket();
+        session.close_socket(ok);
     }
 }
 

@@ -67,6 +67,39 @@ pub struct Session {
     read_timeout: Option<Duration>,
     /// The connection ended or failed (tungstenite must not be read again after an error).
     ended: bool,
+    /// What the close still owes the peer once `ended`: the reply to its close frame, or a
+    /// close code saying why a frame was refused.
+    owed: Owed,
+}
+
+/// What the close still owes the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Nothing,
+    /// The peer closed; tungstenite queued the reply.
+    Reply,
+    /// A frame was refused: close with this code (1007, 1009, 1002).
+    Code(CloseCode),
+}
+
+/// How long a close waits for the peer's close frame after a clean end.
+const CLOSE_AFTER_SUCCESS: Duration = Duration::from_secs(1);
+/// How long a close may take once the connection failed.
+const CLOSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
+
+/// The close code for a read error (see `runtimeuse_async::conn`): 1007 for text that is not
+/// UTF-8, 1009 for a frame over the limit, 1002 for another protocol violation.
+fn close_code(e: &tungstenite::Error) -> Option<CloseCode> {
+    use tungstenite::error::ProtocolError as P;
+    match e {
+        tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
+        tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
+        tungstenite::Error::Protocol(
+            P::ResetWithoutClosingHandshake | P::SendAfterClosing | P::ReceivedAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
+        _ => None,
+    }
 }
 
 impl fmt::Debug for Session {
@@ -90,6 +123,7 @@ impl Session {
             current: None,
             read_timeout: None,
             ended: false,
+            owed: Owed::Nothing,
         }
     }
 
@@ -204,7 +238,7 @@ impl Session {
     /// [`Error::WebSocket`] if the connection fails on the way; it is closed anyway.
     pub fn close(mut self) -> Result<(), Error> {
         let result = self.end_gracefully();
-        self.close_socket();
+        self.close_socket(result.is_ok());
         result
     }
 
@@ -227,19 +261,49 @@ impl Session {
         }
     }
 
-    pub(crate) fn close_socket(&mut self) {
+    /// Ends the connection: after a clean end (`ok`), a close frame with code 1000 and a wait
+    /// of at most a second for the peer's; after a failure, within 100 ms: the reply to the
+    /// peer's close, or the code that says why a frame was refused, or nothing.
+    pub(crate) fn close_socket(&mut self, ok: bool) {
         if self.ended {
+            self.set_read_timeout(CLOSE_AFTER_FAILURE);
+            let _ = match std::mem::replace(&mut self.owed, Owed::Nothing) {
+                Owed::Nothing => Ok(()),
+                // Writes the reply tungstenite queued.
+                Owed::Reply => self.ws.flush(),
+                Owed::Code(code) => self.ws.close(Some(CloseFrame {
+                    code,
+                    reason: "".into(),
+                })),
+            };
             return;
         }
+        self.ended = true;
+        let wait = if ok {
+            CLOSE_AFTER_SUCCESS
+        } else {
+            CLOSE_AFTER_FAILURE
+        };
+        // Writes that block (a peer that stopped reading) end at the timeout too.
+        self.set_write_timeout(wait);
         let _ = self.flush();
         let frame = CloseFrame {
             code: CloseCode::Normal,
             reason: "".into(),
         };
         if self.ws.close(Some(frame)).is_ok() {
-            self.set_read_timeout(Duration::from_secs(2));
+            let until = Instant::now() + wait;
             // Read until the peer's close so that the closing handshake completes.
-            while self.ws.read().is_ok() {}
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                self.set_read_timeout(left.max(Duration::from_millis(1)));
+                if self.ws.read().is_err() {
+                    break;
+                }
+            }
         }
     }
 
@@ -376,6 +440,7 @@ impl Session {
                 Ok(Message::Ping(_) | Message::Frame(_)) => {}
                 Ok(Message::Close(_)) => {
                     self.ended = true;
+                    self.owed = Owed::Reply;
                     self.proto.handle_input(Input::TransportClosed(now));
                 }
                 Err(tungstenite::Error::Io(e))
@@ -386,6 +451,7 @@ impl Session {
                 Err(e) => {
                     tracing::debug!(error = %e, "connection ended");
                     self.ended = true;
+                    self.owed = close_code(&e).map_or(Owed::Nothing, Owed::Code);
                     self.proto.handle_input(Input::TransportClosed(now));
                 }
             }
@@ -406,6 +472,19 @@ impl Session {
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "could not set the read timeout");
+        }
+    }
+
+    /// Bounds blocking writes (set only when closing).
+    fn set_write_timeout(&mut self, timeout: Duration) {
+        let result = match self.ws.get_mut() {
+            MaybeTlsStream::Plain(s) => s.set_write_timeout(Some(timeout)),
+            #[cfg(feature = "__rustls")]
+            MaybeTlsStream::Rustls(s) => s.sock.set_write_timeout(Some(timeout)),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not set the write timeout");
         }
     }
 
