@@ -57,10 +57,15 @@ impl Outbox {
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let peer = stream.peer_addr().ok();
-    let mut conn = match RuntimeConnection::accept(stream, shared.server.clone()).await {
-        Ok(c) => c,
-        Err(e) => {
+    let handshake = RuntimeConnection::accept(stream, shared.server.clone());
+    let mut conn = match tokio::time::timeout(shared.options.handshake_timeout, handshake).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             tracing::info!(?peer, error = %e, "handshake refused or failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(?peer, "handshake not completed in time; dropped");
             return;
         }
     };

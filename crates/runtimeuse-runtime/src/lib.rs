@@ -77,6 +77,17 @@ pub struct RuntimeOptions {
     /// How long the end-of-session drain may wait for artifacts still being written.
     /// Default 3 s.
     pub end_session_drain: Duration,
+    /// How long a client may take to complete its WebSocket upgrade after connecting; slower
+    /// ones are dropped. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Most connections served at once (handshakes included); beyond it, new connections are
+    /// closed at once. Default 1024, and never more than half the process's file descriptor
+    /// limit.
+    pub max_connections: usize,
+    /// Most bytes waiting to be written to one client; a client that stops reading while the
+    /// runtime has frames or pongs for it holds at most this much. It must hold the largest
+    /// frame the runtime sends. Default 65 MiB (the frame limit and 1 MiB).
+    pub max_write_buffer: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -88,6 +99,9 @@ impl Default for RuntimeOptions {
             artifact_scan_interval: Duration::from_millis(250),
             max_collected_stdout: 960 << 10,
             end_session_drain: connection::DEFAULT_DRAIN,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_write_buffer: (64 << 20) + (1 << 20),
         }
     }
 }
@@ -151,6 +165,7 @@ impl Runtime {
         let mut server = ServerConfig::default();
         server.runtime.heartbeat_interval = self.options.heartbeat_interval;
         server.runtime.max_frame_size = self.options.max_frame_size;
+        server.max_write_buffer = Some(self.options.max_write_buffer);
         server.token = self.options.token.clone();
         BoundRuntime {
             listener,
@@ -212,19 +227,25 @@ impl BoundRuntime {
         }
         tokio::pin!(shutdown);
         let mut connections = JoinSet::new();
+        let mut backoff = AcceptBackoff::default();
+        let max = connection_cap(self.shared.options.max_connections);
         loop {
             while connections.try_join_next().is_some() {}
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
+                        backoff.reset();
+                        if connections.len() >= max {
+                            // Closing at once frees the descriptor and tells the client.
+                            tracing::debug!(%peer, max, "connection limit reached; refused");
+                            drop(stream);
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
                         connections.spawn(connection::serve(stream, Arc::clone(&self.shared)));
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    Err(e) => backoff.wait(&e).await,
                 },
             }
         }
@@ -245,6 +266,50 @@ impl BoundRuntime {
             shutdown: Some(tx),
             task,
         }
+    }
+}
+
+/// The connection limit: the configured one, and at most half the file descriptors the
+/// process may open (each connection needs one, and the commands it runs need more), so that
+/// a flood of connections is refused at the limit instead of failing accepts.
+fn connection_cap(configured: usize) -> usize {
+    let by_files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .and_then(|(soft, _)| usize::try_from(soft / 2).ok())
+        .unwrap_or(usize::MAX);
+    configured.min(by_files).max(1)
+}
+
+/// Backs off after failed accepts (out of file descriptors, say), from 5 ms doubling to 1 s,
+/// and logs one warning per second at most, with the number of failures.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    delay: Option<Duration>,
+    failures: u64,
+    last_warning: Option<tokio::time::Instant>,
+}
+
+impl AcceptBackoff {
+    fn reset(&mut self) {
+        self.delay = None;
+    }
+
+    async fn wait(&mut self, error: &std::io::Error) {
+        self.failures += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            tracing::warn!(%error, failures = self.failures, "accept failed; backing off");
+            self.last_warning = Some(now);
+            self.failures = 0;
+        }
+        let delay = self.delay.map_or(Duration::from_millis(5), |d| {
+            (d * 2).min(Duration::from_secs(1))
+        });
+        self.delay = Some(delay);
+        tokio::time::sleep(delay).await;
     }
 }
 

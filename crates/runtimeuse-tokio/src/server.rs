@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use runtimeuse_async::Backend;
-use runtimeuse_async::conn::{CLOSE_AFTER_SUCCESS, Conn, Incoming};
+use runtimeuse_async::conn::{CLOSE_AFTER_FAILURE, CLOSE_AFTER_SUCCESS, Conn, Incoming};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::{Error, Tokio};
@@ -30,6 +30,9 @@ pub struct ServerConfig {
     /// When set, a connection must present this token, as `Authorization: Bearer <token>` or a
     /// `token` query parameter, or it is refused (HTTP 401) in the handshake.
     pub token: Option<String>,
+    /// Most bytes waiting to be written to the client (`None`: no limit, tungstenite's
+    /// default). Must hold the largest frame sent.
+    pub max_write_buffer: Option<usize>,
 }
 
 /// One accepted connection and its runtime session.
@@ -102,9 +105,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
     /// [`Error::WebSocket`] if the handshake fails or the token is missing or wrong.
     pub async fn accept(stream: S, config: ServerConfig) -> Result<Self, Error> {
         let max = config.runtime.max_frame_size;
-        let ws_config = WebSocketConfig::default()
+        let mut ws_config = WebSocketConfig::default()
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
+        if let Some(limit) = config.max_write_buffer {
+            // tungstenite requires it above its write buffer size.
+            ws_config = ws_config.max_write_buffer_size(limit.max(ws_config.write_buffer_size + 1));
+        }
         let token = config.token.clone();
         // The shape of this callback (and its large error type) is tungstenite's.
         #[allow(clippy::result_large_err)]
@@ -176,6 +183,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                     if let Some(e) = err {
                         tracing::debug!(error = %e, "client connection failed");
                     }
+                    // Answer the client's close, or say why its frame was refused (1007,
+                    // 1009), before the session reports the end.
+                    self.conn.close(CLOSE_AFTER_FAILURE).await;
                     self.session.handle_input(Input::TransportClosed(now));
                 }
             }

@@ -1,0 +1,349 @@
+//! `runtimeuse serve` as a hostile or broken client meets it: close handshakes and close
+//! codes, a handshake that never completes, a ping flood from a client that never reads, and
+//! secrets in logs. The runtime is the real binary, a child process on an ephemeral loopback
+//! port; the client is a raw WebSocket written here frame by frame (std only), so that it can
+//! send what no well-behaved library would.
+
+// The flood test prints what it measured, for the record.
+#![allow(clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The runtime as a child process, killed when dropped.
+struct Serve {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Serve {
+    fn start(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_limited(None, extra, env)
+    }
+
+    /// Starts the runtime, under a file descriptor limit when given.
+    fn start_limited(nofile: Option<u32>, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "runtimeuse-hardening-{}-{}.log",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let bin = env!("CARGO_BIN_EXE_runtimeuse");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
+        cmd.args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--agent",
+            "scripted",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+        Self { child, port, log }
+    }
+
+    fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// Stops the runtime and returns what it logged.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+const TEXT: u8 = 0x1;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+
+/// A raw client WebSocket.
+struct RawWs(TcpStream);
+
+impl RawWs {
+    fn connect(port: u16) -> Self {
+        Self::try_connect(port).unwrap()
+    }
+
+    fn try_connect(port: u16) -> std::io::Result<Self> {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            tcp,
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte)?;
+            head.push(byte[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 101") {
+            return Err(std::io::Error::other(
+                String::from_utf8_lossy(&head).into_owned(),
+            ));
+        }
+        Ok(Self(tcp))
+    }
+
+    /// Sends one masked frame (`len` overrides the length in the header).
+    fn send(&mut self, opcode: u8, payload: &[u8], len: Option<u64>) -> std::io::Result<()> {
+        let mut frame = vec![0x80 | opcode];
+        let len = len.unwrap_or(payload.len() as u64);
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else if len <= 0xffff {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&len.to_be_bytes());
+        }
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.0.write_all(&frame)
+    }
+
+    /// The next frame from the runtime: opcode and payload.
+    fn read(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        let mut h = [0u8; 2];
+        self.0.read_exact(&mut h)?;
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            self.0.read_exact(&mut b)?;
+            len = u64::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            self.0.read_exact(&mut b)?;
+            len = u64::from_be_bytes(b);
+        }
+        let mut payload = vec![0; usize::try_from(len).unwrap()];
+        self.0.read_exact(&mut payload)?;
+        Ok((h[0] & 0x0f, payload))
+    }
+
+    /// Reads until the runtime's close frame; its code.
+    fn close_code(&mut self) -> u16 {
+        loop {
+            let (op, payload) = self.read().expect("a close frame before the end");
+            if op == CLOSE {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_clients_close_frame_is_answered_with_1000() {
+    let rt = Serve::start(&[], &[]);
+    let mut ws = RawWs::connect(rt.port);
+    ws.send(CLOSE, &1000u16.to_be_bytes(), None).unwrap();
+    assert_eq!(ws.close_code(), 1000);
+}
+
+#[test]
+fn text_that_is_not_utf8_gets_1007() {
+    let rt = Serve::start(&[], &[]);
+    let mut ws = RawWs::connect(rt.port);
+    ws.send(TEXT, &[0x7b, 0xff, 0xfe, 0x7d], None).unwrap();
+    assert_eq!(ws.close_code(), 1007);
+}
+
+#[test]
+fn a_frame_over_the_limit_gets_1009() {
+    let rt = Serve::start(&[], &[]);
+    let mut ws = RawWs::connect(rt.port);
+    // The header announces 100 MiB (over the 64 MiB limit); the runtime refuses it unread.
+    ws.send(TEXT, b"{", Some(100 << 20)).unwrap();
+    assert_eq!(ws.close_code(), 1009);
+}
+
+#[test]
+fn a_handshake_that_never_completes_is_dropped_after_the_default_10_s() {
+    let rt = Serve::start(&[], &[]);
+    let mut tcp = TcpStream::connect(("127.0.0.1", rt.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tcp.read(&mut buf).unwrap_or(0);
+    let elapsed = started.elapsed();
+    assert_eq!(n, 0, "the runtime answered a half handshake");
+    assert!(
+        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(25),
+        "{elapsed:?}"
+    );
+}
+
+#[test]
+fn a_ping_flood_from_a_client_that_never_reads_holds_bounded_memory() {
+    let rt = Serve::start(&[], &[]);
+    let before = rt.rss_kb();
+    let mut ws = RawWs::connect(rt.port);
+    ws.0.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let payload = [0x42u8; 125];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_secs(8) {
+        match ws.send(PING, &payload, None) {
+            Ok(()) => sent += 1,
+            // The runtime stopped reading (its writes are blocked) or closed: either way the
+            // flood is contained.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    let after = rt.rss_kb();
+    eprintln!("ping flood: {sent} pings in 8 s; runtime RSS {before} kB -> {after} kB");
+    // Unbounded, this grew about 22 MB/s; the write buffer now holds at most 65 MiB.
+    assert!(
+        after < before + 100 * 1024,
+        "runtime RSS grew from {before} kB to {after} kB"
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_logs_at_any_level() {
+    let rt = Serve::start(&[], &[("RUST_LOG", "trace")]);
+    let mut ws = RawWs::connect(rt.port);
+    let invocation = r#"{"message_type":"invocation_message","source_id":null,"system_prompt":"s","user_prompt":"ECHO:the key is hunter2-xyz","model":"m","output_format_json_schema_str":null,"secrets_to_redact":["hunter2-xyz"],"agent_env":{"KEY":"hunter2-xyz"},"artifacts_dirs":null,"artifacts_ignore_content":null,"pre_agent_invocation_commands":[{"command":"echo hunter2-xyz","cwd":null,"env":null}],"post_agent_invocation_commands":null,"pre_agent_downloadables":null}"#;
+    ws.send(TEXT, invocation.as_bytes(), None).unwrap();
+    // Read to the result, then send malformed frames that quote the secret.
+    loop {
+        let (op, payload) = ws.read().unwrap();
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        assert!(!text.contains("hunter2"), "sent: {text}");
+        if op == TEXT && text.contains("result_message") {
+            break;
+        }
+    }
+    ws.send(
+        TEXT,
+        br#"{"message_type": "cancel_message", "bad": hunter2-xyz}"#,
+        None,
+    )
+    .unwrap();
+    ws.send(TEXT, br#"{"message_type": 7, "x": "hunter2-xyz"}"#, None)
+        .unwrap();
+    ws.send(
+        TEXT,
+        br#"{"message_type": "artifact_upload_response_message", "filename": "hunter2-xyz"}"#,
+        None,
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let (_, payload) = ws.read().unwrap();
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        assert!(
+            text.contains("error_message") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
+    ws.send(CLOSE, &1000u16.to_be_bytes(), None).unwrap();
+    assert_eq!(ws.close_code(), 1000);
+    let log = rt.stop();
+    assert!(log.contains("malformed client frame"), "{log}");
+    assert!(!log.contains("hunter2"), "a secret in the log:\n{log}");
+}
+
+#[test]
+fn a_flood_of_half_open_connections_is_refused_at_the_limit_and_the_runtime_recovers() {
+    // 128 descriptors: the runtime serves at most 64 connections at once.
+    let rt = Serve::start_limited(Some(128), &[], &[]);
+    let started = Instant::now();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..150 {
+        let mut tcp = TcpStream::connect(("127.0.0.1", rt.port)).unwrap();
+        let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        held.push(tcp);
+    }
+    let mut waiting = 0;
+    for tcp in &mut held {
+        tcp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        match tcp.read(&mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                waiting += 1;
+            }
+            _ => refused += 1,
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "the pass outlived the handshake timeout"
+    );
+    // At most half the descriptors serve connections; the rest were closed at once.
+    assert!(
+        waiting <= 64,
+        "{waiting} connections held under a limit of 64"
+    );
+    assert!(refused >= 80, "only {refused} of 150 were refused at once");
+    // Once the held handshakes time out, a well-behaved client gets in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut ws) = RawWs::try_connect(rt.port) {
+            ws.send(CLOSE, &1000u16.to_be_bytes(), None).unwrap();
+            assert_eq!(ws.close_code(), 1000);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no legitimate client got in");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+    let log = rt.stop();
+    assert!(!log.contains("accept failed"), "{log}");
+}
