@@ -359,3 +359,36 @@ async def test_a_large_command_result_fits_the_clients_frames(runtime):
     assert head.endswith("bytes of this stdout are cut to fit the result; they were streamed in full")
     assert expected.endswith(tail) and tail.endswith("199999\n200000\n")
     assert int(head.split()[3]) == len(expected) - len(tail)
+
+
+async def test_an_artifact_written_by_a_post_command_is_uploaded_before_the_session_ends(
+    runtime, files, tmp_path
+):
+    """The file appears after the agent finished: the runtime asks for its upload late (during
+    or after the result), the client answers, ends the session, and the PUT still happens."""
+    art = tmp_path / "late-artifacts"
+    requested = []
+
+    async def on_request(req):
+        requested.append(req.filename)
+        return ArtifactUploadResult(presigned_url=f"{files.base}/late/{req.filename}", content_type="text/plain")
+
+    async with RuntimeUseClient(runtime).session() as s:
+        result = await s.query(
+            "ECHO:done",
+            opts(
+                artifacts_dirs=[str(art)],
+                on_artifact_upload_request=on_request,
+                post_agent_invocation_commands=[
+                    CommandInterface(command=f"mkdir -p {art} && printf late > {art}/late.txt")
+                ],
+            ),
+        )
+        assert result.data.text == "done"
+    assert requested == ["late.txt"]
+    # The session has ended; the PUT must follow (the runtime is still up).
+    for _ in range(100):
+        if "/late/late.txt" in files.handler.uploads:
+            break
+        await asyncio.sleep(0.05)
+    assert files.handler.uploads.get("/late/late.txt") == b"late"

@@ -20,6 +20,8 @@ pub const DEFAULT_IGNORE: &str =
 #[derive(Debug, Clone)]
 pub(crate) struct Reported {
     answered: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Upload requests sent and not answered yet.
+    asked: Arc<Mutex<HashSet<PathBuf>>>,
     changed: watch::Receiver<u64>,
     notify: Arc<watch::Sender<u64>>,
 }
@@ -29,9 +31,25 @@ impl Reported {
         let (tx, rx) = watch::channel(0);
         Self {
             answered: Arc::new(Mutex::new(HashSet::new())),
+            asked: Arc::new(Mutex::new(HashSet::new())),
             changed: rx,
             notify: Arc::new(tx),
         }
+    }
+
+    /// Records that the client was asked where to upload `path`.
+    pub(crate) fn asked(&self, path: &Path) {
+        if let Ok(mut a) = self.asked.lock() {
+            a.insert(path.to_path_buf());
+        }
+    }
+
+    /// Forgets a request that could not be sent.
+    pub(crate) fn forget(&self, path: &Path) {
+        if let Ok(mut a) = self.asked.lock() {
+            a.remove(path);
+        }
+        self.notify.send_modify(|g| *g += 1);
     }
 
     /// Records the client's answer for `path`.
@@ -39,7 +57,23 @@ impl Reported {
         if let Ok(mut a) = self.answered.lock() {
             a.insert(path.to_path_buf());
         }
+        if let Ok(mut a) = self.asked.lock() {
+            a.remove(path);
+        }
         self.notify.send_modify(|g| *g += 1);
+    }
+
+    /// Resolves once every upload request sent so far has its answer.
+    pub(crate) async fn wait_all_answered(&self) {
+        let mut changed = self.changed.clone();
+        loop {
+            if self.asked.lock().map(|a| a.is_empty()).unwrap_or(true) {
+                return;
+            }
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Resolves once the client answered the upload request for `path`.
@@ -90,7 +124,7 @@ impl Watcher {
     pub(crate) fn spawn(out: Outbox, interval: Duration) -> Self {
         let (tx, rx) = mpsc::channel(16);
         let reported = Reported::new();
-        tokio::spawn(run(rx, out, interval));
+        tokio::spawn(run(rx, out, reported.clone(), interval));
         Self {
             tx,
             reported,
@@ -126,7 +160,7 @@ impl Watcher {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, interval: Duration) {
+async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, asked: Reported, interval: Duration) {
     let mut dirs: Vec<Arc<Dir>> = Vec::new();
     // Last report per file, and the stamp seen at the previous scan.
     let mut reported: HashMap<PathBuf, Stamp> = HashMap::new();
@@ -170,6 +204,9 @@ async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, interval: Duration) {
                     let new = reported.get(path) != Some(stamp);
                     if new && stable {
                         reported.insert(path.clone(), *stamp);
+                        // Recorded before the request leaves, so that a settled watcher
+                        // never hides a request still on its way.
+                        asked.asked(path);
                         report(&out, path).await;
                     } else if new {
                         unsettled = true;

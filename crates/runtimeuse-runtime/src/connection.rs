@@ -98,17 +98,29 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                         }
                     }
                     RuntimeEvent::ArtifactUploadResponse { filepath, upload, .. } => {
+                        tracing::debug!(%filepath, "artifact upload answered");
                         watcher.reported().answered(std::path::Path::new(&filepath));
                         // Detached: an upload outlives the connection that asked for it.
                         tokio::spawn(http::upload(filepath, upload));
                     }
                     RuntimeEvent::EndSession => {
+                        tracing::debug!("end of session asked");
                         let watcher = watcher.clone();
                         let outbox = session_box.clone();
                         let drain = shared.options.end_session_drain;
                         tasks.spawn(async move {
                             if watcher.ever_watched() {
+                                // Files still being written get reported, and every upload
+                                // request gets its answer, before the end is confirmed: the
+                                // client may answer after it asked to end (within the drain).
+                                let started = tokio::time::Instant::now();
                                 watcher.settle(drain).await;
+                                let left = drain.saturating_sub(started.elapsed());
+                                let reported = watcher.reported();
+                                let answered = reported.wait_all_answered();
+                                if tokio::time::timeout(left, answered).await.is_err() {
+                                    tracing::warn!("artifact upload requests left unanswered at the end of the session");
+                                }
                             }
                             let _ = outbox.send(Cmd::ConfirmEnd).await;
                         });
@@ -117,7 +129,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     other => tracing::debug!(?other, "ignored event"),
                 }
             }
-            Some((request, cmd)) = rx.recv() => apply(conn.session(), request, cmd),
+            Some((request, cmd)) = rx.recv() => apply(conn.session(), &watcher, request, cmd),
         }
     }
     if let Some(c) = &cancel {
@@ -155,7 +167,7 @@ fn env(
 
 /// Applies a request task's message to the session, unless it speaks for a request that has
 /// already ended.
-fn apply(session: &mut RuntimeSession, request: Option<RequestId>, cmd: Cmd) {
+fn apply(session: &mut RuntimeSession, watcher: &Watcher, request: Option<RequestId>, cmd: Cmd) {
     if let Some(id) = request
         && session.request_in_flight() != Some(id)
     {
@@ -171,7 +183,11 @@ fn apply(session: &mut RuntimeSession, request: Option<RequestId>, cmd: Cmd) {
         }
         Cmd::Error(error, metadata) => session.send_error(&error, &metadata),
         Cmd::Artifact { filename, filepath } => {
-            session.request_artifact_upload(&filename, &filepath)
+            let asked = session.request_artifact_upload(&filename, &filepath);
+            if asked.is_err() {
+                watcher.reported().forget(std::path::Path::new(&filepath));
+            }
+            asked
         }
         Cmd::Finish(Terminal::Query(result)) => session.finish_query(&result),
         Cmd::Finish(Terminal::Commands(result)) => session.finish_commands(&result),
