@@ -22,7 +22,9 @@ use runtimeuse_runtime::{
     AgentHandler, AgentOptions, ModelAgent, Runtime, RuntimeHandle, RuntimeOptions, ScriptedHandler,
 };
 
+pub mod fault;
 pub mod mock_provider;
+pub use fault::{Fault, FaultProxy};
 pub use mock_provider::{Api, MockProvider, Recorded, Reply, SseEvent};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -108,6 +110,11 @@ impl Served {
         if let Some(h) = self.handle.take() {
             on(self.rt(), h.shutdown());
         }
+    }
+
+    /// Starts a [`FaultProxy`] in front of this runtime (on its tokio runtime).
+    pub fn fault_proxy(&self, fault: Fault, after: usize) -> FaultProxy {
+        on(self.rt(), FaultProxy::start(self.url(), fault, after))
     }
 
     /// Starts a [`MockProvider`] with these replies on this runtime's tokio runtime.

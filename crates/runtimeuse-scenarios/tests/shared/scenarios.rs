@@ -396,3 +396,104 @@ scenario! {
         wait!(session.close()).unwrap();
     }
 }
+
+// The fault matrix: a proxy between the client and the runtime does each fault after the
+// runtime's first N frames (N = 0..4; `STREAM:3` is four frames: three assistant messages and
+// the result). Each outcome is checked, with a generous upper bound on its time.
+
+/// Checks one run of the matrix; returns its row for the printed table.
+fn check_fault(
+    fault: runtimeuse_scenarios::Fault,
+    n: usize,
+    idle_limit: bool,
+    outcome: Result<Option<String>, Error>,
+    elapsed: Duration,
+) -> String {
+    use runtimeuse_scenarios::Fault;
+    let harmless = n >= 4 || matches!(fault, Fault::NonJson | Fault::UnknownType);
+    let label = match &outcome {
+        Ok(_) => "ok".to_owned(),
+        Err(Error::Timeout { kind, .. }) => format!("timeout {kind:?}"),
+        Err(Error::ConnectionClosed) => "connection closed".to_owned(),
+        Err(Error::WebSocket(e)) => format!("websocket: {e}"),
+        Err(e) => format!("{e}"),
+    };
+    let case = format!("{fault:?} after {n} (idle limit: {idle_limit})");
+    if harmless {
+        assert_eq!(outcome.as_ref().ok(), Some(&Some("streamed 3 messages".to_owned())), "{case}: {label}");
+        assert!(elapsed < Duration::from_secs(3), "{case}: {elapsed:?}");
+    } else {
+        match fault {
+            Fault::Cut | Fault::Close => {
+                assert!(
+                    matches!(outcome, Err(Error::ConnectionClosed | Error::WebSocket(_))),
+                    "{case}: {label}"
+                );
+                assert!(elapsed < Duration::from_secs(2), "{case}: {elapsed:?}");
+            }
+            Fault::Stall | Fault::Freeze => {
+                assert!(idle_limit, "{case}: only run with an idle limit");
+                assert!(
+                    matches!(outcome, Err(Error::Timeout { kind: TimeoutKind::Idle(_), .. })),
+                    "{case}: {label}"
+                );
+                // The limit is 1 s; the call returns within the close's 100 ms of it.
+                assert!(
+                    elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+                    "{case}: {elapsed:?}"
+                );
+            }
+            Fault::NonJson | Fault::UnknownType => unreachable!(),
+        }
+    }
+    format!("| {fault:?} | {n} | {label} | {} ms |", elapsed.as_millis())
+}
+
+#[allow(clippy::print_stderr)]
+fn print_fault_table(client: &str, rows: &[String]) {
+    for row in rows {
+        eprintln!("fault-matrix {client} {row}");
+    }
+}
+
+scenario! {
+    fn fault_matrix_with_an_idle_limit() {
+        use runtimeuse_scenarios::Fault;
+        let rt = runtimeuse_scenarios::served();
+        let mut rows = Vec::new();
+        for fault in Fault::ALL {
+            for n in 0..=4 {
+                let proxy = rt.fault_proxy(fault, n);
+                let started = Instant::now();
+                let options = opts().idle_timeout(Duration::from_secs(1));
+                let outcome = wait!(Client::new(proxy.url()).query("STREAM:3", options))
+                    .map(|r| r.text().map(str::to_owned));
+                rows.push(check_fault(fault, n, true, outcome, started.elapsed()));
+            }
+        }
+        print_fault_table(module_path!(), &rows);
+    }
+}
+
+scenario! {
+    fn fault_matrix_with_default_settings() {
+        // Stall and freeze before the result wait for the default limits (60 s, 40 s): those
+        // two run once, in `tests/fault_defaults.rs`.
+        use runtimeuse_scenarios::Fault;
+        let rt = runtimeuse_scenarios::served();
+        let mut rows = Vec::new();
+        for fault in Fault::ALL {
+            for n in 0..=4 {
+                if matches!(fault, Fault::Stall | Fault::Freeze) && n < 4 {
+                    continue;
+                }
+                let proxy = rt.fault_proxy(fault, n);
+                let started = Instant::now();
+                let outcome = wait!(Client::new(proxy.url()).query("STREAM:3", opts()))
+                    .map(|r| r.text().map(str::to_owned));
+                rows.push(check_fault(fault, n, false, outcome, started.elapsed()));
+            }
+        }
+        print_fault_table(module_path!(), &rows);
+    }
+}
