@@ -82,12 +82,18 @@ impl<B: Backend> Client<B> {
     /// # Errors
     ///
     /// [`Error::Config`] for a bad URL or header, [`Error::ConnectTimeout`],
-    /// [`Error::WebSocket`] when connecting fails.
+    /// [`Error::Connect`] when the TCP connection fails, [`Error::WebSocket`] when TLS or the
+    /// WebSocket handshake fails.
     pub async fn session(&self) -> Result<Session<B>, Error> {
         let s = &self.inner;
         let ws = timeout::<B, _>(s.connect_timeout, B::connect(s))
             .await
-            .ok_or(Error::ConnectTimeout(s.connect_timeout))??;
+            .ok_or(Error::ConnectTimeout(s.connect_timeout))?
+            .map_err(|e| match e {
+                // Before the WebSocket handshake: as the blocking client says it.
+                Error::WebSocket(tungstenite::Error::Io(io)) => Error::Connect(io),
+                e => e,
+            })?;
         tracing::debug!(url = %s.url, "connected");
         Ok(Session::new(ws, s.session.clone()))
     }

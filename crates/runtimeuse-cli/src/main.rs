@@ -197,7 +197,15 @@ async fn async_main() -> ExitCode {
     match run(cmd).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("runtimeuse: {e}");
+            // The error and each of its causes, once.
+            let mut text = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            eprintln!("runtimeuse: {text}");
             ExitCode::FAILURE
         }
     }

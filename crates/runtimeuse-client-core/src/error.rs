@@ -3,21 +3,31 @@
 use std::time::Duration;
 
 use runtimeuse_proto::{
-    DecodeError, Diagnostics, FailReason, MessageKind, TimeoutKind, UsageError,
+    DecodeError, Diagnostics, FailReason, MessageKind, RuntimeError, TimeoutKind, UsageError,
 };
 use serde_json::Value;
 
 /// Everything that can go wrong with a client call.
+///
+/// Variants that wrap another error return it from [`source`](std::error::Error::source) and
+/// do not repeat its text in their own `Display`, as the Rust API guidelines ask: print the
+/// chain (`{:#}` with anyhow, or walk `source()`) to see every cause once.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The runtime reported an error (`error_message`).
-    #[error("runtime error: {error} (metadata: {metadata})")]
+    #[error(
+        "runtime error: {error} (metadata: {metadata}{})",
+        earlier_note(earlier)
+    )]
     Runtime {
         /// The runtime's error text.
         error: String,
         /// The error's metadata (`Null` when absent).
         metadata: Value,
+        /// The request's earlier `error_message`s, oldest first (a handler's own error before
+        /// the runtime's terminal one, say), with their metadata.
+        earlier: Vec<RuntimeError>,
     },
     /// The request was cancelled through the adapter's `AbortHandle` (or an async call's future
     /// was dropped and a later call cleaned up after it).
@@ -46,15 +56,15 @@ pub enum Error {
     /// The URL, a header or the TLS settings are invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Connecting failed before the WebSocket handshake (name resolution, TCP; the blocking
-    /// client). The async clients report these as [`Error::WebSocket`] with an I/O error.
-    #[error("connect: {0}")]
+    /// Connecting failed: name resolution, or the TCP connection (refused, unreachable). All
+    /// three clients report these the same way.
+    #[error("cannot connect to the runtime")]
     Connect(#[source] std::io::Error),
-    /// The WebSocket connection failed (connect, TLS, handshake, I/O, frame limits).
-    #[error("websocket: {0}")]
+    /// The WebSocket connection failed (TLS, handshake, I/O, frame limits).
+    #[error("websocket error")]
     WebSocket(#[from] tungstenite::Error),
     /// The runtime sent a terminal message that could not be understood.
-    #[error("protocol error: {0}")]
+    #[error("the runtime's terminal message could not be decoded")]
     Protocol(#[source] DecodeError),
     /// The runtime ended the request with the other kind of terminal message.
     #[error("unexpected terminal message {0}")]
@@ -69,11 +79,20 @@ pub enum Error {
     #[error("the session lost track of an abandoned request and was ended")]
     Desynchronized,
     /// The API was misused (e.g. artifact directories without an uploader).
-    #[error("usage: {0}")]
+    #[error("the client was misused")]
     Usage(#[from] UsageError),
-    /// The structured result does not fit the requested type.
-    #[error("structured output does not fit the requested type: {0}")]
-    Deserialize(#[source] serde_json::Error),
+    /// The structured result does not fit the requested type (what
+    /// `QueryResult::deserialize` returns converts into it, so `?` works).
+    #[error("structured output does not fit the requested type")]
+    Deserialize(#[from] serde_json::Error),
+}
+
+fn earlier_note(earlier: &[RuntimeError]) -> String {
+    match earlier.len() {
+        0 => String::new(),
+        1 => format!("; before it: {}", earlier[0].error),
+        n => format!("; {n} earlier errors, the first: {}", earlier[0].error),
+    }
 }
 
 impl Error {
@@ -89,7 +108,15 @@ impl Error {
 impl From<FailReason> for Error {
     fn from(reason: FailReason) -> Self {
         match reason {
-            FailReason::Runtime { error, metadata } => Self::Runtime { error, metadata },
+            FailReason::Runtime {
+                error,
+                metadata,
+                earlier,
+            } => Self::Runtime {
+                error,
+                metadata,
+                earlier,
+            },
             FailReason::Cancelled => Self::Cancelled,
             FailReason::Timeout { kind, diagnostics } => Self::Timeout { kind, diagnostics },
             FailReason::Protocol(e) => Self::Protocol(e),

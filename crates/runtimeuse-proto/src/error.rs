@@ -116,6 +116,9 @@ pub enum FailReason {
         error: String,
         /// The error's metadata as sent (`Null` when absent).
         metadata: Value,
+        /// The request's earlier `error_message`s, oldest first (a handler's own error before
+        /// the runtime's terminal one, say): nothing the runtime said is dropped.
+        earlier: Vec<RuntimeError>,
     },
     /// The application cancelled the request.
     #[error("request cancelled")]
@@ -129,7 +132,7 @@ pub enum FailReason {
         diagnostics: Diagnostics,
     },
     /// The runtime sent a terminal message that could not be decoded.
-    #[error("malformed terminal message: {0}")]
+    #[error("malformed terminal message")]
     Protocol(#[source] DecodeError),
     /// The runtime ended the request with the terminal of the other request kind (a
     /// `result_message` for a command batch, or the reverse).
@@ -145,6 +148,15 @@ pub enum FailReason {
     /// so this session cannot tell its messages from the next request's; it was ended.
     #[error("the previous request never finished; the session was ended")]
     Desynchronized,
+}
+
+/// One `error_message` the runtime sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeError {
+    /// The error text.
+    pub error: String,
+    /// The metadata as sent (`Null` when absent).
+    pub metadata: Value,
 }
 
 impl FailReason {

@@ -59,7 +59,9 @@ mod wire;
 pub mod fuzzing;
 
 pub use config::Config;
-pub use error::{DecodeError, Diagnostics, FailReason, Phase, TimeoutKind, UsageError};
+pub use error::{
+    DecodeError, Diagnostics, FailReason, Phase, RuntimeError, TimeoutKind, UsageError,
+};
 pub use event::{
     ArtifactUploadRequest, CommandExecutionResult, CommandOutput, CommandResultItem, Event,
     OutputStream, QueryResult, RequestEvent, RequestId, ResultData, Routed, SessionEnd,

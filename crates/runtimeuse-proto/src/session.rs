@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::error::RuntimeError;
 use crate::error::{DecodeError, Diagnostics, FailReason, Phase, TimeoutKind, UsageError};
 use crate::event::{
     ArtifactUploadRequest, CommandExecutionResult, CommandOutput, CommandResultItem, Event,
@@ -72,6 +73,8 @@ struct Active {
     message_count: u64,
     /// An `error_message` that ends the request unless more of the request follows.
     pending_error: Option<(String, serde_json::Value)>,
+    /// The request's `error_message`s that turned out not to be its terminal (bounded).
+    earlier_errors: Vec<RuntimeError>,
 }
 
 /// A request given up on (cancelled or timed out) whose terminal is still to be read.
@@ -80,6 +83,9 @@ struct Drain {
     /// An `error_message` arrived and may have been the terminal.
     settling: bool,
 }
+
+/// Most earlier `error_message`s a request keeps for its failure.
+const MAX_EARLIER_ERRORS: usize = 16;
 
 /// A request started while an abandoned one drains; its frame waits.
 #[derive(Debug)]
@@ -477,6 +483,7 @@ impl Session {
             last_message_at: now,
             message_count: 0,
             pending_error: None,
+            earlier_errors: Vec::new(),
         });
     }
 
@@ -523,7 +530,15 @@ impl Session {
             } else if let Some(mut active) = self.active.take() {
                 match active.pending_error.take() {
                     Some((error, metadata)) => {
-                        self.fail_request(active.id, FailReason::Runtime { error, metadata });
+                        let earlier = std::mem::take(&mut active.earlier_errors);
+                        self.fail_request(
+                            active.id,
+                            FailReason::Runtime {
+                                error,
+                                metadata,
+                                earlier,
+                            },
+                        );
                     }
                     None => self.active = Some(active),
                 }
@@ -561,7 +576,15 @@ impl Session {
                 self.fail_request(q.id, FailReason::Timeout { kind, diagnostics });
             } else if let Some(mut active) = self.active.take() {
                 if let Some((error, metadata)) = active.pending_error.take() {
-                    self.fail_request(active.id, FailReason::Runtime { error, metadata });
+                    let earlier = std::mem::take(&mut active.earlier_errors);
+                    self.fail_request(
+                        active.id,
+                        FailReason::Runtime {
+                            error,
+                            metadata,
+                            earlier,
+                        },
+                    );
                     continue;
                 }
                 let elapsed = now.saturating_duration_since(active.started);
@@ -659,7 +682,11 @@ impl Session {
         };
         if let Some(mut active) = self.active.take() {
             let r = match active.pending_error.take() {
-                Some((error, metadata)) => FailReason::Runtime { error, metadata },
+                Some((error, metadata)) => FailReason::Runtime {
+                    error,
+                    metadata,
+                    earlier: std::mem::take(&mut active.earlier_errors),
+                },
                 None => reason(),
             };
             self.fail_request(active.id, r);
@@ -837,6 +864,12 @@ impl Session {
         if let Some((error, metadata)) = active.pending_error.take() {
             let request = active.id;
             self.timers.stop(Timer::ErrorSettle);
+            if active.earlier_errors.len() < MAX_EARLIER_ERRORS {
+                active.earlier_errors.push(RuntimeError {
+                    error: error.clone(),
+                    metadata: metadata.clone(),
+                });
+            }
             self.events.push_back(Event::RuntimeError {
                 request,
                 error,

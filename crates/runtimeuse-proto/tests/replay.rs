@@ -312,7 +312,12 @@ fn check_outcome(name: &str, i: usize, got: &Outcome, want: &Value) {
                     assert_eq!(meta["phase"], "waiting_for_message", "{ctx}");
                     assert_eq!(diagnostics.phase, Phase::WaitingForFirstMessage, "{ctx}");
                 }
-                ("AgentRuntimeError", FailReason::Runtime { error, metadata }) => {
+                (
+                    "AgentRuntimeError",
+                    FailReason::Runtime {
+                        error, metadata, ..
+                    },
+                ) => {
                     assert_eq!(want["message"], json!(error), "{ctx}");
                     if let Some(python_meta) = want.get("metadata") {
                         // The Python client reports the first error_message; this session

@@ -228,9 +228,20 @@ fn handler_error_then_terminal_error_do_not_leak_into_the_next_request() {
         if *request == first && metadata["source"] == "echo_handler")
     );
     assert!(
-        matches!(&events[1], Event::Failed { request, reason: FailReason::Runtime { error, metadata } }
+        matches!(&events[1], Event::Failed { request, reason: FailReason::Runtime { error, metadata, .. } }
         if *request == first && error == "boom" && metadata["error_name"] == "Error")
     );
+    // The failure keeps the handler's own error and its metadata too.
+    let Event::Failed {
+        reason: FailReason::Runtime { earlier, .. },
+        ..
+    } = &events[1]
+    else {
+        unreachable!()
+    };
+    assert_eq!(earlier.len(), 1);
+    assert_eq!(earlier[0].error, "boom");
+    assert_eq!(earlier[0].metadata["source"], "echo_handler");
     let second = query(&mut h, "ECHO:after");
     h.recv(300, RESULT_HI);
     let events = h.take_events();
@@ -250,7 +261,7 @@ fn a_single_error_fails_the_request_after_the_settle_time_not_before() {
     h.tick(210);
     let events = h.take_events();
     assert!(
-        matches!(&events[..], [Event::Failed { reason: FailReason::Runtime { error, metadata }, .. }]
+        matches!(&events[..], [Event::Failed { reason: FailReason::Runtime { error, metadata, .. }, .. }]
         if error == "Download failed: 404" && metadata.is_null())
     );
 }

@@ -497,3 +497,50 @@ scenario! {
         print_fault_table(module_path!(), &rows);
     }
 }
+
+// One API shape: the same failure is the same variant in every client; errors keep all the
+// runtime said; `?` works on structured output.
+
+scenario! {
+    fn a_refused_connection_is_error_connect() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let err = wait!(Client::new(format!("ws://127.0.0.1:{port}")).query("x", opts())).unwrap_err();
+        let Error::Connect(io) = &err else { panic!("{err:?}") };
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        // Display names the failure once; the cause is the source.
+        assert_eq!(err.to_string(), "cannot connect to the runtime");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+}
+
+scenario! {
+    fn a_runtime_error_keeps_the_handlers_own_error_and_metadata() {
+        let rt = runtimeuse_scenarios::served();
+        let err = wait!(Client::new(rt.url()).query("ERROR:boom", opts())).unwrap_err();
+        let Error::Runtime { error, metadata, earlier } = &err else { panic!("{err:?}") };
+        assert_eq!(error, "boom");
+        assert_eq!(metadata["error_name"], "Error");
+        assert_eq!(earlier.len(), 1, "{err}");
+        assert_eq!(earlier[0].error, "boom");
+        assert_eq!(earlier[0].metadata, serde_json::json!({"source": "scripted"}));
+    }
+}
+
+scenario! {
+    fn structured_output_deserializes_with_the_question_mark() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Out {
+            answer: String,
+        }
+        let rt = runtimeuse_scenarios::served();
+        let result = wait!(
+            Client::new(rt.url()).query(r#"STRUCTURED:{"answer": 42}"#, opts().output_schema("{}"))
+        )
+        .unwrap();
+        let parse = |r: &runtimeuse_tokio::proto::QueryResult| -> Result<Out, Error> { Ok(r.deserialize::<Out>()?) };
+        assert!(matches!(parse(&result), Err(Error::Deserialize(_))));
+    }
+}
