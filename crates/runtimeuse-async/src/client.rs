@@ -56,6 +56,19 @@ impl<B> From<ClientSettings> for Client<B> {
     }
 }
 
+/// Whether an I/O error of a connection attempt happened after the TCP connection was up.
+fn after_connect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::InvalidData
+            | K::UnexpectedEof
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+    )
+}
+
 impl<B: Backend> Client<B> {
     /// A client for this URL with default settings.
     pub fn new(url: impl Into<String>) -> Self {
@@ -90,8 +103,12 @@ impl<B: Backend> Client<B> {
             .await
             .ok_or(Error::ConnectTimeout(s.connect_timeout))?
             .map_err(|e| match e {
-                // Before the WebSocket handshake: as the blocking client says it.
-                Error::WebSocket(tungstenite::Error::Io(io)) => Error::Connect(io),
+                // Name resolution and TCP, as the blocking client reports them; what fails
+                // once connected (TLS: invalid data; a handshake cut short) stays a WebSocket
+                // error.
+                Error::WebSocket(tungstenite::Error::Io(io)) if !after_connect(&io) => {
+                    Error::Connect(io)
+                }
                 e => e,
             })?;
         tracing::debug!(url = %s.url, "connected");

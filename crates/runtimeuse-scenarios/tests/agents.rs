@@ -38,7 +38,9 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 fn runtime_error(err: Error) -> (String, Value) {
     match err {
-        Error::Runtime { error, metadata, .. } => (error, metadata),
+        Error::Runtime {
+            error, metadata, ..
+        } => (error, metadata),
         other => panic!("expected a runtime error, got {other:?}"),
     }
 }
