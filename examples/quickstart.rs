@@ -21,7 +21,9 @@ use runtimeuse_runtime::{
 };
 use runtimeuse_tokio::{Client, ExecuteCommandsOptions, QueryOptions};
 
-#[derive(Debug, serde::Deserialize)]
+/// The structured answer; its JSON Schema is derived from it (`schemars`), so the schema sent
+/// and the type read back cannot disagree.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 struct Answer {
     answer: u32,
     unit: String,
@@ -68,8 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("text result: {}", result.text().unwrap_or_default());
 
     // 2. A structured query, deserialized into our own type.
-    let schema = r#"{"type":"json_schema","schema":{"type":"object","properties":{"answer":{"type":"integer"},"unit":{"type":"string"}},"required":["answer","unit"]}}"#;
-    let options = QueryOptions::new("Answer in JSON.", &model).output_schema(schema);
+    let options = QueryOptions::new("Answer in JSON.", &model).output_type::<Answer>();
     let text = prompt(
         r#"STRUCTURED:{"answer": 42, "unit": "towels"}"#,
         "How many towels is six times seven towels? Give the number and the unit.",

@@ -198,10 +198,29 @@ impl QueryOptions {
         self
     }
 
-    /// Asks for structured output following this JSON Schema.
+    /// Asks for structured output whose answer follows `schema`, a JSON Schema (sent as
+    /// `{"type": "json_schema", "schema": <schema>}`, which runtimes read).
     #[must_use]
-    pub fn output_schema(mut self, json_schema: impl Into<String>) -> Self {
-        self.invocation.output_format_json_schema = Some(json_schema.into());
+    pub fn output_schema(mut self, schema: serde_json::Value) -> Self {
+        self.invocation = self.invocation.output_schema(schema);
+        self
+    }
+
+    /// Asks for structured output with the answer's schema derived from `T` (feature
+    /// `schemars`), so that [`QueryResult::deserialize`](runtimeuse_proto::QueryResult::deserialize)
+    /// into `T` and the schema cannot disagree.
+    #[cfg(feature = "schemars")]
+    #[must_use]
+    pub fn output_type<T: schemars::JsonSchema>(self) -> Self {
+        self.output_schema(runtimeuse_client_core::schema_of::<T>())
+    }
+
+    /// Sets `output_format_json_schema_str` to exactly this text (the whole format, wrapper
+    /// included), for runtimes that expect another format than
+    /// [`output_schema`](Self::output_schema) sends.
+    #[must_use]
+    pub fn output_format(mut self, raw: impl Into<String>) -> Self {
+        self.invocation = self.invocation.output_format(raw);
         self
     }
 

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `rustls` | no | [`ClientSettings::tls_config`]: a rustls configuration (ring provider) |
 //! | `webpki-roots` | no | with `rustls`, trust the webpki root certificates |
+//! | `schemars` | no | [`schema_of`]: the JSON Schema of a type, for `output_type::<T>()` |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -18,4 +19,11 @@ mod error;
 mod settings;
 
 pub use error::Error;
+
+/// The JSON Schema of `T` (feature `schemars`), for structured output: what the adapters'
+/// `QueryOptions::output_type` sends.
+#[cfg(feature = "schemars")]
+pub fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
+    serde_json::Value::from(schemars::schema_for!(T))
+}
 pub use settings::{ClientBuilder, ClientSettings};

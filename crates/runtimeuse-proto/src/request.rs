@@ -54,10 +54,22 @@ impl Invocation {
         self
     }
 
-    /// Asks for structured output following this JSON Schema.
+    /// Asks for structured output whose answer follows `schema` (a JSON Schema): sends
+    /// `{"type": "json_schema", "schema": <schema>}`, the format runtimes read (the upstream
+    /// agents take `schema` from it; the Python client sends it so).
     #[must_use]
-    pub fn output_schema(mut self, json_schema: impl Into<String>) -> Self {
-        self.output_format_json_schema = Some(json_schema.into());
+    pub fn output_schema(mut self, schema: serde_json::Value) -> Self {
+        let format = serde_json::json!({ "type": "json_schema", "schema": schema });
+        self.output_format_json_schema = Some(format.to_string());
+        self
+    }
+
+    /// Sets `output_format_json_schema_str` to exactly this text (the whole format, wrapper
+    /// included), for runtimes that expect something else than
+    /// [`output_schema`](Self::output_schema) sends.
+    #[must_use]
+    pub fn output_format(mut self, raw: impl Into<String>) -> Self {
+        self.output_format_json_schema = Some(raw.into());
         self
     }
 

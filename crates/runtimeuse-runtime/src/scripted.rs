@@ -14,6 +14,7 @@ use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
 /// |---|---|
 /// | `ECHO:<text>` | text result `<text>` |
 /// | `STRUCTURED:<json>` | structured result, the parsed JSON |
+/// | `ECHO_FORMAT:` | structured result, the invocation's `output_format_json_schema_str` parsed (what the client sent) |
 /// | `SLOW:<ms>` | waits that long (cancellable at once), then text `done` |
 /// | `STREAM:<n>` | n assistant messages `message i of n`, then text `streamed n messages` |
 /// | `STREAM_TEXT:<text>` | one assistant message `<text>`, then text `done` |
@@ -45,6 +46,21 @@ impl AgentHandler for ScriptedHandler {
                 "STRUCTURED" => {
                     let value: Value = serde_json::from_str(arg)
                         .map_err(|e| AgentError::new(format!("STRUCTURED: invalid JSON: {e}")))?;
+                    Ok(QueryResult {
+                        data: ResultData::StructuredOutput(value),
+                        metadata: json!({}),
+                    })
+                }
+                "ECHO_FORMAT" => {
+                    let format =
+                        invocation
+                            .output_format_json_schema
+                            .as_deref()
+                            .ok_or_else(|| {
+                                AgentError::new("ECHO_FORMAT: the invocation has no output format")
+                            })?;
+                    let value: Value = serde_json::from_str(format)
+                        .map_err(|e| AgentError::new(format!("ECHO_FORMAT: invalid JSON: {e}")))?;
                     Ok(QueryResult {
                         data: ResultData::StructuredOutput(value),
                         metadata: json!({}),

@@ -192,12 +192,13 @@ fn structured_output_asks_for_a_strict_schema_and_returns_the_json() {
         answer: u32,
         note: Option<String>,
     }
-    let schema = json!({"type": "json_schema", "schema": {
+    // `output_schema` sends the wrapper the Python client sends.
+    let schema = json!({
         "title": "Out",
         "type": "object",
         "properties": {"answer": {"type": "integer"}, "note": {"type": ["string", "null"]}},
         "required": ["answer"]
-    }});
+    });
     let strict = json!({
         "type": "object",
         "properties": {"answer": {"type": "integer"}, "note": {"type": ["string", "null"]}},
@@ -208,7 +209,7 @@ fn structured_output_asks_for_a_strict_schema_and_returns_the_json() {
         let answer = json!({"answer": 42, "note": null});
         let (rt, mock) = served(api, vec![Reply::stream(api.structured(&answer))]);
         let result =
-            block_on(Client::new(rt.url()).query("hi", opts().output_schema(schema.to_string())))
+            block_on(Client::new(rt.url()).query("hi", opts().output_schema(schema.clone())))
                 .unwrap();
         assert_eq!(
             result.deserialize::<Out>().unwrap(),
@@ -248,9 +249,9 @@ fn an_answer_that_breaks_the_schema_is_a_clear_error() {
     let schema = json!({"type": "object", "properties": {"answer": {"type": "integer"}}});
     for api in [Api::Responses, Api::Chat] {
         let (rt, _mock) = served(api, vec![Reply::stream(api.text("{\"answer\": \"many\"}"))]);
-        let err =
-            block_on(Client::new(rt.url()).query("hi", opts().output_schema(schema.to_string())))
-                .unwrap_err();
+        // A bare schema as the raw format: the agent reads that form too.
+        let options = opts().output_format(schema.to_string());
+        let err = block_on(Client::new(rt.url()).query("hi", options)).unwrap_err();
         let (error, metadata) = runtime_error(err);
         assert_eq!(
             error,
@@ -270,8 +271,7 @@ fn anthropic_answering_in_text_is_asked_once_more_with_the_tool_forced() {
     ];
     let (rt, mock) = served(api, replies);
     let result =
-        block_on(Client::new(rt.url()).query("hi", opts().output_schema(schema.to_string())))
-            .unwrap();
+        block_on(Client::new(rt.url()).query("hi", opts().output_schema(schema.clone()))).unwrap();
     assert_eq!(result.structured_output(), Some(&json!({"answer": 7})));
     let requests = mock.requests();
     assert_eq!(requests[0].body.get("tool_choice"), None);
@@ -530,7 +530,7 @@ fn command_agent_prompt_as_argument_and_structured_output() {
     let rt = Served::with_handler(agent, RuntimeOptions::default());
     let schema = json!({"type": "object", "properties": {"len": {"type": "integer"}}});
     let result = block_on(
-        Client::new(rt.url()).query("abcd; rm -rf x", opts().output_schema(schema.to_string())),
+        Client::new(rt.url()).query("abcd; rm -rf x", opts().output_schema(schema.clone())),
     )
     .unwrap();
     assert_eq!(result.structured_output(), Some(&json!({"len": 14})));

@@ -36,7 +36,7 @@ scenario! {
         }
         let rt = runtimeuse_scenarios::served();
         let result = wait!(
-            Client::new(rt.url()).query(r#"STRUCTURED:{"answer": 42}"#, opts().output_schema("{}"))
+            Client::new(rt.url()).query(r#"STRUCTURED:{"answer": 42}"#, opts().output_schema(serde_json::json!({})))
         )
         .unwrap();
         assert_eq!(result.deserialize::<Out>().unwrap(), Out { answer: 42 });
@@ -537,10 +537,44 @@ scenario! {
         }
         let rt = runtimeuse_scenarios::served();
         let result = wait!(
-            Client::new(rt.url()).query(r#"STRUCTURED:{"answer": 42}"#, opts().output_schema("{}"))
+            Client::new(rt.url()).query(r#"STRUCTURED:{"answer": 42}"#, opts().output_schema(serde_json::json!({})))
         )
         .unwrap();
         let parse = |r: &runtimeuse_tokio::proto::QueryResult| -> Result<Out, Error> { Ok(r.deserialize::<Out>()?) };
         assert!(matches!(parse(&result), Err(Error::Deserialize(_))));
+    }
+}
+
+scenario! {
+    fn output_schema_sends_the_json_schema_wrapper_and_output_format_the_raw_text() {
+        let rt = runtimeuse_scenarios::served();
+        let client = Client::new(rt.url());
+        let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        let sent = wait!(client.query("ECHO_FORMAT:", opts().output_schema(schema.clone()))).unwrap();
+        assert_eq!(
+            sent.structured_output(),
+            Some(&serde_json::json!({"type": "json_schema", "schema": schema}))
+        );
+        let sent = wait!(client.query("ECHO_FORMAT:", opts().output_format(r#"{"custom": 1}"#))).unwrap();
+        assert_eq!(sent.structured_output(), Some(&serde_json::json!({"custom": 1})));
+    }
+}
+
+scenario! {
+    fn output_type_derives_the_schema_from_the_callers_type() {
+        #[derive(serde::Deserialize, schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct Answer {
+            answer: u32,
+            unit: String,
+        }
+        let rt = runtimeuse_scenarios::served();
+        let sent = wait!(Client::new(rt.url()).query("ECHO_FORMAT:", opts().output_type::<Answer>())).unwrap();
+        let format = sent.structured_output().unwrap();
+        assert_eq!(format["type"], "json_schema");
+        assert_eq!(format["schema"]["type"], "object");
+        assert_eq!(format["schema"]["properties"]["answer"]["type"], "integer");
+        assert_eq!(format["schema"]["properties"]["unit"]["type"], "string");
+        assert_eq!(format["schema"]["required"], serde_json::json!(["answer", "unit"]));
     }
 }
