@@ -82,5 +82,7 @@ async fn run(url: String) -> Result<(), Error> {
     let after = session.query("ECHO:still here", options).await?;
     println!("after the cancel: {}", after.text().unwrap_or_default());
 
-    session.close().await
+    let end = session.close().await?;
+    println!("session ended: {end:?}");
+    Ok(())
 }

@@ -14,7 +14,7 @@ use futures_util::task::AtomicWaker;
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, Output,
-    QueryResult, RequestEvent, RequestId, Routed,
+    QueryResult, RequestEvent, RequestId, Routed, SessionEnd,
 };
 use tracing::Instrument;
 
@@ -216,13 +216,14 @@ impl<B: Backend> Session<B> {
     /// Ends the session gracefully: sends `end_session_message`, answers late artifact
     /// requests with the last uploader given, waits for the runtime's confirmation (at most
     /// [`Config::end_session_timeout`](runtimeuse_proto::Config)), and closes the connection
-    /// with code 1000.
+    /// with code 1000. Returns how the session ended: [`SessionEnd::Confirmed`] when the
+    /// runtime confirmed the end, else the deadline passing or the connection closing first.
     ///
     /// # Errors
     ///
     /// [`Error::WebSocket`] if the connection fails on the way; the connection is closed
     /// anyway.
-    pub async fn close(mut self) -> Result<(), Error> {
+    pub async fn close(mut self) -> Result<SessionEnd, Error> {
         self.clean_up_dropped_call();
         let result = self.end_gracefully().await;
         self.conn.close(close_wait(result.is_ok())).await;
@@ -280,24 +281,24 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    async fn end_gracefully(&mut self) -> Result<(), Error> {
-        if self.proto.is_finished() {
-            return Ok(());
+    async fn end_gracefully(&mut self) -> Result<SessionEnd, Error> {
+        if let Some(end) = self.proto.end() {
+            return Ok(end);
         }
         // A request still held back behind a draining one: wait for it to settle first.
         while self.proto.request_in_flight().is_some() {
             let _ = self.proto.cancel(B::now());
             self.next_event().await?;
         }
-        if self.proto.is_finished() {
-            return Ok(());
+        if let Some(end) = self.proto.end() {
+            return Ok(end);
         }
         self.proto.end_session(B::now())?;
         loop {
             match self.next_event().await? {
                 Event::SessionEnded(end) => {
                     tracing::debug!(?end, "session ended");
-                    return Ok(());
+                    return Ok(end);
                 }
                 Event::ArtifactUploadRequest(req) => self.answer_with(None, req).await,
                 _ => {}

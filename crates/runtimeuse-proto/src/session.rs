@@ -161,6 +161,7 @@ pub struct Session {
     queued: Option<Queued>,
     ending: bool,
     finished: bool,
+    end: Option<SessionEnd>,
     pending_artifacts: HashSet<u64>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -192,6 +193,7 @@ impl Session {
             queued: None,
             ending: false,
             finished: false,
+            end: None,
             pending_artifacts: HashSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -228,6 +230,11 @@ impl Session {
     #[inline]
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// How the session ended, once it has.
+    pub fn end(&self) -> Option<SessionEnd> {
+        self.end
     }
 
     /// The timer that is due next, if any: why the next [`Output::Timeout`] was chosen.
@@ -698,6 +705,7 @@ impl Session {
         self.timers.stop_all();
         self.pending_artifacts.clear();
         self.finished = true;
+        self.end = Some(end);
         tracing::debug!(?end, "session ended");
         self.events.push_back(Event::SessionEnded(end));
     }

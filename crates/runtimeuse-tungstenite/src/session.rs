@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, Output,
-    QueryResult, RequestEvent, RequestId, Routed, Transmit,
+    QueryResult, RequestEvent, RequestId, Routed, SessionEnd, Transmit,
 };
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -231,30 +231,32 @@ impl Session {
     }
 
     /// Ends the session gracefully (end-of-session handshake, late artifact requests answered
-    /// with the last uploader given) and closes the connection with code 1000.
+    /// with the last uploader given) and closes the connection with code 1000. Returns how the
+    /// session ended: [`SessionEnd::Confirmed`] when the runtime confirmed the end, else the
+    /// end-of-session deadline passing or the connection closing first.
     ///
     /// # Errors
     ///
     /// [`Error::WebSocket`] if the connection fails on the way; it is closed anyway.
-    pub fn close(mut self) -> Result<(), Error> {
+    pub fn close(mut self) -> Result<SessionEnd, Error> {
         let result = self.end_gracefully();
         self.close_socket(result.is_ok());
         result
     }
 
-    fn end_gracefully(&mut self) -> Result<(), Error> {
+    fn end_gracefully(&mut self) -> Result<SessionEnd, Error> {
         self.clean_up_dropped_call();
         while self.proto.request_in_flight().is_some() {
             let _ = self.proto.cancel(now());
             self.next_event()?;
         }
-        if self.proto.is_finished() {
-            return Ok(());
+        if let Some(end) = self.proto.end() {
+            return Ok(end);
         }
         self.proto.end_session(now())?;
         loop {
             match self.next_event()? {
-                Event::SessionEnded(_) => return Ok(()),
+                Event::SessionEnded(end) => return Ok(end),
                 Event::ArtifactUploadRequest(req) => self.answer(req),
                 _ => {}
             }

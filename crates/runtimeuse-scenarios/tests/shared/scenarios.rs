@@ -275,7 +275,18 @@ scenario! {
         let b = wait!(session.execute_commands(["echo two"], ExecuteCommandsOptions::new())).unwrap();
         assert_eq!(a.text(), Some("one"));
         assert_eq!(b.results[0].stdout.as_deref(), Some("two\n"));
-        wait!(session.close()).unwrap();
+        let end = wait!(session.close()).unwrap();
+        assert_eq!(end, runtimeuse_tokio::proto::SessionEnd::Confirmed);
+    }
+}
+
+scenario! {
+    fn close_says_when_the_runtime_went_away_instead_of_confirming() {
+        let mut rt = runtimeuse_scenarios::served();
+        let session = wait!(Client::new(rt.url()).session()).unwrap();
+        rt.stop();
+        let end = wait!(session.close()).unwrap();
+        assert_eq!(end, runtimeuse_tokio::proto::SessionEnd::TransportClosed);
     }
 }
 
