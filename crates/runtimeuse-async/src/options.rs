@@ -116,6 +116,17 @@ macro_rules! common_options {
             self
         }
 
+        /// Lets `handle` cancel this call when it is a one-shot call (`Client::query`,
+        /// `Client::execute_commands`), as the Python client's `client.abort()` does: the
+        /// call fails with [`Error::Cancelled`](crate::Error::Cancelled) after the runtime
+        /// confirmed. A handle aborted before the call starts fails it at once. (A persistent
+        /// session has its own [`Session::abort_handle`](crate::Session::abort_handle).)
+        #[must_use]
+        pub fn abort_handle(mut self, handle: &crate::AbortHandle) -> Self {
+            self.abort = Some(handle.clone());
+            self
+        }
+
         /// Limits how long each callback may take; past it the request is cancelled and the
         /// call fails with [`Error::CallbackTimeout`](crate::Error::CallbackTimeout).
         #[must_use]
@@ -179,6 +190,7 @@ pub struct QueryOptions {
     pub(crate) invocation: Invocation,
     pub(crate) request: RequestOptions,
     pub(crate) callbacks: Callbacks,
+    pub(crate) abort: Option<crate::AbortHandle>,
 }
 
 impl QueryOptions {
@@ -240,6 +252,7 @@ pub struct ExecuteCommandsOptions {
     pub(crate) batch: CommandBatch,
     pub(crate) request: RequestOptions,
     pub(crate) callbacks: Callbacks,
+    pub(crate) abort: Option<crate::AbortHandle>,
 }
 
 impl ExecuteCommandsOptions {

@@ -42,6 +42,18 @@ struct AbortInner {
 }
 
 impl AbortHandle {
+    /// A handle not tied to a session yet: give it to a one-shot call with
+    /// `QueryOptions::abort_handle` (or `ExecuteCommandsOptions::abort_handle`) to be able to
+    /// cancel that call.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether an abort is pending (requested and not yet acted on).
+    pub fn is_aborted(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+
     /// Cancels the request in flight, if any.
     pub fn abort(&self) {
         self.inner.requested.store(true, Ordering::SeqCst);
@@ -243,6 +255,13 @@ impl<B: Backend> Session<B> {
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
         let graceful = !options.invocation.artifacts_dirs.is_empty();
+        if let Some(handle) = options.abort.clone() {
+            if handle.is_aborted() {
+                self.conn.close(CLOSE_AFTER_FAILURE).await;
+                return Err(Error::Cancelled);
+            }
+            self.abort = handle;
+        }
         let result = self.query(prompt, options).await;
         self.finish(graceful, result.is_ok()).await;
         result
@@ -263,6 +282,13 @@ impl<B: Backend> Session<B> {
         C: Into<proto::Command>,
     {
         let graceful = !options.batch.artifacts_dirs.is_empty();
+        if let Some(handle) = options.abort.clone() {
+            if handle.is_aborted() {
+                self.conn.close(CLOSE_AFTER_FAILURE).await;
+                return Err(Error::Cancelled);
+            }
+            self.abort = handle;
+        }
         let result = self.execute_commands(commands, options).await;
         self.finish(graceful, result.is_ok()).await;
         result

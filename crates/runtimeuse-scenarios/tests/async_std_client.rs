@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use runtimeuse_async_std::proto::{Config, TimeoutKind};
 use runtimeuse_async_std::{
-    ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions, RequestEvent,
+    AbortHandle, ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions,
+    RequestEvent,
 };
 
 /// The backend, for the async-only scenarios.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use runtimeuse_tungstenite::proto::{Config, TimeoutKind};
 use runtimeuse_tungstenite::{
-    ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions, RequestEvent,
+    AbortHandle, ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions,
+    RequestEvent,
 };
 
 macro_rules! scenario {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use runtimeuse_tokio::proto::{Config, TimeoutKind};
 use runtimeuse_tokio::{
-    ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions, RequestEvent,
+    AbortHandle, ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions,
+    RequestEvent,
 };
 
 /// The backend, for the async-only scenarios.

@@ -148,6 +148,13 @@ impl Client {
     ) -> Result<QueryResult, Error> {
         let graceful = !options.invocation.artifacts_dirs.is_empty();
         let mut session = self.session()?;
+        if let Some(handle) = options.abort.clone() {
+            if handle.is_aborted() {
+                finish(session, false, false);
+                return Err(Error::Cancelled);
+            }
+            session.use_abort_handle(handle);
+        }
         let result = session.query(prompt, options);
         finish(session, graceful, result.is_ok());
         result
@@ -170,6 +177,13 @@ impl Client {
     {
         let graceful = !options.batch.artifacts_dirs.is_empty();
         let mut session = self.session()?;
+        if let Some(handle) = options.abort.clone() {
+            if handle.is_aborted() {
+                finish(session, false, false);
+                return Err(Error::Cancelled);
+            }
+            session.use_abort_handle(handle);
+        }
         let result = session.execute_commands(commands, options);
         finish(session, graceful, result.is_ok());
         result

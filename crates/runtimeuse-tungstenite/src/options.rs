@@ -51,6 +51,17 @@ macro_rules! common_options {
             self
         }
 
+        /// Lets `handle` cancel this call (from another thread) when it is a one-shot call
+        /// (`Client::query`, `Client::execute_commands`), as the Python client's
+        /// `client.abort()` does: the call fails with [`Error::Cancelled`](crate::Error::Cancelled).
+        /// A handle aborted before the call starts fails it at once. (A persistent session has
+        /// its own [`Session::abort_handle`](crate::Session::abort_handle).)
+        #[must_use]
+        pub fn abort_handle(mut self, handle: &crate::AbortHandle) -> Self {
+            self.abort = Some(handle.clone());
+            self
+        }
+
         /// Called with the text blocks of each assistant message.
         #[must_use]
         pub fn on_assistant_message(mut self, f: impl FnMut(Vec<String>) + Send + 'static) -> Self {
@@ -86,6 +97,7 @@ pub struct QueryOptions {
     pub(crate) invocation: Invocation,
     pub(crate) request: RequestOptions,
     pub(crate) callbacks: Callbacks,
+    pub(crate) abort: Option<crate::AbortHandle>,
 }
 
 impl QueryOptions {
@@ -146,6 +158,7 @@ pub struct ExecuteCommandsOptions {
     pub(crate) batch: CommandBatch,
     pub(crate) request: RequestOptions,
     pub(crate) callbacks: Callbacks,
+    pub(crate) abort: Option<crate::AbortHandle>,
 }
 
 impl ExecuteCommandsOptions {

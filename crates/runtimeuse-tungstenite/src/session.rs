@@ -41,6 +41,18 @@ fn now() -> Instant {
 pub struct AbortHandle(Arc<AtomicBool>);
 
 impl AbortHandle {
+    /// A handle not tied to a session yet: give it to a one-shot call with
+    /// `QueryOptions::abort_handle` (or `ExecuteCommandsOptions::abort_handle`) to be able to
+    /// cancel that call from another thread.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether an abort is pending (requested and not yet acted on).
+    pub fn is_aborted(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
     /// Cancels the request in flight, if any.
     pub fn abort(&self) {
         self.0.store(true, Ordering::SeqCst);
@@ -130,6 +142,17 @@ impl Session {
     /// A handle that cancels the request in flight from another thread.
     pub fn abort_handle(&self) -> AbortHandle {
         self.abort.clone()
+    }
+
+    /// Cancels the request in flight (the same as [`AbortHandle::abort`]; from the session's
+    /// own thread, between two reads of a [`RequestEvents`], say).
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// Uses `handle` for this session's requests (one-shot calls take the options' handle).
+    pub(crate) fn use_abort_handle(&mut self, handle: AbortHandle) {
+        self.abort = handle;
     }
 
     /// Runs a query and returns its result, calling the options' callbacks on the way.
@@ -554,6 +577,12 @@ impl RequestEvents<'_> {
     /// A handle that cancels this request from another thread.
     pub fn abort_handle(&self) -> AbortHandle {
         self.session.abort_handle()
+    }
+
+    /// Cancels this request: the iterator goes on to the runtime's terminal and ends with
+    /// [`Error::Cancelled`].
+    pub fn abort(&self) {
+        self.session.abort();
     }
 }
 

@@ -589,3 +589,27 @@ scenario! {
         assert_eq!(format["schema"]["required"], serde_json::json!(["answer", "unit"]));
     }
 }
+
+scenario! {
+    fn a_one_shot_call_can_be_aborted() {
+        let rt = runtimeuse_scenarios::served();
+        let client = Client::new(rt.url());
+        let abort = AbortHandle::new();
+        let a = abort.clone();
+        let options = ExecuteCommandsOptions::new()
+            .abort_handle(&abort)
+            .on_command_output(cb!(move |_chunk| a.abort()));
+        let started = Instant::now();
+        let err = wait!(client.execute_commands(["echo started; sleep 30"], options)).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // A handle aborted before the call fails it at once; a fresh one does nothing.
+        let aborted = AbortHandle::new();
+        aborted.abort();
+        let err = wait!(client.query("ECHO:x", opts().abort_handle(&aborted))).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        let fresh = AbortHandle::new();
+        let ok = wait!(client.query("ECHO:x", opts().abort_handle(&fresh))).unwrap();
+        assert_eq!(ok.text(), Some("x"));
+    }
+}
