@@ -236,12 +236,8 @@ impl QueryOptions {
         self
     }
 
-    /// Adds an artifacts directory to watch (needs an uploader).
-    #[must_use]
-    pub fn artifacts_dir(mut self, dir: impl Into<String>) -> Self {
-        self.invocation.artifacts_dirs.push(dir.into());
-        self
-    }
+    runtimeuse_client_core::__wire_setters!(invocation);
+    runtimeuse_client_core::__invocation_setters!();
 
     common_options!();
 }
@@ -269,12 +265,7 @@ impl ExecuteCommandsOptions {
         self
     }
 
-    /// Adds an artifacts directory to watch (needs an uploader).
-    #[must_use]
-    pub fn artifacts_dir(mut self, dir: impl Into<String>) -> Self {
-        self.batch.artifacts_dirs.push(dir.into());
-        self
-    }
+    runtimeuse_client_core::__wire_setters!(batch);
 
     common_options!();
 }

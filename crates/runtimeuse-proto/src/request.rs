@@ -191,6 +191,13 @@ impl CommandBatch {
         self
     }
 
+    /// Sets the artifact ignore rules (gitignore syntax).
+    #[must_use]
+    pub fn artifacts_ignore(mut self, content: impl Into<String>) -> Self {
+        self.artifacts_ignore_content = Some(content.into());
+        self
+    }
+
     /// Adds a file to download before the commands run.
     #[must_use]
     pub fn download(mut self, downloadable: Downloadable) -> Self {

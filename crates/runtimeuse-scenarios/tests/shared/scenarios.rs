@@ -613,3 +613,32 @@ scenario! {
         assert_eq!(ok.text(), Some("x"));
     }
 }
+
+scenario! {
+    fn command_batch_options_are_flat() {
+        let rt = runtimeuse_scenarios::served();
+        let http = rt.http(HashMap::from([("/f.txt".to_owned(), b"downloaded".to_vec())]));
+        let work = runtimeuse_scenarios::temp_dir("flat-options");
+        let art = work.join("art");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let options = ExecuteCommandsOptions::new()
+            .source_id("flat-1")
+            .secret("s3cr3t")
+            .download(runtimeuse_tokio::proto::Downloadable::new(http.url("/f.txt"), work.display().to_string()))
+            .artifacts_dir(art.display().to_string())
+            .artifacts_ignore("*.log\n")
+            .on_artifact_upload_request(cb!(move |r| {
+                s.lock().unwrap().push(r.filename.clone());
+                ArtifactUpload::new("http://127.0.0.1:9/none", "text/plain")
+            }));
+        let cmd = format!(
+            "cat {dir}/f.txt; echo ' s3cr3t'; mkdir -p {art} && echo x > {art}/skip.log",
+            dir = work.display(),
+            art = art.display()
+        );
+        let result = wait!(Client::new(rt.url()).execute_commands([cmd], options)).unwrap();
+        assert_eq!(result.results[0].stdout.as_deref(), Some("downloaded [REDACTED]\n"));
+        assert!(seen.lock().unwrap().is_empty(), "an ignored artifact was requested");
+    }
+}
