@@ -34,8 +34,9 @@ mod session;
 
 pub use backend::{Backend, timeout};
 pub use client::Client;
-pub use options::{ArtifactRequest, BoxFuture, ExecuteCommandsOptions, QueryOptions};
+pub use options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
 pub use runtimeuse_client_core::{ClientBuilder, ClientSettings, Error};
+pub use runtimeuse_proto::ArtifactRequest;
 pub use session::{AbortHandle, RequestEvents, Session};
 
 pub use futures_util;

@@ -7,19 +7,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use runtimeuse_proto::{ArtifactUpload, CommandBatch, CommandOutput, Invocation, RequestOptions};
+use runtimeuse_proto::{
+    ArtifactRequest, ArtifactUpload, CommandBatch, CommandOutput, Invocation, RequestOptions,
+};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What an artifact uploader is asked: a file the runtime wants to upload.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArtifactRequest {
-    /// The file's name.
-    pub filename: String,
-    /// The file's path in the runtime.
-    pub filepath: String,
-}
 
 /// A callback that runs once per message, as a reusable slot: one allocation per request for
 /// the callback's future, which each call replaces in place ([`Pin::set`]), instead of one box

@@ -21,9 +21,7 @@ use tracing::Instrument;
 use crate::Error;
 use crate::backend::{Backend, timeout};
 use crate::conn::{CLOSE_AFTER_FAILURE, CLOSE_AFTER_SUCCESS, Conn, Incoming};
-use crate::options::{
-    ArtifactRequest, BoxFuture, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn,
-};
+use crate::options::{BoxFuture, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
 
 /// Cancels the request in flight of a [`Session`] from anywhere (another task or thread).
 ///
@@ -531,11 +529,7 @@ impl<B: Backend> Session<B> {
     }
 
     fn start_upload(&mut self, uploader: &UploaderFn, req: ArtifactUploadRequest) {
-        let request = ArtifactRequest {
-            filename: req.filename().to_owned(),
-            filepath: req.filepath().to_owned(),
-        };
-        let answer = uploader(request);
+        let answer = uploader(req.to_request());
         let answer: BoxFuture<Option<ArtifactUpload>> = match self.callback_timeout {
             Some(limit) => Box::pin(timeout::<B, _>(limit, answer)),
             None => Box::pin(async move { Some(answer.await) }),

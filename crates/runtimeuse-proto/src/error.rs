@@ -71,13 +71,14 @@ pub enum DecodeError {
     },
 }
 
-/// Which timeout expired.
+/// Which timeout expired. Each variant carries the configured limit that expired; how long the
+/// request had run is [`Diagnostics::elapsed`].
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeoutKind {
-    /// The overall per-request timeout.
+    /// The overall per-request timeout, this long.
     Overall(Duration),
-    /// No message arrived for this long.
+    /// The idle limit: no message arrived for this long.
     Idle(Duration),
 }
 

@@ -262,6 +262,17 @@ pub struct CommandOutput {
     pub command: Arc<str>,
 }
 
+/// What the runtime asks to upload: the data of an [`ArtifactUploadRequest`] (its
+/// [`to_request`](ArtifactUploadRequest::to_request)), and what the adapters' uploader
+/// callbacks receive. The token is the obligation to answer; this is only what it asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactRequest {
+    /// The file's name.
+    pub filename: String,
+    /// The file's path in the runtime.
+    pub filepath: String,
+}
+
 /// An artifact upload request: an obligation to answer.
 ///
 /// Not `Clone`: hand it back to [`Session::respond_artifact_upload`](crate::Session::respond_artifact_upload)
@@ -289,6 +300,14 @@ impl ArtifactUploadRequest {
     /// The request in flight when it arrived, if any.
     pub fn request(&self) -> Option<RequestId> {
         self.request
+    }
+
+    /// What it asks, as the owned [`ArtifactRequest`] that uploader callbacks receive.
+    pub fn to_request(&self) -> ArtifactRequest {
+        ArtifactRequest {
+            filename: self.filename.clone(),
+            filepath: self.filepath.clone(),
+        }
     }
 
     pub(crate) fn disarm(&mut self) -> (String, String) {

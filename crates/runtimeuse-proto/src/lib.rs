@@ -63,8 +63,9 @@ pub use error::{
     DecodeError, Diagnostics, FailReason, Phase, RuntimeError, TimeoutKind, UsageError,
 };
 pub use event::{
-    ArtifactUploadRequest, CommandExecutionResult, CommandOutput, CommandResultItem, Event,
-    OutputStream, QueryResult, RequestEvent, RequestId, ResultData, Routed, SessionEnd,
+    ArtifactRequest, ArtifactUploadRequest, CommandExecutionResult, CommandOutput,
+    CommandResultItem, Event, OutputStream, QueryResult, RequestEvent, RequestId, ResultData,
+    Routed, SessionEnd,
 };
 pub use request::{
     ArtifactUpload, Command, CommandBatch, Downloadable, Invocation, RequestOptions,

@@ -65,6 +65,7 @@ struct Active {
     id: RequestId,
     kind: RequestKind,
     started: Instant,
+    timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     last_message: Option<MessageKind>,
     /// When the last message of the request arrived (or when it was sent). The idle timer is
@@ -94,6 +95,7 @@ struct Queued {
     kind: RequestKind,
     frame: String,
     started: Instant,
+    timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
 }
 
@@ -458,6 +460,7 @@ impl Session {
             kind,
             frame,
             started: now,
+            timeout: options.timeout,
             idle_timeout: options
                 .idle_timeout
                 .or(self.config.request_idle_timeout)
@@ -485,6 +488,7 @@ impl Session {
             id: q.id,
             kind: q.kind,
             started: q.started,
+            timeout: q.timeout,
             idle_timeout: q.idle_timeout,
             last_message: None,
             last_message_at: now,
@@ -573,7 +577,10 @@ impl Session {
             self.timers.stop(timer);
             if let Some(q) = self.queued.take() {
                 // Still held back behind a draining request: it never reached the runtime.
-                let kind = TimeoutKind::Overall(now.saturating_duration_since(q.started));
+                let kind = TimeoutKind::Overall(
+                    q.timeout
+                        .unwrap_or_else(|| now.saturating_duration_since(q.started)),
+                );
                 let diagnostics = Diagnostics {
                     last_message: None,
                     message_count: 0,
@@ -596,7 +603,7 @@ impl Session {
                 }
                 let elapsed = now.saturating_duration_since(active.started);
                 let kind = match timer {
-                    Timer::Overall => TimeoutKind::Overall(elapsed),
+                    Timer::Overall => TimeoutKind::Overall(active.timeout.unwrap_or(elapsed)),
                     _ => TimeoutKind::Idle(active.idle_timeout.unwrap_or_default()),
                 };
                 let diagnostics = Diagnostics {

@@ -368,13 +368,15 @@ fn overall_timeout_fails_with_diagnostics_and_cancels_on_the_wire() {
     );
     h.tick(499);
     assert_eq!(h.terminals(), 0);
-    h.tick(500);
+    // Fired late: the kind still carries the configured limit, the diagnostics the time.
+    h.tick(650);
     assert_eq!(message_types(&h.take_sent()), ["cancel_message"]);
     let reason = h.events.iter().find_map(failed).expect("failed");
     let FailReason::Timeout { kind, diagnostics } = reason else {
         panic!("{reason:?}")
     };
     assert_eq!(*kind, TimeoutKind::Overall(ms(500)));
+    assert_eq!(diagnostics.elapsed, ms(650));
     assert_eq!(diagnostics.last_message, Some(MessageKind::Heartbeat));
     assert_eq!(diagnostics.message_count, 1);
     assert_eq!(diagnostics.phase, Phase::ReceivingMessages);

@@ -35,8 +35,9 @@ mod options;
 mod session;
 
 pub use client::{Client, ClientBuilder};
-pub use options::{ArtifactRequest, ExecuteCommandsOptions, QueryOptions};
+pub use options::{ExecuteCommandsOptions, QueryOptions};
 pub use runtimeuse_client_core::{ClientSettings, Error};
+pub use runtimeuse_proto::ArtifactRequest;
 pub use session::{AbortHandle, RequestEvents, Session};
 
 pub use runtimeuse_client_core;

@@ -3,16 +3,9 @@
 
 use std::fmt;
 
-use runtimeuse_proto::{ArtifactUpload, CommandBatch, CommandOutput, Invocation, RequestOptions};
-
-/// What an artifact uploader is asked: a file the runtime wants to upload.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArtifactRequest {
-    /// The file's name.
-    pub filename: String,
-    /// The file's path in the runtime.
-    pub filepath: String,
-}
+use runtimeuse_proto::{
+    ArtifactRequest, ArtifactUpload, CommandBatch, CommandOutput, Invocation, RequestOptions,
+};
 
 pub(crate) type AssistantFn = Box<dyn FnMut(Vec<String>) + Send>;
 pub(crate) type OutputFn = Box<dyn FnMut(CommandOutput) + Send>;

@@ -19,9 +19,7 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 use crate::Error;
-use crate::options::{
-    ArtifactRequest, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn,
-};
+use crate::options::{Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
 
 pub(crate) type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -416,10 +414,7 @@ impl Session {
             self.proto.decline_artifact_upload(req);
             return;
         };
-        let upload = uploader(ArtifactRequest {
-            filename: req.filename().to_owned(),
-            filepath: req.filepath().to_owned(),
-        });
+        let upload = uploader(req.to_request());
         if let Err(e) = self.proto.respond_artifact_upload(req, upload, now()) {
             tracing::warn!(error = %e, "could not answer an artifact upload request");
         }
