@@ -111,7 +111,7 @@ impl<B: Backend> Client<B> {
                 }
                 e => e,
             })?;
-        tracing::debug!(url = %s.url, "connected");
+        tracing::debug!(url = %s.display_url(), "connected");
         Ok(Session::new(ws, s.session.clone()))
     }
 

@@ -13,13 +13,20 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::Error;
 
 /// Where and how a client connects. Built with [`ClientBuilder`]; adapters read it to connect.
+///
+/// `Debug` never shows a secret: the values of `Authorization`, `Proxy-Authorization`,
+/// `Cookie`, `X-Api-Key` and of headers marked with
+/// [`ClientBuilder::sensitive_header`] are replaced by `[REDACTED]`, and so is a `token`
+/// query parameter of the URL.
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientSettings {
     /// The runtime's URL (`ws://` or `wss://`).
     pub url: String,
     /// Extra HTTP headers of the WebSocket handshake.
     pub headers: Vec<(String, String)>,
+    /// Names (any case) of further headers whose values are secret.
+    pub sensitive_headers: Vec<String>,
     /// How long connecting (TCP, TLS and the handshake) may take.
     pub connect_timeout: Duration,
     /// The largest message accepted from the runtime.
@@ -30,6 +37,78 @@ pub struct ClientSettings {
     pub webpki_roots: bool,
     /// The protocol settings of each session.
     pub session: proto::Config,
+    /// A rustls configuration to use as it is for `wss://` (client certificates, custom
+    /// verification), instead of the one built from the roots above.
+    #[cfg(feature = "rustls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Headers whose values are secret whatever the user marked.
+const SENSITIVE: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+
+impl ClientSettings {
+    /// The URL for logs and messages: a `token` query parameter's value is `[REDACTED]`.
+    pub fn display_url(&self) -> String {
+        redacted_url(&self.url)
+    }
+
+    /// Whether the value of header `name` is secret.
+    pub fn is_sensitive(&self, name: &str) -> bool {
+        SENSITIVE.iter().any(|s| s.eq_ignore_ascii_case(name))
+            || self
+                .sensitive_headers
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The URL with the value of a `token` query parameter replaced by `[REDACTED]`.
+fn redacted_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=[REDACTED]"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+impl fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let shown = if self.is_sensitive(n) {
+                    "[REDACTED]"
+                } else {
+                    v
+                };
+                (n.as_str(), shown)
+            })
+            .collect();
+        let mut d = f.debug_struct("ClientSettings");
+        d.field("url", &redacted_url(&self.url))
+            .field("headers", &headers)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("webpki_roots", &self.webpki_roots)
+            .field("session", &self.session);
+        #[cfg(feature = "rustls")]
+        d.field("tls", &self.tls.as_ref().map(|_| "custom"));
+        d.finish_non_exhaustive()
+    }
 }
 
 impl ClientSettings {
@@ -39,11 +118,14 @@ impl ClientSettings {
         Self {
             url: url.into(),
             headers: Vec::new(),
+            sensitive_headers: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             max_frame_size: 64 << 20,
             root_certificates: Vec::new(),
             webpki_roots: cfg!(feature = "webpki-roots"),
             session: proto::Config::default(),
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 
@@ -61,8 +143,10 @@ impl ClientSettings {
         for (name, value) in &self.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| Error::Config(format!("header name {name}: {e}")))?;
-            let value = HeaderValue::from_str(value)
+            let mut value = HeaderValue::from_str(value)
                 .map_err(|e| Error::Config(format!("header value for {name}: {e}")))?;
+            // http's own Debug (and tracing of the request) then hides it too.
+            value.set_sensitive(self.is_sensitive(name.as_str()));
             request.headers_mut().append(name, value);
         }
         let config = WebSocketConfig::default()
@@ -79,6 +163,9 @@ impl ClientSettings {
     /// [`Error::Config`] for a root certificate rustls refuses.
     #[cfg(feature = "rustls")]
     pub fn tls_config(&self) -> Result<rustls::ClientConfig, Error> {
+        if let Some(config) = &self.tls {
+            return Ok(rustls::ClientConfig::clone(config));
+        }
         let mut roots = rustls::RootCertStore::empty();
         #[cfg(feature = "webpki-roots")]
         if self.webpki_roots {
@@ -138,6 +225,23 @@ impl<C: From<ClientSettings>> ClientBuilder<C> {
         self
     }
 
+    /// Marks header `name` as secret: its value never shows in `Debug` output or traces.
+    /// `Authorization`, `Proxy-Authorization`, `Cookie` and `X-Api-Key` always are.
+    #[must_use]
+    pub fn sensitive_header(mut self, name: impl Into<String>) -> Self {
+        self.settings.sensitive_headers.push(name.into());
+        self
+    }
+
+    /// Uses this rustls configuration as it is for `wss://` (client certificates, custom
+    /// certificate verification, ALPN…), instead of building one from the root certificates.
+    #[cfg(feature = "rustls")]
+    #[must_use]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.settings.tls = Some(config);
+        self
+    }
+
     /// How long connecting (TCP, TLS and the WebSocket handshake) may take. Default 30 s.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -182,5 +286,38 @@ impl<C: From<ClientSettings>> ClientBuilder<C> {
     /// The client.
     pub fn build(self) -> C {
         C::from(self.settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Probe;
+
+    impl From<ClientSettings> for Probe {
+        fn from(_: ClientSettings) -> Self {
+            Probe
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let builder = ClientBuilder::<Probe>::new("wss://sandbox.example/rt?x=1&token=tok-url-123")
+            .header("Authorization", "Bearer tok-header-456")
+            .header("x-sandbox-key", "tok-marked-789")
+            .header("X-Trace", "visible")
+            .sensitive_header("X-Sandbox-Key");
+        let shown = format!("{builder:?}");
+        for secret in ["tok-url-123", "tok-header-456", "tok-marked-789"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("visible") && shown.contains("x=1"),
+            "{shown}"
+        );
+        let (request, _) = builder.settings.handshake().unwrap();
+        let traced = format!("{request:?}");
+        assert!(!traced.contains("tok-header-456"), "{traced}");
     }
 }
