@@ -80,6 +80,20 @@ pub(crate) struct Callbacks {
     pub(crate) on_command_output: Option<OutputFn>,
     pub(crate) uploader: Option<UploaderFn>,
     pub(crate) callback_timeout: Option<Duration>,
+    pub(crate) assistant_callback_timeout: Option<Duration>,
+    pub(crate) upload_callback_timeout: Option<Duration>,
+}
+
+impl Callbacks {
+    /// The limit of the assistant-message callback.
+    pub(crate) fn assistant_limit(&self) -> Option<Duration> {
+        self.assistant_callback_timeout.or(self.callback_timeout)
+    }
+
+    /// The limit of the artifact uploader.
+    pub(crate) fn upload_limit(&self) -> Option<Duration> {
+        self.upload_callback_timeout.or(self.callback_timeout)
+    }
 }
 
 impl fmt::Debug for Callbacks {
@@ -89,6 +103,11 @@ impl fmt::Debug for Callbacks {
             .field("on_command_output", &self.on_command_output.is_some())
             .field("on_artifact_upload_request", &self.uploader.is_some())
             .field("callback_timeout", &self.callback_timeout)
+            .field(
+                "assistant_callback_timeout",
+                &self.assistant_callback_timeout,
+            )
+            .field("upload_callback_timeout", &self.upload_callback_timeout)
             .finish()
     }
 }
@@ -120,11 +139,28 @@ macro_rules! common_options {
             self
         }
 
-        /// Limits how long each callback may take; past it the request is cancelled and the
-        /// call fails with [`Error::CallbackTimeout`](crate::Error::CallbackTimeout).
+        /// Limits how long each callback may take (unless a limit of its own below is set);
+        /// past it the request is cancelled and the call fails with
+        /// [`Error::CallbackTimeout`](crate::Error::CallbackTimeout).
         #[must_use]
         pub fn callback_timeout(mut self, limit: Duration) -> Self {
             self.callbacks.callback_timeout = Some(limit);
+            self
+        }
+
+        /// Limits how long the assistant-message callback may take (the Python client's
+        /// `assistant_callback_timeout`).
+        #[must_use]
+        pub fn assistant_callback_timeout(mut self, limit: Duration) -> Self {
+            self.callbacks.assistant_callback_timeout = Some(limit);
+            self
+        }
+
+        /// Limits how long the artifact uploader may take (the Python client's
+        /// `artifact_upload_callback_timeout`).
+        #[must_use]
+        pub fn artifact_upload_callback_timeout(mut self, limit: Duration) -> Self {
+            self.callbacks.upload_callback_timeout = Some(limit);
             self
         }
 

@@ -89,8 +89,8 @@ pub struct Session<B: Backend> {
     /// An artifact uploader's answer being computed (kept here, not in a future, so that
     /// dropping a call does not lose it).
     uploading: Option<(BoxFuture<Option<ArtifactUpload>>, ArtifactUploadRequest)>,
-    /// The current call's callback time limit (also bounds the uploader).
-    callback_timeout: Option<Duration>,
+    /// The current call's time limit of the artifact uploader.
+    upload_timeout: Option<Duration>,
     /// The span of the request in flight.
     span: tracing::Span,
     /// A clock reading shared by frames read back to back, and how many used it.
@@ -123,7 +123,7 @@ impl<B: Backend> Session<B> {
             uploader: None,
             current: None,
             uploading: None,
-            callback_timeout: None,
+            upload_timeout: None,
             span: tracing::Span::none(),
             clock: None,
         }
@@ -377,7 +377,7 @@ impl<B: Backend> Session<B> {
             source_id = source_id.as_deref()
         );
         tracing::debug!(parent: &self.span, "request started");
-        self.callback_timeout = callbacks.callback_timeout;
+        self.upload_timeout = callbacks.upload_limit();
         let uploader = callbacks.uploader.clone();
         if uploader.is_some() {
             self.uploader = uploader;
@@ -423,6 +423,7 @@ impl<B: Backend> Session<B> {
                         if let Some(slot) = &mut on_assistant_message {
                             slot.start(blocks);
                             let done = std::future::poll_fn(|cx| slot.poll_done(cx));
+                            let limit = callbacks.assistant_limit();
                             self.call(id, "on_assistant_message", limit, done).await?;
                         }
                     }
@@ -530,7 +531,7 @@ impl<B: Backend> Session<B> {
 
     fn start_upload(&mut self, uploader: &UploaderFn, req: ArtifactUploadRequest) {
         let answer = uploader(req.to_request());
-        let answer: BoxFuture<Option<ArtifactUpload>> = match self.callback_timeout {
+        let answer: BoxFuture<Option<ArtifactUpload>> = match self.upload_timeout {
             Some(limit) => Box::pin(timeout::<B, _>(limit, answer)),
             None => Box::pin(async move { Some(answer.await) }),
         };

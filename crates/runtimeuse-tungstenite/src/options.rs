@@ -1,5 +1,9 @@
 //! Per-call options: what goes on the wire, timeouts, and the Python client's callbacks (here
 //! plain closures, called on the calling thread).
+//!
+//! Unlike the async clients, these options have no callback time limits: a closure runs on
+//! the thread that reads the connection and cannot be interrupted; bound its work inside it,
+//! or cancel the request from another thread with an [`AbortHandle`](crate::AbortHandle).
 
 use std::fmt;
 

@@ -43,11 +43,28 @@ scenario! {
         let dir = runtimeuse_scenarios::temp_dir("slow-uploader");
         let options = opts()
             .artifacts_dir(dir.to_string_lossy())
-            .callback_timeout(Duration::from_millis(100))
+            .artifact_upload_callback_timeout(Duration::from_millis(100))
             .on_artifact_upload_request(|_| futures_util::future::pending::<ArtifactUpload>());
         let file = dir.join("late.txt");
         let result = wait!(Client::new(rt.url()).query(format!("WRITE_FILE:{} x", file.display()), options))
             .unwrap();
         assert_eq!(result.text().unwrap(), format!("wrote {}", file.display()));
+    }
+}
+
+scenario! {
+    fn the_assistant_callback_has_a_limit_of_its_own() {
+        let rt = runtimeuse_scenarios::served();
+        let options = opts()
+            .callback_timeout(Duration::from_secs(60))
+            .assistant_callback_timeout(Duration::from_millis(100))
+            .on_assistant_message(|_| futures_util::future::pending::<()>());
+        let started = Instant::now();
+        let err = wait!(Client::new(rt.url()).query("STREAM:1", options)).unwrap_err();
+        assert!(
+            matches!(err, Error::CallbackTimeout { callback: "on_assistant_message", limit } if limit == Duration::from_millis(100)),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }
