@@ -5,7 +5,7 @@
 //! a [`Backend`] (a clock, a resettable timer, and a WebSocket that is a
 //! `Stream + Sink<Message>`), on top of the sans-IO core [`runtimeuse_proto`]:
 //!
-//! - [`Session`]: sequential requests over one connection, events as a [`futures_util::Stream`]
+//! - [`Session`]: sequential requests over one connection, events as a [`Stream`](https://docs.rs/futures-util/0.3/futures_util/stream/trait.Stream.html)
 //!   ([`RequestEvents`]), the callback style, the graceful close, cancel safety;
 //! - [`QueryOptions`] and [`ExecuteCommandsOptions`], [`AbortHandle`], [`Error`];
 //! - [`Client`] and its one-shot calls; [`ClientSettings`], [`ClientBuilder`] and [`Error`]

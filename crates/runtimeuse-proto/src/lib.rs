@@ -14,6 +14,43 @@
 //! The runtime side has its own state machine, [`runtime::RuntimeSession`], for agent runtimes
 //! that embed the protocol (the `runtimeuse-runtime` crate is one).
 //!
+//! # Example
+//!
+//! One query, with the runtime's answer given by hand instead of read from a socket:
+//!
+//! ```
+//! use std::time::Instant;
+//! use runtimeuse_proto::{Config, Event, Input, Invocation, Output, RequestOptions, Session, Transmit};
+//!
+//! let now = Instant::now();
+//! let mut session = Session::new(Config::default(), now);
+//! let request = session.invoke(Invocation::new("Say hi", "gpt-4o"), RequestOptions::default(), now)?;
+//!
+//! // After every call, drain the outputs until the next deadline: here, the frame to send.
+//! let mut frames = Vec::new();
+//! loop {
+//!     match session.poll_output() {
+//!         Output::Transmit(Transmit::Text(frame)) => frames.push(frame), // send it
+//!         Output::Timeout(_deadline) => break, // wake the session then, or on the next frame
+//!         _ => {}
+//!     }
+//! }
+//! assert!(frames[0].contains(r#""message_type":"invocation_message""#));
+//!
+//! // The runtime's frames go in as they arrive; its terminal becomes the request's outcome.
+//! let reply = r#"{"message_type":"result_message","metadata":{},"data":{"type":"text","text":"hi"}}"#;
+//! session.handle_input(Input::ReceiveText(now, reply));
+//! let outcome = loop {
+//!     match session.poll_output() {
+//!         Output::Event(Event::Result { request: r, result }) if r == request => break result,
+//!         Output::Timeout(_) => panic!("no result"),
+//!         _ => {}
+//!     }
+//! };
+//! assert_eq!(outcome.text(), Some("hi"));
+//! # Ok::<(), runtimeuse_proto::UsageError>(())
+//! ```
+//!
 //! # Time
 //!
 //! Every input and command takes the current [`Instant`](std::time::Instant); the session never

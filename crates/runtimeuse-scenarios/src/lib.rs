@@ -412,3 +412,14 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// The README's Rust snippets, compiled as doctests (`cargo test --doc`), so that they cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+/// The same for the tokio crate's README.
+#[cfg(doctest)]
+#[doc = include_str!("../../runtimeuse-tokio/README.md")]
+struct TokioReadmeDoctests;

@@ -9,7 +9,7 @@
 //! - persistent sessions: [`Client::session`] gives sequential
 //!   [`query`](Session::query)/[`execute_commands`](Session::execute_commands) over one
 //!   connection and a graceful [`close`](Session::close);
-//! - streaming as a [`futures_util::Stream`] ([`Session::query_events`]) or the callback style
+//! - streaming as a [`Stream`](https://docs.rs/futures-util/0.3/futures_util/stream/trait.Stream.html) ([`Session::query_events`]) or the callback style
 //!   ([`QueryOptions::on_assistant_message`] and friends);
 //! - cancellation from anywhere ([`AbortHandle`]), overall and idle timeouts, keepalive pings;
 //! - `wss://` with rustls (ring) and the webpki roots, extra root certificates, extra headers.
@@ -36,7 +36,7 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `rustls-tls-webpki-roots` | yes | `wss://` with rustls (ring provider) trusting the webpki roots |
-//! | `server` | no | [`server`]: accept connections and drive [`runtimeuse_proto::runtime::RuntimeSession`]s |
+//! | `server` | no | the `server` module: accept connections and drive [`runtimeuse_proto::runtime::RuntimeSession`]s |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -65,7 +65,7 @@ pub type ClientBuilder = runtimeuse_async::ClientBuilder<Client>;
 /// graceful [`close`](runtimeuse_async::Session::close). See [`runtimeuse_async::Session`].
 pub type Session = runtimeuse_async::Session<Tokio>;
 
-/// The events of one request, as a [`futures_util::Stream`]. See
+/// The events of one request, as a [`Stream`](https://docs.rs/futures-util/0.3/futures_util/stream/trait.Stream.html). See
 /// [`runtimeuse_async::RequestEvents`].
 pub type RequestEvents<'a> = runtimeuse_async::RequestEvents<'a, Tokio>;
 
