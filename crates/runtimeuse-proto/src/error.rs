@@ -152,12 +152,23 @@ pub enum FailReason {
 }
 
 /// One `error_message` the runtime sent.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuntimeError {
     /// The error text.
     pub error: String,
     /// The metadata as sent (`Null` when absent).
     pub metadata: Value,
+}
+
+impl RuntimeError {
+    /// An error with this text and metadata.
+    pub fn new(error: impl Into<String>, metadata: Value) -> Self {
+        Self {
+            error: error.into(),
+            metadata,
+        }
+    }
 }
 
 impl FailReason {

@@ -250,6 +250,7 @@ impl OutputStream {
 }
 
 /// A chunk of a command's output.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandOutput {
     /// The request.
@@ -265,12 +266,23 @@ pub struct CommandOutput {
 /// What the runtime asks to upload: the data of an [`ArtifactUploadRequest`] (its
 /// [`to_request`](ArtifactUploadRequest::to_request)), and what the adapters' uploader
 /// callbacks receive. The token is the obligation to answer; this is only what it asks.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArtifactRequest {
     /// The file's name.
     pub filename: String,
     /// The file's path in the runtime.
     pub filepath: String,
+}
+
+impl ArtifactRequest {
+    /// A request for this file.
+    pub fn new(filename: impl Into<String>, filepath: impl Into<String>) -> Self {
+        Self {
+            filename: filename.into(),
+            filepath: filepath.into(),
+        }
+    }
 }
 
 /// An artifact upload request: an obligation to answer.
@@ -303,6 +315,7 @@ impl ArtifactUploadRequest {
     }
 
     /// What it asks, as the owned [`ArtifactRequest`] that uploader callbacks receive.
+    #[must_use]
     pub fn to_request(&self) -> ArtifactRequest {
         ArtifactRequest {
             filename: self.filename.clone(),
@@ -341,6 +354,7 @@ impl Drop for ArtifactUploadRequest {
 }
 
 /// The result of a query.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryResult {
     /// The result's data.
@@ -350,6 +364,11 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
+    /// A result with this data and metadata (`Null` or an object).
+    pub fn new(data: ResultData, metadata: Value) -> Self {
+        Self { data, metadata }
+    }
+
     /// The text, for a text result.
     pub fn text(&self) -> Option<&str> {
         match &self.data {
@@ -392,6 +411,7 @@ pub enum ResultData {
 }
 
 /// The result of a command batch.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandExecutionResult {
     /// One item per command that ran; the batch stops at the first failure.
@@ -399,6 +419,11 @@ pub struct CommandExecutionResult {
 }
 
 impl CommandExecutionResult {
+    /// A result with these items.
+    pub fn new(results: Vec<CommandResultItem>) -> Self {
+        Self { results }
+    }
+
     /// Whether every command that ran exited with 0.
     pub fn success(&self) -> bool {
         self.results.iter().all(|r| r.exit_code == 0)
@@ -406,6 +431,7 @@ impl CommandExecutionResult {
 }
 
 /// The outcome of one command.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandResultItem {
     /// The command.
@@ -414,4 +440,15 @@ pub struct CommandResultItem {
     pub exit_code: i64,
     /// Its collected stdout (`None` when it printed nothing).
     pub stdout: Option<String>,
+}
+
+impl CommandResultItem {
+    /// The outcome of `command`.
+    pub fn new(command: impl Into<String>, exit_code: i64, stdout: Option<String>) -> Self {
+        Self {
+            command: command.into(),
+            exit_code,
+            stdout,
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 /// Build one with [`Invocation::new`] and the chaining setters, or with struct update syntax
 /// over [`Default`]. `None` and an empty `artifacts_dirs` go out as `null`, as the Python client
 /// sends them.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Invocation {
     /// The user prompt.
@@ -141,6 +142,7 @@ impl Invocation {
 /// A batch of shell commands: the fields of a `command_execution_message`.
 ///
 /// The runtime runs them in order and stops at the first that fails.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommandBatch {
     /// The commands, in order. Must not be empty.
@@ -209,6 +211,7 @@ impl CommandBatch {
 }
 
 /// One shell command, with an optional working directory and extra environment.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Command {
     /// The command line, run through a shell.
@@ -258,6 +261,7 @@ impl From<String> for Command {
 }
 
 /// A file the runtime downloads (HTTP GET) into a working directory before a request runs.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Downloadable {
     /// The URL to fetch.
@@ -277,6 +281,7 @@ impl Downloadable {
 }
 
 /// The application's answer to an artifact upload request: where the runtime should PUT the file.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArtifactUpload {
     /// A presigned URL accepting an HTTP PUT of the file.
@@ -296,6 +301,7 @@ impl ArtifactUpload {
 }
 
 /// Per-request settings that do not go on the wire.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestOptions {
     /// Fail the request if its terminal has not arrived this long after it started.

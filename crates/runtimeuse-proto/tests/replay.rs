@@ -119,10 +119,11 @@ fn env(v: &Value) -> Option<BTreeMap<String, String>> {
 fn commands(v: &Value) -> Option<Vec<Command>> {
     v.as_array().map(|a| {
         a.iter()
-            .map(|c| Command {
-                command: opt_str(&c["command"]).unwrap(),
-                cwd: opt_str(&c["cwd"]),
-                env: env(&c["env"]),
+            .map(|c| {
+                let mut command = Command::new(opt_str(&c["command"]).unwrap());
+                command.cwd = opt_str(&c["cwd"]);
+                command.env = env(&c["env"]);
+                command
             })
             .collect()
     })
@@ -142,31 +143,32 @@ fn downloadables(v: &Value) -> Option<Vec<Downloadable>> {
 }
 
 fn invocation(f: &Value) -> Invocation {
-    Invocation {
-        user_prompt: opt_str(&f["user_prompt"]).unwrap(),
-        system_prompt: opt_str(&f["system_prompt"]).unwrap(),
-        model: opt_str(&f["model"]).unwrap(),
-        output_format_json_schema: opt_str(&f["output_format_json_schema_str"]),
-        source_id: opt_str(&f["source_id"]),
-        agent_env: env(&f["agent_env"]),
-        secrets_to_redact: strings(&f["secrets_to_redact"]),
-        artifacts_dirs: strings(&f["artifacts_dirs"]),
-        artifacts_ignore_content: opt_str(&f["artifacts_ignore_content"]),
-        pre_agent_invocation_commands: commands(&f["pre_agent_invocation_commands"]),
-        post_agent_invocation_commands: commands(&f["post_agent_invocation_commands"]),
-        pre_agent_downloadables: downloadables(&f["pre_agent_downloadables"]),
-    }
+    // Field by field: the struct is #[non_exhaustive], so no struct expression outside proto.
+    let mut i = Invocation::new(
+        opt_str(&f["user_prompt"]).unwrap(),
+        opt_str(&f["model"]).unwrap(),
+    );
+    i.system_prompt = opt_str(&f["system_prompt"]).unwrap();
+    i.output_format_json_schema = opt_str(&f["output_format_json_schema_str"]);
+    i.source_id = opt_str(&f["source_id"]);
+    i.agent_env = env(&f["agent_env"]);
+    i.secrets_to_redact = strings(&f["secrets_to_redact"]);
+    i.artifacts_dirs = strings(&f["artifacts_dirs"]);
+    i.artifacts_ignore_content = opt_str(&f["artifacts_ignore_content"]);
+    i.pre_agent_invocation_commands = commands(&f["pre_agent_invocation_commands"]);
+    i.post_agent_invocation_commands = commands(&f["post_agent_invocation_commands"]);
+    i.pre_agent_downloadables = downloadables(&f["pre_agent_downloadables"]);
+    i
 }
 
 fn command_batch(f: &Value) -> CommandBatch {
-    CommandBatch {
-        commands: commands(&f["commands"]).unwrap(),
-        source_id: opt_str(&f["source_id"]),
-        secrets_to_redact: strings(&f["secrets_to_redact"]),
-        artifacts_dirs: strings(&f["artifacts_dirs"]),
-        artifacts_ignore_content: opt_str(&f["artifacts_ignore_content"]),
-        pre_execution_downloadables: downloadables(&f["pre_execution_downloadables"]),
-    }
+    let mut b = CommandBatch::new(commands(&f["commands"]).unwrap());
+    b.source_id = opt_str(&f["source_id"]);
+    b.secrets_to_redact = strings(&f["secrets_to_redact"]);
+    b.artifacts_dirs = strings(&f["artifacts_dirs"]);
+    b.artifacts_ignore_content = opt_str(&f["artifacts_ignore_content"]);
+    b.pre_execution_downloadables = downloadables(&f["pre_execution_downloadables"]);
+    b
 }
 
 /// The calls the client made, with the timeouts it set.

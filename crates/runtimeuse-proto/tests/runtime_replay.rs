@@ -147,10 +147,7 @@ impl Run {
             match event {
                 RuntimeEvent::Invocation { invocation, .. } => match echo(&invocation) {
                     Some(data) => {
-                        let result = QueryResult {
-                            data,
-                            metadata: json!({}),
-                        };
+                        let result = QueryResult::new(data, json!({}));
                         self.session.finish_query(&result).unwrap();
                     }
                     None => deterministic = false,

@@ -332,11 +332,8 @@ async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {
                 let cut = exit.stdout.cut();
                 let stdout = fit_stdout(exit.stdout.into_text(|_| String::new()), cut, remaining);
                 remaining = remaining.saturating_sub(json_len(&stdout));
-                results.push(CommandResultItem {
-                    command: c.command.clone(),
-                    exit_code: exit.code,
-                    stdout: (!stdout.is_empty()).then_some(stdout),
-                });
+                let stdout = (!stdout.is_empty()).then_some(stdout);
+                results.push(CommandResultItem::new(c.command.clone(), exit.code, stdout));
                 if failed {
                     break;
                 }
@@ -345,7 +342,7 @@ async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {
             Err(RunError::Spawn(e)) => return failure(format!("command could not run: {e}")),
         }
     }
-    Terminal::Commands(CommandExecutionResult { results })
+    Terminal::Commands(CommandExecutionResult::new(results))
 }
 
 /// The end of `tail` that fits `budget` bytes once escaped as a JSON string, behind a line

@@ -26,10 +26,7 @@ use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
 pub struct ScriptedHandler;
 
 fn text(t: impl Into<String>) -> QueryResult {
-    QueryResult {
-        data: ResultData::Text(t.into()),
-        metadata: json!({}),
-    }
+    QueryResult::new(ResultData::Text(t.into()), json!({}))
 }
 
 impl AgentHandler for ScriptedHandler {
@@ -46,10 +43,10 @@ impl AgentHandler for ScriptedHandler {
                 "STRUCTURED" => {
                     let value: Value = serde_json::from_str(arg)
                         .map_err(|e| AgentError::new(format!("STRUCTURED: invalid JSON: {e}")))?;
-                    Ok(QueryResult {
-                        data: ResultData::StructuredOutput(value),
-                        metadata: json!({}),
-                    })
+                    Ok(QueryResult::new(
+                        ResultData::StructuredOutput(value),
+                        json!({}),
+                    ))
                 }
                 "ECHO_FORMAT" => {
                     let format =
@@ -61,10 +58,10 @@ impl AgentHandler for ScriptedHandler {
                             })?;
                     let value: Value = serde_json::from_str(format)
                         .map_err(|e| AgentError::new(format!("ECHO_FORMAT: invalid JSON: {e}")))?;
-                    Ok(QueryResult {
-                        data: ResultData::StructuredOutput(value),
-                        metadata: json!({}),
-                    })
+                    Ok(QueryResult::new(
+                        ResultData::StructuredOutput(value),
+                        json!({}),
+                    ))
                 }
                 "SLOW" => {
                     let ms: u64 = arg

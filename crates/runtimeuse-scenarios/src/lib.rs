@@ -227,13 +227,11 @@ mod wss {
                     while let Some(event) = conn.next_event().await {
                         let answered = match event {
                             RuntimeEvent::Invocation { invocation, .. } => {
-                                let result = QueryResult {
-                                    data: ResultData::Text(format!(
-                                        "tls:{}",
-                                        invocation.user_prompt
-                                    )),
-                                    metadata: serde_json::Value::Null,
-                                };
+                                let text = format!("tls:{}", invocation.user_prompt);
+                                let result = QueryResult::new(
+                                    ResultData::Text(text),
+                                    serde_json::Value::Null,
+                                );
                                 conn.session().finish_query(&result)
                             }
                             RuntimeEvent::EndSession => conn.session().confirm_end_session(),

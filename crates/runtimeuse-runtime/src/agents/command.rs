@@ -198,10 +198,7 @@ impl CommandAgent {
                 ResultData::StructuredOutput(value)
             }
         };
-        Ok(QueryResult {
-            data,
-            metadata: json!({ "agent": "command" }),
-        })
+        Ok(QueryResult::new(data, json!({ "agent": "command" })))
     }
 }
 

@@ -453,7 +453,7 @@ impl ModelAgent {
                 ResultData::StructuredOutput(value)
             }
         };
-        Ok(QueryResult { data, metadata })
+        Ok(QueryResult::new(data, metadata))
     }
 }
 

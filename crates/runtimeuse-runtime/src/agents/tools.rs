@@ -160,11 +160,8 @@ async fn shell(command: &str, env: &ToolEnv<'_>) -> String {
             tail: max / 8,
         },
     };
-    let cmd = Command {
-        command: command.to_owned(),
-        cwd: None,
-        env: env.env.cloned(),
-    };
+    let mut cmd = Command::new(command);
+    cmd.env = env.env.cloned();
     let limit = env.options.tool_timeout;
     let run = commands::run(&cmd, None, env.cancel, collect);
     match tokio::time::timeout(limit, run).await {
