@@ -31,7 +31,8 @@
 //!     let mut session = client.session().await?;
 //!     let out = session.execute_commands(["echo hello"], ExecuteCommandsOptions::new()).await?;
 //!     assert_eq!(out.results[0].exit_code, 0);
-//!     session.close().await
+//!     session.close().await?;
+//!     Ok(())
 //! })
 //! # }
 //! ```
