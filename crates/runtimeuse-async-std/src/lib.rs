@@ -42,6 +42,8 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `rustls-tls-webpki-roots` | yes | `wss://` with rustls (ring provider) trusting the webpki roots |
+//! | `rustls-tls-native-roots` | no | `wss://` with rustls (ring provider) trusting the system's roots |
+//! | `schemars` | no | `QueryOptions::output_type::<T>()`: the answer's schema from a type |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `rustls` | no | [`ClientSettings::tls_config`]: a rustls configuration (ring provider) |
 //! | `webpki-roots` | no | with `rustls`, trust the webpki root certificates |
+//! | `native-roots` | no | with `rustls`, trust the operating system's root certificates |
 //! | `schemars` | no | [`schema_of`]: the JSON Schema of a type, for `output_type::<T>()` |
 
 #![forbid(unsafe_code)]

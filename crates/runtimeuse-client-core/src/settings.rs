@@ -35,6 +35,9 @@ pub struct ClientSettings {
     pub root_certificates: Vec<Vec<u8>>,
     /// Whether to trust the webpki root certificates (needs the `webpki-roots` feature).
     pub webpki_roots: bool,
+    /// Whether to trust the operating system's root certificates (needs the `native-roots`
+    /// feature).
+    pub native_roots: bool,
     /// The protocol settings of each session.
     pub session: proto::Config,
     /// A rustls configuration to use as it is for `wss://` (client certificates, custom
@@ -104,6 +107,7 @@ impl fmt::Debug for ClientSettings {
             .field("max_frame_size", &self.max_frame_size)
             .field("root_certificates", &self.root_certificates.len())
             .field("webpki_roots", &self.webpki_roots)
+            .field("native_roots", &self.native_roots)
             .field("session", &self.session);
         #[cfg(feature = "rustls")]
         d.field("tls", &self.tls.as_ref().map(|_| "custom"));
@@ -123,6 +127,7 @@ impl ClientSettings {
             max_frame_size: 64 << 20,
             root_certificates: Vec::new(),
             webpki_roots: cfg!(feature = "webpki-roots"),
+            native_roots: cfg!(feature = "native-roots"),
             session: proto::Config::default(),
             #[cfg(feature = "rustls")]
             tls: None,
@@ -170,6 +175,13 @@ impl ClientSettings {
         #[cfg(feature = "webpki-roots")]
         if self.webpki_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        #[cfg(feature = "native-roots")]
+        if self.native_roots {
+            // Certificates the system has but rustls refuses are skipped, as rustls' own
+            // platform verifier does.
+            let native = rustls_native_certs::load_native_certs();
+            let (_added, _skipped) = roots.add_parsable_certificates(native.certs);
         }
         for der in &self.root_certificates {
             roots
@@ -270,6 +282,14 @@ impl<C: From<ClientSettings>> ClientBuilder<C> {
     #[must_use]
     pub fn webpki_roots(mut self, enabled: bool) -> Self {
         self.settings.webpki_roots = enabled;
+        self
+    }
+
+    /// Whether to trust the operating system's root certificates (default `true` when the
+    /// adapter's native-roots feature is on).
+    #[must_use]
+    pub fn native_roots(mut self, enabled: bool) -> Self {
+        self.settings.native_roots = enabled;
         self
     }
 

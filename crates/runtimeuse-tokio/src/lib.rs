@@ -36,6 +36,8 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `rustls-tls-webpki-roots` | yes | `wss://` with rustls (ring provider) trusting the webpki roots |
+//! | `rustls-tls-native-roots` | no | `wss://` with rustls (ring provider) trusting the system's roots |
+//! | `schemars` | no | `QueryOptions::output_type::<T>()`: the answer's schema from a type |
 //! | `server` | no | the `server` module: accept connections and drive [`runtimeuse_proto::runtime::RuntimeSession`]s |
 
 #![forbid(unsafe_code)]
