@@ -540,17 +540,7 @@ impl Session {
                 self.drain_done(now);
             } else if let Some(mut active) = self.active.take() {
                 match active.pending_error.take() {
-                    Some((error, metadata)) => {
-                        let earlier = std::mem::take(&mut active.earlier_errors);
-                        self.fail_request(
-                            active.id,
-                            FailReason::Runtime {
-                                error,
-                                metadata,
-                                earlier,
-                            },
-                        );
-                    }
+                    Some(pending) => self.fail_with_runtime_error(active, pending),
                     None => self.active = Some(active),
                 }
             }
@@ -589,16 +579,8 @@ impl Session {
                 };
                 self.fail_request(q.id, FailReason::Timeout { kind, diagnostics });
             } else if let Some(mut active) = self.active.take() {
-                if let Some((error, metadata)) = active.pending_error.take() {
-                    let earlier = std::mem::take(&mut active.earlier_errors);
-                    self.fail_request(
-                        active.id,
-                        FailReason::Runtime {
-                            error,
-                            metadata,
-                            earlier,
-                        },
-                    );
+                if let Some(pending) = active.pending_error.take() {
+                    self.fail_with_runtime_error(active, pending);
                     continue;
                 }
                 let elapsed = now.saturating_duration_since(active.started);
@@ -667,6 +649,23 @@ impl Session {
         if let Some(q) = self.queued.take() {
             self.send_queued(q, now);
         }
+    }
+
+    /// Fails the request with the runtime's error, keeping its earlier ones.
+    fn fail_with_runtime_error(
+        &mut self,
+        mut active: Active,
+        (error, metadata): (String, serde_json::Value),
+    ) {
+        let earlier = std::mem::take(&mut active.earlier_errors);
+        self.fail_request(
+            active.id,
+            FailReason::Runtime {
+                error,
+                metadata,
+                earlier,
+            },
+        );
     }
 
     fn fail_request(&mut self, id: RequestId, reason: FailReason) {

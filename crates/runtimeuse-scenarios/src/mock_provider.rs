@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use runtimeuse_runtime::{ModelApi, ProviderConfig};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// One server-sent event: `event: <name>` (when set) and `data: <data>`.
@@ -192,28 +192,12 @@ async fn serve(
     state: &(Mutex<State>, Condvar),
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-    let mut headers = Vec::new();
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).await?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            let name = name.trim().to_ascii_lowercase();
-            if name == "content-length" {
-                length = value.trim().parse().unwrap_or(0);
-            }
-            headers.push((name, value.trim().to_owned()));
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await?;
+    let crate::HttpRequest {
+        path,
+        headers,
+        body,
+        ..
+    } = crate::read_request(&mut reader).await?;
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut reply = None;
     update(state, |s| {
