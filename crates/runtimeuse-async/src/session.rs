@@ -749,6 +749,12 @@ impl<'a, B: Backend> RequestEvents<'a, B> {
         self.session.respond(request, upload)
     }
 
+    /// Declines an artifact upload request handed out by this stream: the runtime is told no
+    /// upload will happen.
+    pub fn decline_artifact_upload(&mut self, request: ArtifactUploadRequest) {
+        self.session.proto.decline_artifact_upload(request);
+    }
+
     /// Cancels the request (as [`AbortHandle::abort`]); keep polling for the outcome.
     pub fn abort(&self) {
         self.session.abort();

@@ -7,92 +7,12 @@
 // The flood test prints what it measured, for the record.
 #![allow(clippy::print_stderr)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The runtime as a child process, killed when dropped.
-struct Serve {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Serve {
-    fn start(extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_limited(None, extra, env)
-    }
-
-    /// Starts the runtime, under a file descriptor limit when given.
-    fn start_limited(nofile: Option<u32>, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let log = std::env::temp_dir().join(format!(
-            "runtimeuse-hardening-{}-{}.log",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let bin = env!("CARGO_BIN_EXE_runtimeuse");
-        let mut cmd = match nofile {
-            None => Command::new(bin),
-            Some(n) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin);
-                c
-            }
-        };
-        cmd.args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--agent",
-            "scripted",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
-        Self { child, port, log }
-    }
-
-    fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    }
-
-    /// Stops the runtime and returns what it logged.
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+mod common;
+use common::Serve;
 
 const TEXT: u8 = 0x1;
 const CLOSE: u8 = 0x8;

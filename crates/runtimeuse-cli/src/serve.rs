@@ -1,0 +1,185 @@
+//! `runtimeuse serve`: the runtime and the agent it runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use runtimeuse_runtime::{
+    AgentHandler, AgentOptions, CommandAgent, ModelAgent, ModelApi, PromptInput, ProviderConfig,
+    Runtime, RuntimeOptions, ScriptedHandler,
+};
+
+/// Which agent answers queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AgentKind {
+    /// A model with shell and file tools over the OpenAI Responses API (or Chat Completions
+    /// with `--openai-api chat`, for any OpenAI-compatible server).
+    Openai,
+    /// The same over the Anthropic Messages API.
+    #[value(alias = "claude")]
+    Anthropic,
+    /// Runs `--agent-command CMD` (sh -c) per query.
+    Command,
+    /// Deterministic directives (ECHO:, STREAM:, SLOW:, ...) for tests and demos.
+    Scripted,
+}
+
+/// The OpenAI API spoken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OpenAiApi {
+    /// `POST {base}/responses`.
+    Responses,
+    /// `POST {base}/chat/completions`.
+    Chat,
+}
+
+/// `serve`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Interval of heartbeats while a request runs, in ms (0 turns them off).
+    #[arg(long, default_value_t = 15_000)]
+    heartbeat_interval_ms: u64,
+    /// Clients must present this token (`Authorization: Bearer <T>` or `?token=<T>`).
+    #[arg(long, env = "RUNTIMEUSE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The agent that answers queries.
+    #[arg(
+        long,
+        alias = "handler",
+        env = "RUNTIMEUSE_AGENT",
+        value_enum,
+        default_value = "openai"
+    )]
+    agent: AgentKind,
+    /// The OpenAI API to speak.
+    #[arg(
+        long,
+        env = "RUNTIMEUSE_OPENAI_API",
+        value_enum,
+        default_value = "responses"
+    )]
+    openai_api: OpenAiApi,
+    /// The model used when a query names none.
+    #[arg(long)]
+    model: Option<String>,
+    /// The provider's API key (default: OPENAI_API_KEY or ANTHROPIC_API_KEY).
+    #[arg(long, hide_env_values = true)]
+    api_key: Option<String>,
+    /// The provider's base URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Most model turns per query.
+    #[arg(long, default_value_t = 30)]
+    max_turns: u32,
+    /// Time limit of one tool call, in ms.
+    #[arg(long, default_value_t = 300_000)]
+    tool_timeout_ms: u64,
+    /// Offer the provider's hosted web search.
+    #[arg(long)]
+    web_search: bool,
+    /// The agent CLI `--agent command` runs (through `sh -c`).
+    #[arg(long, required_if_eq("agent", "command"))]
+    agent_command: Option<String>,
+    /// Pass the prompt to the agent command as its last argument instead of on stdin.
+    #[arg(long)]
+    prompt_arg: bool,
+}
+
+/// Serves until Ctrl-C or SIGTERM.
+pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut options = RuntimeOptions::default();
+    options.heartbeat_interval =
+        (args.heartbeat_interval_ms > 0).then(|| Duration::from_millis(args.heartbeat_interval_ms));
+    options.token = args.token.clone();
+    let handler = agent_handler(&args)?;
+    let runtime = Runtime::from_arc(handler)
+        .options(options)
+        .bind((args.host.as_str(), args.port))
+        .await?;
+    let port = runtime.local_addr()?.port();
+    // Scripts read this line for the port (stdout; everything else goes to stderr).
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "runtimeuse {} listening on port {port}",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    runtime.serve(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Builds the agent; says which on stderr.
+#[allow(clippy::print_stderr)]
+fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std::error::Error>> {
+    let mut provider = match args.agent {
+        AgentKind::Scripted => {
+            eprintln!("runtimeuse: agent: scripted (deterministic directives)");
+            return Ok(Arc::new(ScriptedHandler));
+        }
+        AgentKind::Command => {
+            let command = args
+                .agent_command
+                .clone()
+                .ok_or("--agent command needs --agent-command CMD (the agent CLI to run)")?;
+            let how = if args.prompt_arg {
+                PromptInput::Argument
+            } else {
+                PromptInput::Stdin
+            };
+            eprintln!("runtimeuse: agent: command `{command}`");
+            return Ok(Arc::new(CommandAgent::new(command).prompt_input(how)));
+        }
+        AgentKind::Openai => ProviderConfig::openai_from_env(match args.openai_api {
+            OpenAiApi::Responses => ModelApi::OpenAiResponses,
+            OpenAiApi::Chat => ModelApi::OpenAiChat,
+        }),
+        AgentKind::Anthropic => ProviderConfig::anthropic_from_env(),
+    };
+    if let Some(k) = &args.api_key {
+        provider = provider.api_key(k.clone());
+    }
+    if let Some(m) = &args.model {
+        provider = provider.default_model(m.clone());
+    }
+    if let Some(u) = &args.base_url {
+        provider.base_url = u.clone();
+    }
+    let mut options = AgentOptions::default();
+    options.max_turns = args.max_turns;
+    options.tool_timeout = Duration::from_millis(args.tool_timeout_ms);
+    options.web_search = args.web_search;
+    let api = provider.api;
+    eprintln!(
+        "runtimeuse: agent: {} ({} API at {})",
+        api.provider(),
+        api.name(),
+        provider.base_url
+    );
+    if provider.api_key.is_none() {
+        eprintln!(
+            "runtimeuse: warning: {} is not set; queries will fail until it is (or pass --api-key)",
+            api.key_variable()
+        );
+    }
+    Ok(Arc::new(ModelAgent::new(provider, options)?))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = ctrl_c.await;
+        return;
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,267 @@
+//! The `runtimeuse` command line as a user meets it: `query` and `exec` against a spawned
+//! `runtimeuse serve --agent scripted`, checked by exit code, stdout and stderr.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::Serve;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runtimeuse"));
+    c.env_remove("RUNTIMEUSE_URL")
+        .env_remove("RUNTIMEUSE_TOKEN")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn run(rt: &Serve, args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scripted() -> Serve {
+    Serve::start(&[], &[])
+}
+
+#[test]
+fn version_help_and_completions() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("runtimeuse {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = bin().args(["query", "--help"]).output().unwrap();
+    let help = text(&help.stdout);
+    assert!(help.contains("Usage: runtimeuse query"), "{help}");
+    assert!(
+        help.contains("--output-schema") && help.contains("Exit codes:"),
+        "{help}"
+    );
+    let bash = bin().args(["completions", "bash"]).output().unwrap();
+    assert!(bash.status.success() && text(&bash.stdout).contains("_runtimeuse"));
+}
+
+#[test]
+fn a_query_streams_then_prints_the_result_once() {
+    let rt = scripted();
+    let out = run(&rt, &["query", "STREAM:2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "message 1 of 2\nmessage 2 of 2\nstreamed 2 messages\n"
+    );
+    // Piped: no escape sequences anywhere.
+    assert!(!text(&out.stdout).contains('\x1b') && !text(&out.stderr).contains('\x1b'));
+}
+
+#[test]
+fn json_lines_are_one_object_per_event() {
+    let rt = scripted();
+    let out = run(&rt, &["query", "--json", "STREAM:2"]);
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["assistant_message", "assistant_message", "result"]);
+    assert_eq!(lines[0]["text"], "message 1 of 2");
+    assert_eq!(lines[2]["text"], "streamed 2 messages");
+    assert_eq!(lines[2]["metadata"], serde_json::json!({}));
+
+    let out = run(&rt, &["exec", "--json", "echo out; echo err >&2", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "command_result");
+    assert_eq!(last["results"][1]["exit_code"], 4);
+    assert!(
+        lines.iter().any(|l| l["type"] == "command_output"
+            && l["stream"] == "stderr"
+            && l["text"] == "err\n")
+    );
+
+    let out = run(&rt, &["query", "--json", "ERROR:boom"]);
+    assert_eq!(out.status.code(), Some(3));
+    let last: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "error");
+    assert_eq!(last["kind"], "runtime");
+    assert_eq!(last["metadata"]["error_name"], "Error");
+}
+
+#[test]
+fn exit_codes_of_every_class() {
+    let rt = scripted();
+    // exec: the failing command's code, and what was skipped.
+    let out = run(&rt, &["exec", "echo a", "exit 7", "echo never"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stdout), "a\n");
+    assert!(
+        text(&out.stderr).contains(
+            "command `exit 7` failed with exit code 7; the 1 command after it was skipped"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // The runtime's error, with its metadata on lines of their own.
+    let out = run(&rt, &["query", "ERROR:boom"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("runtime error: boom")
+            && text(&out.stderr).contains("  error_name: Error")
+    );
+    // A time limit.
+    let out = run(&rt, &["query", "--idle-timeout", "0.3", "SLOW:5000"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    // Usage: an empty prompt, an HTTP URL (with the hint).
+    let out = run(&rt, &["query", "  "]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(
+        &rt,
+        &[
+            "query",
+            "--url",
+            &format!("http://127.0.0.1:{}", rt.port),
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(&format!("did you mean ws://127.0.0.1:{}?", rt.port)));
+    // Connection: nothing listens.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = run(
+        &rt,
+        &["query", "--url", &format!("ws://127.0.0.1:{port}"), "x"],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text(&out.stderr).contains("is the runtime running"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_prompt_can_come_from_stdin_or_a_file() {
+    let rt = scripted();
+    let mut child = bin()
+        .args(["query", "-"])
+        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ECHO:from stdin")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "from stdin\n");
+    let file = std::env::temp_dir().join(format!("runtimeuse-prompt-{}", std::process::id()));
+    std::fs::write(&file, "ECHO:from a file").unwrap();
+    let out = run(&rt, &["query", &format!("@{}", file.display())]);
+    assert_eq!(text(&out.stdout), "from a file\n");
+    std::fs::remove_file(file).unwrap();
+}
+
+#[test]
+fn a_closed_stdout_ends_the_program_quietly() {
+    let rt = scripted();
+    let mut child = bin()
+        .args(["exec", "seq 1 200000"])
+        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "1\n");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 141)),
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
+    let rt = scripted();
+    let dir = std::env::temp_dir().join(format!("runtimeuse-sigint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("pid");
+    let command = format!(
+        "echo started; sh -c 'echo $$ > {}; exec sleep 30'",
+        pid_file.display()
+    );
+    let mut child = bin()
+        .args(["exec", &command])
+        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    // The command runs: its pid file appears.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::yield_now();
+    }
+    let started = Instant::now();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(text(&out.stderr).contains("cancelling"));
+    // The runtime killed the command's process group.
+    let sleeper = std::fs::read_to_string(&pid_file).unwrap();
+    let proc = format!("/proc/{}", sleeper.trim());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&proc).exists()
+        && std::fs::read_to_string(format!("{proc}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the remote sleep survived the cancel"
+        );
+        std::thread::yield_now();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,88 @@
+//! The runtime binary as a child process, for the tests that drive the real `runtimeuse`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// The runtime as a child process, killed when dropped.
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Serve {
+    pub(crate) fn start(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_limited(None, extra, env)
+    }
+
+    /// Starts the runtime, under a file descriptor limit when given.
+    pub(crate) fn start_limited(nofile: Option<u32>, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "runtimeuse-hardening-{}-{}.log",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let bin = env!("CARGO_BIN_EXE_runtimeuse");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
+        cmd.args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--agent",
+            "scripted",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+        Self { child, port, log }
+    }
+
+    pub(crate) fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// Stops the runtime and returns what it logged.
+    pub(crate) fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
