@@ -37,7 +37,7 @@ pub(crate) struct ClientArgs {
     /// How long connecting may take, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     connect_timeout: f64,
-    /// A string the runtime replaces with [REDACTED] in everything it sends (repeatable; also
+    /// A string the runtime replaces with `[REDACTED]` in everything it sends (repeatable; also
     /// RUNTIMEUSE_SECRETS, comma-separated).
     #[arg(long = "secret", value_name = "TEXT")]
     secrets: Vec<String>,
