@@ -100,10 +100,15 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> u8 {
     let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // `serve` logs each connection (info); the client commands only what goes wrong.
+    let default = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_ansi(stderr_tty && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)

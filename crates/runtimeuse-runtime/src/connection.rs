@@ -69,7 +69,9 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
     };
-    tracing::debug!(?peer, "connection accepted");
+    tracing::info!(?peer, "connection accepted");
+    let opened = tokio::time::Instant::now();
+    let mut requests = 0u64;
     let (tx, mut rx) = mpsc::channel(64);
     let session_box = Outbox {
         tx: tx.clone(),
@@ -85,10 +87,12 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 let Some(event) = event else { break };
                 match event {
                     RuntimeEvent::Invocation { request, invocation } => {
+                        requests += 1;
                         let env = env(&tx, request, &watcher, &shared, &mut cancel);
                         tasks.spawn(run_query(invocation, env));
                     }
                     RuntimeEvent::Commands { request, batch } => {
+                        requests += 1;
                         let env = env(&tx, request, &watcher, &shared, &mut cancel);
                         tasks.spawn(run_commands(batch, env));
                     }
@@ -135,7 +139,12 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     if let Some(c) = &cancel {
         let _ = c.send(true);
     }
-    tracing::debug!(?peer, "connection done");
+    tracing::info!(
+        ?peer,
+        requests,
+        duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "connection closed"
+    );
 }
 
 struct Env {
