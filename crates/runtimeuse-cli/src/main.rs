@@ -4,6 +4,7 @@
 //! runtimeuse serve [--agent openai|anthropic|command|scripted] [--port P] [--token T] ...
 //! runtimeuse query [--url URL] [--model M] [--json] PROMPT|@FILE|-
 //! runtimeuse exec  [--url URL] [--json] COMMAND...
+//! runtimeuse proxy --listen ADDR --to URL [--record DIR] [--redact TEXT]
 //! runtimeuse completions bash|zsh|fish|...
 //! ```
 //!
@@ -15,6 +16,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod client;
+mod proxy;
 mod serve;
 
 /// The exit codes, documented in `--help` and the README.
@@ -73,6 +75,9 @@ enum Command {
     /// Run shell commands in the runtime and print their output.
     #[command(after_help = EXIT_CODES)]
     Exec(client::ExecArgs),
+    /// A recording proxy between any client and any runtime: every frame on stderr, and with
+    /// `--record DIR` one JSON Lines transcript per connection.
+    Proxy(proxy::ProxyArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -102,7 +107,7 @@ async fn run(cli: Cli) -> u8 {
     let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // `serve` logs each connection (info); the client commands only what goes wrong.
     let default = match cli.command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Proxy(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -116,6 +121,17 @@ async fn run(cli: Cli) -> u8 {
     let outcome = match cli.command {
         Command::Serve(args) => {
             serve::serve(args)
+                .await
+                .map(|()| exit::OK)
+                .map_err(|e| client::Failure {
+                    code: 1,
+                    message: chain(&*e),
+                    hint: None,
+                    metadata: None,
+                })
+        }
+        Command::Proxy(args) => {
+            proxy::proxy(args)
                 .await
                 .map(|()| exit::OK)
                 .map_err(|e| client::Failure {

@@ -1,0 +1,185 @@
+//! `runtimeuse proxy --record`: a real client through the proxy to a real runtime; the
+//! transcript has the golden transcripts' format, masks `--redact` strings, and replays through
+//! the protocol core (fed the recorded runtime frames, a client session sends the recorded
+//! client frame and reaches the recorded result).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use runtimeuse_proto::{
+    Config, Event, Input, Invocation, Output, RequestOptions, Session, Transmit,
+};
+use serde_json::Value;
+
+mod common;
+use common::Serve;
+
+/// The proxy as a child process, killed when dropped.
+struct Proxy {
+    child: Child,
+    port: u16,
+}
+
+impl Proxy {
+    fn start(to: u16, dir: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet",
+                "--redact",
+                "s3cr3t",
+            ])
+            .arg("--to")
+            .arg(format!("ws://127.0.0.1:{to}"))
+            .arg("--record")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split("port ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        Self { child, port }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_recorded_connection_has_the_transcript_format_and_replays() {
+    let rt = Serve::start(&[], &[]);
+    let dir = std::env::temp_dir().join(format!("runtimeuse-proxy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let proxy = Proxy::start(rt.port, &dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args(["query", "--secret", "s3cr3t", "ECHO:the s3cr3t word"])
+        .arg("--url")
+        .arg(format!("ws://127.0.0.1:{}", proxy.port))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "the [REDACTED] word\n"
+    );
+
+    // The file is written as frames pass; the connection's last frame is the client's close.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let lines: Vec<Value> = loop {
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if let [file] = &files[..] {
+            let text = std::fs::read_to_string(file).unwrap();
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if lines
+                .iter()
+                .any(|l| l["dir"] == "c2r" && l["kind"] == "close")
+            {
+                break lines;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete transcript in {}",
+            dir.display()
+        );
+        std::thread::yield_now();
+    };
+    drop(proxy);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // The format.
+    assert_eq!(lines[0]["dir"], "meta");
+    assert_eq!(lines[0]["kind"], "open");
+    assert_eq!(lines[0]["path"], "/");
+    let mut last_t = 0;
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["seq"], i as u64, "{l}");
+        let t = l["t_ms"].as_u64().unwrap();
+        assert!(t >= last_t, "{l}");
+        last_t = t;
+        if l["kind"] == "text" {
+            assert_eq!(
+                l["bytes"].as_u64().unwrap() as usize,
+                l["text"].as_str().unwrap().len()
+            );
+        }
+    }
+    let all = lines.iter().map(Value::to_string).collect::<String>();
+    assert!(
+        !all.contains("s3cr3t"),
+        "a --redact string in the transcript"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["dir"] == "r2c" && l["kind"] == "close" && l["code"] == 1000)
+    );
+
+    // The replay: the invocation the client sent, the runtime's frames fed back.
+    let sent = |l: &Value| -> Value { serde_json::from_str(l["text"].as_str().unwrap()).unwrap() };
+    let invocation_line = lines
+        .iter()
+        .find(|l| l["dir"] == "c2r" && l["kind"] == "text")
+        .unwrap();
+    let recorded = sent(invocation_line);
+    assert_eq!(recorded["message_type"], "invocation_message");
+    let mut invocation = Invocation::new(
+        recorded["user_prompt"].as_str().unwrap(),
+        recorded["model"].as_str().unwrap(),
+    )
+    .system_prompt(recorded["system_prompt"].as_str().unwrap());
+    for s in recorded["secrets_to_redact"].as_array().unwrap() {
+        invocation = invocation.secret(s.as_str().unwrap());
+    }
+    let now = Instant::now();
+    let mut session = Session::new(Config::default(), now);
+    session
+        .invoke(invocation, RequestOptions::default(), now)
+        .unwrap();
+    let mut frames = Vec::new();
+    let mut result = None;
+    let drain = |session: &mut Session, frames: &mut Vec<Value>, result: &mut Option<String>| loop {
+        match session.poll_output() {
+            Output::Transmit(Transmit::Text(t)) => frames.push(serde_json::from_str(&t).unwrap()),
+            Output::Event(Event::Result { result: r, .. }) => {
+                *result = r.text().map(str::to_owned);
+            }
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    };
+    drain(&mut session, &mut frames, &mut result);
+    assert_eq!(frames, [recorded]);
+    for l in lines
+        .iter()
+        .filter(|l| l["dir"] == "r2c" && l["kind"] == "text")
+    {
+        session.handle_input(Input::ReceiveText(now, l["text"].as_str().unwrap()));
+        drain(&mut session, &mut frames, &mut result);
+    }
+    assert_eq!(result.as_deref(), Some("the [REDACTED] word"));
+}
