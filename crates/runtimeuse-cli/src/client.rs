@@ -290,6 +290,22 @@ enum Request {
 /// code. Ctrl-C cancels the request (the runtime confirms, exit 130); a second Ctrl-C exits at
 /// once.
 async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
+    let (mut session, url) = connect(args).await?;
+    let code = request_on(&mut session, &url, args.json, request).await;
+    let end = session.close().await;
+    if let Ok(end) = end
+        && end != SessionEnd::Confirmed
+    {
+        tracing::debug!(?end, "the session did not end with a confirmation");
+    }
+    code
+}
+
+/// Connects (saying so on a terminal when it takes more than a second); the session and the
+/// URL to show.
+pub(crate) async fn connect(
+    args: &ClientArgs,
+) -> Result<(runtimeuse_tokio::Session, String), Failure> {
     let client = client(args)?;
     let url = client.settings().display_url();
     let interactive = std::io::stderr().is_terminal() && !args.json;
@@ -304,7 +320,17 @@ async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
             connecting.await
         }
     };
-    let mut session = connected.map_err(|e| failure(&e, &url))?;
+    let session = connected.map_err(|e| failure(&e, &url))?;
+    Ok((session, url))
+}
+
+/// Runs one request on `session` with its events printed; its exit code. Ctrl-C cancels it.
+async fn request_on(
+    session: &mut runtimeuse_tokio::Session,
+    url: &str,
+    json: bool,
+    request: Request,
+) -> Result<u8, Failure> {
     let cancelled = Arc::new(AtomicBool::new(false));
     let abort = session.abort_handle();
     let watcher = {
@@ -321,7 +347,7 @@ async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
             }
         })
     };
-    let mut printer = Printer::new(args.json);
+    let mut printer = Printer::new(json);
     if let Request::Commands(commands, _) = &request {
         printer.total = commands.len();
     }
@@ -332,10 +358,24 @@ async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
                 session.execute_commands_events(commands, options)
             }
         };
-        match events {
+        let mut progress = Progress::new(json);
+        let mut tick = tokio::time::interval(Duration::from_millis(120));
+        let outcome = match events {
             Err(e) => Err(e),
             Ok(mut events) => loop {
-                match events.next().await {
+                let next = tokio::select! {
+                    next = events.next() => next,
+                    _ = tick.tick(), if progress.enabled => {
+                        progress.draw();
+                        continue;
+                    }
+                };
+                progress.clear();
+                progress.events += 1;
+                if matches!(next, Some(Ok(RequestEvent::Heartbeat { .. }))) {
+                    progress.heartbeats += 1;
+                }
+                match next {
                     None => break Err(Error::ConnectionClosed),
                     Some(Err(e)) => break Err(e),
                     Some(Ok(RequestEvent::ArtifactUploadRequest(req))) => {
@@ -347,15 +387,11 @@ async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
                     Some(Ok(event)) => printer.event(event),
                 }
             },
-        }
+        };
+        progress.clear();
+        outcome
     };
     watcher.abort();
-    let end = session.close().await;
-    if let Ok(end) = end
-        && end != SessionEnd::Confirmed
-    {
-        tracing::debug!(?end, "the session did not end with a confirmation");
-    }
     match outcome {
         Ok(RequestEvent::Result(result)) => {
             printer.result(&result);
@@ -365,11 +401,14 @@ async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
         Ok(_) => Ok(exit::OK),
         Err(Error::Cancelled) if cancelled.load(Ordering::SeqCst) => {
             printer.error("cancelled", "cancelled by Ctrl-C", &Value::Null);
+            if !json {
+                note("cancelled");
+            }
             Ok(exit::CANCELLED)
         }
         Err(e) => {
-            let f = failure(&e, &url);
-            if args.json {
+            let f = failure(&e, url);
+            if json {
                 let metadata = match &e {
                     Error::Runtime { metadata, .. } => metadata.clone(),
                     _ => Value::Null,
@@ -378,6 +417,110 @@ async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
                 return Ok(f.code);
             }
             Err(f)
+        }
+    }
+}
+
+/// `session`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct SessionArgs {
+    /// The model the runtime's agent should use.
+    #[arg(long, short, default_value = "default")]
+    model: String,
+    /// The system prompt (also `@FILE`).
+    #[arg(long, short, default_value = "")]
+    system_prompt: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Runs `session`: one persistent session, one query per line of input (with line editing
+/// and history on a terminal), Ctrl-C cancelling the query that runs, the end of input ending
+/// the session gracefully. Exit code: 0, or that of a connection that failed.
+pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
+    let system_prompt = text_arg(&args.system_prompt)?;
+    let (mut session, url) = connect(&args.client).await?;
+    let terminal = std::io::stdin().is_terminal();
+    if terminal && !args.client.json {
+        note(&format!(
+            "connected to {url}; one query per line, Ctrl-C cancels a query, Ctrl-D ends"
+        ));
+    }
+    // Lines come from a thread of their own: the editor blocks. It reads the next line only
+    // when asked, so the terminal is in its normal mode while a query runs (and Ctrl-C is a
+    // signal then, not a key).
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(1);
+    std::thread::spawn(move || read_lines(terminal, &asked, &line_tx));
+    let mut code = exit::OK;
+    loop {
+        if ask.send(()).is_err() {
+            break;
+        }
+        let Some(line) = lines.recv().await else {
+            break;
+        };
+        let prompt = line.trim();
+        if prompt.is_empty() {
+            continue;
+        }
+        let options = QueryOptions::new(system_prompt.clone(), args.model.clone());
+        let request = Request::Query(prompt.to_owned(), options);
+        match request_on(&mut session, &url, args.client.json, request).await {
+            Ok(_) => {}
+            Err(f) if f.code == exit::CONNECTION || f.code == exit::PROTOCOL => {
+                code = f.code;
+                crate::report(&f);
+                break;
+            }
+            // The runtime's errors and timeouts end a query, not the session.
+            Err(f) => crate::report(&f),
+        }
+    }
+    drop(ask);
+    match session.close().await {
+        Ok(SessionEnd::Confirmed) | Err(_) => {}
+        Ok(end) => tracing::debug!(?end, "the session did not end with a confirmation"),
+    }
+    Ok(code)
+}
+
+/// Reads one line each time `asked` says so, until the end of input.
+fn read_lines(
+    terminal: bool,
+    asked: &std::sync::mpsc::Receiver<()>,
+    lines: &tokio::sync::mpsc::Sender<String>,
+) {
+    let mut editor = if terminal {
+        rustyline::DefaultEditor::new().ok()
+    } else {
+        None
+    };
+    let stdin = std::io::stdin();
+    while asked.recv().is_ok() {
+        let line = match &mut editor {
+            Some(ed) => loop {
+                match ed.readline("> ") {
+                    Ok(l) => {
+                        let _ = ed.add_history_entry(l.as_str());
+                        break Some(l);
+                    }
+                    // Ctrl-C at the prompt clears the line.
+                    Err(rustyline::error::ReadlineError::Interrupted) => {}
+                    Err(_) => break None,
+                }
+            },
+            None => {
+                let mut l = String::new();
+                match std::io::BufRead::read_line(&mut stdin.lock(), &mut l) {
+                    Ok(0) | Err(_) => None,
+                    Ok(_) => Some(l),
+                }
+            }
+        };
+        let Some(line) = line else { return };
+        if lines.blocking_send(line).is_err() {
+            return;
         }
     }
 }
@@ -483,6 +626,65 @@ fn failure(e: &Error, url: &str) -> Failure {
         message,
         hint,
         metadata,
+    }
+}
+
+/// A progress line on stderr while a request runs (only when stderr is a terminal and the
+/// output is for a person): elapsed time, phase, heartbeats. It is cleared before any output
+/// and redrawn on the next tick.
+struct Progress {
+    enabled: bool,
+    started: std::time::Instant,
+    events: u64,
+    heartbeats: u64,
+    frame: usize,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        Self {
+            enabled: !json && std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            events: 0,
+            heartbeats: 0,
+            frame: 0,
+            shown: false,
+        }
+    }
+
+    fn draw(&mut self) {
+        if !self.enabled {
+            return;
+        }
+        const SPIN: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+        self.frame += 1;
+        let phase = if self.events == 0 {
+            "waiting for the runtime"
+        } else {
+            "running"
+        };
+        let beats = match self.heartbeats {
+            0 => String::new(),
+            1 => " · 1 heartbeat".to_owned(),
+            n => format!(" · {n} heartbeats"),
+        };
+        emit(
+            true,
+            &format!(
+                "\r\x1b[K{} {:.1}s {phase}{beats}",
+                SPIN[self.frame % SPIN.len()],
+                self.started.elapsed().as_secs_f64()
+            ),
+        );
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            emit(true, "\r\x1b[K");
+            self.shown = false;
+        }
     }
 }
 

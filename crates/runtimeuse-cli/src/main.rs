@@ -78,6 +78,10 @@ enum Command {
     /// A recording proxy between any client and any runtime: every frame on stderr, and with
     /// `--record DIR` one JSON Lines transcript per connection.
     Proxy(proxy::ProxyArgs),
+    /// An interactive persistent session: one query per line, ended gracefully at the end of
+    /// input (Ctrl-D).
+    #[command(alias = "chat")]
+    Session(client::SessionArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -143,6 +147,7 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Query(args) => client::query(args).await,
         Command::Exec(args) => client::exec(args).await,
+        Command::Session(args) => client::session(args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -179,8 +184,15 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 }
 
 #[allow(clippy::print_stderr)]
-fn report(f: &client::Failure) {
-    eprintln!("runtimeuse: error: {}", f.message);
+pub(crate) fn report(f: &client::Failure) {
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let label = if colour {
+        "\x1b[1;31merror\x1b[0m"
+    } else {
+        "error"
+    };
+    eprintln!("runtimeuse: {label}: {}", f.message);
     if let Some(m) = &f.metadata {
         client::print_metadata(m);
     }

@@ -265,3 +265,57 @@ fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_terminal_gets_a_progress_line_and_a_pipe_does_not() {
+    let rt = Serve::start(&["--heartbeat-interval-ms", "200"], &[]);
+    let command = format!(
+        "{} query --url ws://127.0.0.1:{} SLOW:800",
+        env!("CARGO_BIN_EXE_runtimeuse"),
+        rt.port
+    );
+    // `script` runs the command under a pseudo-terminal and copies what it printed.
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("\r\x1b[K"), "{shown:?}");
+    assert!(
+        shown.contains("waiting for the runtime") || shown.contains("running"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("heartbeat"), "{shown:?}");
+    assert!(shown.trim_end().ends_with("done"), "{shown:?}");
+    let piped = run(&rt, &["query", "SLOW:300"]);
+    assert_eq!(text(&piped.stdout), "done\n");
+    assert!(!text(&piped.stderr).contains('\x1b'));
+}
+
+#[test]
+fn a_session_runs_one_query_per_line_over_one_connection() {
+    let rt = scripted();
+    let mut child = bin()
+        .args(["session"])
+        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ECHO:one\n\nERROR:bad\nECHO:two\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+    assert!(text(&out.stderr).contains("runtime error: bad"));
+    let log = rt.stop();
+    assert_eq!(log.matches("connection accepted").count(), 1, "{log}");
+    assert!(log.contains("requests=3"), "{log}");
+}
