@@ -240,6 +240,13 @@ impl<B: Backend> Session<B> {
         result
     }
 
+    /// Closes the connection at once, without the end-of-session handshake (code 1000, at
+    /// most 100 ms): for a session whose runtime misbehaved, or when nothing is owed. The
+    /// runtime stops what still runs for it.
+    pub async fn disconnect(mut self) {
+        self.conn.close(CLOSE_AFTER_FAILURE).await;
+    }
+
     /// Runs one query, then closes: with the end-of-session handshake when the options name
     /// artifacts directories (so that artifacts written at the very end are still uploaded),
     /// at once otherwise. The adapters' one-shot `Client::query` is this after connecting.

@@ -292,11 +292,16 @@ enum Request {
 async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
     let (mut session, url) = connect(args).await?;
     let code = request_on(&mut session, &url, args.json, request).await;
-    let end = session.close().await;
-    if let Ok(end) = end
-        && end != SessionEnd::Confirmed
-    {
-        tracing::debug!(?end, "the session did not end with a confirmation");
+    if matches!(code, Ok(exit::OK)) {
+        let end = session.close().await;
+        if let Ok(end) = end
+            && end != SessionEnd::Confirmed
+        {
+            tracing::debug!(?end, "the session did not end with a confirmation");
+        }
+    } else {
+        // After a failure nothing is owed, and a broken runtime may never confirm an end.
+        session.disconnect().await;
     }
     code
 }

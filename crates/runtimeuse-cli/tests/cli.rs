@@ -319,3 +319,44 @@ fn a_session_runs_one_query_per_line_over_one_connection() {
     assert_eq!(log.matches("connection accepted").count(), 1, "{log}");
     assert!(log.contains("requests=3"), "{log}");
 }
+
+#[test]
+fn a_runtime_that_breaks_the_protocol_exits_6() {
+    use futures_util::{SinkExt, StreamExt};
+    use runtimeuse_tokio::tokio_tungstenite;
+    use tokio_tungstenite::tungstenite::Message;
+
+    // A fake runtime: it reads the invocation and answers with a result that has no data.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        rt.block_on(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _invocation = ws.next().await;
+            ws.send(Message::text(
+                r#"{"message_type":"result_message","metadata":{}}"#,
+            ))
+            .await
+            .unwrap();
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+    });
+    let out = bin()
+        .args(["query", "--url", &format!("ws://127.0.0.1:{port}"), "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("could not be decoded"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.join().unwrap();
+}

@@ -284,6 +284,13 @@ impl Session {
         }
     }
 
+    /// Closes the connection at once, without the end-of-session handshake (code 1000, at
+    /// most 100 ms): for a session whose runtime misbehaved, or when nothing is owed. The
+    /// runtime stops what still runs for it.
+    pub fn disconnect(mut self) {
+        self.close_socket(false);
+    }
+
     /// Ends the connection: after a clean end (`ok`), a close frame with code 1000 and a wait
     /// of at most a second for the peer's; after a failure, within 100 ms: the reply to the
     /// peer's close, or the code that says why a frame was refused, or nothing.
