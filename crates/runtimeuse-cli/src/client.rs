@@ -211,6 +211,28 @@ fn secrets(args: &ClientArgs) -> Vec<String> {
     all
 }
 
+/// Applies the client arguments both option types share (they are two types with the same
+/// setters).
+macro_rules! common_options {
+    ($options:expr, $client:expr) => {{
+        let mut options = $options;
+        let client: &ClientArgs = $client;
+        for s in secrets(client) {
+            options = options.secret(s);
+        }
+        for (u, d) in &client.downloads {
+            options = options.download(Downloadable::new(u.clone(), d.clone()));
+        }
+        if let Some(t) = client.timeout {
+            options = options.timeout(seconds(t)?);
+        }
+        if let Some(t) = client.idle_timeout {
+            options = options.idle_timeout(seconds(t)?);
+        }
+        options
+    }};
+}
+
 /// Runs `query`.
 pub(crate) async fn query(args: QueryArgs) -> Result<u8, Failure> {
     let prompt = text_arg(&args.prompt)?;
@@ -233,18 +255,7 @@ pub(crate) async fn query(args: QueryArgs) -> Result<u8, Failure> {
     for c in &args.post {
         options = options.post_command(c.as_str());
     }
-    for s in secrets(&args.client) {
-        options = options.secret(s);
-    }
-    for (u, d) in &args.client.downloads {
-        options = options.download(Downloadable::new(u.clone(), d.clone()));
-    }
-    if let Some(t) = args.client.timeout {
-        options = options.timeout(seconds(t)?);
-    }
-    if let Some(t) = args.client.idle_timeout {
-        options = options.idle_timeout(seconds(t)?);
-    }
+    let options = common_options!(options, &args.client);
     run(&args.client, Request::Query(prompt, options)).await
 }
 
@@ -253,19 +264,8 @@ pub(crate) async fn exec(args: ExecArgs) -> Result<u8, Failure> {
     if args.commands.iter().any(|c| c.trim().is_empty()) {
         return Err(Failure::usage("a command is empty"));
     }
-    let mut options = ExecuteCommandsOptions::new();
-    for s in secrets(&args.client) {
-        options = options.secret(s);
-    }
-    for (u, d) in &args.client.downloads {
-        options = options.download(Downloadable::new(u.clone(), d.clone()));
-    }
-    if let Some(t) = args.client.timeout {
-        options = options.timeout(seconds(t)?);
-    }
-    if let Some(t) = args.client.idle_timeout {
-        options = options.idle_timeout(seconds(t)?);
-    }
+    let options = ExecuteCommandsOptions::new();
+    let options = common_options!(options, &args.client);
     let commands = args
         .commands
         .iter()

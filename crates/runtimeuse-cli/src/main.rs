@@ -123,28 +123,8 @@ async fn run(cli: Cli) -> u8 {
         .with_writer(std::io::stderr)
         .init();
     let outcome = match cli.command {
-        Command::Serve(args) => {
-            serve::serve(args)
-                .await
-                .map(|()| exit::OK)
-                .map_err(|e| client::Failure {
-                    code: 1,
-                    message: chain(&*e),
-                    hint: None,
-                    metadata: None,
-                })
-        }
-        Command::Proxy(args) => {
-            proxy::proxy(args)
-                .await
-                .map(|()| exit::OK)
-                .map_err(|e| client::Failure {
-                    code: 1,
-                    message: chain(&*e),
-                    hint: None,
-                    metadata: None,
-                })
-        }
+        Command::Serve(args) => served(serve::serve(args).await),
+        Command::Proxy(args) => served(proxy::proxy(args).await),
         Command::Query(args) => client::query(args).await,
         Command::Exec(args) => client::exec(args).await,
         Command::Session(args) => client::session(args).await,
@@ -165,6 +145,17 @@ async fn run(cli: Cli) -> u8 {
             f.code
         }
     }
+}
+
+/// The exit of a server command (`serve`, `proxy`): 0 when it stopped on a signal, 1 when it
+/// could not run.
+fn served(r: Result<(), Box<dyn std::error::Error>>) -> Result<u8, client::Failure> {
+    r.map(|()| exit::OK).map_err(|e| client::Failure {
+        code: 1,
+        message: chain(&*e),
+        hint: None,
+        metadata: None,
+    })
 }
 
 /// An error and each of its causes, once (a cause whose text the chain already says, as some
