@@ -42,12 +42,7 @@ impl Incoming {
     }
 }
 
-/// How long a close waits for the peer when the connection already failed (a timeout, a dead
-/// peer, a protocol error): only long enough to hand over our close frame.
-pub const CLOSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
-
-/// How long a close waits for the peer's close frame after a clean end.
-pub const CLOSE_AFTER_SUCCESS: Duration = Duration::from_secs(1);
+pub use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, CLOSE_AFTER_SUCCESS};
 
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,26 +54,6 @@ enum State {
     Failed(Option<CloseCode>),
     /// Closed: nothing more to send or read.
     Done,
-}
-
-/// The close code for a read error: 1007 for text that is not UTF-8, 1009 for a frame or
-/// message over the limit, 1002 for another protocol violation; none when the transport
-/// itself failed.
-fn close_code(e: &WsError) -> Option<CloseCode> {
-    match e {
-        WsError::Utf8(_) => Some(CloseCode::Invalid),
-        WsError::Capacity(_) => Some(CloseCode::Size),
-        WsError::Protocol(p) => {
-            use tungstenite::error::ProtocolError as P;
-            match p {
-                P::ResetWithoutClosingHandshake | P::SendAfterClosing | P::ReceivedAfterClosing => {
-                    None
-                }
-                _ => Some(CloseCode::Protocol),
-            }
-        }
-        _ => None,
-    }
 }
 
 /// A WebSocket `W` with a queue of outgoing frames and a read deadline on `B`'s timer.
@@ -198,7 +173,7 @@ where
                     return Poll::Ready(Incoming::Closed(None));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    self.state = State::Failed(close_code(&e));
+                    self.state = State::Failed(runtimeuse_client_core::close::close_code(&e));
                     return Poll::Ready(Incoming::Closed(Some(e)));
                 }
                 Poll::Pending => break,

@@ -20,7 +20,9 @@ use tracing::Instrument;
 
 use crate::Error;
 use crate::backend::{Backend, timeout};
-use crate::conn::{CLOSE_AFTER_FAILURE, CLOSE_AFTER_SUCCESS, Conn, Incoming};
+use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_wait};
+
+use crate::conn::{Conn, Incoming};
 use crate::options::{BoxFuture, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
 
 /// Cancels the request in flight of a [`Session`] from anywhere (another task or thread).
@@ -783,15 +785,5 @@ impl<B: Backend> Stream for RequestEvents<'_, B> {
                 | Some(Ok(RequestEvent::Result(_) | RequestEvent::CommandResult(_)))
         );
         Poll::Ready(item)
-    }
-}
-
-/// How long a close waits for the peer's close frame: briefly after a clean end, hardly at
-/// all once the connection failed.
-fn close_wait(ok: bool) -> Duration {
-    if ok {
-        CLOSE_AFTER_SUCCESS
-    } else {
-        CLOSE_AFTER_FAILURE
     }
 }

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+pub mod close;
 mod error;
 mod settings;
 

@@ -18,6 +18,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
+use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_code, close_wait};
+
 use crate::Error;
 use crate::options::{Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
 
@@ -90,26 +92,6 @@ enum Owed {
     Reply,
     /// A frame was refused: close with this code (1007, 1009, 1002).
     Code(CloseCode),
-}
-
-/// How long a close waits for the peer's close frame after a clean end.
-const CLOSE_AFTER_SUCCESS: Duration = Duration::from_secs(1);
-/// How long a close may take once the connection failed.
-const CLOSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
-
-/// The close code for a read error (see `runtimeuse_async::conn`): 1007 for text that is not
-/// UTF-8, 1009 for a frame over the limit, 1002 for another protocol violation.
-fn close_code(e: &tungstenite::Error) -> Option<CloseCode> {
-    use tungstenite::error::ProtocolError as P;
-    match e {
-        tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
-        tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
-        tungstenite::Error::Protocol(
-            P::ResetWithoutClosingHandshake | P::SendAfterClosing | P::ReceivedAfterClosing,
-        ) => None,
-        tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
-        _ => None,
-    }
 }
 
 impl fmt::Debug for Session {
@@ -309,11 +291,7 @@ impl Session {
             return;
         }
         self.ended = true;
-        let wait = if ok {
-            CLOSE_AFTER_SUCCESS
-        } else {
-            CLOSE_AFTER_FAILURE
-        };
+        let wait = close_wait(ok);
         // Writes that block (a peer that stopped reading) end at the timeout too.
         self.set_write_timeout(wait);
         let _ = self.flush();
