@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::ModelApi;
-use super::provider::{Item, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage};
+use super::provider::{
+    Item, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, parse_event, str_of,
+};
 
 /// The API version sent in `anthropic-version`.
 pub(crate) const VERSION: &str = "2023-06-01";
@@ -115,10 +117,6 @@ pub(crate) struct Decoder {
     usage: Usage,
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
 impl super::provider::Decoder for Decoder {
     fn event(
         &mut self,
@@ -127,8 +125,7 @@ impl super::provider::Decoder for Decoder {
         out: &mut Vec<ModelEvent>,
     ) -> Result<(), ProviderError> {
         let api = ModelApi::AnthropicMessages;
-        let v: Value = serde_json::from_str(data)
-            .map_err(|e| ProviderError::stream(api, format!("invalid JSON in the stream: {e}")))?;
+        let v = parse_event(api, data)?;
         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
         match str_of(&v, "type").unwrap_or_default() {
             "message_start" => {

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::ModelApi;
-use super::provider::{Item, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage};
+use super::provider::{
+    Item, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, parse_event, str_of,
+};
 
 /// The name structured output is requested under.
 const FORMAT_NAME: &str = "final_output";
@@ -177,15 +179,6 @@ pub(crate) fn chat_body(r: &TurnRequest<'_>) -> Value {
     Value::Object(body)
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn parse(api: ModelApi, data: &str) -> Result<Value, ProviderError> {
-    serde_json::from_str(data)
-        .map_err(|e| ProviderError::stream(api, format!("invalid JSON in the stream: {e}")))
-}
-
 fn stream_error(api: ModelApi, error: Option<&Value>, fallback: &str) -> ProviderError {
     let mut e = ProviderError::stream(
         api,
@@ -209,7 +202,7 @@ impl super::provider::Decoder for ResponsesDecoder {
         out: &mut Vec<ModelEvent>,
     ) -> Result<(), ProviderError> {
         let api = ModelApi::OpenAiResponses;
-        let v = parse(api, data)?;
+        let v = parse_event(api, data)?;
         match str_of(&v, "type").unwrap_or_default() {
             "response.output_item.done" => {
                 let Some(item) = v.get("item") else {
@@ -320,7 +313,7 @@ impl super::provider::Decoder for ChatDecoder {
             self.flush(out);
             return Ok(());
         }
-        let v = parse(api, data)?;
+        let v = parse_event(api, data)?;
         if let Some(error) = v.get("error") {
             return Err(stream_error(
                 api,
