@@ -18,13 +18,16 @@ fn bin() -> Command {
     c
 }
 
+/// The binary with these arguments, pointed at `rt`.
+fn against(rt: &Serve, args: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(args)
+        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port));
+    c
+}
+
 fn run(rt: &Serve, args: &[&str]) -> Output {
-    bin()
-        .args(args)
-        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    against(rt, args).stdin(Stdio::null()).output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -163,9 +166,7 @@ fn exit_codes_of_every_class() {
 #[test]
 fn the_prompt_can_come_from_stdin_or_a_file() {
     let rt = scripted();
-    let mut child = bin()
-        .args(["query", "-"])
-        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+    let mut child = against(&rt, &["query", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -188,9 +189,7 @@ fn the_prompt_can_come_from_stdin_or_a_file() {
 #[test]
 fn a_closed_stdout_ends_the_program_quietly() {
     let rt = scripted();
-    let mut child = bin()
-        .args(["exec", "seq 1 200000"])
-        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+    let mut child = against(&rt, &["exec", "seq 1 200000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -224,9 +223,7 @@ fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
         "echo started; sh -c 'echo $$ > {}; exec sleep 30'",
         pid_file.display()
     );
-    let mut child = bin()
-        .args(["exec", &command])
-        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+    let mut child = against(&rt, &["exec", &command])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -297,9 +294,7 @@ fn a_terminal_gets_a_progress_line_and_a_pipe_does_not() {
 #[test]
 fn a_session_runs_one_query_per_line_over_one_connection() {
     let rt = scripted();
-    let mut child = bin()
-        .args(["session"])
-        .env("RUNTIMEUSE_URL", format!("ws://127.0.0.1:{}", rt.port))
+    let mut child = against(&rt, &["session"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
