@@ -117,11 +117,6 @@ impl Served {
         on(self.rt(), FaultProxy::start(self.url(), fault, after))
     }
 
-    /// Starts a [`MockProvider`] with these replies on this runtime's tokio runtime.
-    pub fn mock_provider(&self, replies: Vec<Reply>) -> MockProvider {
-        on(self.rt(), MockProvider::start(replies))
-    }
-
     /// Starts an [`HttpServer`] on this runtime's tokio runtime.
     pub fn http(&self, files: HashMap<String, Vec<u8>>) -> HttpServer {
         on(self.rt(), HttpServer::start(files))
