@@ -48,6 +48,11 @@ pub(crate) struct ServeArgs {
     /// Clients must present this token (`Authorization: Bearer <T>` or `?token=<T>`).
     #[arg(long, env = "RUNTIMEUSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Most connections served at once; beyond it new ones are closed at once. The file
+    /// descriptor limit is raised to its hard limit at start, and 1024 descriptors (or half the
+    /// limit) stay free for commands.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
     /// The agent that answers queries.
     #[arg(
         long,
@@ -97,6 +102,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
     options.heartbeat_interval =
         (args.heartbeat_interval_ms > 0).then(|| Duration::from_millis(args.heartbeat_interval_ms));
     options.token = args.token.clone();
+    options.max_connections = args.max_connections;
+    raise_file_limit();
     let handler = agent_handler(&args)?;
     let runtime = Runtime::from_arc(handler)
         .options(options)
@@ -113,6 +120,20 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
     }
     runtime.serve(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one, as servers of many connections do
+/// (the soft limit is often 1024 while the hard one is far higher).
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "file descriptor limit raised"),
+            Err(e) => tracing::debug!(error = %e, "file descriptor limit not raised"),
+        }
+    }
 }
 
 /// Builds the agent; says which on stderr.

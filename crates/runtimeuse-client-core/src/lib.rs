@@ -31,7 +31,7 @@ pub use runtimeuse_proto as __proto;
 pub fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
     serde_json::Value::from(schemars::schema_for!(T))
 }
-pub use settings::{ClientBuilder, ClientSettings};
+pub use settings::{ClientBuilder, ClientSettings, DEFAULT_READ_BUFFER};
 
 /// The flat setters of the adapters' option types for the fields that go on the wire, written
 /// once: `$field` is the option type's `Invocation` or `CommandBatch` field. Not public API.

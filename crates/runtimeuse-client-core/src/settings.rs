@@ -31,6 +31,9 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// The largest message accepted from the runtime.
     pub max_frame_size: usize,
+    /// Bytes read from the socket at once, and the read buffer an idle connection keeps
+    /// (larger frames still arrive whole: the buffer grows to hold them).
+    pub read_buffer_size: usize,
     /// Extra trusted root certificates (DER) for `wss://`.
     pub root_certificates: Vec<Vec<u8>>,
     /// Whether to trust the webpki root certificates (needs the `webpki-roots` feature).
@@ -45,6 +48,16 @@ pub struct ClientSettings {
     #[cfg(feature = "rustls")]
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
+
+/// The default [`ClientSettings::read_buffer_size`]: 8 KiB.
+///
+/// tungstenite's own default is 128 KiB, which an idle connection keeps, and which it fills
+/// with zeros before every read: with it, a fleet of idle sessions costs about 130 KB each, and
+/// a round trip took longer (see the `fleet` bench).
+pub const DEFAULT_READ_BUFFER: usize = 8 << 10;
+
+/// The smallest read buffer tungstenite works with (a frame header).
+const MIN_READ_BUFFER: usize = 14;
 
 /// Headers whose values are secret whatever the user marked.
 const SENSITIVE: [&str; 5] = [
@@ -105,6 +118,7 @@ impl fmt::Debug for ClientSettings {
             .field("headers", &headers)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_frame_size", &self.max_frame_size)
+            .field("read_buffer_size", &self.read_buffer_size)
             .field("root_certificates", &self.root_certificates.len())
             .field("webpki_roots", &self.webpki_roots)
             .field("native_roots", &self.native_roots)
@@ -125,6 +139,7 @@ impl ClientSettings {
             sensitive_headers: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             max_frame_size: 64 << 20,
+            read_buffer_size: DEFAULT_READ_BUFFER,
             root_certificates: Vec::new(),
             webpki_roots: cfg!(feature = "webpki-roots"),
             native_roots: cfg!(feature = "native-roots"),
@@ -156,7 +171,8 @@ impl ClientSettings {
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.max_frame_size))
-            .max_frame_size(Some(self.max_frame_size));
+            .max_frame_size(Some(self.max_frame_size))
+            .read_buffer_size(self.read_buffer_size.max(MIN_READ_BUFFER));
         Ok((request, config))
     }
 
@@ -267,6 +283,15 @@ impl<C: From<ClientSettings>> ClientBuilder<C> {
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.settings.max_frame_size = bytes;
         self.settings.session.max_frame_size = bytes;
+        self
+    }
+
+    /// Bytes read from the socket at once, which is also the read buffer an idle session
+    /// keeps. Default [`DEFAULT_READ_BUFFER`] (8 KiB); larger frames still arrive whole. A
+    /// larger buffer means fewer reads for a client that streams large command output.
+    #[must_use]
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.settings.read_buffer_size = bytes;
         self
     }
 

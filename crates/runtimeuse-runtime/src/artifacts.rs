@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -111,24 +111,24 @@ struct Dir {
 
 type Stamp = (u64, Option<SystemTime>);
 
-/// Handle of a connection's watcher task.
+/// Handle of a connection's watcher. Its task starts with the first directory to watch, so
+/// that a connection that never watches one (most) costs no task nor channel.
 #[derive(Debug, Clone)]
 pub(crate) struct Watcher {
-    tx: mpsc::Sender<Watch>,
+    task: Arc<OnceLock<mpsc::Sender<Watch>>>,
+    out: Outbox,
+    interval: Duration,
     reported: Reported,
-    ever_watched: Arc<Mutex<bool>>,
 }
 
 impl Watcher {
-    /// Starts the watcher task; reports go to `out` as [`Cmd::Artifact`].
-    pub(crate) fn spawn(out: Outbox, interval: Duration) -> Self {
-        let (tx, rx) = mpsc::channel(16);
-        let reported = Reported::new();
-        tokio::spawn(run(rx, out, reported.clone(), interval));
+    /// A watcher whose reports go to `out` as [`Cmd::Artifact`].
+    pub(crate) fn new(out: Outbox, interval: Duration) -> Self {
         Self {
-            tx,
-            reported,
-            ever_watched: Arc::new(Mutex::new(false)),
+            task: Arc::new(OnceLock::new()),
+            out,
+            interval,
+            reported: Reported::new(),
         }
     }
 
@@ -140,21 +140,31 @@ impl Watcher {
         if dirs.is_empty() {
             return;
         }
-        if let Ok(mut w) = self.ever_watched.lock() {
-            *w = true;
-        }
-        let _ = self.tx.send(Watch::Add(dirs, ignore)).await;
+        let tx = self.task.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(run(
+                rx,
+                self.out.clone(),
+                self.reported.clone(),
+                self.interval,
+            ));
+            tx
+        });
+        let _ = tx.send(Watch::Add(dirs, ignore)).await;
     }
 
     /// Whether any directory was ever watched on this connection.
     pub(crate) fn ever_watched(&self) -> bool {
-        self.ever_watched.lock().map(|w| *w).unwrap_or(false)
+        self.task.get().is_some()
     }
 
     /// Waits until every watched file is reported and stable, at most `limit`.
     pub(crate) async fn settle(&self, limit: Duration) {
+        let Some(task) = self.task.get() else {
+            return;
+        };
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Watch::Settle(limit, tx)).await.is_ok() {
+        if task.send(Watch::Settle(limit, tx)).await.is_ok() {
             let _ = rx.await;
         }
     }

@@ -77,7 +77,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         tx: tx.clone(),
         request: None,
     };
-    let watcher = Watcher::spawn(session_box.clone(), shared.options.artifact_scan_interval);
+    let watcher = Watcher::new(session_box.clone(), shared.options.artifact_scan_interval);
     let mut cancel: Option<watch::Sender<bool>> = None;
     let mut tasks = JoinSet::new();
     loop {

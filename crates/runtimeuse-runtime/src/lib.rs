@@ -81,13 +81,22 @@ pub struct RuntimeOptions {
     /// ones are dropped. Default 10 s.
     pub handshake_timeout: Duration,
     /// Most connections served at once (handshakes included); beyond it, new connections are
-    /// closed at once. Default 1024, and never more than half the process's file descriptor
-    /// limit.
+    /// closed at once. Default 1024. Whatever is set, descriptors stay free for the commands
+    /// and files of the requests: 1024 of them, or half the limit when the limit is small.
     pub max_connections: usize,
     /// Most bytes waiting to be written to one client; a client that stops reading while the
     /// runtime has frames or pongs for it holds at most this much. It must hold the largest
     /// frame the runtime sends. Default 65 MiB (the frame limit and 1 MiB).
     pub max_write_buffer: usize,
+    /// Connections the kernel may hold waiting to be accepted (the `listen` backlog, capped
+    /// by `net.core.somaxconn`), for [`Runtime::bind`]. Default 1024: an orchestrator that
+    /// opens hundreds of sessions at once otherwise overflows the usual 128, and each
+    /// connection dropped that way waits a second for its SYN to be sent again.
+    pub listen_backlog: u32,
+    /// Bytes read from a client's socket at once, which is also the read buffer an idle
+    /// connection keeps; larger frames still arrive whole. Default 4 KiB (tungstenite's
+    /// 128 KiB made each idle connection cost about 140 KB).
+    pub read_buffer_size: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -102,6 +111,8 @@ impl Default for RuntimeOptions {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_write_buffer: (64 << 20) + (1 << 20),
+            listen_backlog: 1024,
+            read_buffer_size: runtimeuse_tokio::server::DEFAULT_SERVER_READ_BUFFER,
         }
     }
 }
@@ -156,8 +167,19 @@ impl Runtime {
     ///
     /// If the address cannot be bound.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<BoundRuntime> {
-        let listener = TcpListener::bind(addr).await?;
-        Ok(self.listen(listener))
+        let mut last = None;
+        for addr in tokio::net::lookup_host(addr).await? {
+            match listen(addr, self.options.listen_backlog) {
+                Ok(listener) => return Ok(self.listen(listener)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the address resolved to nothing",
+            )
+        }))
     }
 
     /// Serves on an already bound listener.
@@ -166,6 +188,7 @@ impl Runtime {
         server.runtime.heartbeat_interval = self.options.heartbeat_interval;
         server.runtime.max_frame_size = self.options.max_frame_size;
         server.max_write_buffer = Some(self.options.max_write_buffer);
+        server.read_buffer_size = self.options.read_buffer_size;
         server.token = self.options.token.clone();
         BoundRuntime {
             listener,
@@ -269,15 +292,34 @@ impl BoundRuntime {
     }
 }
 
-/// The connection limit: the configured one, and at most half the file descriptors the
-/// process may open (each connection needs one, and the commands it runs need more), so that
-/// a flood of connections is refused at the limit instead of failing accepts.
+/// A listening socket on `addr` (address reuse on, as `TcpListener::bind` does) with room
+/// for `backlog` connections waiting to be accepted.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// The connection limit: the configured one, leaving file descriptors for what the requests
+/// open (each connection needs one, and the commands it runs need more): 1024 of them, or half
+/// the limit when that is smaller, so that a flood of connections is refused at the limit
+/// instead of failing accepts.
 fn connection_cap(configured: usize) -> usize {
     let by_files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .ok()
-        .and_then(|(soft, _)| usize::try_from(soft / 2).ok())
-        .unwrap_or(usize::MAX);
+        .and_then(|(soft, _)| usize::try_from(soft).ok())
+        .map_or(usize::MAX, files_for_connections);
     configured.min(by_files).max(1)
+}
+
+/// Of `limit` file descriptors, those connections may take.
+fn files_for_connections(limit: usize) -> usize {
+    (limit / 2).max(limit.saturating_sub(1024))
 }
 
 /// Backs off after failed accepts (out of file descriptors, say), from 5 ms doubling to 1 s,
@@ -354,5 +396,46 @@ impl Drop for RuntimeHandle {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::files_for_connections;
+
+    #[test]
+    fn connections_leave_descriptors_for_the_requests() {
+        // Small limits: half; large ones: all but 1024.
+        assert_eq!(files_for_connections(128), 64);
+        assert_eq!(files_for_connections(1024), 512);
+        assert_eq!(files_for_connections(2048), 1024);
+        assert_eq!(files_for_connections(20_000), 18_976);
+        assert_eq!(files_for_connections(1 << 20), (1 << 20) - 1024);
+        assert_eq!(files_for_connections(0), 0);
+    }
+
+    #[tokio::test]
+    async fn bind_queues_hundreds_of_connections_before_they_are_accepted() {
+        // Nothing accepts: the kernel holds the connections in the listen backlog. With the
+        // usual 128, the 130th connection's SYN would be dropped (and retried after 1 s).
+        let bound = super::Runtime::new(crate::ScriptedHandler)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let addr = bound.local_addr().unwrap();
+        let held = tokio::task::spawn_blocking(move || {
+            (0..300)
+                .map(|_| {
+                    std::net::TcpStream::connect_timeout(
+                        &addr,
+                        std::time::Duration::from_millis(900),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap()
+        .expect("every connection queued");
+        assert_eq!(held.len(), 300);
     }
 }

@@ -23,7 +23,7 @@ use crate::{Error, Tokio};
 
 /// Settings of accepted connections.
 #[non_exhaustive]
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// The runtime session's settings (frame limit, heartbeat interval, …).
     pub runtime: RuntimeConfig,
@@ -33,6 +33,25 @@ pub struct ServerConfig {
     /// Most bytes waiting to be written to the client (`None`: no limit, tungstenite's
     /// default). Must hold the largest frame sent.
     pub max_write_buffer: Option<usize>,
+    /// Bytes read from the socket at once, which is also the read buffer an idle connection
+    /// keeps; larger frames still arrive whole. Default [`DEFAULT_SERVER_READ_BUFFER`].
+    pub read_buffer_size: usize,
+}
+
+/// The default [`ServerConfig::read_buffer_size`]: 4 KiB. Clients send small frames (requests,
+/// upload answers), and a runtime serving thousands of idle connections keeps one buffer
+/// each; tungstenite's default, 128 KiB, made an idle connection cost about 140 KB.
+pub const DEFAULT_SERVER_READ_BUFFER: usize = 4 << 10;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            token: None,
+            max_write_buffer: None,
+            read_buffer_size: DEFAULT_SERVER_READ_BUFFER,
+        }
+    }
 }
 
 /// One accepted connection and its runtime session.
@@ -107,7 +126,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
         let max = config.runtime.max_frame_size;
         let mut ws_config = WebSocketConfig::default()
             .max_message_size(Some(max))
-            .max_frame_size(Some(max));
+            .max_frame_size(Some(max))
+            // tungstenite needs room for a frame header.
+            .read_buffer_size(config.read_buffer_size.max(14));
         if let Some(limit) = config.max_write_buffer {
             // tungstenite requires it above its write buffer size.
             ws_config = ws_config.max_write_buffer_size(limit.max(ws_config.write_buffer_size + 1));
@@ -168,6 +189,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 tracing::debug!(error = %e, "send failed");
             }
             if let Some(e) = self.events.pop_front() {
+                if self.events.is_empty() {
+                    // Events are large (a request's whole settings) and come a few at a
+                    // time: an idle connection keeps no room for them.
+                    self.events = VecDeque::new();
+                }
                 return Some(e);
             }
             if self.session.is_finished() {
