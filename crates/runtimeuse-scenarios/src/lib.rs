@@ -23,6 +23,7 @@ use runtimeuse_runtime::{
 };
 
 pub mod fault;
+pub mod flood;
 pub mod mock_provider;
 pub use fault::{Fault, FaultProxy};
 pub use mock_provider::{Api, MockProvider, Recorded, Reply, SseEvent};
