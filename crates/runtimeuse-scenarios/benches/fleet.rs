@@ -23,12 +23,11 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use runtimeuse_scenarios::bench::{self, ServerChild, arg};
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::Message;
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use runtimeuse_tokio::{Client, QueryOptions};
@@ -66,28 +65,22 @@ fn rss_kib(pid: &str) -> f64 {
 /// its URL, then serves until killed.
 fn serve(kind: &str, sessions: usize) {
     raise_fd_limit();
+    if kind == "runtime" {
+        let mut options = runtimeuse_runtime::RuntimeOptions::default();
+        options.max_connections = sessions + 16;
+        bench::serve_runtime(options);
+        return;
+    }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        if kind == "runtime" {
-            let mut options = runtimeuse_runtime::RuntimeOptions::default();
-            options.max_connections = sessions + 16;
-            let bound = runtimeuse_runtime::Runtime::new(runtimeuse_runtime::ScriptedHandler)
-                .options(options)
-                .bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            println!("{}", bound.url());
-            bound.serve(std::future::pending()).await.expect("serve");
-        } else {
-            // The same listen backlog as the runtime's.
-            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-            socket
-                .bind("127.0.0.1:0".parse().expect("addr"))
-                .expect("bind");
-            let listener = socket.listen(1024).expect("listen");
-            println!("ws://{}", listener.local_addr().expect("addr"));
-            echo_server(listener).await;
-        }
+        // The same listen backlog as the runtime's.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let listener = socket.listen(1024).expect("listen");
+        println!("ws://{}", listener.local_addr().expect("addr"));
+        echo_server(listener).await;
     });
 }
 
@@ -115,7 +108,7 @@ async fn echo_server(listener: TcpListener) {
 
 struct Server {
     /// The child serving, or `None` for a runtime started elsewhere (`--url`).
-    child: Option<Child>,
+    _child: Option<ServerChild>,
     /// The server's process id, for its memory.
     pid: String,
     url: String,
@@ -123,33 +116,16 @@ struct Server {
 
 impl Server {
     fn start(kind: &str, sessions: usize) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("exe"))
-            .args(["--serve", kind, &sessions.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("server child");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("url");
+        let child = ServerChild::start(&["--serve", kind, &sessions.to_string()]);
         Self {
-            pid: child.id().to_string(),
-            child: Some(child),
-            url: line.trim().to_owned(),
+            pid: child.pid().to_string(),
+            url: child.url.clone(),
+            _child: Some(child),
         }
     }
 
     fn rss_kib(&self) -> f64 {
         rss_kib(&self.pid)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -335,14 +311,7 @@ fn main() {
         serve(&args[i + 1], args[i + 2].parse().expect("sessions"));
         return;
     }
-    let arg = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (sessions, queries) = (arg("--sessions", 1000), arg("--queries", 5));
+    let (sessions, queries) = (arg("--sessions", 1000usize), arg("--queries", 5usize));
     let limit = raise_fd_limit();
     assert!(
         sessions as u64 + 1024 <= limit,
@@ -363,7 +332,7 @@ fn main() {
             // Another runtime (the upstream one, say, or this one under a profiler), with
             // `--pid` for its memory.
             Some(i) => Server {
-                child: None,
+                _child: None,
                 url: args[i + 1].clone(),
                 pid: args
                     .iter()

@@ -22,13 +22,13 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use runtimeuse_scenarios::bench::{self, arg, median};
 use runtimeuse_tokio::{Client, ExecuteCommandsOptions, QueryOptions};
 
 const ROUNDS: usize = 5;
@@ -113,11 +113,6 @@ async fn rust_client(url: &str, bytes: u64, queries: usize, flood_url: &str, flo
     );
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// One client run's figures.
 #[derive(Clone, Copy)]
 struct Run {
@@ -168,23 +163,8 @@ fn python() -> PathBuf {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     if args.iter().any(|a| a == "--runtime") {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async {
-            let bound = runtimeuse_runtime::Runtime::new(runtimeuse_runtime::ScriptedHandler)
-                .bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            println!("{}", bound.url());
-            bound.serve(std::future::pending()).await.expect("serve");
-        });
+        bench::serve_runtime(runtimeuse_runtime::RuntimeOptions::default());
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--client") {
@@ -202,9 +182,9 @@ fn main() {
         ));
         return;
     }
-    let bytes = arg("--mb", 20) * 1_000_000;
-    let queries = arg("--queries", 500);
-    let flood_frames = arg("--frames", 100_000);
+    let bytes = arg("--mb", 20u64) * 1_000_000;
+    let queries = arg("--queries", 500u64);
+    let flood_frames = arg("--frames", 100_000u64);
     // The flood server gets a thread of its own; the clients are child processes.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -235,16 +215,8 @@ fn main() {
     };
 
     let exe = std::env::current_exe().expect("exe");
-    let mut runtime = Command::new(&exe)
-        .arg("--runtime")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("runtime child");
-    let mut url = String::new();
-    std::io::BufReader::new(runtime.stdout.take().expect("stdout"))
-        .read_line(&mut url)
-        .expect("url");
-    let url = url.trim().to_owned();
+    let runtime = bench::ServerChild::start(&["--runtime"]);
+    let url = runtime.url.clone();
 
     let (mut rust, mut py) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
@@ -262,8 +234,7 @@ fn main() {
         c.arg(&script).args(&tail);
         py.push(run(c));
     }
-    let _ = runtime.kill();
-    let _ = runtime.wait();
+    drop(runtime);
 
     fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
         median(runs.iter().map(f).collect())

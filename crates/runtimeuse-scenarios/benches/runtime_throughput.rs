@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use runtimeuse_scenarios::bench::{self, ServerChild, arg, median};
 use runtimeuse_tokio::{Client, QueryOptions};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 7;
 
 fn producer(bytes: u64) -> String {
     format!("yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c {bytes}")
@@ -54,46 +55,43 @@ fn floor_pipe(bytes: u64) -> f64 {
     bytes as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
+/// User and system CPU time of process `pid` so far, in seconds (`/proc/PID/stat`).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // The fields after the command name (which may hold spaces) start after its `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        // utime and stime, in clock ticks (100 a second on Linux).
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--runtime") {
-        // Child: serve the runtime and print its URL.
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async {
-            let bound = runtimeuse_runtime::Runtime::new(runtimeuse_runtime::ScriptedHandler)
-                .bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            println!("{}", bound.url());
-            bound.serve(std::future::pending()).await.expect("serve");
-        });
+        bench::serve_runtime(runtimeuse_runtime::RuntimeOptions::default());
         return;
     }
-    let mb: u64 = args
-        .iter()
-        .position(|a| a == "--mb")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let mb: u64 = arg("--mb", 200);
     let bytes = mb * 1_000_000;
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .arg("--runtime")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("runtime child");
-    let mut line = String::new();
-    {
-        use std::io::BufRead;
-        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        out.read_line(&mut line).expect("url");
-    }
-    let url = line.trim().to_owned();
-    let baseline_kib = vm_hwm_kib(child.id());
+    let runtime = ServerChild::start(&["--runtime"]);
+    let url = runtime.url.clone();
+    let baseline_kib = vm_hwm_kib(runtime.pid());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let (mut through, mut floor, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut runtime_cpu, mut client_cpu) = (Vec::new(), Vec::new());
+    let me = std::process::id();
     for _ in 0..ROUNDS {
         let f = floor_pipe(bytes);
         let received = Arc::new(AtomicU64::new(0));
@@ -104,11 +102,14 @@ fn main() {
                 r.fetch_add(o.text.len() as u64, Ordering::Relaxed);
                 std::future::ready(())
             });
+        let (runtime_before, client_before) = (cpu_secs(runtime.pid()), cpu_secs(me));
         let start = Instant::now();
         let result = rt
             .block_on(Client::new(&url).query("ECHO:done", options))
             .expect("query");
         let secs = start.elapsed().as_secs_f64();
+        runtime_cpu.push((cpu_secs(runtime.pid()) - runtime_before) / (bytes as f64 / 1e9));
+        client_cpu.push((cpu_secs(me) - client_before) / (bytes as f64 / 1e9));
         assert_eq!(result.text(), Some("done"));
         assert_eq!(
             received.load(Ordering::Relaxed),
@@ -120,13 +121,10 @@ fn main() {
         floor.push(f);
         ratio.push(t / f);
     }
-    let peak_kib = vm_hwm_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let peak_kib = vm_hwm_kib(runtime.pid());
+    drop(runtime);
+    let mut sorted = ratio.clone();
+    sorted.sort_by(f64::total_cmp);
     println!(
         "runtime throughput: a command writing {mb} MB, medians of {ROUNDS} alternating rounds"
     );
@@ -138,7 +136,17 @@ fn main() {
         "  the same command read from a pipe     {:>8.1} MB/s (floor)",
         median(floor)
     );
-    println!("  ratio: {:.2}", median(ratio));
+    println!(
+        "  ratio: {:.2} (rounds {:.2} to {:.2}; target >= 0.6)",
+        median(ratio),
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
+    println!(
+        "  CPU per GB: runtime {:.2} s, client {:.2} s",
+        median(runtime_cpu),
+        median(client_cpu)
+    );
     println!(
         "  runtime peak RSS: {:.1} MB (idle after start: {:.1} MB)",
         peak_kib as f64 / 1024.0,

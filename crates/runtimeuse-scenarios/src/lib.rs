@@ -22,6 +22,7 @@ use runtimeuse_runtime::{
     AgentHandler, AgentOptions, ModelAgent, Runtime, RuntimeHandle, RuntimeOptions, ScriptedHandler,
 };
 
+pub mod bench;
 pub mod fault;
 pub mod flood;
 pub mod mock_provider;

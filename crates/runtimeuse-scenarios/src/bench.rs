@@ -1,0 +1,84 @@
+//! What the benches share: servers run as child processes of the bench binary itself (so
+//! that each side's memory and CPU are its own), and argument parsing.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+
+use runtimeuse_runtime::{Runtime, RuntimeOptions, ScriptedHandler};
+
+/// Serves the project's runtime (scripted handler) with `options` on an ephemeral loopback
+/// port, prints its URL on stdout, and serves until the process is killed: the body of a
+/// bench's server child.
+pub fn serve_runtime(options: RuntimeOptions) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(async {
+        let bound = Runtime::new(ScriptedHandler)
+            .options(options)
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        // The parent reads the URL from this line.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", bound.url());
+        }
+        bound.serve(std::future::pending()).await.expect("serve");
+    });
+}
+
+/// A server child: this executable run with `args`, whose first line of output is its URL.
+/// Dropping it kills the child.
+#[derive(Debug)]
+pub struct ServerChild {
+    child: Child,
+    /// The URL the child printed.
+    pub url: String,
+}
+
+impl ServerChild {
+    /// Starts the current executable with `args` and reads the URL it prints.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("exe"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("server child");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("url");
+        Self {
+            child,
+            url: line.trim().to_owned(),
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value after `--name` on the command line, or `default`.
+pub fn arg<T: FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
