@@ -35,7 +35,7 @@ mod session;
 pub use backend::{Backend, timeout};
 pub use client::Client;
 pub use options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
-pub use runtimeuse_client_core::{ClientBuilder, ClientSettings, Error};
+pub use runtimeuse_client_core::{ClientBuilder, ClientSettings, DEFAULT_READ_BUFFER, Error};
 pub use runtimeuse_proto::ArtifactRequest;
 pub use session::{AbortHandle, RequestEvents, Session};
 

@@ -158,7 +158,7 @@ fn string<'a>(s: &'a str, at: &mut usize) -> Option<Cow<'a, str>> {
 /// none). Up to [`SWAR_SPAN`] bytes are checked eight at a time in a register: keys and the
 /// values of command output are mostly short, and a call into memchr costs more than it saves
 /// there. Longer strings go on with memchr and a branch-free pass for control characters.
-fn special(bytes: &[u8], from: usize) -> usize {
+pub(crate) fn special(bytes: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let rest = bytes.get(from..).unwrap_or_default();

@@ -230,14 +230,16 @@ async fn pump(
         buf[..carry.len()].copy_from_slice(&carry);
         carry.clear();
         let bytes = &buf[..end];
-        let valid = match std::str::from_utf8(bytes) {
-            Ok(_) => end,
-            // An incomplete sequence at the end waits for the next read.
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => end,
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_owned(),
+            Err(e) if e.error_len().is_none() => {
+                // An incomplete sequence at the end waits for the next read.
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                carry.extend_from_slice(rest);
+                String::from_utf8_lossy(valid).into_owned()
+            }
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
         };
-        carry.extend_from_slice(&bytes[valid..]);
-        let text = String::from_utf8_lossy(&bytes[..valid]).into_owned();
         collected.push(&text);
         if let Some(tx) = tx
             && tx

@@ -3,7 +3,8 @@
 //! from a pipe.
 //!
 //! `cargo bench -p runtimeuse-scenarios --bench runtime_throughput` (add `-- --mb N` to change
-//! the volume; default 200).
+//! the volume, default 200; `-- --client-read-buffer BYTES` for the client's read buffer,
+//! default 8 KiB).
 
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
@@ -81,6 +82,11 @@ fn main() {
         return;
     }
     let mb: u64 = arg("--mb", 200);
+    // The client's read buffer (default: the client's default, 8 KiB).
+    let read_buffer: usize = arg(
+        "--client-read-buffer",
+        runtimeuse_tokio::DEFAULT_READ_BUFFER,
+    );
     let bytes = mb * 1_000_000;
     let runtime = ServerChild::start(&["--runtime"]);
     let url = runtime.url.clone();
@@ -92,6 +98,7 @@ fn main() {
     let (mut through, mut floor, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     let (mut runtime_cpu, mut client_cpu) = (Vec::new(), Vec::new());
     let me = std::process::id();
+    let client = Client::builder(&url).read_buffer_size(read_buffer).build();
     for _ in 0..ROUNDS {
         let f = floor_pipe(bytes);
         let received = Arc::new(AtomicU64::new(0));
@@ -105,7 +112,7 @@ fn main() {
         let (runtime_before, client_before) = (cpu_secs(runtime.pid()), cpu_secs(me));
         let start = Instant::now();
         let result = rt
-            .block_on(Client::new(&url).query("ECHO:done", options))
+            .block_on(client.query("ECHO:done", options))
             .expect("query");
         let secs = start.elapsed().as_secs_f64();
         runtime_cpu.push((cpu_secs(runtime.pid()) - runtime_before) / (bytes as f64 / 1e9));
