@@ -6,8 +6,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::smol::ConnectStream;
+use async_tungstenite::smol::ClientStream;
+use futures_io::{AsyncRead, AsyncWrite};
 use runtimeuse_async::{Backend, ClientSettings, Error};
+use runtimeuse_client_core::read_ahead;
 
 /// async-io as the generic client's [`Backend`]: the system clock, async-io's timers (which
 /// run under async-std, smol or any executor) and async-tungstenite's stream over async-net
@@ -16,7 +18,7 @@ use runtimeuse_async::{Backend, ClientSettings, Error};
 pub struct AsyncIo(());
 
 impl Backend for AsyncIo {
-    type Socket = WebSocketStream<ConnectStream>;
+    type Socket = WebSocketStream<ClientStream<ReadAheadStream<async_net::TcpStream>>>;
     type Timer = async_io::Timer;
 
     fn now() -> Instant {
@@ -37,18 +39,82 @@ impl Backend for AsyncIo {
 
     async fn connect(settings: &ClientSettings) -> Result<Self::Socket, Error> {
         let (request, config) = settings.handshake()?;
+        let (host, port) = settings.host_and_port(&request)?;
         #[cfg(feature = "__rustls")]
-        let (ws, _response) = async_tungstenite::smol::connect_async_with_tls_connector_and_config(
+        let connector = Some(futures_rustls::TlsConnector::from(std::sync::Arc::new(
+            settings.tls_config()?,
+        )));
+        #[cfg(not(feature = "__rustls"))]
+        let connector = None;
+        let tcp = async_net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(Error::Connect)?;
+        // Small frames go out at once (async-tungstenite's own connect leaves Nagle on).
+        tcp.set_nodelay(true).map_err(Error::Connect)?;
+        let (ws, _response) = async_tungstenite::smol::client_async_tls_with_connector_and_config(
             request,
-            Some(futures_rustls::TlsConnector::from(std::sync::Arc::new(
-                settings.tls_config()?,
-            ))),
+            ReadAheadStream::new(tcp),
+            connector,
             Some(config),
         )
         .await?;
-        #[cfg(not(feature = "__rustls"))]
-        let (ws, _response) =
-            async_tungstenite::smol::connect_async_with_config(request, Some(config)).await?;
         Ok(ws)
+    }
+}
+
+/// The client's socket under TLS and the WebSocket: reads go through a
+/// [`ReadAhead`](runtimeuse_client_core::read_ahead::ReadAhead), which reads 64 KiB at once while
+/// output streams in and keeps no buffer while the session is idle (the WebSocket itself reads
+/// 8 KiB at a time). Writes go straight through.
+#[derive(Debug)]
+pub struct ReadAheadStream<S>(read_ahead::ReadAheadStream<S>);
+
+impl<S> ReadAheadStream<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self(read_ahead::ReadAheadStream::new(inner))
+    }
+
+    /// The wrapped socket.
+    pub fn get_ref(&self) -> &S {
+        self.0.get_ref()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAheadStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut()
+            .0
+            .poll_read_with(out, |inner, into| Pin::new(inner).poll_read(cx, into))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAheadStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_close(cx)
     }
 }

@@ -51,7 +51,7 @@
 
 mod client;
 
-pub use client::AsyncIo;
+pub use client::{AsyncIo, ReadAheadStream};
 pub use runtimeuse_async::{
     AbortHandle, ArtifactRequest, BoxFuture, ClientSettings, DEFAULT_READ_BUFFER, Error,
     ExecuteCommandsOptions, QueryOptions,

@@ -18,6 +18,7 @@
 
 pub mod close;
 mod error;
+pub mod read_ahead;
 mod settings;
 
 pub use error::Error;

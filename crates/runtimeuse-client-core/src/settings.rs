@@ -176,6 +176,34 @@ impl ClientSettings {
         Ok((request, config))
     }
 
+    /// Where `request` (from [`handshake`](Self::handshake)) connects: its host (IPv6 without
+    /// brackets) and port, by default 80 for `ws://` and 443 for `wss://`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a URL without a host or with another scheme.
+    pub fn host_and_port(&self, request: &Request) -> Result<(String, u16), Error> {
+        let uri = request.uri();
+        let default_port = match uri.scheme_str() {
+            Some("ws") => 80,
+            Some("wss") => 443,
+            _ => {
+                return Err(Error::Config(format!(
+                    "url {}: the scheme must be ws or wss",
+                    self.display_url()
+                )));
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Config(format!("url {} has no host", self.display_url())))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        Ok((host.to_owned(), uri.port_u16().unwrap_or(default_port)))
+    }
+
     /// The rustls configuration for `wss://` (ring provider; webpki roots when enabled, plus
     /// the extra root certificates).
     ///

@@ -317,6 +317,7 @@ const COMMAND_OUTPUT_PREFIX: &[u8] = br#"{"message_type":"command_output_message
 
 /// Decodes a frame that starts with [`COMMAND_OUTPUT_PREFIX`]: the hand-written scanner when
 /// the frame is as the runtime writes it, serde otherwise.
+#[inline]
 fn decode_command_output(frame: &str) -> Result<Decoded<'_, RuntimeMessage<'_>>, DecodeError> {
     let rest = frame.get(COMMAND_OUTPUT_PREFIX.len()..).unwrap_or("");
     let (stream, text, command) = match crate::fast::command_output(rest) {
@@ -363,6 +364,7 @@ fn missing(kind: &'static str, field: &'static str) -> DecodeError {
 }
 
 /// Decodes one frame sent by the runtime.
+#[inline]
 pub(crate) fn decode_runtime(
     frame: Frame<'_>,
     max_size: usize,

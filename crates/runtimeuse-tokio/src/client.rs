@@ -6,6 +6,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use runtimeuse_async::{Backend, ClientSettings, Error};
+use runtimeuse_client_core::read_ahead;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -15,7 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub struct Tokio(());
 
 impl Backend for Tokio {
-    type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+    type Socket = WebSocketStream<MaybeTlsStream<ReadAheadStream<TcpStream>>>;
     type Timer = Pin<Box<tokio::time::Sleep>>;
 
     fn now() -> Instant {
@@ -36,19 +38,103 @@ impl Backend for Tokio {
 
     async fn connect(settings: &ClientSettings) -> Result<Self::Socket, Error> {
         let (request, config) = settings.handshake()?;
+        let (host, port) = settings.host_and_port(&request)?;
+        #[cfg(not(feature = "__rustls"))]
+        if request.uri().scheme_str() == Some("wss") {
+            return Err(Error::Config(
+                "wss:// needs the rustls-tls-webpki-roots feature".into(),
+            ));
+        }
         #[cfg(feature = "__rustls")]
-        let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
+        let connector =
+            tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(settings.tls_config()?));
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(Error::Connect)?;
+        tcp.set_nodelay(true).map_err(Error::Connect)?;
+        let stream = ReadAheadStream::new(tcp);
+        #[cfg(feature = "__rustls")]
+        let (ws, _response) = tokio_tungstenite::client_async_tls_with_config(
             request,
+            stream,
             Some(config),
-            true,
-            Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
-                settings.tls_config()?,
-            ))),
+            Some(connector),
         )
         .await?;
         #[cfg(not(feature = "__rustls"))]
-        let (ws, _response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(
+            request,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await?;
         Ok(ws)
+    }
+}
+
+/// The client's socket under TLS and the WebSocket: reads go through a
+/// [`ReadAhead`](runtimeuse_client_core::read_ahead::ReadAhead), which reads 64 KiB at once while
+/// output streams in and keeps no buffer while the session is idle (the WebSocket itself reads
+/// 8 KiB at a time). Writes go straight through.
+#[derive(Debug)]
+pub struct ReadAheadStream<S>(read_ahead::ReadAheadStream<S>);
+
+impl<S> ReadAheadStream<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self(read_ahead::ReadAheadStream::new(inner))
+    }
+
+    /// The wrapped socket.
+    pub fn get_ref(&self) -> &S {
+        self.0.get_ref()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAheadStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        // tungstenite's buffer is initialized already: this costs nothing there.
+        let out = buf.initialize_unfilled();
+        let n = std::task::ready!(self.get_mut().0.poll_read_with(out, |inner, into| {
+            let mut into = ReadBuf::new(into);
+            std::task::ready!(Pin::new(inner).poll_read(cx, &mut into))?;
+            Poll::Ready(Ok(into.filled().len()))
+        }))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAheadStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.get_ref().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.get_mut().0.get_mut()).poll_shutdown(cx)
     }
 }

@@ -48,7 +48,7 @@ mod client;
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use client::Tokio;
+pub use client::{ReadAheadStream, Tokio};
 pub use runtimeuse_async::{
     AbortHandle, ArtifactRequest, BoxFuture, ClientSettings, DEFAULT_READ_BUFFER, Error,
     ExecuteCommandsOptions, QueryOptions,

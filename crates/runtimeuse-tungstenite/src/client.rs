@@ -12,6 +12,7 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::Error;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
+use runtimeuse_client_core::read_ahead::ReadAheadStream;
 
 /// Builds a [`Client`] with non-default settings (headers, connect timeout, frame limit, root
 /// certificates, session config).
@@ -70,20 +71,7 @@ impl Client {
     pub fn session(&self) -> Result<Session, Error> {
         let s = &self.inner;
         let (request, config) = s.handshake()?;
-        let uri = request.uri();
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::Config(format!("url {} has no host", s.url)))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("wss") {
-                443
-            } else {
-                80
-            });
+        let (host, port) = s.host_and_port(&request)?;
         let tcp = connect_tcp(&host, port, s.connect_timeout)?;
         // The handshake gets the same limit; reads are timed per call afterwards.
         tcp.set_read_timeout(Some(s.connect_timeout))
@@ -92,11 +80,11 @@ impl Client {
             .map_err(Error::Connect)?;
         let (ws, _) = self.handshake(request, tcp, config)?;
         if let tungstenite::stream::MaybeTlsStream::Plain(t) = ws.get_ref() {
-            let _ = t.set_write_timeout(None);
+            let _ = t.get_ref().set_write_timeout(None);
         }
         #[cfg(feature = "__rustls")]
         if let tungstenite::stream::MaybeTlsStream::Rustls(t) = ws.get_ref() {
-            let _ = t.sock.set_write_timeout(None);
+            let _ = t.sock.get_ref().set_write_timeout(None);
         }
         Ok(Session::new(ws, s.session.clone()))
     }
@@ -116,7 +104,12 @@ impl Client {
         #[cfg(feature = "__rustls")]
         let handshake = {
             let connector = tungstenite::Connector::Rustls(Arc::new(self.inner.tls_config()?));
-            tungstenite::client_tls_with_config(request, tcp, Some(config), Some(connector))
+            tungstenite::client_tls_with_config(
+                request,
+                ReadAheadStream::new(tcp),
+                Some(config),
+                Some(connector),
+            )
         };
         #[cfg(not(feature = "__rustls"))]
         let handshake = {
@@ -125,7 +118,7 @@ impl Client {
                     "wss:// needs the rustls-tls-webpki-roots feature".into(),
                 ));
             }
-            let stream = tungstenite::stream::MaybeTlsStream::Plain(tcp);
+            let stream = tungstenite::stream::MaybeTlsStream::Plain(ReadAheadStream::new(tcp));
             tungstenite::client::client_with_config(request, stream, Some(config))
         };
         handshake.map_err(|e| match e {

@@ -38,6 +38,7 @@ mod session;
 
 pub use client::{Client, ClientBuilder};
 pub use options::{ExecuteCommandsOptions, QueryOptions};
+pub use runtimeuse_client_core::read_ahead::ReadAheadStream;
 pub use runtimeuse_client_core::{ClientSettings, DEFAULT_READ_BUFFER, Error};
 pub use runtimeuse_proto::ArtifactRequest;
 pub use session::{AbortHandle, RequestEvents, Session};

@@ -16,6 +16,8 @@ use runtimeuse_proto::{
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
+
+use runtimeuse_client_core::read_ahead::ReadAheadStream;
 use tungstenite::{Message, WebSocket};
 
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_code, close_wait};
@@ -23,7 +25,7 @@ use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_code, close_wait}
 use crate::Error;
 use crate::options::{Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
 
-pub(crate) type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocket<MaybeTlsStream<ReadAheadStream<TcpStream>>>;
 
 /// While a request runs, a blocked read wakes at least this often to notice an abort from
 /// another thread (a blocking socket cannot be woken otherwise).
@@ -470,9 +472,9 @@ impl Session {
         }
         self.read_timeout = Some(timeout);
         let result = match self.ws.get_mut() {
-            MaybeTlsStream::Plain(s) => s.set_read_timeout(Some(timeout)),
+            MaybeTlsStream::Plain(s) => s.get_ref().set_read_timeout(Some(timeout)),
             #[cfg(feature = "__rustls")]
-            MaybeTlsStream::Rustls(s) => s.sock.set_read_timeout(Some(timeout)),
+            MaybeTlsStream::Rustls(s) => s.sock.get_ref().set_read_timeout(Some(timeout)),
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -483,9 +485,9 @@ impl Session {
     /// Bounds blocking writes (set only when closing).
     fn set_write_timeout(&mut self, timeout: Duration) {
         let result = match self.ws.get_mut() {
-            MaybeTlsStream::Plain(s) => s.set_write_timeout(Some(timeout)),
+            MaybeTlsStream::Plain(s) => s.get_ref().set_write_timeout(Some(timeout)),
             #[cfg(feature = "__rustls")]
-            MaybeTlsStream::Rustls(s) => s.sock.set_write_timeout(Some(timeout)),
+            MaybeTlsStream::Rustls(s) => s.sock.get_ref().set_write_timeout(Some(timeout)),
             _ => Ok(()),
         };
         if let Err(e) = result {
