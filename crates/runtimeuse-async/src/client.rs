@@ -99,7 +99,9 @@ impl<B: Backend> Client<B> {
     /// WebSocket handshake fails.
     pub async fn session(&self) -> Result<Session<B>, Error> {
         let s = &self.inner;
-        let ws = timeout::<B, _>(s.connect_timeout, B::connect(s))
+        // Boxed: connecting (TLS, the handshake) takes a future of about 20 KB, which would
+        // otherwise stay inline in every call's future for as long as the call runs.
+        let ws = timeout::<B, _>(s.connect_timeout, Box::pin(B::connect(s)))
             .await
             .ok_or(Error::ConnectTimeout(s.connect_timeout))?
             .map_err(|e| match e {

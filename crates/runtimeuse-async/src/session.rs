@@ -269,8 +269,10 @@ impl<B: Backend> Session<B> {
             }
             self.abort = handle;
         }
-        let result = self.query(prompt, options).await;
-        self.finish(graceful, result.is_ok()).await;
+        // Each step boxed: a one-shot call's future otherwise holds all their states inline
+        // (14 KB) for as long as it runs.
+        let result = Box::pin(self.query(prompt, options)).await;
+        Box::pin(self.finish(graceful, result.is_ok())).await;
         result
     }
 
@@ -296,8 +298,8 @@ impl<B: Backend> Session<B> {
             }
             self.abort = handle;
         }
-        let result = self.execute_commands(commands, options).await;
-        self.finish(graceful, result.is_ok()).await;
+        let result = Box::pin(self.execute_commands(commands, options)).await;
+        Box::pin(self.finish(graceful, result.is_ok())).await;
         result
     }
 

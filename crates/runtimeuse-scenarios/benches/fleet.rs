@@ -7,7 +7,8 @@
 //! limit to the hard limit, which must exceed N by 1024 (the runtime keeps that many for its
 //! commands).
 //!
-//! For each side (the project's runtime and tokio client; the raw floor):
+//! For each side (the project's runtime and tokio client; the raw floor), the client runs in a
+//! child process of its own, on one thread (tokio's current-thread runtime):
 //! 1. connect: N sessions, at most 256 handshakes in flight; the time for all.
 //! 2. idle: the growth of each process's resident memory while the second half of the
 //!    sessions connects, per session (the first half paid for what the allocator keeps of the
@@ -216,7 +217,7 @@ async fn connect<F: Fleet>(url: &str, n: usize, errors: &mut usize) -> Vec<F> {
 }
 
 /// What one side measured.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Figures {
     connect: Duration,
     client_idle_kib: f64,
@@ -228,6 +229,60 @@ struct Figures {
     max: Duration,
     queries_per_sec: f64,
     errors: usize,
+}
+
+impl Figures {
+    /// One line, for the parent: the client runs in a child process of its own, so that its
+    /// memory is its own (the other side's freed memory would otherwise be reused).
+    fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {} {} {} {} {} {} {}",
+            self.connect.as_secs_f64(),
+            self.client_idle_kib,
+            self.server_idle_kib,
+            self.client_used_kib,
+            self.server_used_kib,
+            self.p50.as_secs_f64(),
+            self.p99.as_secs_f64(),
+            self.max.as_secs_f64(),
+            self.queries_per_sec,
+            self.errors
+        )
+    }
+
+    fn from_line(line: &str) -> Option<Self> {
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let secs = |x: f64| Duration::from_secs_f64(x);
+        (v.len() == 10).then(|| Self {
+            connect: secs(v[0]),
+            client_idle_kib: v[1],
+            server_idle_kib: v[2],
+            client_used_kib: v[3],
+            server_used_kib: v[4],
+            p50: secs(v[5]),
+            p99: secs(v[6]),
+            max: secs(v[7]),
+            queries_per_sec: v[8],
+            errors: v[9] as usize,
+        })
+    }
+}
+
+/// Runs one side's client in a child process (`--client raw|project URL PID`).
+fn run_child(kind: &str, server: &Server, sessions: usize, queries: usize) -> Figures {
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--client", kind, &server.url, &server.pid])
+        .args(["--sessions", &sessions.to_string()])
+        .args(["--queries", &queries.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("client child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    Figures::from_line(text.trim())
+        .unwrap_or_else(|| panic!("client {kind} failed ({}): {text}", out.status))
 }
 
 async fn run<F: Fleet>(server: &Server, sessions: usize, queries: usize) -> Figures {
@@ -319,13 +374,27 @@ fn main() {
          keeps 1024 for its commands",
         sessions + 1024
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    if let Some(i) = args.iter().position(|a| a == "--client") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = Server {
+            _child: None,
+            url: args[i + 2].clone(),
+            pid: args[i + 3].clone(),
+        };
+        let figures = if args[i + 1] == "raw" {
+            rt.block_on(run::<Raw>(&server, sessions, queries))
+        } else {
+            rt.block_on(run::<runtimeuse_tokio::Session>(&server, sessions, queries))
+        };
+        println!("{}", figures.to_line());
+        return;
+    }
     let floor = {
         let server = Server::start("echo", sessions);
-        rt.block_on(run::<Raw>(&server, sessions, queries))
+        run_child("raw", &server, sessions, queries)
     };
     let ours = {
         let server = match args.iter().position(|a| a == "--url") {
@@ -341,7 +410,7 @@ fn main() {
             },
             None => Server::start("runtime", sessions),
         };
-        rt.block_on(run::<runtimeuse_tokio::Session>(&server, sessions, queries))
+        run_child("project", &server, sessions, queries)
     };
     println!(
         "fleet: {sessions} sessions from one client process, {queries} queries each, all at once"

@@ -40,3 +40,21 @@ macro_rules! thread {
 
 include!("shared/scenarios.rs");
 include!("shared/async_scenarios.rs");
+
+/// What a fleet of concurrent calls keeps per call is the call's future: connecting (a future
+/// of about 20 KB in tokio-tungstenite) and the steps of a one-shot call are boxed, so that
+/// they are not inline for as long as the call runs. (The futures are never polled: no I/O.)
+#[test]
+fn call_futures_stay_small() {
+    let client = Client::new("ws://127.0.0.1:9");
+    let connect = client.session();
+    assert!(size_of_val(&connect) < 1 << 10, "{}", size_of_val(&connect));
+    let one_shot = client.query("x", QueryOptions::new("", "m"));
+    assert!(
+        size_of_val(&one_shot) < 12 << 10,
+        "{}",
+        size_of_val(&one_shot)
+    );
+    let batch = client.execute_commands(["true"], ExecuteCommandsOptions::new());
+    assert!(size_of_val(&batch) < 12 << 10, "{}", size_of_val(&batch));
+}
