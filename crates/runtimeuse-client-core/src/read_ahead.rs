@@ -1,7 +1,7 @@
 //! Read-ahead under the WebSocket: large reads while data streams in, no buffer while idle.
 //!
-//! tungstenite reads at most its read buffer size at a time (8 KiB in these clients, so that an
-//! idle session costs little), which under a flood of output means one system call per 8 KiB.
+//! tungstenite reads at most its read buffer size at a time (4 KiB in these clients, so that an
+//! idle session costs little), which under a flood of output means one system call per 4 KiB.
 //! [`ReadAhead`] sits between it and the socket. While reads come back full, it reads
 //! [`READ_AHEAD`] bytes at once into a buffer of its own and serves the small reads from it;
 //! once a read comes back short (the stream went quiet), it reads straight into the caller's

@@ -31,8 +31,8 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// The largest message accepted from the runtime.
     pub max_frame_size: usize,
-    /// Bytes read from the socket at once, and the read buffer an idle connection keeps
-    /// (larger frames still arrive whole: the buffer grows to hold them).
+    /// The WebSocket's read buffer, which an idle connection keeps (larger frames still arrive
+    /// whole: the buffer grows to hold them).
     pub read_buffer_size: usize,
     /// Extra trusted root certificates (DER) for `wss://`.
     pub root_certificates: Vec<Vec<u8>>,
@@ -49,12 +49,12 @@ pub struct ClientSettings {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
-/// The default [`ClientSettings::read_buffer_size`]: 8 KiB.
+/// The default [`ClientSettings::read_buffer_size`]: 4 KiB.
 ///
 /// tungstenite's own default is 128 KiB, which an idle connection keeps, and which it fills
 /// with zeros before every read: with it, a fleet of idle sessions costs about 130 KB each, and
 /// a round trip took longer (see the `fleet` bench).
-pub const DEFAULT_READ_BUFFER: usize = 8 << 10;
+pub const DEFAULT_READ_BUFFER: usize = 4 << 10;
 
 /// The smallest read buffer tungstenite works with (a frame header).
 const MIN_READ_BUFFER: usize = 14;
@@ -314,9 +314,10 @@ impl<C: From<ClientSettings>> ClientBuilder<C> {
         self
     }
 
-    /// Bytes read from the socket at once, which is also the read buffer an idle session
-    /// keeps. Default [`DEFAULT_READ_BUFFER`] (8 KiB); larger frames still arrive whole. A
-    /// larger buffer means fewer reads for a client that streams large command output.
+    /// The WebSocket's read buffer, which an idle session keeps. Default
+    /// [`DEFAULT_READ_BUFFER`] (4 KiB); larger frames still arrive whole, and while output
+    /// streams in the adapters read 64 KiB at once anyway (their `ReadAheadStream`), so a
+    /// larger buffer buys little.
     #[must_use]
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.settings.read_buffer_size = bytes;

@@ -16,7 +16,7 @@
 //!      its command output events (what the protocol core costs without the async client);
 //!    - `tokio-client`: `runtimeuse-tokio`'s event stream, counting command output items;
 //!    - `tokio-client-128k`: the same with the raw readers' 128 KiB read buffer instead of the
-//!      client's 8 KiB default (as many reads as the floors, so only the code differs);
+//!      client's 4 KiB default (the read-ahead aside, as many reads as the floors);
 //!    - `tokio-callback`: the same with the `on_command_output` callback;
 //!    - `async-std-client`: `runtimeuse-async-std`'s event stream under `async_io::block_on`;
 //!    - `blocking-client`: `runtimeuse-tungstenite`'s event iterator.
@@ -194,7 +194,7 @@ async fn reader(mode: &str, url: &str) {
         "tokio-client" => count_events(Client::new(url)).await,
         "tokio-client-128k" => {
             // The raw readers' read buffer (tungstenite's default) instead of the client's
-            // 8 KiB: the same number of reads, so only the code differs.
+            // 4 KiB.
             count_events(Client::builder(url).read_buffer_size(128 << 10).build()).await
         }
         other => panic!("unknown mode {other}"),

@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p runtimeuse-scenarios --bench runtime_throughput` (add `-- --mb N` to change
 //! the volume, default 200; `-- --client-read-buffer BYTES` for the client's read buffer,
-//! default 8 KiB).
+//! default 4 KiB).
 
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
@@ -82,7 +82,7 @@ fn main() {
         return;
     }
     let mb: u64 = arg("--mb", 200);
-    // The client's read buffer (default: the client's default, 8 KiB).
+    // The client's read buffer (default: the client's default, 4 KiB).
     let read_buffer: usize = arg(
         "--client-read-buffer",
         runtimeuse_tokio::DEFAULT_READ_BUFFER,

@@ -75,7 +75,7 @@ impl Backend for Tokio {
 /// The client's socket under TLS and the WebSocket: reads go through a
 /// [`ReadAhead`](runtimeuse_client_core::read_ahead::ReadAhead), which reads 64 KiB at once while
 /// output streams in and keeps no buffer while the session is idle (the WebSocket itself reads
-/// 8 KiB at a time). Writes go straight through.
+/// 4 KiB at a time). Writes go straight through.
 #[derive(Debug)]
 pub struct ReadAheadStream<S>(read_ahead::ReadAheadStream<S>);
 
