@@ -5,7 +5,9 @@
 //! [`ReadAhead`] sits between it and the socket. While reads come back full, it reads
 //! [`READ_AHEAD`] bytes at once into a buffer of its own and serves the small reads from it;
 //! once a read comes back short (the stream went quiet), it reads straight into the caller's
-//! buffer again and frees its own as soon as it is drained. The adapters wrap their socket
+//! buffer again. Whenever its buffer is drained and the socket has nothing more (or the stream
+//! went quiet), the buffer goes to a spare slot of the thread, so an idle connection keeps none
+//! and the next burst on the thread does not allocate again. The adapters wrap their socket
 //! types in it; the logic is here, once, over a read function.
 
 use std::io::{self, Read, Write};
@@ -44,8 +46,9 @@ impl ReadAhead {
 
     /// Fills `out` from the buffer, or else with one call of `read` on the socket (into `out`
     /// itself, or into the read-ahead buffer while streaming). Returns the bytes put in `out`;
-    /// 0 only at the end of the stream (or for an empty `out`). On `Pending` or an error
-    /// nothing changes.
+    /// 0 only at the end of the stream (or for an empty `out`). Nothing is lost on `Pending`
+    /// or an error (a blocking read's timeout included); either hands the buffer, empty then,
+    /// to the thread's spare.
     ///
     /// # Errors
     ///
@@ -68,9 +71,18 @@ impl ReadAhead {
             return Poll::Ready(Ok(n));
         }
         if self.buf.len() < READ_AHEAD {
-            self.buf = vec![0; READ_AHEAD];
+            self.buf = spare::take();
         }
-        let n = ready!(read(&mut self.buf))?;
+        let n = match read(&mut self.buf) {
+            Poll::Ready(Ok(n)) => n,
+            // Nothing to read for now (or a blocking read timed out, or failed): a session
+            // that waits keeps no buffer. Nothing is lost: the buffer was drained. The next
+            // read takes the thread's spare again, and a short one ends the streaming.
+            other => {
+                spare::give_back(std::mem::take(&mut self.buf));
+                return other;
+            }
+        };
         // Worth going on only if this read brought more than a direct one could have.
         self.streaming = n > out.len();
         self.pos = 0;
@@ -87,10 +99,46 @@ impl ReadAhead {
             self.pos = 0;
             self.end = 0;
             if !self.streaming {
-                self.buf = Vec::new();
+                spare::give_back(std::mem::take(&mut self.buf));
             }
         }
         n
+    }
+}
+
+/// One spare read-ahead buffer per thread. A connection that goes quiet leaves its buffer here
+/// and the next one to stream on the thread takes it: a flood that keeps catching up with the
+/// sender (quiet for a moment, then streaming again) does not allocate and zero 64 KiB each
+/// time, and idle connections keep none (a thread keeps at most one).
+mod spare {
+    use std::cell::RefCell;
+
+    use super::READ_AHEAD;
+
+    thread_local! {
+        static SPARE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    }
+
+    /// A buffer of [`READ_AHEAD`] bytes: the thread's spare, or a new one.
+    pub(super) fn take() -> Vec<u8> {
+        SPARE
+            .try_with(|s| s.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| vec![0; READ_AHEAD])
+    }
+
+    /// Keeps `buf` as the thread's spare if it has none; frees it otherwise.
+    pub(super) fn give_back(buf: Vec<u8>) {
+        if buf.len() != READ_AHEAD {
+            return;
+        }
+        let _ = SPARE.try_with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.is_none() {
+                *spare = Some(buf);
+            }
+        });
     }
 }
 
@@ -278,6 +326,43 @@ mod tests {
         sink.write_all(b"through").unwrap();
         sink.flush().unwrap();
         assert_eq!(sink.get_ref(), b"through");
+    }
+
+    #[test]
+    fn a_stream_that_pauses_frees_the_buffer_while_it_waits() {
+        let mut socket = Socket::new(vec![3u8; 200_000], usize::MAX);
+        let mut ahead = ReadAhead::new();
+        let mut out = vec![0; 4 << 10];
+        let mut got = 0;
+        // Stream until everything is read, as a flood does.
+        while got < 200_000 {
+            let Poll::Ready(Ok(n)) = ahead.poll_read(&mut out, |b| socket.read(b)) else {
+                panic!("ready");
+            };
+            got += n;
+        }
+        assert!(ahead.capacity() >= READ_AHEAD, "still streaming");
+        // Then the socket has nothing more for now.
+        assert!(ahead.poll_read(&mut out, |_| Poll::Pending).is_pending());
+        assert_eq!(ahead.capacity(), 0, "an idle session keeps no buffer");
+        // The same for a blocking read that times out, after another burst.
+        socket.data.extend_from_slice(&[5u8; 100_000]);
+        while socket.at < socket.data.len() || ahead.buffered() > 0 {
+            let _ = ahead.poll_read(&mut out, |b| socket.read(b));
+        }
+        assert!(ahead.capacity() >= READ_AHEAD, "streaming again");
+        let timed_out = ahead.poll_read(&mut out, |_| {
+            Poll::Ready(Err(io::Error::from(io::ErrorKind::WouldBlock)))
+        });
+        assert!(matches!(timed_out, Poll::Ready(Err(_))));
+        assert_eq!(ahead.capacity(), 0);
+        // More data later, a little: the streaming ends, and the buffer goes back.
+        socket.data.extend_from_slice(&[4u8; 100]);
+        let Poll::Ready(Ok(n)) = ahead.poll_read(&mut out, |b| socket.read(b)) else {
+            panic!("ready");
+        };
+        assert_eq!((n, ahead.capacity()), (100, 0));
+        assert_eq!(&out[..n], &[4u8; 100][..]);
     }
 
     #[test]
