@@ -262,13 +262,7 @@ impl<B: Backend> Session<B> {
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
         let graceful = !options.invocation.artifacts_dirs.is_empty();
-        if let Some(handle) = options.abort.clone() {
-            if handle.is_aborted() {
-                self.conn.close(CLOSE_AFTER_FAILURE).await;
-                return Err(Error::Cancelled);
-            }
-            self.abort = handle;
-        }
+        self.adopt_abort(options.abort.as_ref()).await?;
         // Each step boxed: a one-shot call's future otherwise holds all their states inline
         // (14 KB) for as long as it runs.
         let result = Box::pin(self.query(prompt, options)).await;
@@ -291,16 +285,24 @@ impl<B: Backend> Session<B> {
         C: Into<proto::Command>,
     {
         let graceful = !options.batch.artifacts_dirs.is_empty();
-        if let Some(handle) = options.abort.clone() {
-            if handle.is_aborted() {
-                self.conn.close(CLOSE_AFTER_FAILURE).await;
-                return Err(Error::Cancelled);
-            }
-            self.abort = handle;
-        }
+        self.adopt_abort(options.abort.as_ref()).await?;
         let result = Box::pin(self.execute_commands(commands, options)).await;
         Box::pin(self.finish(graceful, result.is_ok())).await;
         result
+    }
+
+    /// Takes a one-shot call's abort handle as the session's; a handle aborted already closes
+    /// the connection and fails the call at once.
+    async fn adopt_abort(&mut self, handle: Option<&AbortHandle>) -> Result<(), Error> {
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        if handle.is_aborted() {
+            self.conn.close(CLOSE_AFTER_FAILURE).await;
+            return Err(Error::Cancelled);
+        }
+        self.abort = handle.clone();
+        Ok(())
     }
 
     /// Closes after a one-shot call: gracefully after a success that may still have

@@ -52,14 +52,7 @@ fn raise_fd_limit() -> u64 {
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(f64::NAN)
+    bench::status_kib(pid, "VmRSS")
 }
 
 /// The server child: the project's runtime (scripted handler) or the raw echo floor; prints

@@ -36,18 +36,6 @@ use tokio::net::TcpListener;
 
 const ROUNDS: usize = 9;
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The CPU time this process's live threads have used, in nanoseconds (Linux's schedstat;
 /// the readers' helper threads, tokio's blocking pool and async-io's reactor, are still alive
 /// when it is read).
@@ -202,7 +190,7 @@ async fn reader(mode: &str, url: &str) {
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{frames} {secs} {} {}",
-        peak_rss_kib(),
+        runtimeuse_scenarios::bench::status_kib("self", "VmHWM"),
         cpu_ns().saturating_sub(cpu_start)
     );
 }

@@ -23,17 +23,6 @@ fn producer(bytes: u64) -> String {
     format!("yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c {bytes}")
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn floor_pipe(bytes: u64) -> f64 {
     let start = Instant::now();
     let mut child = Command::new("/bin/sh")
@@ -90,7 +79,7 @@ fn main() {
     let bytes = mb * 1_000_000;
     let runtime = ServerChild::start(&["--runtime"]);
     let url = runtime.url.clone();
-    let baseline_kib = vm_hwm_kib(runtime.pid());
+    let baseline_kib = bench::status_kib(&runtime.pid().to_string(), "VmHWM");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,7 +117,7 @@ fn main() {
         floor.push(f);
         ratio.push(t / f);
     }
-    let peak_kib = vm_hwm_kib(runtime.pid());
+    let peak_kib = bench::status_kib(&runtime.pid().to_string(), "VmHWM");
     drop(runtime);
     let mut sorted = ratio.clone();
     sorted.sort_by(f64::total_cmp);
@@ -156,7 +145,7 @@ fn main() {
     );
     println!(
         "  runtime peak RSS: {:.1} MB (idle after start: {:.1} MB)",
-        peak_kib as f64 / 1024.0,
-        baseline_kib as f64 / 1024.0
+        peak_kib / 1024.0,
+        baseline_kib / 1024.0
     );
 }

@@ -77,6 +77,19 @@ pub fn arg<T: FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A memory figure of process `pid` (`"self"` for this one) from `/proc/PID/status`, in KiB:
+/// `field` is `"VmRSS"` (resident now) or `"VmHWM"` (peak). NaN when it cannot be read.
+pub fn status_kib(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
 /// The median of `v` (NaN when empty).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

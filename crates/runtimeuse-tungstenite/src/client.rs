@@ -79,12 +79,8 @@ impl Client {
         tcp.set_write_timeout(Some(s.connect_timeout))
             .map_err(Error::Connect)?;
         let (ws, _) = self.handshake(request, tcp, config)?;
-        if let tungstenite::stream::MaybeTlsStream::Plain(t) = ws.get_ref() {
-            let _ = t.get_ref().set_write_timeout(None);
-        }
-        #[cfg(feature = "__rustls")]
-        if let tungstenite::stream::MaybeTlsStream::Rustls(t) = ws.get_ref() {
-            let _ = t.sock.get_ref().set_write_timeout(None);
+        if let Some(t) = crate::session::tcp(&ws) {
+            let _ = t.set_write_timeout(None);
         }
         Ok(Session::new(ws, s.session.clone()))
     }

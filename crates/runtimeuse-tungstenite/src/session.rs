@@ -27,6 +27,16 @@ use crate::options::{Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn
 
 pub(crate) type Socket = WebSocket<MaybeTlsStream<ReadAheadStream<TcpStream>>>;
 
+/// The TCP socket under the WebSocket (and TLS), for its timeouts.
+pub(crate) fn tcp(ws: &Socket) -> Option<&TcpStream> {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => Some(s.get_ref()),
+        #[cfg(feature = "__rustls")]
+        MaybeTlsStream::Rustls(s) => Some(s.sock.get_ref()),
+        _ => None,
+    }
+}
+
 /// While a request runs, a blocked read wakes at least this often to notice an abort from
 /// another thread (a blocking socket cannot be woken otherwise).
 const ABORT_POLL: Duration = Duration::from_millis(20);
@@ -471,12 +481,7 @@ impl Session {
             return;
         }
         self.read_timeout = Some(timeout);
-        let result = match self.ws.get_mut() {
-            MaybeTlsStream::Plain(s) => s.get_ref().set_read_timeout(Some(timeout)),
-            #[cfg(feature = "__rustls")]
-            MaybeTlsStream::Rustls(s) => s.sock.get_ref().set_read_timeout(Some(timeout)),
-            _ => Ok(()),
-        };
+        let result = tcp(&self.ws).map_or(Ok(()), |t| t.set_read_timeout(Some(timeout)));
         if let Err(e) = result {
             tracing::debug!(error = %e, "could not set the read timeout");
         }
@@ -484,12 +489,7 @@ impl Session {
 
     /// Bounds blocking writes (set only when closing).
     fn set_write_timeout(&mut self, timeout: Duration) {
-        let result = match self.ws.get_mut() {
-            MaybeTlsStream::Plain(s) => s.get_ref().set_write_timeout(Some(timeout)),
-            #[cfg(feature = "__rustls")]
-            MaybeTlsStream::Rustls(s) => s.sock.get_ref().set_write_timeout(Some(timeout)),
-            _ => Ok(()),
-        };
+        let result = tcp(&self.ws).map_or(Ok(()), |t| t.set_write_timeout(Some(timeout)));
         if let Err(e) = result {
             tracing::debug!(error = %e, "could not set the write timeout");
         }
