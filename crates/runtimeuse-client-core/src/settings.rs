@@ -56,9 +56,6 @@ pub struct ClientSettings {
 /// a round trip took longer (see the `fleet` bench).
 pub const DEFAULT_READ_BUFFER: usize = 4 << 10;
 
-/// The smallest read buffer tungstenite works with (a frame header).
-const MIN_READ_BUFFER: usize = 14;
-
 /// Headers whose values are secret whatever the user marked.
 const SENSITIVE: [&str; 5] = [
     "authorization",
@@ -172,7 +169,7 @@ impl ClientSettings {
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.max_frame_size))
             .max_frame_size(Some(self.max_frame_size))
-            .read_buffer_size(self.read_buffer_size.max(MIN_READ_BUFFER));
+            .read_buffer_size(self.read_buffer_size);
         Ok((request, config))
     }
 

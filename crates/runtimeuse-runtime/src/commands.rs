@@ -236,7 +236,11 @@ async fn pump(
                 // An incomplete sequence at the end waits for the next read.
                 let (valid, rest) = bytes.split_at(e.valid_up_to());
                 carry.extend_from_slice(rest);
-                String::from_utf8_lossy(valid).into_owned()
+                // Valid by construction: the fast check (the lossy one goes byte by byte).
+                std::str::from_utf8(valid).map_or_else(
+                    |_| String::from_utf8_lossy(valid).into_owned(),
+                    str::to_owned,
+                )
             }
             Err(_) => String::from_utf8_lossy(bytes).into_owned(),
         };

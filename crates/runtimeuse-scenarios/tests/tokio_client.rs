@@ -58,3 +58,33 @@ fn call_futures_stay_small() {
     let batch = client.execute_commands(["true"], ExecuteCommandsOptions::new());
     assert!(size_of_val(&batch) < 12 << 10, "{}", size_of_val(&batch));
 }
+
+/// Read buffers of one byte on both sides (tungstenite keeps room for a frame header itself):
+/// frames of any size still arrive whole.
+#[test]
+fn the_smallest_read_buffers_still_carry_every_frame() {
+    let mut options = runtimeuse_runtime::RuntimeOptions::default();
+    options.read_buffer_size = 1;
+    let rt = runtimeuse_scenarios::Served::start(options);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = Client::builder(rt.url()).read_buffer_size(1).build();
+            let mut session = client.session().await.unwrap();
+            let long = "y".repeat(100_000);
+            let result = session
+                .query(format!("ECHO:{long}"), QueryOptions::new("", "m"))
+                .await
+                .unwrap();
+            assert_eq!(result.text(), Some(long.as_str()));
+            let out = session
+                .execute_commands(["seq 1 20000"], ExecuteCommandsOptions::new())
+                .await
+                .unwrap();
+            let stdout = out.results[0].stdout.as_deref().unwrap_or_default();
+            assert!(stdout.ends_with("19999\n20000\n"), "{}", stdout.len());
+            session.close().await.unwrap();
+        });
+}

@@ -127,8 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
         let mut ws_config = WebSocketConfig::default()
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
-            // tungstenite needs room for a frame header.
-            .read_buffer_size(config.read_buffer_size.max(14));
+            .read_buffer_size(config.read_buffer_size);
         if let Some(limit) = config.max_write_buffer {
             // tungstenite requires it above its write buffer size.
             ws_config = ws_config.max_write_buffer_size(limit.max(ws_config.write_buffer_size + 1));
