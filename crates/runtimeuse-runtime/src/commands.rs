@@ -271,7 +271,11 @@ async fn pump(
 
 #[cfg(test)]
 mod tests {
-    use super::{Budget, Capture};
+    use std::sync::Arc;
+
+    use runtimeuse_proto::OutputStream;
+
+    use super::{Budget, Capture, pump};
 
     fn captured(budget: Budget, chunks: &[&str]) -> (String, usize) {
         let mut c = Capture::new(budget);
@@ -280,6 +284,17 @@ mod tests {
         }
         let cut = c.cut();
         (c.into_text(|n| format!("[{n} cut]")), cut)
+    }
+
+    #[tokio::test]
+    async fn a_character_split_between_reads_arrives_whole() {
+        use tokio::io::AsyncReadExt;
+        // "é" is C3 A9: the first read ends in the middle of it; an invalid byte after.
+        let pipe = (&b"a\xc3"[..]).chain(&b"\xa9b\xff"[..]);
+        let budget = Budget { head: 64, tail: 64 };
+        let command: Arc<str> = Arc::from("cmd");
+        let kept = pump(pipe, OutputStream::Stdout, &command, None, budget).await;
+        assert_eq!(kept.into_text(|_| String::new()), "a\u{e9}b\u{fffd}");
     }
 
     #[test]
