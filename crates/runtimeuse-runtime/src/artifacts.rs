@@ -116,17 +116,15 @@ type Stamp = (u64, Option<SystemTime>);
 #[derive(Debug, Clone)]
 pub(crate) struct Watcher {
     task: Arc<OnceLock<mpsc::Sender<Watch>>>,
-    out: Outbox,
     interval: Duration,
     reported: Reported,
 }
 
 impl Watcher {
-    /// A watcher whose reports go to `out` as [`Cmd::Artifact`].
-    pub(crate) fn new(out: Outbox, interval: Duration) -> Self {
+    /// A watcher that scans every `interval` once started.
+    pub(crate) fn new(interval: Duration) -> Self {
         Self {
             task: Arc::new(OnceLock::new()),
-            out,
             interval,
             reported: Reported::new(),
         }
@@ -136,7 +134,9 @@ impl Watcher {
         self.reported.clone()
     }
 
-    pub(crate) async fn add(&self, dirs: Vec<PathBuf>, ignore: Option<String>) {
+    /// Watches `dirs` too. The first call starts the task, which reports to the session
+    /// `via` speaks to, as [`Cmd::Artifact`] messages of the session itself (of no request).
+    pub(crate) async fn add(&self, via: &Outbox, dirs: Vec<PathBuf>, ignore: Option<String>) {
         if dirs.is_empty() {
             return;
         }
@@ -144,7 +144,7 @@ impl Watcher {
             let (tx, rx) = mpsc::channel(16);
             tokio::spawn(run(
                 rx,
-                self.out.clone(),
+                via.of_session(),
                 self.reported.clone(),
                 self.interval,
             ));

@@ -41,16 +41,59 @@ pub(crate) enum Terminal {
     Cancelled,
 }
 
+type Message = (Option<RequestId>, Cmd);
+
 /// A sender tagged with the request it speaks for (`None`: the session itself).
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<(Option<RequestId>, Cmd)>,
+    tx: mpsc::Sender<Message>,
     request: Option<RequestId>,
 }
 
 impl Outbox {
     pub(crate) async fn send(&self, cmd: Cmd) -> Result<(), ()> {
         self.tx.send((self.request, cmd)).await.map_err(|_| ())
+    }
+
+    /// An outbox to the same connection that speaks for the session itself.
+    pub(crate) fn of_session(&self) -> Outbox {
+        Outbox {
+            tx: self.tx.clone(),
+            request: None,
+        }
+    }
+}
+
+/// The channel through which a connection's tasks speak to its loop, made when first needed:
+/// tokio allocates a channel's first block of 32 slots up front (2.6 KB of `Message`s), which
+/// an idle connection then does not pay.
+#[derive(Default)]
+struct Mailbox {
+    tx: Option<mpsc::Sender<Message>>,
+    rx: Option<mpsc::Receiver<Message>>,
+}
+
+impl Mailbox {
+    fn outbox(&mut self, request: Option<RequestId>) -> Outbox {
+        let rx = &mut self.rx;
+        let tx = self.tx.get_or_insert_with(|| {
+            let (tx, receiver) = mpsc::channel(64);
+            *rx = Some(receiver);
+            tx
+        });
+        Outbox {
+            tx: tx.clone(),
+            request,
+        }
+    }
+
+    /// The next message; pending forever while there is no channel. Never `None`: the mailbox
+    /// keeps a sender.
+    async fn recv(&mut self) -> Option<Message> {
+        match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -72,12 +115,8 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     tracing::info!(?peer, "connection accepted");
     let opened = tokio::time::Instant::now();
     let mut requests = 0u64;
-    let (tx, mut rx) = mpsc::channel(64);
-    let session_box = Outbox {
-        tx: tx.clone(),
-        request: None,
-    };
-    let watcher = Watcher::new(session_box.clone(), shared.options.artifact_scan_interval);
+    let mut mailbox = Mailbox::default();
+    let watcher = Watcher::new(shared.options.artifact_scan_interval);
     let mut cancel: Option<watch::Sender<bool>> = None;
     let mut tasks = JoinSet::new();
     loop {
@@ -88,12 +127,12 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 match event {
                     RuntimeEvent::Invocation { request, invocation } => {
                         requests += 1;
-                        let env = env(&tx, request, &watcher, &shared, &mut cancel);
+                        let env = env(&mut mailbox, request, &watcher, &shared, &mut cancel);
                         tasks.spawn(run_query(invocation, env));
                     }
                     RuntimeEvent::Commands { request, batch } => {
                         requests += 1;
-                        let env = env(&tx, request, &watcher, &shared, &mut cancel);
+                        let env = env(&mut mailbox, request, &watcher, &shared, &mut cancel);
                         tasks.spawn(run_commands(batch, env));
                     }
                     RuntimeEvent::Cancel { .. } => {
@@ -110,7 +149,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     RuntimeEvent::EndSession => {
                         tracing::debug!("end of session asked");
                         let watcher = watcher.clone();
-                        let outbox = session_box.clone();
+                        let outbox = mailbox.outbox(None);
                         let drain = shared.options.end_session_drain;
                         tasks.spawn(async move {
                             if watcher.ever_watched() {
@@ -133,7 +172,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     other => tracing::debug!(?other, "ignored event"),
                 }
             }
-            Some((request, cmd)) = rx.recv() => apply(conn.session(), &watcher, request, cmd),
+            Some((request, cmd)) = mailbox.recv() => apply(conn.session(), &watcher, request, cmd),
         }
     }
     if let Some(c) = &cancel {
@@ -155,7 +194,7 @@ struct Env {
 }
 
 fn env(
-    tx: &mpsc::Sender<(Option<RequestId>, Cmd)>,
+    mailbox: &mut Mailbox,
     request: RequestId,
     watcher: &Watcher,
     shared: &Arc<Shared>,
@@ -164,10 +203,7 @@ fn env(
     let (cancel_tx, signal) = CancelSignal::new();
     *cancel = Some(cancel_tx);
     Env {
-        outbox: Outbox {
-            tx: tx.clone(),
-            request: Some(request),
-        },
+        outbox: mailbox.outbox(Some(request)),
         cancel: signal,
         watcher: watcher.clone(),
         shared: Arc::clone(shared),
@@ -233,7 +269,7 @@ async fn prepare(
             tracing::warn!(dir = %d.display(), error = %e, "cannot create artifacts directory");
         }
     }
-    env.watcher.add(dirs, ignore.cloned()).await;
+    env.watcher.add(&env.outbox, dirs, ignore.cloned()).await;
     Ok(())
 }
 

@@ -281,6 +281,17 @@ scenario! {
 }
 
 scenario! {
+    fn a_session_that_ran_nothing_closes_confirmed() {
+        // The runtime makes a connection's message channel with its first need: here the end.
+        let rt = runtimeuse_scenarios::served();
+        let client = Client::builder(rt.url()).session_config(Config::default()).build();
+        let session = wait!(client.session()).unwrap();
+        let end = wait!(session.close()).unwrap();
+        assert_eq!(end, runtimeuse_tokio::proto::SessionEnd::Confirmed);
+    }
+}
+
+scenario! {
     fn close_says_when_the_runtime_went_away_instead_of_confirming() {
         let mut rt = runtimeuse_scenarios::served();
         let session = wait!(Client::new(rt.url()).session()).unwrap();
