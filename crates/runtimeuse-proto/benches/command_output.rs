@@ -5,8 +5,10 @@
 //! ratio session/floor for a plain text and for a text with `\n` escapes. A second floor is
 //! serde decoding the frame into a typed struct and owning its text: the least any decoder that
 //! hands out an owned `String` per frame does (the session's events own their text).
-//! `-- --profile plain|escaped session|floor|floor-owned REPS` runs one of them alone, for
-//! `valgrind --tool=callgrind` or `perf record`.
+//! `-- --profile plain|escaped session|floor|floor-copy|floor-owned REPS` runs one of them
+//! alone, for `valgrind --tool=callgrind` or `perf record`. `-- --instructions [REPS]` runs each
+//! under callgrind and prints instructions per frame beside the floor's: a figure the machine's
+//! load does not move, where the wall-time ratios above move from run to run.
 
 // A bench reads the clock and prints its figures; the session under test does neither.
 #![allow(clippy::disallowed_methods, clippy::print_stdout)]
@@ -194,8 +196,57 @@ fn report() {
     }
 }
 
+/// What `valgrind --tool=callgrind` counts for `--profile VARIANT WHO REPS`: instructions in
+/// all, or `None` without valgrind.
+fn callgrind(variant: &str, who: &str, reps: usize) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = std::process::Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(exe)
+        .args(["--profile", variant, who, &reps.to_string()])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stderr).lines().find_map(|l| {
+        let (_, n) = l.split_once("Collected : ")?;
+        n.trim().parse().ok()
+    })
+}
+
+/// Instructions per frame of the session and of each floor: REPS batches of each, less a run
+/// of none (the process and the frames' setup).
+fn instructions_report(reps: usize) {
+    const WHO: [&str; 4] = ["floor", "floor-copy", "floor-owned", "session"];
+    println!("instructions per frame (valgrind callgrind, {reps} batches of {FRAMES} frames):");
+    for (variant, _) in variants() {
+        let Some(setup) = callgrind(variant, "floor", 0) else {
+            println!("  valgrind did not run (apt-get install valgrind)");
+            return;
+        };
+        let per_frame = |who| {
+            callgrind(variant, who, reps).map_or(f64::NAN, |n| {
+                n.saturating_sub(setup) as f64 / (reps * FRAMES) as f64
+            })
+        };
+        let counts: Vec<f64> = WHO.iter().map(|who| per_frame(who)).collect();
+        println!("{variant}:");
+        for (who, n) in WHO.iter().zip(&counts) {
+            println!("  {who:<12} {n:>7.0}");
+        }
+        let target = if variant == "plain" { 0.9 } else { 0.85 };
+        println!(
+            "  ratio session/IgnoredAny by instructions: {:.2} (target >= {target})",
+            counts[0] / counts[3]
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--instructions") {
+        let reps = args.get(i + 1).and_then(|r| r.parse().ok()).unwrap_or(50);
+        instructions_report(reps);
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         // For a profiler (valgrind --tool=callgrind): `--profile VARIANT WHO REPS` runs only
         // the session or only the floor over REPS batches of the variant's frames.
