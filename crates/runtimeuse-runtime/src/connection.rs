@@ -68,19 +68,11 @@ impl Outbox {
 /// tokio allocates a channel's first block of 32 slots up front (2.6 KB of `Message`s), which
 /// an idle connection then does not pay.
 #[derive(Default)]
-struct Mailbox {
-    tx: Option<mpsc::Sender<Message>>,
-    rx: Option<mpsc::Receiver<Message>>,
-}
+struct Mailbox(Option<(mpsc::Sender<Message>, mpsc::Receiver<Message>)>);
 
 impl Mailbox {
     fn outbox(&mut self, request: Option<RequestId>) -> Outbox {
-        let rx = &mut self.rx;
-        let tx = self.tx.get_or_insert_with(|| {
-            let (tx, receiver) = mpsc::channel(64);
-            *rx = Some(receiver);
-            tx
-        });
+        let (tx, _) = self.0.get_or_insert_with(|| mpsc::channel(64));
         Outbox {
             tx: tx.clone(),
             request,
@@ -90,8 +82,8 @@ impl Mailbox {
     /// The next message; pending forever while there is no channel. Never `None`: the mailbox
     /// keeps a sender.
     async fn recv(&mut self) -> Option<Message> {
-        match &mut self.rx {
-            Some(rx) => rx.recv().await,
+        match &mut self.0 {
+            Some((_, rx)) => rx.recv().await,
             None => std::future::pending().await,
         }
     }
