@@ -61,8 +61,14 @@ pub struct Conn<W, B: Backend> {
     ws: W,
     /// Frames taken from the session, not yet handed to the socket.
     pending: VecDeque<Message>,
+    /// Bytes of the payloads in `pending`.
+    pending_bytes: usize,
     /// Frames handed to the socket since its last flush.
     unflushed: bool,
+    /// tungstenite queued a pong that has not been flushed yet. No more frames are read until
+    /// it is out: each ping read while the peer does not read would otherwise add a pong to
+    /// tungstenite's write buffer, and a ping flood would cost memory without bound.
+    pong_owed: bool,
     state: State,
     /// The read timer, kept across reads: resetting a timer per frame is costly, and the
     /// session's deadline moves with every frame (keepalive). It is reset only when the new
@@ -77,6 +83,7 @@ impl<W, B: Backend> fmt::Debug for Conn<W, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
             .field("pending", &self.pending.len())
+            .field("pending_bytes", &self.pending_bytes)
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
@@ -92,7 +99,9 @@ where
         Self {
             ws,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             unflushed: false,
+            pong_owed: false,
             state: State::Open,
             sleep: B::timer(B::now()),
             sleep_at: None,
@@ -112,7 +121,15 @@ where
             Transmit::Text(s) => Message::Text(s.into()),
             Transmit::Ping => Message::Ping(Default::default()),
         };
+        self.pending_bytes += message.len();
         self.pending.push_back(message);
+    }
+
+    /// Bytes of the queued frames' payloads not yet handed to the socket. The socket's own
+    /// write buffer (tungstenite's) holds at most one more frame beyond its write-buffer
+    /// size: a frame is handed over only once the buffer before it was written out.
+    pub fn queued_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Sends every queued frame. Cancel safe: a frame leaves the queue only when the socket
@@ -124,7 +141,7 @@ where
     /// Polls [`flush`](Self::flush).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         if self.state != State::Open {
-            self.pending.clear();
+            self.clear();
             return Poll::Ready(Ok(()));
         }
         if self.pending.is_empty() && !self.unflushed {
@@ -133,13 +150,20 @@ where
         while !self.pending.is_empty() {
             ready!(Pin::new(&mut self.ws).poll_ready(cx))?;
             if let Some(message) = self.pending.pop_front() {
+                self.pending_bytes -= message.len();
                 Pin::new(&mut self.ws).start_send(message)?;
                 self.unflushed = true;
             }
         }
         ready!(Pin::new(&mut self.ws).poll_flush(cx))?;
         self.unflushed = false;
+        self.pong_owed = false;
         Poll::Ready(Ok(()))
+    }
+
+    fn clear(&mut self) {
+        self.pending.clear();
+        self.pending_bytes = 0;
     }
 
     /// Reads the next frame, or returns [`Incoming::Deadline`] at `deadline`. Cancel safe.
@@ -157,13 +181,34 @@ where
             self.sleep_at = Some(deadline);
         }
         loop {
+            if self.pong_owed {
+                // Writes out the socket's buffer (the pong, and frames handed over before it),
+                // not this queue: a stream of output to a client that reads does not hold
+                // reading up.
+                match Pin::new(&mut self.ws).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.pong_owed = false;
+                        self.unflushed = false;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.state = State::Failed(None);
+                        return Poll::Ready(Incoming::Closed(Some(e)));
+                    }
+                    // The peer reads nothing: neither do we, until it does (or the deadline).
+                    Poll::Pending => break,
+                }
+            }
             match self.ws.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => {
                     return Poll::Ready(Incoming::Data(m));
                 }
                 Poll::Ready(Some(Ok(Message::Pong(_)))) => return Poll::Ready(Incoming::Pong),
-                // tungstenite answers pings itself.
-                Poll::Ready(Some(Ok(Message::Ping(_) | Message::Frame(_)))) => continue,
+                // tungstenite queued the answer; it goes out before anything more is read.
+                Poll::Ready(Some(Ok(Message::Ping(_)))) => {
+                    self.pong_owed = true;
+                    self.unflushed = true;
+                }
+                Poll::Ready(Some(Ok(Message::Frame(_)))) => continue,
                 Poll::Ready(Some(Ok(Message::Close(_)))) => {
                     self.state = State::PeerClosed;
                     return Poll::Ready(Incoming::Closed(None));
@@ -234,6 +279,6 @@ where
             Some(Err(e)) => tracing::debug!(error = %e, "close handshake failed"),
             None => tracing::debug!(?limit, "the peer did not finish the close in time"),
         }
-        self.pending.clear();
+        self.clear();
     }
 }

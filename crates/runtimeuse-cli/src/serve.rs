@@ -53,6 +53,18 @@ pub(crate) struct ServeArgs {
     /// limit) stay free for commands.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// Bytes of output one connection may hold for a client that reads slowly; beyond it the
+    /// request's commands and agent wait (nothing is dropped).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_buffered: usize,
+    /// Bytes of output all connections together may hold; beyond it the connections holding
+    /// the most wait first.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_buffered_total: usize,
+    /// A client that takes no bytes for this long (in ms) while output waits for it is dropped
+    /// and its request cancelled (0: never).
+    #[arg(long, default_value_t = 60_000)]
+    write_stall_timeout_ms: u64,
     /// The agent that answers queries.
     #[arg(
         long,
@@ -103,6 +115,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
         (args.heartbeat_interval_ms > 0).then(|| Duration::from_millis(args.heartbeat_interval_ms));
     options.token = args.token.clone();
     options.max_connections = args.max_connections;
+    options.max_buffered = args.max_buffered;
+    options.max_buffered_total = args.max_buffered_total;
+    options.write_stall_timeout = (args.write_stall_timeout_ms > 0)
+        .then(|| Duration::from_millis(args.write_stall_timeout_ms));
     raise_file_limit();
     let handler = agent_handler(&args)?;
     let runtime = Runtime::from_arc(handler)

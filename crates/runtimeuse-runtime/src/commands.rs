@@ -70,8 +70,11 @@ impl Capture {
             return;
         }
         self.tail.push_str(text);
-        // Compact once the tail holds twice its budget, so that each byte moves O(1) times.
-        if self.tail.len() > 2 * self.budget.tail {
+        // Compact once the tail holds a quarter over its budget (at least a read more), so
+        // that each byte moves a few times at most and the slack stays small: a request's
+        // collected stdout is part of what a connection holds.
+        let slack = (self.budget.tail / 4).max(CHUNK);
+        if self.tail.len() > self.budget.tail + slack {
             let drop = ceil_char_boundary(&self.tail, self.tail.len() - self.budget.tail);
             self.cut += drop;
             self.tail.drain(..drop);

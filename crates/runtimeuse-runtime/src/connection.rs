@@ -9,7 +9,7 @@ use runtimeuse_proto::{
     CommandBatch, CommandExecutionResult, CommandResultItem, Invocation, OutputStream, QueryResult,
     RequestId,
 };
-use runtimeuse_tokio::server::RuntimeConnection;
+use runtimeuse_tokio::server::{Backlog, RuntimeConnection};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -41,18 +41,79 @@ pub(crate) enum Terminal {
     Cancelled,
 }
 
+impl Cmd {
+    /// The bytes of client-bound text it carries, as counted in the connection's backlog.
+    fn bytes(&self) -> usize {
+        match self {
+            Cmd::Assistant(blocks) => blocks.iter().map(String::len).sum(),
+            Cmd::Output(_, _, text) => text.len(),
+            Cmd::Error(error, _) => error.len(),
+            _ => 0,
+        }
+    }
+}
+
 type Message = (Option<RequestId>, Cmd);
+
+/// When a connection's producers may hand it more output: while its backlog is under its
+/// limit, and the server's total under its own; over the total, only connections that hold
+/// little (under [`Room::floor`]) go on, so that the ones holding the most stall first and a
+/// new, small request is still served.
+#[derive(Debug, Clone)]
+pub(crate) struct Room {
+    backlog: Backlog,
+    max: usize,
+    max_total: usize,
+}
+
+impl Room {
+    pub(crate) fn new(backlog: Backlog, max: usize, max_total: usize) -> Self {
+        Self {
+            backlog,
+            max,
+            max_total,
+        }
+    }
+
+    /// What a connection may hold and still go on while the total is over its limit.
+    fn floor(&self) -> usize {
+        (self.max / 16).min(64 << 10)
+    }
+
+    fn has_room(&self, backlog: &Backlog) -> bool {
+        let mine = backlog.bytes();
+        mine < self.max
+            && backlog
+                .total()
+                .is_none_or(|t| t.bytes() < self.max_total || mine < self.floor())
+    }
+}
 
 /// A sender tagged with the request it speaks for (`None`: the session itself).
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     tx: mpsc::Sender<Message>,
     request: Option<RequestId>,
+    room: Room,
 }
 
 impl Outbox {
+    /// Hands `cmd` to the connection, first waiting for room when it carries output: a client
+    /// that reads slowly slows what produces its output (a command then blocks writing to its
+    /// pipe), instead of filling memory.
     pub(crate) async fn send(&self, cmd: Cmd) -> Result<(), ()> {
-        self.tx.send((self.request, cmd)).await.map_err(|_| ())
+        let bytes = cmd.bytes();
+        if bytes > 0 {
+            let room = &self.room;
+            room.backlog.wait_until(|b| room.has_room(b)).await;
+            room.backlog.add(bytes);
+        }
+        let sent = self.tx.send((self.request, cmd)).await;
+        if let Err(mpsc::error::SendError((_, cmd))) = sent {
+            self.room.backlog.sub(cmd.bytes());
+            return Err(());
+        }
+        Ok(())
     }
 
     /// An outbox to the same connection that speaks for the session itself.
@@ -60,6 +121,7 @@ impl Outbox {
         Outbox {
             tx: self.tx.clone(),
             request: None,
+            room: self.room.clone(),
         }
     }
 }
@@ -67,25 +129,40 @@ impl Outbox {
 /// The channel through which a connection's tasks speak to its loop, made when first needed:
 /// tokio allocates a channel's first block of 32 slots up front (2.6 KB of `Message`s), which
 /// an idle connection then does not pay.
-#[derive(Default)]
-struct Mailbox(Option<(mpsc::Sender<Message>, mpsc::Receiver<Message>)>);
+struct Mailbox {
+    channel: Option<(mpsc::Sender<Message>, mpsc::Receiver<Message>)>,
+    room: Room,
+}
 
 impl Mailbox {
-    fn outbox(&mut self, request: Option<RequestId>) -> Outbox {
-        let (tx, _) = self.0.get_or_insert_with(|| mpsc::channel(64));
-        Outbox {
-            tx: tx.clone(),
-            request,
+    fn new(room: Room) -> Self {
+        Self {
+            channel: None,
+            room,
         }
     }
 
-    /// The next message; pending forever while there is no channel. Never `None`: the mailbox
-    /// keeps a sender.
+    fn outbox(&mut self, request: Option<RequestId>) -> Outbox {
+        let (tx, _) = self.channel.get_or_insert_with(|| mpsc::channel(64));
+        Outbox {
+            tx: tx.clone(),
+            request,
+            room: self.room.clone(),
+        }
+    }
+
+    /// The next message, no longer counted in the backlog (the session's frames count from
+    /// now on); pending forever while there is no channel. Never `None`: the mailbox keeps a
+    /// sender.
     async fn recv(&mut self) -> Option<Message> {
-        match &mut self.0 {
+        let message = match &mut self.channel {
             Some((_, rx)) => rx.recv().await,
             None => std::future::pending().await,
+        };
+        if let Some((_, cmd)) = &message {
+            self.room.backlog.sub(cmd.bytes());
         }
+        message
     }
 }
 
@@ -107,7 +184,13 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     tracing::info!(?peer, "connection accepted");
     let opened = tokio::time::Instant::now();
     let mut requests = 0u64;
-    let mut mailbox = Mailbox::default();
+    let options = &shared.options;
+    let room = Room::new(
+        conn.backlog().clone(),
+        options.max_buffered,
+        options.max_buffered_total,
+    );
+    let mut mailbox = Mailbox::new(room);
     let watcher = Watcher::new(shared.options.artifact_scan_interval);
     let mut cancel: Option<watch::Sender<bool>> = None;
     let mut tasks = JoinSet::new();

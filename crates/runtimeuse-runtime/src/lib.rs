@@ -84,9 +84,24 @@ pub struct RuntimeOptions {
     /// closed at once. Default 1024. Whatever is set, descriptors stay free for the commands
     /// and files of the requests: 1024 of them, or half the limit when the limit is small.
     pub max_connections: usize,
-    /// Most bytes waiting to be written to one client; a client that stops reading while the
-    /// runtime has frames or pongs for it holds at most this much. It must hold the largest
-    /// frame the runtime sends. Default 65 MiB (the frame limit and 1 MiB).
+    /// Bytes of output one connection may hold for its client before what produces it waits:
+    /// a command's output is then no longer read from its pipes, so the command blocks in
+    /// `write(2)` as it would behind `| less`, and an agent's next message waits. Nothing is
+    /// dropped: a slow client gets everything, in order; a client that never reads stalls only
+    /// its own request. Default 1 MiB.
+    pub max_buffered: usize,
+    /// Bytes of output all connections together may hold. Over it, connections holding more
+    /// than a little (1/16 of [`max_buffered`](Self::max_buffered), at most 64 KiB) wait
+    /// too, so that the ones holding the most stall first and a new, small request is still
+    /// served. Default 256 MiB.
+    pub max_buffered_total: usize,
+    /// How long a client may take no bytes at all while the runtime has frames for it; then
+    /// its connection is dropped and its request cancelled, as on a disconnect (one `info`
+    /// line in the log). `None`: no limit. Default 60 s.
+    pub write_stall_timeout: Option<Duration>,
+    /// Hard limit of the bytes waiting in one connection's WebSocket write buffer, which
+    /// [`max_buffered`](Self::max_buffered) keeps far lower in practice; it must hold the
+    /// largest frame the runtime sends. Default 65 MiB (the frame limit and 1 MiB).
     pub max_write_buffer: usize,
     /// Connections the kernel may hold waiting to be accepted (the `listen` backlog, capped
     /// by `net.core.somaxconn`), for [`Runtime::bind`]. Default 1024: an orchestrator that
@@ -110,6 +125,9 @@ impl Default for RuntimeOptions {
             end_session_drain: connection::DEFAULT_DRAIN,
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_buffered: 1 << 20,
+            max_buffered_total: 256 << 20,
+            write_stall_timeout: Some(runtimeuse_tokio::server::DEFAULT_WRITE_STALL_TIMEOUT),
             max_write_buffer: (64 << 20) + (1 << 20),
             listen_backlog: 1024,
             read_buffer_size: runtimeuse_tokio::server::DEFAULT_SERVER_READ_BUFFER,
@@ -190,6 +208,11 @@ impl Runtime {
         server.max_write_buffer = Some(self.options.max_write_buffer);
         server.read_buffer_size = self.options.read_buffer_size;
         server.token = self.options.token.clone();
+        server.write_stall_timeout = self.options.write_stall_timeout;
+        // Producers stop at `max_buffered`; the client's frames are read while the queue is
+        // under that and 1 MiB of answers to them.
+        server.max_queued_for_reading = self.options.max_buffered.saturating_add(1 << 20);
+        server.total_backlog = Some(runtimeuse_tokio::server::Backlog::new());
         BoundRuntime {
             listener,
             shared: Arc::new(Shared {

@@ -5,14 +5,30 @@
 //! sends what the session queued, reads frames, fires heartbeats, and returns the client's
 //! requests as [`RuntimeEvent`]s. The runtime answers through
 //! [`session`](RuntimeConnection::session) and [`flush`](RuntimeConnection::flush)es.
+//!
+//! # Memory and slow clients
+//!
+//! A connection holds the frames its client has not taken yet, and counts their bytes in its
+//! [`Backlog`]: what produces output for a client waits on that count
+//! ([`Backlog::wait_until`]), so that a client that reads slowly slows its producers instead
+//! of filling memory. A client that takes no bytes at all for
+//! [`ServerConfig::write_stall_timeout`] while frames wait for it is dropped. Pings are
+//! answered one at a time: while a pong waits to be written, nothing more is read, so a ping
+//! flood from a client that does not read costs one pong.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use runtimeuse_proto::Input;
 use runtimeuse_proto::runtime::{RuntimeConfig, RuntimeEvent, RuntimeOutput, RuntimeSession};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use runtimeuse_async::Backend;
@@ -20,6 +36,10 @@ use runtimeuse_async::conn::{CLOSE_AFTER_FAILURE, CLOSE_AFTER_SUCCESS, Conn, Inc
 use tokio_tungstenite::WebSocketStream;
 
 use crate::{Error, Tokio};
+
+mod backlog;
+
+pub use backlog::Backlog;
 
 /// Settings of accepted connections.
 #[non_exhaustive]
@@ -36,7 +56,23 @@ pub struct ServerConfig {
     /// Bytes read from the socket at once, which is also the read buffer an idle connection
     /// keeps; larger frames still arrive whole. Default [`DEFAULT_SERVER_READ_BUFFER`].
     pub read_buffer_size: usize,
+    /// How long a client may take no bytes at all while frames wait for it; then the
+    /// connection is dropped (see [`RuntimeConnection::flush`]). `None`: no limit. Default
+    /// [`DEFAULT_WRITE_STALL_TIMEOUT`].
+    pub write_stall_timeout: Option<Duration>,
+    /// While more bytes than this wait to be sent to the client, its frames are not read, so
+    /// that what the session answers to them (an error for each malformed frame) cannot pile
+    /// up. Default [`DEFAULT_MAX_QUEUED_FOR_READING`].
+    pub max_queued_for_reading: usize,
+    /// When set, each connection's [`Backlog`] also counts into this one: the server's total.
+    pub total_backlog: Option<Backlog>,
 }
+
+/// The default [`ServerConfig::max_queued_for_reading`]: 2 MiB.
+pub const DEFAULT_MAX_QUEUED_FOR_READING: usize = 2 << 20;
+
+/// The default [`ServerConfig::write_stall_timeout`]: 60 s.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default [`ServerConfig::read_buffer_size`]: 4 KiB. Clients send small frames (requests,
 /// upload answers), and a runtime serving thousands of idle connections keeps one buffer
@@ -50,6 +86,9 @@ impl Default for ServerConfig {
             token: None,
             max_write_buffer: None,
             read_buffer_size: DEFAULT_SERVER_READ_BUFFER,
+            write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
+            max_queued_for_reading: DEFAULT_MAX_QUEUED_FOR_READING,
+            total_backlog: None,
         }
     }
 }
@@ -57,10 +96,80 @@ impl Default for ServerConfig {
 /// One accepted connection and its runtime session.
 #[derive(Debug)]
 pub struct RuntimeConnection<S> {
-    conn: Conn<WebSocketStream<S>, Tokio>,
+    conn: Conn<WebSocketStream<Metered<S>>, Tokio>,
     session: RuntimeSession,
     events: VecDeque<RuntimeEvent>,
     deadline: std::time::Instant,
+    backlog: Backlog,
+    /// The bytes of `conn`'s queue counted in `backlog`.
+    counted: usize,
+    stall_limit: Option<Duration>,
+    read_limit: usize,
+    stall: Stall,
+}
+
+/// While a flush waits on the client: since when the socket took no bytes, and the timer
+/// that checks it (kept, so that a slow reader does not make one per frame).
+#[derive(Debug, Default)]
+struct Stall {
+    waiting_since: Option<tokio::time::Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// A stream that counts the bytes it took for writing, so that a stalled client can be told
+/// from a slow one.
+#[derive(Debug)]
+struct Metered<S> {
+    inner: S,
+    written: u64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written += n as u64;
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written += n as u64;
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Whether the handshake presents `token`: `Authorization: Bearer <token>` (the scheme in any
@@ -143,15 +252,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             }
             _ => Ok(response),
         };
+        let stream = Metered {
+            inner: stream,
+            written: 0,
+        };
         let ws =
             tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config)).await?;
         let now = Tokio::now();
+        let backlog = match &config.total_backlog {
+            Some(total) => Backlog::within(total),
+            None => Backlog::new(),
+        };
         Ok(Self {
             conn: Conn::new(ws),
             session: RuntimeSession::new(config.runtime, now),
             events: VecDeque::new(),
             deadline: now,
+            backlog,
+            counted: 0,
+            stall_limit: config.write_stall_timeout,
+            read_limit: config.max_queued_for_reading,
+            stall: Stall::default(),
         })
+    }
+
+    /// The count of bytes this connection holds for its client: the frames the socket has
+    /// not taken yet, and whatever the application counts in it. Clone it into the tasks
+    /// that produce output, to [`wait_until`](Backlog::wait_until) there is room.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     /// The runtime session, to answer requests. [`flush`](Self::flush) afterwards (or call
@@ -164,13 +293,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::WebSocket`] if sending fails; the session then counts as closed.
+    /// [`Error::WebSocket`] if sending fails, or (an I/O error of kind `TimedOut`) if the
+    /// client took no bytes for [`ServerConfig::write_stall_timeout`]; the session then counts
+    /// as closed. A stalled client is dropped without a close frame: one would wait behind the
+    /// bytes it does not read, so it sees the connection end (1006).
     pub async fn flush(&mut self) -> Result<(), Error> {
         self.drain();
-        if let Err(e) = self.conn.flush().await {
-            self.session
-                .handle_input(Input::TransportClosed(Tokio::now()));
-            self.drain();
+        if let Err(e) = poll_fn(|cx| self.poll_send(cx)).await {
+            self.send_failed(&e).await;
             return Err(e.into());
         }
         if self.session.is_finished() && self.events.is_empty() {
@@ -182,11 +312,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
     /// The next request of the client. Returns `None` once the session finished (end of
     /// session confirmed, or the connection closed after [`RuntimeEvent::Closed`]). Cancel
     /// safe, so it can race the runtime's own work in `tokio::select!`.
+    ///
+    /// It sends what the session queued while it reads the client's frames; it reads none while
+    /// more than [`ServerConfig::max_queued_for_reading`] bytes wait for the client, so that
+    /// what the session answers to them cannot pile up.
     pub async fn next_event(&mut self) -> Option<RuntimeEvent> {
         loop {
-            if let Err(e) = self.flush().await {
-                tracing::debug!(error = %e, "send failed");
-            }
+            self.drain();
             if let Some(e) = self.events.pop_front() {
                 if self.events.is_empty() {
                     // Events are large (a request's whole settings) and come a few at a
@@ -196,9 +328,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 return Some(e);
             }
             if self.session.is_finished() {
-                return None;
+                if let Err(e) = self.flush().await {
+                    tracing::debug!(error = %e, "send failed");
+                }
+                if self.events.is_empty() {
+                    return None;
+                }
+                continue;
             }
-            let incoming = self.conn.recv(self.deadline).await;
+            let incoming = match poll_fn(|cx| self.poll_step(cx)).await {
+                Ok(incoming) => incoming,
+                Err(e) => {
+                    tracing::debug!(error = %e, "send failed");
+                    self.send_failed(&e).await;
+                    continue;
+                }
+            };
             let now = Tokio::now();
             match incoming {
                 Incoming::Data(m) => self.session.handle_input(Incoming::input(&m, now)),
@@ -217,6 +362,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
         }
     }
 
+    /// Sends and reads at once: the next frame (or deadline) read, or a failed send.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, WsError>> {
+        if let Poll::Ready(Err(e)) = self.poll_send(cx) {
+            return Poll::Ready(Err(e));
+        }
+        if self.conn.queued_bytes() > self.read_limit {
+            // The send above is pending on the socket: its progress wakes this.
+            return Poll::Pending;
+        }
+        self.conn.poll_recv(cx, self.deadline).map(Ok)
+    }
+
+    /// After a failed send: the session counts as closed; a stalled client is let go at once.
+    async fn send_failed(&mut self, e: &WsError) {
+        if is_stall(e) {
+            tracing::info!(
+                limit = ?self.stall_limit.unwrap_or_default(),
+                queued = self.conn.queued_bytes(),
+                "the client took no bytes within the write stall limit; connection dropped"
+            );
+            self.conn.close(Duration::ZERO).await;
+        }
+        self.session
+            .handle_input(Input::TransportClosed(Tokio::now()));
+        self.drain();
+    }
+
     fn drain(&mut self) {
         loop {
             match self.session.poll_output() {
@@ -224,11 +396,78 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 RuntimeOutput::Event(e) => self.events.push_back(e),
                 RuntimeOutput::Timeout(at) => {
                     self.deadline = at;
+                    self.count();
                     return;
                 }
             }
         }
     }
+
+    /// Brings the backlog up to date with the queue.
+    fn count(&mut self) {
+        let now = self.conn.queued_bytes();
+        if now > self.counted {
+            self.backlog.add(now - self.counted);
+        } else {
+            self.backlog.sub(self.counted - now);
+        }
+        self.counted = now;
+    }
+
+    /// Polls the queue out to the socket, failing once the client took no bytes for the stall
+    /// limit.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let before = self.written();
+        let polled = self.conn.poll_flush(cx);
+        self.count();
+        if polled.is_ready() {
+            self.stall.waiting_since = None;
+            return polled;
+        }
+        let Some(limit) = self.stall_limit else {
+            return Poll::Pending;
+        };
+        let now = tokio::time::Instant::now();
+        let progressed = self.written() != before;
+        let since = self.stall.waiting_since.get_or_insert(now);
+        if progressed {
+            *since = now;
+        }
+        let due = *since + limit;
+        if now >= due {
+            let e = io::Error::new(io::ErrorKind::TimedOut, STALLED);
+            return Poll::Ready(Err(WsError::Io(e)));
+        }
+        let timer = self
+            .stall
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            // Due now: the next poll finds it so.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
+    fn written(&self) -> u64 {
+        self.conn.get_ref().get_ref().written
+    }
+}
+
+impl<S> Drop for RuntimeConnection<S> {
+    fn drop(&mut self) {
+        self.backlog.sub(self.counted);
+    }
+}
+
+const STALLED: &str = "the client took no bytes within the write stall limit";
+
+fn is_stall(e: &WsError) -> bool {
+    matches!(e, WsError::Io(io) if io.kind() == io::ErrorKind::TimedOut
+        && io.get_ref().is_some_and(|inner| inner.to_string() == STALLED))
 }
 
 #[cfg(test)]
