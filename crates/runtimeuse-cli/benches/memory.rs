@@ -43,7 +43,15 @@ struct Runtime {
 impl Runtime {
     fn start(bin: &str) -> Self {
         let mut child = Command::new(bin)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--agent", "scripted"])
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--agent",
+                "scripted",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -57,8 +65,8 @@ impl Runtime {
     }
 
     fn rss(&self) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -82,13 +90,16 @@ impl Runtime {
     fn query_secs(&self) -> f64 {
         let start = Instant::now();
         let mut ws = RawWs::connect(self.port);
-        ws.text(&serde_json::json!({
-            "message_type": "invocation_message", "source_id": null, "system_prompt": "",
-            "user_prompt": "ECHO:hi", "model": "m", "output_format_json_schema_str": null,
-            "secrets_to_redact": [], "agent_env": null, "artifacts_dirs": null,
-            "artifacts_ignore_content": null, "pre_agent_invocation_commands": null,
-            "post_agent_invocation_commands": null, "pre_agent_downloadables": null
-        }).to_string());
+        ws.text(
+            &serde_json::json!({
+                "message_type": "invocation_message", "source_id": null, "system_prompt": "",
+                "user_prompt": "ECHO:hi", "model": "m", "output_format_json_schema_str": null,
+                "secrets_to_redact": [], "agent_env": null, "artifacts_dirs": null,
+                "artifacts_ignore_content": null, "pre_agent_invocation_commands": null,
+                "post_agent_invocation_commands": null, "pre_agent_downloadables": null
+            })
+            .to_string(),
+        );
         loop {
             let (op, payload) = ws.read().expect("a result");
             if op == TEXT && String::from_utf8_lossy(&payload).contains("result_message") {
@@ -150,10 +161,20 @@ fn main() {
     let clients = silent_clients(rt.port, 1, "yes | head -c 500000000");
     let peak = rt.peak_during(secs.min(3.0), || {});
     let q1 = rt.query_secs();
-    row("1 client, yes | head -c 500MB, never reads: peak", (peak - idle) / MIB, 64.0, "MiB");
+    row(
+        "1 client, yes | head -c 500MB, never reads: peak",
+        (peak - idle) / MIB,
+        64.0,
+        "MiB",
+    );
     drop(clients);
     let after = settle(&rt, idle, 32.0 * MIB, 10.0);
-    row("  and 10 s after it left (or once within bound)", (after - idle) / MIB, 32.0, "MiB");
+    row(
+        "  and 10 s after it left (or once within bound)",
+        (after - idle) / MIB,
+        32.0,
+        "MiB",
+    );
     drop(rt);
 
     // Row 2.
@@ -169,7 +190,15 @@ fn main() {
         }
     });
     let q2 = rt.query_secs();
-    row(&format!("{n} clients, the same{}: peak", if stop { " (stopped at 8 GiB)" } else { "" }), (peak - idle) / MIB, 256.0, "MiB");
+    row(
+        &format!(
+            "{n} clients, the same{}: peak",
+            if stop { " (stopped at 8 GiB)" } else { "" }
+        ),
+        (peak - idle) / MIB,
+        256.0,
+        "MiB",
+    );
     drop(clients);
     drop(rt);
 
@@ -180,10 +209,20 @@ fn main() {
     let clients = silent_clients(rt.port, n, "yes | head -c 100000000");
     let peak = rt.peak_during(secs, || {});
     let q3 = rt.query_secs();
-    row(&format!("{n} clients, 100 MB of output each, never read: peak"), (peak - idle) / MIB, 256.0, "MiB");
+    row(
+        &format!("{n} clients, 100 MB of output each, never read: peak"),
+        (peak - idle) / MIB,
+        256.0,
+        "MiB",
+    );
     drop(clients);
     std::thread::sleep(Duration::from_secs(10));
-    row("  10 s after they left", (rt.rss() - idle) / MIB, 32.0, "MiB");
+    row(
+        "  10 s after they left",
+        (rt.rss() - idle) / MIB,
+        32.0,
+        "MiB",
+    );
     drop(rt);
 
     // Row 4.
@@ -208,7 +247,12 @@ fn main() {
     let peak = rt.peak_during(ping_secs, || {});
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     let q4 = rt.query_secs();
-    row(&format!("{n} clients pinging without reading, {ping_secs} s ({sent} pings sent): peak"), (peak - idle) / MIB, 32.0, "MiB");
+    row(
+        &format!("{n} clients pinging without reading, {ping_secs} s ({sent} pings sent): peak"),
+        (peak - idle) / MIB,
+        32.0,
+        "MiB",
+    );
     for s in &sockets {
         let _ = s.shutdown(std::net::Shutdown::Both);
     }

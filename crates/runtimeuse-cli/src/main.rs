@@ -18,6 +18,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod client;
 mod proxy;
 mod serve;
+mod trim;
 
 /// The exit codes, documented in `--help` and the README.
 pub(crate) mod exit {

@@ -120,6 +120,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
     options.write_stall_timeout = (args.write_stall_timeout_ms > 0)
         .then(|| Duration::from_millis(args.write_stall_timeout_ms));
     raise_file_limit();
+    crate::trim::start();
     let handler = agent_handler(&args)?;
     let runtime = Runtime::from_arc(handler)
         .options(options)

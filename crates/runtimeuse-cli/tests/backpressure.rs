@@ -4,6 +4,9 @@
 //! fresh client is still answered, and a client that leaves takes its commands with it. The
 //! runtime is the real binary; the clients are raw WebSockets (`common::raw`).
 
+// The tests print what they measured, for the record.
+#![allow(clippy::print_stderr)]
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -14,7 +17,12 @@ use common::raw::{PING, RawWs, TEXT, commands, processes_with, read_frame};
 
 const MIB: u64 = 1024;
 
-const LIMITS: &[&str] = &["--max-buffered", "1048576", "--max-buffered-total", "4194304"];
+const LIMITS: &[&str] = &[
+    "--max-buffered",
+    "1048576",
+    "--max-buffered-total",
+    "4194304",
+];
 
 /// A fresh client's query is answered while others hold the runtime: seconds it took.
 fn fresh_query(port: u16) -> f64 {
@@ -87,7 +95,10 @@ fn one_client_that_never_reads_stalls_only_its_own_command() {
     // Unbounded, this grew about 250 MB a second.
     assert!(peak < idle + 16 * MIB, "RSS {idle} kB -> {peak} kB");
     fresh_query(rt.port);
-    assert!(processes_with(marker) > 0, "the stalled command was not kept");
+    assert!(
+        processes_with(marker) > 0,
+        "the stalled command was not kept"
+    );
     drop(ws);
     assert!(
         eventually(Duration::from_secs(10), || processes_with(marker) == 0),
@@ -120,6 +131,12 @@ fn many_clients_that_never_read_stay_within_the_total() {
     assert!(
         eventually(Duration::from_secs(10), || processes_with(marker) == 0),
         "commands outlived their clients"
+    );
+    // What they held goes back to the system (`serve` trims glibc's heaps after a burst).
+    assert!(
+        eventually(Duration::from_secs(10), || rt.rss_kb() < idle + 8 * MIB),
+        "RSS {idle} kB idle, {} kB 10 s after the clients left",
+        rt.rss_kb()
     );
 }
 
@@ -189,7 +206,8 @@ struct Reader {
 
 impl Reader {
     fn new(ws: &RawWs, chunk: usize, pause: Duration) -> Self {
-        ws.0.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        ws.0.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         Self {
             tcp: ws.0.try_clone().unwrap(),
             chunk,
@@ -260,4 +278,45 @@ fn a_reader_that_pauses_then_reads_on_loses_nothing() {
     reader.stop = Duration::from_secs(5);
     assert_eq!(check_yes_output(&mut reader, line, total), total);
     assert!(reader.stop.is_zero(), "the reader never paused");
+}
+
+/// Starts a command that writes without end for a client that never reads, and returns when
+/// the runtime let the client go (its command gone): how long that took after the command
+/// started.
+fn stalled_client_dropped_after(rt: &Serve, marker: &str, limit: Duration) -> Option<Duration> {
+    let mut ws = RawWs::connect(rt.port);
+    ws.text(&commands(&format!("yes {marker}")));
+    running(marker, 1);
+    let started = Instant::now();
+    let gone = eventually(limit, || processes_with(marker) == 0);
+    drop(ws);
+    gone.then(|| started.elapsed())
+}
+
+#[test]
+fn a_client_that_takes_no_bytes_is_dropped_after_the_stall_limit() {
+    let rt = Serve::start(&["--write-stall-timeout-ms", "1000"], &[]);
+    let after = stalled_client_dropped_after(&rt, "stall-short", Duration::from_secs(15))
+        .expect("the stalled client's command still runs");
+    // The stall starts once the socket's buffers are full, a moment after the command.
+    assert!(after >= Duration::from_millis(900), "{after:?}");
+    fresh_query(rt.port);
+    let log = rt.stop();
+    assert_eq!(
+        log.matches("the client took no bytes within the write stall limit")
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn the_default_stall_limit_is_60_s() {
+    let rt = Serve::start(&[], &[]);
+    let after = stalled_client_dropped_after(&rt, "stall-default", Duration::from_secs(90))
+        .expect("the stalled client was never dropped");
+    assert!(
+        after >= Duration::from_secs(59) && after < Duration::from_secs(75),
+        "{after:?}"
+    );
 }

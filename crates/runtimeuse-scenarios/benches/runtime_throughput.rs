@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p runtimeuse-scenarios --bench runtime_throughput` (add `-- --mb N` to change
 //! the volume, default 200; `-- --client-read-buffer BYTES` for the client's read buffer,
-//! default 4 KiB).
+//! default 4 KiB; `-- --runtime-bin PATH` to measure a `runtimeuse` binary's `serve` instead
+//! of the runtime library in a child of the bench).
 
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
@@ -77,7 +78,12 @@ fn main() {
         runtimeuse_tokio::DEFAULT_READ_BUFFER,
     );
     let bytes = mb * 1_000_000;
-    let runtime = ServerChild::start(&["--runtime"]);
+    let runtime_bin: String = arg("--runtime-bin", String::new());
+    let runtime = if runtime_bin.is_empty() {
+        ServerChild::start(&["--runtime"])
+    } else {
+        ServerChild::start_cli(&runtime_bin)
+    };
     let url = runtime.url.clone();
     let baseline_kib = bench::status_kib(&runtime.pid().to_string(), "VmHWM");
     let rt = tokio::runtime::Builder::new_current_thread()

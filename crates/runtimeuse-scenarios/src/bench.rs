@@ -54,6 +54,34 @@ impl ServerChild {
         }
     }
 
+    /// Starts `bin serve --agent scripted` (a `runtimeuse` binary) on an ephemeral loopback
+    /// port, and reads the port from the line it prints.
+    pub fn start_cli(bin: &str) -> Self {
+        let mut child = Command::new(bin)
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--agent",
+                "scripted",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runtimeuse serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port line");
+        let port = line.trim().rsplit(' ').next().unwrap_or_default();
+        Self {
+            child,
+            url: format!("ws://127.0.0.1:{port}"),
+        }
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -125,7 +125,11 @@ pub(crate) fn processes_with(marker: &str) -> usize {
     std::fs::read_dir("/proc")
         .map(|dir| {
             dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()) && n != me))
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()) && n != me)
+                })
                 .filter(|e| {
                     std::fs::read(e.path().join("cmdline"))
                         .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
