@@ -132,6 +132,68 @@ fn secrets_never_reach_the_logs_at_any_level() {
 }
 
 #[test]
+fn client_text_in_any_message_is_redacted_from_the_logs_while_its_request_runs() {
+    let rt = Serve::start(&[], &[("RUST_LOG", "trace")]);
+    let mut ws = RawWs::connect(rt.port);
+    let secret = "s3cr3t-h0rse-battery";
+    // The first request names the secret and stays in flight (its pre-command sleeps) while
+    // every other message type arrives with the secret in each string field.
+    let first = serde_json::json!({
+        "message_type": "invocation_message", "source_id": secret, "system_prompt": secret,
+        "user_prompt": format!("ECHO:{secret}"), "model": secret,
+        "output_format_json_schema_str": null, "secrets_to_redact": [secret],
+        "agent_env": {secret: secret}, "artifacts_dirs": null, "artifacts_ignore_content": null,
+        "pre_agent_invocation_commands": [{"command": format!("sleep 30 # {secret}"), "cwd": null, "env": null}],
+        "post_agent_invocation_commands": null, "pre_agent_downloadables": null
+    });
+    ws.text(&first.to_string());
+    let everywhere = |message_type: &str| {
+        let mut v = first.clone();
+        v["message_type"] = message_type.into();
+        v["filename"] = secret.into();
+        v["filepath"] = secret.into();
+        v["presigned_url"] = format!("http://127.0.0.1:1/{secret}").into();
+        v["content_type"] = secret.into();
+        v["commands"] =
+            serde_json::json!([{"command": secret, "cwd": secret, "env": {secret: secret}}]);
+        v[secret] = secret.into();
+        v.to_string()
+    };
+    for t in [
+        "invocation_message",
+        "command_execution_message",
+        "artifact_upload_response_message",
+        "end_session_message",
+        secret,
+    ] {
+        ws.text(&everywhere(t));
+    }
+    ws.text(&format!("{{\"message_type\": \"{secret}\", broken"));
+    ws.text(&format!("not json {secret}"));
+    ws.text(&everywhere("cancel_message"));
+    loop {
+        let (op, payload) = ws.read().unwrap();
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        assert!(!text.contains(secret), "sent: {text}");
+        if op == TEXT && text.contains("cancelled") {
+            break;
+        }
+    }
+    ws.send(CLOSE, &1000u16.to_be_bytes(), None).unwrap();
+    let _ = ws.close_code();
+    let log = rt.stop();
+    assert!(
+        log.contains("unsolicited artifact upload response"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ignoring client message of unknown type"),
+        "{log}"
+    );
+    assert!(!log.contains(secret), "a secret in the log:\n{log}");
+}
+
+#[test]
 fn a_flood_of_half_open_connections_is_refused_at_the_limit_and_the_runtime_recovers() {
     // 128 descriptors: the runtime serves at most 64 connections at once.
     let rt = Serve::start_limited(Some(128), &[], &[]);

@@ -148,7 +148,7 @@ pub struct RuntimeSession {
     next_request: u64,
     in_flight: Option<InFlight>,
     /// Every secret seen on this connection, longest first.
-    secrets: Vec<String>,
+    secrets: Redactor,
     pending_artifacts: HashSet<(String, String)>,
     end_requested: bool,
     end_reported: bool,
@@ -165,7 +165,7 @@ impl RuntimeSession {
             config,
             next_request: 0,
             in_flight: None,
-            secrets: Vec::new(),
+            secrets: Redactor::default(),
             pending_artifacts: HashSet::new(),
             end_requested: false,
             end_reported: false,
@@ -181,6 +181,19 @@ impl RuntimeSession {
     /// The request in flight, if any.
     pub fn request_in_flight(&self) -> Option<RequestId> {
         self.in_flight.as_ref().map(|r| r.id)
+    }
+
+    /// `s` with every secret the connection's requests listed in `secrets_to_redact`
+    /// replaced, as the session does to every string it sends. For the runtime's own logs of
+    /// client-provided text (paths, names, URLs), which must not quote a secret either.
+    pub fn redact<'s>(&self, s: &'s str) -> Cow<'s, str> {
+        self.secrets.redact(s)
+    }
+
+    /// The secrets known now, to [`redact`](Redactor::redact) text away from the session (a
+    /// task's log lines, say).
+    pub fn redactor(&self) -> Redactor {
+        self.secrets.clone()
     }
 
     /// Whether the session finished (end of session confirmed, or the connection closed).
@@ -516,7 +529,10 @@ impl RuntimeSession {
         let message = match wire::decode_client(frame, self.config.max_frame_size) {
             Ok(Decoded::Message(m)) => m,
             Ok(Decoded::Unknown(t)) => {
-                tracing::warn!(message_type = %t, "ignoring client message of unknown type");
+                tracing::warn!(
+                    message_type = %self.redact(&t),
+                    "ignoring client message of unknown type"
+                );
                 return;
             }
             Err(err) => {
@@ -571,7 +587,10 @@ impl RuntimeSession {
                         upload,
                     });
                 } else {
-                    tracing::warn!(%filename, "unsolicited artifact upload response; ignored");
+                    tracing::warn!(
+                        filename = %self.redact(&filename),
+                        "unsolicited artifact upload response; ignored"
+                    );
                 }
             }
             ClientMessage::EndSession => {
@@ -594,11 +613,13 @@ impl RuntimeSession {
             return None;
         }
         for secret in secrets {
-            if !secret.is_empty() && !self.secrets.contains(secret) {
-                self.secrets.push(secret.clone());
+            if !secret.is_empty() && !self.secrets.list.contains(secret) {
+                self.secrets.list.push(secret.clone());
             }
         }
-        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.secrets
+            .list
+            .sort_by_key(|s| std::cmp::Reverse(s.len()));
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.in_flight = Some(InFlight {
@@ -642,21 +663,10 @@ impl RuntimeSession {
         self.transmits.push_back(Transmit::Text(frame.encode()));
     }
 
-    /// Replaces every secret in `s`.
-    fn redact<'s>(&self, s: &'s str) -> Cow<'s, str> {
-        let mut out = Cow::Borrowed(s);
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
-            }
-        }
-        out
-    }
-
     /// Redacts every string (keys included) of a JSON value, without recursion.
     fn redact_value(&self, v: &Value) -> Value {
         let mut v = v.clone();
-        if self.secrets.is_empty() {
+        if self.secrets.list.is_empty() {
             return v;
         }
         let mut stack = vec![&mut v];
@@ -687,13 +697,14 @@ impl RuntimeSession {
     /// Where the longest suffix of `s` that is a proper prefix of a secret starts (`s.len()`
     /// when there is none).
     fn secret_prefix_start(&self, s: &str) -> usize {
-        let longest = self.secrets.first().map_or(0, String::len);
+        let longest = self.secrets.list.first().map_or(0, String::len);
         let earliest = s.len().saturating_sub(longest.saturating_sub(1));
         (earliest..s.len())
             .filter(|&i| s.is_char_boundary(i))
             .find(|&i| {
                 let tail = &s[i..];
                 self.secrets
+                    .list
                     .iter()
                     .any(|secret| secret.len() > tail.len() && secret.starts_with(tail))
             })
@@ -705,6 +716,27 @@ fn stream_slot(stream: OutputStream) -> usize {
     match stream {
         OutputStream::Stderr => 1,
         _ => 0,
+    }
+}
+
+/// Replaces secrets in text: those the requests of a connection listed in
+/// `secrets_to_redact`, longest first, each by `[REDACTED]`.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    /// Longest first, so that a secret containing another is replaced whole.
+    list: Vec<String>,
+}
+
+impl Redactor {
+    /// `s` with every secret replaced (borrowed when there was none in it).
+    pub fn redact<'s>(&self, s: &'s str) -> Cow<'s, str> {
+        let mut out = Cow::Borrowed(s);
+        for secret in &self.list {
+            if out.contains(secret.as_str()) {
+                out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
+            }
+        }
+        out
     }
 }
 

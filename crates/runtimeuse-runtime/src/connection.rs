@@ -216,10 +216,11 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                         }
                     }
                     RuntimeEvent::ArtifactUploadResponse { filepath, upload, .. } => {
-                        tracing::debug!(%filepath, "artifact upload answered");
+                        let redactor = conn.session().redactor();
+                        tracing::debug!(filepath = %redactor.redact(&filepath), "artifact upload answered");
                         watcher.reported().answered(std::path::Path::new(&filepath));
                         // Detached: an upload outlives the connection that asked for it.
-                        tokio::spawn(http::upload(filepath, upload));
+                        tokio::spawn(http::upload(filepath, upload, redactor));
                     }
                     RuntimeEvent::EndSession => {
                         tracing::debug!("end of session asked");

@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use runtimeuse_proto::runtime::Redactor;
 use runtimeuse_proto::{ArtifactUpload, Downloadable};
 
 /// Largest download accepted.
@@ -73,44 +74,157 @@ fn download_blocking(d: &Downloadable) -> Result<(), String> {
     Ok(())
 }
 
-/// Extracts a zip archive into `dir`. An archive with any entry that would land outside `dir`
-/// is refused before anything is written.
+/// Extracts a zip archive into `dir`, all or nothing.
+///
+/// Every entry is checked before anything is written: an entry that would land outside `dir`,
+/// a symbolic link (it could point anywhere, and whatever later follows it, a command or the
+/// artifact upload, would leave `dir`), a name given twice, or a file where the archive or
+/// `dir` has a directory (or the reverse) refuses the whole archive. Files are then written
+/// beside their places under temporary names and renamed into place only once all of them
+/// were written; when writing fails, what this extraction made is removed again.
 pub(crate) fn extract(archive: &Path, dir: &Path) -> Result<(), String> {
     let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| e.to_string())?;
+    let plan = plan(&mut zip, dir)?;
+    let mut made = Made::default();
+    let written = plan
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, entry)| write_entry(&mut zip, i, entry, &mut made));
+    if let Err(e) = written {
+        made.undo();
+        return Err(e);
+    }
+    for (partial, out) in std::mem::take(&mut made.partial) {
+        std::fs::rename(&partial, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// Where an entry goes, and what it is.
+struct Entry {
+    out: PathBuf,
+    dir: bool,
+    mode: Option<u32>,
+}
+
+/// Checks every entry of the archive; where each goes.
+fn plan(zip: &mut zip::ZipArchive<std::fs::File>, dir: &Path) -> Result<Vec<Entry>, String> {
+    let mut plan = Vec::with_capacity(zip.len());
+    let mut names = std::collections::HashMap::new();
     for i in 0..zip.len() {
         let entry = zip.by_index_raw(i).map_err(|e| e.to_string())?;
-        if entry.enclosed_name().is_none() {
-            return Err(format!("unsafe path in archive: {:?}", entry.name()));
-        }
-    }
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
         let Some(relative) = entry.enclosed_name() else {
             return Err(format!("unsafe path in archive: {:?}", entry.name()));
         };
+        if entry.is_symlink() {
+            return Err(format!("symbolic link in archive: {:?}", entry.name()));
+        }
+        let is_dir = entry.is_dir();
+        // Each ancestor of an entry is a directory; the entry itself what it says.
+        for ancestor in relative.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() {
+                break;
+            }
+            if names.insert(ancestor.to_path_buf(), true) == Some(false) {
+                return Err(format!("{:?} is both a file and a directory", ancestor));
+            }
+        }
+        match names.insert(relative.clone(), is_dir) {
+            Some(before) if before != is_dir => {
+                return Err(format!("{relative:?} is both a file and a directory"));
+            }
+            Some(false) => return Err(format!("{:?} appears twice in the archive", entry.name())),
+            Some(true) | None => {}
+        }
+        plan.push(Entry {
+            out: dir.join(&relative),
+            dir: is_dir,
+            mode: entry.unix_mode(),
+        });
+    }
+    for (relative, is_dir) in &names {
         let out = dir.join(relative);
-        if entry.is_dir() {
-            std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-            continue;
+        match std::fs::symlink_metadata(&out) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!("{} is a symbolic link", out.display()));
+            }
+            Ok(meta) if meta.is_dir() != *is_dir => {
+                return Err(format!(
+                    "{} exists and is not a {}",
+                    out.display(),
+                    if *is_dir { "directory" } else { "file" }
+                ));
+            }
+            _ => {}
         }
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    Ok(plan)
+}
+
+/// What an extraction made so far, to undo it if it cannot finish.
+#[derive(Default)]
+struct Made {
+    dirs: Vec<PathBuf>,
+    partial: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Made {
+    fn create_dirs(&mut self, dir: &Path) -> Result<(), String> {
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        for d in missing.into_iter().rev() {
+            std::fs::create_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            self.dirs.push(d);
         }
-        let mut f = std::fs::File::create(&out).map_err(|e| e.to_string())?;
-        std::io::copy(&mut entry, &mut f).map_err(|e| e.to_string())?;
-        #[cfg(unix)]
-        if let Some(mode) = entry.unix_mode() {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode & 0o777));
+        Ok(())
+    }
+
+    fn undo(self) {
+        for (partial, _) in &self.partial {
+            let _ = std::fs::remove_file(partial);
         }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn write_entry(
+    zip: &mut zip::ZipArchive<std::fs::File>,
+    index: usize,
+    entry: &Entry,
+    made: &mut Made,
+) -> Result<(), String> {
+    if entry.dir {
+        return made.create_dirs(&entry.out);
+    }
+    if let Some(parent) = entry.out.parent() {
+        made.create_dirs(parent)?;
+    }
+    let mut partial = entry.out.clone().into_os_string();
+    partial.push(format!(".runtimeuse-partial-{}", std::process::id()));
+    let partial = PathBuf::from(partial);
+    let mut f =
+        std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    made.partial.push((partial.clone(), entry.out.clone()));
+    let mut data = zip.by_index(index).map_err(|e| e.to_string())?;
+    std::io::copy(&mut data, &mut f).map_err(|e| format!("{}: {e}", entry.out.display()))?;
+    #[cfg(unix)]
+    if let Some(mode) = entry.mode {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & 0o777));
     }
     Ok(())
 }
 
 /// PUTs an artifact to its presigned URL with the given content type. Failures are logged:
 /// nothing on the wire reports them.
-pub(crate) async fn upload(filepath: String, upload: ArtifactUpload) {
+/// Its log lines go through `redactor`: the URL and the path came from the client.
+pub(crate) async fn upload(filepath: String, upload: ArtifactUpload, redactor: Redactor) {
     let result = tokio::task::spawn_blocking(move || -> Result<u16, String> {
         let mut body = Vec::new();
         std::fs::File::open(&filepath)
@@ -129,7 +243,7 @@ pub(crate) async fn upload(filepath: String, upload: ArtifactUpload) {
             tracing::debug!(status, "artifact uploaded")
         }
         Ok(Ok(status)) => tracing::warn!(status, "artifact upload refused"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "artifact upload failed"),
+        Ok(Err(e)) => tracing::warn!(error = %redactor.redact(&e), "artifact upload failed"),
         Err(e) => tracing::warn!(error = %e, "artifact upload task failed"),
     }
 }
@@ -158,6 +272,97 @@ mod tests {
         assert!(err.contains("unsafe path"), "{err}");
         assert!(!dir.join("good.txt").exists());
         assert!(!dir.parent().unwrap().join("evil.txt").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("runtimeuse-zip-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Everything under `dir`, as sorted relative paths.
+    fn listing(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn an_archive_with_a_symlink_is_refused_before_anything_is_written() {
+        let dir = scratch("symlink");
+        let archive = dir.join("a.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        let options = zip::write::SimpleFileOptions::default();
+        zip.start_file("sub/first.txt", options).unwrap();
+        zip.write_all(b"first").unwrap();
+        zip.add_symlink("sub/link", "/etc/passwd", options).unwrap();
+        zip.start_file("sub/link/after.txt", options).unwrap();
+        zip.write_all(b"after").unwrap();
+        zip.finish().unwrap();
+        let err = extract(&archive, &dir).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(listing(&dir), ["a.zip"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn conflicting_entries_are_refused_before_anything_is_written() {
+        let dir = scratch("conflict");
+        let archive = dir.join("a.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        let options = zip::write::SimpleFileOptions::default();
+        zip.start_file("x/one.txt", options).unwrap();
+        zip.write_all(b"1").unwrap();
+        zip.start_file("x", options).unwrap();
+        zip.write_all(b"a file where a directory is").unwrap();
+        zip.finish().unwrap();
+        let err = extract(&archive, &dir).unwrap_err();
+        assert!(err.contains("both a file and a directory"), "{err}");
+        assert_eq!(listing(&dir), ["a.zip"]);
+        // A file in the way on disk is refused the same way.
+        let archive = dir.join("b.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        zip.start_file("d/inner.txt", options).unwrap();
+        zip.write_all(b"1").unwrap();
+        zip.finish().unwrap();
+        std::fs::write(dir.join("d"), b"in the way").unwrap();
+        let err = extract(&archive, &dir).unwrap_err();
+        assert!(err.contains("is not a directory"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_good_archive_lands_whole() {
+        let dir = scratch("good");
+        let archive = dir.join("a.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        let options = zip::write::SimpleFileOptions::default();
+        zip.add_directory("empty/", options).unwrap();
+        zip.start_file("a/b/c.txt", options).unwrap();
+        zip.write_all(b"c").unwrap();
+        zip.start_file("top.txt", options).unwrap();
+        zip.write_all(b"top").unwrap();
+        zip.finish().unwrap();
+        std::fs::write(dir.join("top.txt"), b"old").unwrap();
+        extract(&archive, &dir).unwrap();
+        assert_eq!(
+            listing(&dir),
+            ["a", "a.zip", "a/b", "a/b/c.txt", "empty", "top.txt"]
+        );
+        assert_eq!(std::fs::read(dir.join("top.txt")).unwrap(), b"top");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -173,22 +173,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 }
 
 /// Whether the handshake presents `token`: `Authorization: Bearer <token>` (the scheme in any
-/// case) or a percent-encoded `token` query parameter, compared in constant time.
+/// case) or a percent-encoded `token` query parameter, compared in constant time. Every token
+/// presented must be right, and each way at most once: a repeated `token` parameter or
+/// `Authorization` header is refused, whatever its values (a proxy or a log may see only one
+/// of them).
 fn authorized(request: &Request, token: &str) -> bool {
-    let bearer = request
+    let headers: Vec<&[u8]> = request
         .headers()
         .get_all("authorization")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .any(|(_, t)| same(t.trim().as_bytes(), token.as_bytes()));
-    let query = request.uri().query().unwrap_or("").split('&').any(|pair| {
-        pair.split_once('=').is_some_and(|(k, v)| {
-            k == "token" && percent_decode(v).is_some_and(|v| same(&v, token.as_bytes()))
-        })
+        .map(|v| v.as_bytes())
+        .collect();
+    let params: Vec<&str> = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == "token")
+        .map(|(_, v)| v)
+        .collect();
+    if headers.len() > 1 || params.len() > 1 || headers.len() + params.len() == 0 {
+        return false;
+    }
+    let bearer_ok = headers.iter().all(|v| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().split_once(' '))
+            .is_some_and(|(scheme, t)| {
+                scheme.eq_ignore_ascii_case("bearer") && same(t.trim().as_bytes(), token.as_bytes())
+            })
     });
-    bearer || query
+    let param_ok = params
+        .iter()
+        .all(|v| percent_decode(v).is_some_and(|v| same(&v, token.as_bytes())));
+    bearer_ok && param_ok
 }
 
 /// Compares in time that depends on the lengths only, not on where the bytes differ.
@@ -498,6 +517,25 @@ mod tests {
         assert!(!authorized(&request(None, "?token=s3cret%2"), t));
         assert!(!authorized(&request(None, "?token=s3cret/+&=x"), t));
         assert!(!authorized(&request(None, ""), t));
+        // Repeated or contradicting tokens are refused, whichever comes first.
+        let r = "?token=s3cret%2F%2B%26%3Dx";
+        assert!(!authorized(
+            &request(None, "?token=wrong&token=s3cret%2F%2B%26%3Dx"),
+            t
+        ));
+        assert!(!authorized(&request(None, &format!("{r}&token=wrong")), t));
+        assert!(!authorized(&request(None, &format!("{r}&{}", &r[1..])), t));
+        assert!(!authorized(&request(Some("Bearer wrong"), r), t));
+        assert!(!authorized(
+            &request(Some("Bearer s3cret/+&=x"), "?token=wrong"),
+            t
+        ));
+        assert!(authorized(&request(Some("Bearer s3cret/+&=x"), r), t));
+        let mut twice = request(Some("Bearer s3cret/+&=x"), "");
+        twice
+            .headers_mut()
+            .append("authorization", "Bearer s3cret/+&=x".parse().unwrap());
+        assert!(!authorized(&twice, t));
     }
 
     #[test]
