@@ -1,11 +1,8 @@
 //! `runtimeuse serve` as a hostile or broken client meets it: close handshakes and close
-//! codes, a handshake that never completes, a ping flood from a client that never reads, and
-//! secrets in logs. The runtime is the real binary, a child process on an ephemeral loopback
-//! port; the client is a raw WebSocket written here frame by frame (std only), so that it can
-//! send what no well-behaved library would.
-
-// The flood test prints what it measured, for the record.
-#![allow(clippy::print_stderr)]
+//! codes, a handshake that never completes, and secrets in logs (floods from clients that do
+//! not read are in `backpressure.rs`). The runtime is the real binary, a child process on an
+//! ephemeral loopback port; the client is a raw WebSocket written here frame by frame (std
+//! only), so that it can send what no well-behaved library would.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::Serve;
-use common::raw::{CLOSE, PING, RawWs, TEXT};
+use common::raw::{CLOSE, RawWs, TEXT};
 
 #[test]
 fn a_clients_close_frame_is_answered_with_1000() {
@@ -55,35 +52,6 @@ fn a_handshake_that_never_completes_is_dropped_after_the_default_10_s() {
     assert!(
         elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(25),
         "{elapsed:?}"
-    );
-}
-
-#[test]
-fn a_ping_flood_from_a_client_that_never_reads_holds_bounded_memory() {
-    let rt = Serve::start(&[], &[]);
-    let before = rt.rss_kb();
-    let mut ws = RawWs::connect(rt.port);
-    ws.0.set_write_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let payload = [0x42u8; 125];
-    let started = Instant::now();
-    let mut sent = 0u64;
-    while started.elapsed() < Duration::from_secs(8) {
-        match ws.send(PING, &payload, None) {
-            Ok(()) => sent += 1,
-            // The runtime stopped reading (its writes are blocked) or closed: either way the
-            // flood is contained.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => break,
-        }
-    }
-    let after = rt.rss_kb();
-    eprintln!("ping flood: {sent} pings in 8 s; runtime RSS {before} kB -> {after} kB");
-    // Unbounded, this grew about 22 MB/s; the write buffer now holds at most 65 MiB.
-    assert!(
-        after < before + 100 * 1024,
-        "runtime RSS grew from {before} kB to {after} kB"
     );
 }
 
