@@ -5,7 +5,7 @@
 //! process; the clients are raw WebSockets on loopback. Rows (RSS of the runtime, above its
 //! idle RSS right after start):
 //!
-//! 1. one client runs `yes | head -c 500000000` and never reads;
+//! 1. one client runs `yes | head -c 500000000` and never reads; then it leaves;
 //! 2. twenty such clients;
 //! 3. twenty clients whose commands write 100 MB each, never reading; then they leave, and
 //!    the RSS 10 s later;
@@ -16,80 +16,64 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../tests/common/raw.rs"]
-mod raw;
-use raw::{PING, RawWs, TEXT, commands};
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Serve;
+use common::raw::{PING, RawWs, TEXT, commands};
+use runtimeuse_scenarios::bench::arg;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The runtime, started afresh for a row, and its idle RSS (after one query).
+struct Row {
+    rt: Serve,
+    idle: f64,
 }
 
-struct Runtime {
-    child: Child,
-    port: u16,
-}
-
-impl Runtime {
+impl Row {
     fn start(bin: &str) -> Self {
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--agent",
-                "scripted",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("runtimeuse serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("port line");
-        let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
-        Self { child, port }
+        let rt = Serve::start_bin(bin, None, &[], &[]);
+        let mut row = Self { rt, idle: 0.0 };
+        row.query_secs();
+        row.idle = row.rss();
+        row
     }
 
     fn rss(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib * 1024.0)
+        self.rt.rss_kb() as f64 * 1024.0
     }
 
-    /// Samples the RSS every 100 ms for `secs`, running `each` between samples; the peak.
-    fn peak_during(&self, secs: f64, mut each: impl FnMut()) -> f64 {
+    /// The RSS above idle now, in MiB.
+    fn above_idle(&self) -> f64 {
+        (self.rss() - self.idle) / MIB
+    }
+
+    /// Samples the RSS every 100 ms for `secs`; the peak above idle, in MiB.
+    fn peak_during(&self, secs: f64) -> f64 {
         let start = Instant::now();
         let mut peak: f64 = self.rss();
         while start.elapsed().as_secs_f64() < secs {
-            each();
             std::thread::sleep(Duration::from_millis(100));
             peak = peak.max(self.rss());
         }
-        peak
+        (peak - self.idle) / MIB
+    }
+
+    /// Waits until the RSS is within `bound` MiB of idle, `secs` at most; then above idle.
+    fn settle(&self, bound: f64, secs: f64) -> f64 {
+        let start = Instant::now();
+        while self.above_idle() > bound && start.elapsed().as_secs_f64() < secs {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        self.above_idle()
     }
 
     /// A fresh client's query, from connecting to its result: seconds.
     fn query_secs(&self) -> f64 {
         let start = Instant::now();
-        let mut ws = RawWs::connect(self.port);
+        let mut ws = RawWs::connect(self.rt.port);
         ws.text(
             &serde_json::json!({
                 "message_type": "invocation_message", "source_id": null, "system_prompt": "",
@@ -107,41 +91,22 @@ impl Runtime {
             }
         }
     }
-}
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// `n` clients that each start `command` and never read.
+    fn silent_clients(&self, n: usize, command: &str) -> Vec<RawWs> {
+        (0..n)
+            .map(|_| {
+                let mut ws = RawWs::connect(self.rt.port);
+                ws.text(&commands(command));
+                ws
+            })
+            .collect()
     }
 }
 
-/// `n` clients that each start `command` and never read.
-fn silent_clients(port: u16, n: usize, command: &str) -> Vec<RawWs> {
-    (0..n)
-        .map(|_| {
-            let mut ws = RawWs::connect(port);
-            ws.text(&commands(command));
-            ws
-        })
-        .collect()
-}
-
-fn row(name: &str, figure: f64, bound: f64, unit: &str) {
+fn print(name: &str, figure: f64, bound: f64, unit: &str) {
     let verdict = if figure <= bound { "ok" } else { "OVER" };
-    println!("  {name:<62} {figure:>9.1} {unit}  (bound {bound:>6.1} {unit})  {verdict}");
-}
-
-/// Waits up to `secs` for the RSS to come within `bound` bytes of `idle`; the RSS then.
-fn settle(rt: &Runtime, idle: f64, bound: f64, secs: f64) -> f64 {
-    let start = Instant::now();
-    loop {
-        let rss = rt.rss();
-        if rss - idle <= bound || start.elapsed().as_secs_f64() >= secs {
-            return rss;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    println!("  {name:<64} {figure:>9.1} {unit}  (bound {bound:>6.1} {unit})  {verdict}");
 }
 
 fn main() {
@@ -153,87 +118,50 @@ fn main() {
     let n: usize = arg("--clients", 20);
     let ping_secs: f64 = arg("--ping-secs", 20.0);
     println!("runtime memory against clients that do not read ({bin}); RSS above idle");
+    let mut queries = Vec::new();
 
-    // Row 1.
-    let rt = Runtime::start(&bin);
-    let _ = rt.query_secs();
-    let idle = rt.rss();
-    let clients = silent_clients(rt.port, 1, "yes | head -c 500000000");
-    let peak = rt.peak_during(secs.min(3.0), || {});
-    let q1 = rt.query_secs();
-    row(
+    let row = Row::start(&bin);
+    let clients = row.silent_clients(1, "yes | head -c 500000000");
+    let peak = row.peak_during(secs.min(3.0));
+    queries.push(row.query_secs());
+    print(
         "1 client, yes | head -c 500MB, never reads: peak",
-        (peak - idle) / MIB,
+        peak,
         64.0,
         "MiB",
     );
     drop(clients);
-    let after = settle(&rt, idle, 32.0 * MIB, 10.0);
-    row(
-        "  and 10 s after it left (or once within bound)",
-        (after - idle) / MIB,
+    let after = row.settle(32.0, 10.0);
+    print(
+        "  10 s after it left (or once within bound)",
+        after,
         32.0,
         "MiB",
     );
-    drop(rt);
 
-    // Row 2.
-    let rt = Runtime::start(&bin);
-    let _ = rt.query_secs();
-    let idle = rt.rss();
-    let clients = silent_clients(rt.port, n, "yes | head -c 500000000");
-    let mut stop = false;
-    let peak = rt.peak_during(secs, || {
-        // Bounded probe: the unbounded runtime grows 350 MB/s.
-        if rt.rss() > 8.0 * 1024.0 * MIB {
-            stop = true;
-        }
-    });
-    let q2 = rt.query_secs();
-    row(
-        &format!(
-            "{n} clients, the same{}: peak",
-            if stop { " (stopped at 8 GiB)" } else { "" }
-        ),
-        (peak - idle) / MIB,
-        256.0,
-        "MiB",
-    );
+    let row = Row::start(&bin);
+    let clients = row.silent_clients(n, "yes | head -c 500000000");
+    let peak = row.peak_during(secs);
+    queries.push(row.query_secs());
+    print(&format!("{n} clients, the same: peak"), peak, 256.0, "MiB");
     drop(clients);
-    drop(rt);
 
-    // Row 3.
-    let rt = Runtime::start(&bin);
-    let _ = rt.query_secs();
-    let idle = rt.rss();
-    let clients = silent_clients(rt.port, n, "yes | head -c 100000000");
-    let peak = rt.peak_during(secs, || {});
-    let q3 = rt.query_secs();
-    row(
-        &format!("{n} clients, 100 MB of output each, never read: peak"),
-        (peak - idle) / MIB,
-        256.0,
-        "MiB",
-    );
+    let row = Row::start(&bin);
+    let clients = row.silent_clients(n, "yes | head -c 100000000");
+    let peak = row.peak_during(secs);
+    queries.push(row.query_secs());
+    let name = format!("{n} clients, 100 MB of output each, never read: peak");
+    print(&name, peak, 256.0, "MiB");
     drop(clients);
     std::thread::sleep(Duration::from_secs(10));
-    row(
-        "  10 s after they left",
-        (rt.rss() - idle) / MIB,
-        32.0,
-        "MiB",
-    );
-    drop(rt);
+    print("  10 s after they left", row.above_idle(), 32.0, "MiB");
 
-    // Row 4.
-    let rt = Runtime::start(&bin);
-    let _ = rt.query_secs();
-    let idle = rt.rss();
+    let row = Row::start(&bin);
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut sockets = Vec::new();
     let threads: Vec<_> = (0..n)
         .map(|_| {
-            let mut ws = RawWs::connect(rt.port);
+            let mut ws = RawWs::connect(row.rt.port);
             sockets.push(ws.0.try_clone().expect("clone"));
             let sent = std::sync::Arc::clone(&sent);
             std::thread::spawn(move || {
@@ -244,25 +172,20 @@ fn main() {
             })
         })
         .collect();
-    let peak = rt.peak_during(ping_secs, || {});
+    let peak = row.peak_during(ping_secs);
+    queries.push(row.query_secs());
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
-    let q4 = rt.query_secs();
-    row(
-        &format!("{n} clients pinging without reading, {ping_secs} s ({sent} pings sent): peak"),
-        (peak - idle) / MIB,
-        32.0,
-        "MiB",
-    );
+    let name = format!("{n} clients pinging without reading, {ping_secs} s ({sent} pings): peak");
+    print(&name, peak, 32.0, "MiB");
     for s in &sockets {
         let _ = s.shutdown(std::net::Shutdown::Both);
     }
     for t in threads {
         let _ = t.join();
     }
-    drop(rt);
 
-    println!("  a fresh client's query during each row (bound 100 ms):");
-    for (i, q) in [q1, q2, q3, q4].into_iter().enumerate() {
-        row(&format!("    row {}", i + 1), q * 1000.0, 100.0, "ms");
+    println!("  a fresh client's query during each row:");
+    for (i, q) in queries.into_iter().enumerate() {
+        print(&format!("    row {}", i + 1), q * 1000.0, 100.0, "ms");
     }
 }

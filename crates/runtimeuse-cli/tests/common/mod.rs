@@ -21,12 +21,21 @@ impl Serve {
 
     /// Starts the runtime, under a file descriptor limit when given.
     pub(crate) fn start_limited(nofile: Option<u32>, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_bin(env!("CARGO_BIN_EXE_runtimeuse"), nofile, extra, env)
+    }
+
+    /// Starts `bin` (a `runtimeuse` binary) as the runtime.
+    pub(crate) fn start_bin(
+        bin: &str,
+        nofile: Option<u32>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = std::env::temp_dir().join(format!(
             "runtimeuse-hardening-{}-{}.log",
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let bin = env!("CARGO_BIN_EXE_runtimeuse");
         let mut cmd = match nofile {
             None => Command::new(bin),
             Some(n) => {
