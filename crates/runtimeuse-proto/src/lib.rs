@@ -92,6 +92,10 @@ mod session;
 mod timer;
 mod wire;
 
+/// The fuzz targets' bodies and their invariants (panics and a clock included): built only
+/// under cargo-fuzz (`cfg(fuzzing)`) or with the private `__fuzzing` feature this crate's own
+/// tests turn on, never in a normal build.
+#[cfg(any(fuzzing, feature = "__fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 

@@ -249,6 +249,15 @@ impl Session {
     /// Feeds one input. Drain [`poll_output`](Self::poll_output) afterwards.
     pub fn handle_input(&mut self, input: Input<'_>) {
         if self.finished {
+            // Nothing happens any more, but time still moves: the hour of `poll_timeout`
+            // without timers counts from the last input, so a finished session's deadline
+            // never falls behind the clock.
+            let (Input::Receive(now, _)
+            | Input::ReceiveText(now, _)
+            | Input::Pong(now)
+            | Input::Timeout(now)
+            | Input::TransportClosed(now)) = input;
+            self.last_now = self.last_now.max(now);
             return;
         }
         match input {
