@@ -100,9 +100,7 @@ mod wire;
 pub mod fuzzing;
 
 pub use config::Config;
-pub use error::{
-    DecodeError, Diagnostics, FailReason, Phase, RuntimeError, TimeoutKind, UsageError,
-};
+pub use error::{Diagnostics, FailReason, Phase, RuntimeError, TimeoutKind, UsageError};
 pub use event::{
     ArtifactRequest, ArtifactUploadRequest, CommandExecutionResult, CommandOutput,
     CommandResultItem, Event, OutputStream, QueryResult, RequestEvent, RequestId, ResultData,
@@ -113,4 +111,4 @@ pub use request::{
 };
 pub use session::{Input, Output, Session, Transmit};
 pub use timer::Timer;
-pub use wire::{ClientMessageKind, MessageKind};
+pub use wire::{ClientMessageKind, DecodeError, MessageKind};

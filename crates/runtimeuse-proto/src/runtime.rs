@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::error::{DecodeError, UsageError};
+use crate::error::UsageError;
 use crate::event::{CommandExecutionResult, OutputStream, QueryResult, RequestId, ResultData};
 use crate::request::{ArtifactUpload, CommandBatch, Invocation};
 use crate::session::{Input, Transmit};
 use crate::wire::{
-    self, ClientMessage, Decoded, Frame, RuntimeFrame, WireCommandResultItem, WireResultData,
+    self, ClientMessage, DecodeError, Decoded, Frame, RuntimeFrame, WireCommandResultItem,
+    WireResultData,
 };
 
 /// What replaces a secret in everything the runtime sends.

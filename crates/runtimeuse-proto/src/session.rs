@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::RuntimeError;
-use crate::error::{DecodeError, Diagnostics, FailReason, Phase, TimeoutKind, UsageError};
+use crate::error::{Diagnostics, FailReason, Phase, TimeoutKind, UsageError};
 use crate::event::{
     ArtifactUploadRequest, CommandExecutionResult, CommandOutput, CommandResultItem, Event,
     OutputStream, QueryResult, RequestId, ResultData, SessionEnd,
 };
 use crate::request::{ArtifactUpload, CommandBatch, Invocation, RequestOptions};
 use crate::timer::{Timer, TimerTable};
-use crate::wire::{self, Decoded, Frame, MessageKind, RuntimeMessage, WireResultData};
+use crate::wire::{self, DecodeError, Decoded, Frame, MessageKind, RuntimeMessage, WireResultData};
 
 /// Input to a session: something that happened on the connection, or time passing.
 #[derive(Debug, Clone, Copy)]

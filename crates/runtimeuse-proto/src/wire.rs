@@ -12,8 +12,41 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::DecodeError;
 use crate::request::{ArtifactUpload, Command, CommandBatch, Downloadable, Invocation};
+
+/// Why a frame from the peer could not be decoded.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame is larger than the configured limit.
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The frame's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The frame is not valid UTF-8 (JSON must be).
+    #[error("frame is not valid utf-8")]
+    InvalidUtf8,
+    /// The frame is not a JSON object.
+    #[error("frame is not a JSON object")]
+    NotAnObject,
+    /// The JSON is malformed, too deeply nested, or a field has the wrong type.
+    #[error("invalid json: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The object has no string `message_type`.
+    #[error("frame has no message_type")]
+    NoMessageType,
+    /// A required field of a known message is missing or null.
+    #[error("{message_type} is missing the field {field}")]
+    MissingField {
+        /// The message's `message_type`.
+        message_type: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+}
 
 /// The kind of a message the runtime sends, as named by its `message_type`.
 ///
