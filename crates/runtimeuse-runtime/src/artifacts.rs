@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::connection::{Cmd, Outbox};
+use crate::mailbox::{Cmd, Outbox};
 
 /// Ignored when neither `artifacts_ignore_content` nor a `.artifactignore` says otherwise.
 pub const DEFAULT_IGNORE: &str =

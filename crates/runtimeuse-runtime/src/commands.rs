@@ -7,8 +7,8 @@ use std::sync::Arc;
 use runtimeuse_proto::{Command, OutputStream};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::connection::{Cmd, Outbox};
 use crate::handler::CancelSignal;
+use crate::mailbox::{Cmd, Outbox};
 
 /// Size of one read from a command's pipe, and so the largest output chunk.
 const CHUNK: usize = 64 * 1024;

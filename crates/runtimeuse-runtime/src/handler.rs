@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::artifacts::Reported;
-use crate::connection::{Cmd, Outbox};
+use crate::mailbox::{Cmd, Outbox};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

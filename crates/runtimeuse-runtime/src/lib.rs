@@ -34,6 +34,8 @@ mod commands;
 mod connection;
 mod handler;
 mod http;
+mod mailbox;
+mod request;
 mod scripted;
 
 use std::fmt;
