@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::ModelApi;
-use super::provider::{
-    Item, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, parse_event, str_of,
+use super::model::{
+    Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, parse_event,
+    str_of,
 };
 
 /// The API version sent in `anthropic-version`.
@@ -117,7 +117,7 @@ pub(crate) struct Decoder {
     usage: Usage,
 }
 
-impl super::provider::Decoder for Decoder {
+impl super::model::Decoder for Decoder {
     fn event(
         &mut self,
         _name: &str,
@@ -248,7 +248,7 @@ fn append(block: &mut Value, key: &str, text: Option<&str>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::provider::Decoder as _;
+    use super::super::model::Decoder as _;
     use super::*;
 
     #[test]

@@ -27,6 +27,7 @@
 
 mod anthropic;
 mod command;
+mod model;
 mod openai;
 mod provider;
 mod schema;
@@ -39,49 +40,10 @@ use runtimeuse_proto::{Invocation, QueryResult, ResultData};
 use serde_json::{Value, json};
 
 use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
-use provider::{Item, Part, ProviderError, ToolCall, TurnRequest, Usage};
+use model::{Item, Part, ProviderError, ToolCall, TurnRequest, Usage};
 
 pub use command::{CommandAgent, PromptInput};
-
-/// The API a [`ModelAgent`] speaks.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ModelApi {
-    /// OpenAI's Responses API: `POST {base}/responses` (the upstream runtime's default).
-    OpenAiResponses,
-    /// Chat Completions: `POST {base}/chat/completions`, which OpenAI and OpenAI-compatible
-    /// servers (vLLM, Ollama, llama.cpp, OpenRouter, ...) speak.
-    OpenAiChat,
-    /// Anthropic's Messages API: `POST {base}/v1/messages`.
-    AnthropicMessages,
-}
-
-impl ModelApi {
-    /// The provider's name: `openai` or `anthropic`.
-    pub fn provider(self) -> &'static str {
-        match self {
-            Self::OpenAiResponses | Self::OpenAiChat => "openai",
-            Self::AnthropicMessages => "anthropic",
-        }
-    }
-
-    /// The API's name: `responses`, `chat` or `messages`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::OpenAiResponses => "responses",
-            Self::OpenAiChat => "chat",
-            Self::AnthropicMessages => "messages",
-        }
-    }
-
-    /// The environment variable the API key is read from.
-    pub fn key_variable(self) -> &'static str {
-        match self {
-            Self::OpenAiResponses | Self::OpenAiChat => "OPENAI_API_KEY",
-            Self::AnthropicMessages => "ANTHROPIC_API_KEY",
-        }
-    }
-}
+pub use model::ModelApi;
 
 /// Where and how a [`ModelAgent`] reaches its provider. `Debug` does not show the key.
 #[non_exhaustive]

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::ModelApi;
-use super::provider::{
-    Item, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, parse_event, str_of,
+use super::model::{
+    Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, parse_event,
+    str_of,
 };
 
 /// The name structured output is requested under.
@@ -194,7 +194,7 @@ fn stream_error(api: ModelApi, error: Option<&Value>, fallback: &str) -> Provide
 #[derive(Debug, Default)]
 pub(crate) struct ResponsesDecoder;
 
-impl super::provider::Decoder for ResponsesDecoder {
+impl super::model::Decoder for ResponsesDecoder {
     fn event(
         &mut self,
         _name: &str,
@@ -301,7 +301,7 @@ impl ChatDecoder {
     }
 }
 
-impl super::provider::Decoder for ChatDecoder {
+impl super::model::Decoder for ChatDecoder {
     fn event(
         &mut self,
         _name: &str,
@@ -380,7 +380,7 @@ impl super::provider::Decoder for ChatDecoder {
 
 #[cfg(test)]
 mod tests {
-    use super::super::provider::Decoder;
+    use super::super::model::Decoder;
     use super::*;
 
     fn decode(d: &mut dyn Decoder, events: &[&str]) -> Vec<ModelEvent> {

@@ -12,18 +12,9 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::AgentOptions;
-use super::provider::ToolCall;
+use super::model::{ToolCall, ToolSpec};
 use crate::commands::{self, Budget, Collect, RunError};
 use crate::handler::CancelSignal;
-
-/// A tool as offered to the model.
-#[derive(Debug, Clone)]
-pub(crate) struct ToolSpec {
-    pub(crate) name: &'static str,
-    pub(crate) description: &'static str,
-    /// The JSON Schema of the arguments (strict: closed objects, every property required).
-    pub(crate) parameters: Value,
-}
 
 /// The tool the structured answer is given through (Anthropic).
 pub(crate) const FINAL_OUTPUT: &str = "final_output";
