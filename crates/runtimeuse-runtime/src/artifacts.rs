@@ -10,6 +10,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::mailbox::{Cmd, Outbox};
+use crate::uploads::Uploads;
 
 /// Ignored when neither `artifacts_ignore_content` nor a `.artifactignore` says otherwise.
 pub const DEFAULT_IGNORE: &str =
@@ -111,11 +112,18 @@ struct Dir {
 
 type Stamp = (u64, Option<SystemTime>);
 
+/// What a watcher makes when it starts: its task's inbox and the uploads of what it reports.
+#[derive(Debug)]
+struct Started {
+    tx: mpsc::Sender<Watch>,
+    uploads: Uploads,
+}
+
 /// Handle of a connection's watcher. Its task starts with the first directory to watch, so
 /// that a connection that never watches one (most) costs no task nor channel.
 #[derive(Debug, Clone)]
 pub(crate) struct Watcher {
-    task: Arc<OnceLock<mpsc::Sender<Watch>>>,
+    task: Arc<OnceLock<Started>>,
     interval: Duration,
     reported: Reported,
 }
@@ -140,7 +148,7 @@ impl Watcher {
         if dirs.is_empty() {
             return;
         }
-        let tx = self.task.get_or_init(|| {
+        let started = self.task.get_or_init(|| {
             let (tx, rx) = mpsc::channel(16);
             tokio::spawn(run(
                 rx,
@@ -148,9 +156,17 @@ impl Watcher {
                 self.reported.clone(),
                 self.interval,
             ));
-            tx
+            Started {
+                tx,
+                uploads: Uploads::default(),
+            }
         });
-        let _ = tx.send(Watch::Add(dirs, ignore)).await;
+        let _ = started.tx.send(Watch::Add(dirs, ignore)).await;
+    }
+
+    /// The uploads of what this watcher reported (none before it started).
+    pub(crate) fn uploads(&self) -> Option<&Uploads> {
+        self.task.get().map(|s| &s.uploads)
     }
 
     /// Whether any directory was ever watched on this connection.
@@ -160,11 +176,11 @@ impl Watcher {
 
     /// Waits until every watched file is reported and stable, at most `limit`.
     pub(crate) async fn settle(&self, limit: Duration) {
-        let Some(task) = self.task.get() else {
+        let Some(started) = self.task.get() else {
             return;
         };
         let (tx, rx) = oneshot::channel();
-        if task.send(Watch::Settle(limit, tx)).await.is_ok() {
+        if started.tx.send(Watch::Settle(limit, tx)).await.is_ok() {
             let _ = rx.await;
         }
     }

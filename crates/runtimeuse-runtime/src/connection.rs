@@ -12,10 +12,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::Shared;
 use crate::artifacts::Watcher;
 use crate::mailbox::{Cmd, Mailbox, Room, Terminal};
 use crate::request::{env, run_commands, run_query};
-use crate::{Shared, http};
 
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
@@ -69,9 +69,14 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     RuntimeEvent::ArtifactUploadResponse { filepath, upload, .. } => {
                         let redactor = conn.session().redactor();
                         tracing::debug!(filepath = %redactor.redact(&filepath), "artifact upload answered");
-                        watcher.reported().answered(std::path::Path::new(&filepath));
-                        // Detached: an upload outlives the connection that asked for it.
-                        tokio::spawn(http::upload(filepath, upload, redactor));
+                        let path = std::path::PathBuf::from(&filepath);
+                        // Counted as running before it counts as answered: a request that
+                        // waits for its uploads sees it either way.
+                        match watcher.uploads() {
+                            Some(uploads) => uploads.start(filepath, upload, redactor),
+                            None => tracing::debug!("upload answer without a watcher; ignored"),
+                        }
+                        watcher.reported().answered(&path);
                     }
                     RuntimeEvent::EndSession => {
                         tracing::debug!("end of session asked");

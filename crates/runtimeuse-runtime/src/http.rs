@@ -1,30 +1,107 @@
-//! Downloads before a request (with `.zip` extraction) and artifact uploads (HTTP PUT).
+//! Downloads before a request (with `.zip` extraction) and artifact uploads (HTTP PUT), on
+//! reqwest (the HTTP client the agents use too), with bodies streamed to and from disk.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
+use futures_util::StreamExt;
 use runtimeuse_proto::runtime::Redactor;
 use runtimeuse_proto::{ArtifactUpload, Downloadable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest download accepted.
 const MAX_DOWNLOAD: u64 = 4 << 30;
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(std::time::Duration::from_secs(30)))
-        .timeout_global(Some(std::time::Duration::from_secs(600)))
-        .build()
-        .into()
+/// Bytes read from a file at once for an upload's body.
+const UPLOAD_CHUNK: usize = 64 << 10;
+
+/// The client of downloads and uploads, made once: connections are reused. An error when no
+/// client can be made (a TLS backend that cannot start).
+pub(crate) fn client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(30))
+                .timeout(Duration::from_secs(600))
+                .build()
+                .map_err(|e| reqwest_message(&e))
+        })
+        .as_ref()
+        .map_err(|e| format!("no HTTP client: {e}"))
 }
 
 /// Downloads a file into its working directory (created when missing); a `.zip` is extracted
 /// there and removed. Returns the error text the request fails with.
 pub(crate) async fn download(d: &Downloadable) -> Result<(), String> {
-    let d = d.clone();
-    tokio::task::spawn_blocking(move || download_blocking(&d))
+    let dir = PathBuf::from(&d.working_dir);
+    tokio::fs::create_dir_all(&dir)
         .await
+        .map_err(|e| format!("Download failed: {}: {e}", dir.display()))?;
+    let response = client()
         .map_err(|e| format!("Download failed: {e}"))?
+        .get(&d.download_url)
+        .send()
+        .await
+        .map_err(|e| format!("Download failed: {}", reqwest_message(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!(
+            "Download failed: {} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ));
+    }
+    let target = dir.join(file_name(&d.download_url));
+    let mut file = tokio::fs::File::create(&target)
+        .await
+        .map_err(|e| format!("Download failed: {}: {e}", target.display()))?;
+    let mut body = response.bytes_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("Download failed: {}", reqwest_message(&e)))?;
+        size += chunk.len() as u64;
+        if size > MAX_DOWNLOAD {
+            drop(file);
+            let _ = tokio::fs::remove_file(&target).await;
+            return Err(format!("Download failed: larger than {MAX_DOWNLOAD} bytes"));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| format!("Download failed: {e}"))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("Download failed: {e}"))?;
+    drop(file);
+    if target
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        let (archive, into) = (target.clone(), dir.clone());
+        let extracted = tokio::task::spawn_blocking(move || extract(&archive, &into))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        // The archive goes whether or not it could be extracted.
+        let removed = tokio::fs::remove_file(&target).await;
+        extracted.map_err(|e| format!("Download failed: extracting: {e}"))?;
+        removed.map_err(|e| format!("Download failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// An error of reqwest with its causes (the top one alone says little: "error sending
+/// request").
+fn reqwest_message(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn file_name(url: &str) -> String {
@@ -35,43 +112,6 @@ fn file_name(url: &str) -> String {
     } else {
         name.to_owned()
     }
-}
-
-fn download_blocking(d: &Downloadable) -> Result<(), String> {
-    let dir = PathBuf::from(&d.working_dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("Download failed: {}: {e}", dir.display()))?;
-    let response = agent()
-        .get(&d.download_url)
-        .call()
-        .map_err(|e| format!("Download failed: {e}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!(
-            "Download failed: {} {}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        ));
-    }
-    let target = dir.join(file_name(&d.download_url));
-    let mut file = std::fs::File::create(&target)
-        .map_err(|e| format!("Download failed: {}: {e}", target.display()))?;
-    let mut body = response.into_body();
-    let mut reader = body.as_reader().take(MAX_DOWNLOAD);
-    std::io::copy(&mut reader, &mut file).map_err(|e| format!("Download failed: {e}"))?;
-    file.flush().map_err(|e| format!("Download failed: {e}"))?;
-    drop(file);
-    if target
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
-    {
-        let extracted = extract(&target, &dir);
-        // The archive goes whether or not it could be extracted.
-        let removed = std::fs::remove_file(&target);
-        extracted.map_err(|e| format!("Download failed: extracting: {e}"))?;
-        removed.map_err(|e| format!("Download failed: {e}"))?;
-    }
-    Ok(())
 }
 
 /// Extracts a zip archive into `dir`, all or nothing.
@@ -221,31 +261,51 @@ fn write_entry(
     Ok(())
 }
 
-/// PUTs an artifact to its presigned URL with the given content type. Failures are logged:
-/// nothing on the wire reports them.
-/// Its log lines go through `redactor`: the URL and the path came from the client.
-pub(crate) async fn upload(filepath: String, upload: ArtifactUpload, redactor: Redactor) {
-    let result = tokio::task::spawn_blocking(move || -> Result<u16, String> {
-        let mut body = Vec::new();
-        std::fs::File::open(&filepath)
-            .and_then(|mut f| f.read_to_end(&mut body))
-            .map_err(|e| format!("{filepath}: {e}"))?;
-        let response = agent()
-            .put(&upload.presigned_url)
-            .header("Content-Type", &upload.content_type)
-            .send(&body[..])
-            .map_err(|e| e.to_string())?;
-        Ok(response.status().as_u16())
-    })
-    .await;
-    match result {
-        Ok(Ok(status)) if (200..300).contains(&status) => {
-            tracing::debug!(status, "artifact uploaded")
+/// PUTs an artifact to its presigned URL with the given content type and its length, the
+/// body streamed from the file. Returns the error text when it fails; the URL and the path
+/// came from the client, so the text goes through `redactor`.
+pub(crate) async fn upload(
+    filepath: &str,
+    upload: &ArtifactUpload,
+    redactor: &Redactor,
+) -> Result<(), String> {
+    let failed = |e: String| redactor.redact(&format!("{filepath}: {e}")).into_owned();
+    let file = tokio::fs::File::open(filepath)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let length = file
+        .metadata()
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .len();
+    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0; UPLOAD_CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
         }
-        Ok(Ok(status)) => tracing::warn!(status, "artifact upload refused"),
-        Ok(Err(e)) => tracing::warn!(error = %redactor.redact(&e), "artifact upload failed"),
-        Err(e) => tracing::warn!(error = %e, "artifact upload task failed"),
+    });
+    let response = client()
+        .map_err(&failed)?
+        .put(&upload.presigned_url)
+        .header(reqwest::header::CONTENT_TYPE, &upload.content_type)
+        // Presigned PUTs (S3 and the like) want the length, not a chunked body.
+        .header(reqwest::header::CONTENT_LENGTH, length)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .map_err(|e| failed(reqwest_message(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(failed(format!("refused with HTTP {}", status.as_u16())));
     }
+    tracing::debug!(status = status.as_u16(), "artifact uploaded");
+    Ok(())
 }
 
 #[cfg(test)]

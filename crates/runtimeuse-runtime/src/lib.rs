@@ -37,6 +37,7 @@ mod http;
 mod mailbox;
 mod request;
 mod scripted;
+mod uploads;
 
 use std::fmt;
 use std::future::Future;
@@ -79,6 +80,10 @@ pub struct RuntimeOptions {
     /// How long the end-of-session drain may wait for artifacts still being written.
     /// Default 3 s.
     pub end_session_drain: Duration,
+    /// How long a request's terminal may wait for the artifact uploads it asked for (the
+    /// terminal goes out once they are done, as upstream; what failed or is still running then
+    /// is said in a query result's `artifact_upload_errors` metadata). Default 60 s.
+    pub artifact_upload_timeout: Duration,
     /// How long a client may take to complete its WebSocket upgrade after connecting; slower
     /// ones are dropped. Default 10 s.
     pub handshake_timeout: Duration,
@@ -125,6 +130,7 @@ impl Default for RuntimeOptions {
             artifact_scan_interval: Duration::from_millis(250),
             max_collected_stdout: 960 << 10,
             end_session_drain: connection::DEFAULT_DRAIN,
+            artifact_upload_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_buffered: 1 << 20,

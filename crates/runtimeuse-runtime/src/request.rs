@@ -96,8 +96,9 @@ async fn hooks(
 }
 
 pub(crate) async fn run_query(invocation: Invocation, env: Env) {
+    let watched = !invocation.artifacts_dirs.is_empty();
     let terminal = query_terminal(invocation, &env).await;
-    let _ = env.outbox.send(Cmd::Finish(terminal)).await;
+    finish(&env, terminal, watched).await;
 }
 
 async fn query_terminal(invocation: Invocation, env: &Env) -> Terminal {
@@ -142,8 +143,58 @@ async fn query_terminal(invocation: Invocation, env: &Env) -> Terminal {
 }
 
 pub(crate) async fn run_commands(batch: CommandBatch, env: Env) {
+    let watched = !batch.artifacts_dirs.is_empty();
     let terminal = commands_terminal(batch, &env).await;
+    finish(&env, terminal, watched).await;
+}
+
+/// Sends the request's terminal once the artifacts it made are uploaded, as the upstream
+/// runtime does, so that a client that looks in its storage when the result arrives finds
+/// them: the watched directories settle (new files reported), the client answers their upload
+/// requests, and the uploads end, each within its limit. A failed or late upload is said in a
+/// query result's metadata (`artifact_upload_errors`); a command result has no metadata, so
+/// there it is only logged (a warning).
+async fn finish(env: &Env, terminal: Terminal, watched: bool) {
+    let terminal = match terminal {
+        Terminal::Cancelled => Terminal::Cancelled,
+        t if !watched => t,
+        t => {
+            let failures = uploads_done(env).await;
+            match t {
+                Terminal::Query(mut result) if !failures.is_empty() => {
+                    let errors = serde_json::Value::from(failures);
+                    match &mut result.metadata {
+                        serde_json::Value::Object(m) => {
+                            m.insert("artifact_upload_errors".into(), errors);
+                        }
+                        other => *other = json!({ "artifact_upload_errors": errors }),
+                    }
+                    Terminal::Query(result)
+                }
+                t => t,
+            }
+        }
+    };
     let _ = env.outbox.send(Cmd::Finish(terminal)).await;
+}
+
+/// Waits for the request's artifacts to be uploaded; what failed.
+async fn uploads_done(env: &Env) -> Vec<String> {
+    let options = &env.shared.options;
+    let started = tokio::time::Instant::now();
+    env.watcher.settle(options.end_session_drain).await;
+    let left = options.end_session_drain.saturating_sub(started.elapsed());
+    let reported = env.watcher.reported();
+    if tokio::time::timeout(left, reported.wait_all_answered())
+        .await
+        .is_err()
+    {
+        tracing::debug!("artifact upload requests unanswered when the request ended");
+    }
+    match env.watcher.uploads() {
+        Some(uploads) => uploads.finish(options.artifact_upload_timeout).await,
+        None => Vec::new(),
+    }
 }
 
 async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use runtimeuse_runtime::{
     AgentHandler, AgentOptions, ModelAgent, Runtime, RuntimeHandle, RuntimeOptions, ScriptedHandler,
@@ -121,14 +120,16 @@ impl Served {
 
     /// Starts an [`HttpServer`] on this runtime's tokio runtime.
     pub fn http(&self, files: HashMap<String, Vec<u8>>) -> HttpServer {
-        on(self.rt(), HttpServer::start(files))
+        on(
+            self.rt(),
+            HttpServer::start(files, std::time::Duration::ZERO),
+        )
     }
 
-    /// Waits (at most `limit`) for an upload to `path` on `http`.
-    pub fn wait_upload(&self, http: &HttpServer, path: &str, limit: Duration) -> Option<Upload> {
-        on(self.rt(), async {
-            tokio::time::timeout(limit, http.upload(path)).await.ok()
-        })
+    /// An [`HttpServer`] that takes `put_delay` to finish each PUT after reading its body (a
+    /// slow storage service): it records the upload and answers only then.
+    pub fn slow_http(&self, put_delay: std::time::Duration) -> HttpServer {
+        on(self.rt(), HttpServer::start(HashMap::new(), put_delay))
     }
 
     /// Starts a `wss://` runtime on this tokio runtime that answers every query with
@@ -257,41 +258,38 @@ pub struct Upload {
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 (ephemeral port): GET serves `files`, PUT records an
-/// [`Upload`] and notifies waiters. It stops when dropped.
+/// [`Upload`]. It stops when dropped.
 #[derive(Debug)]
 pub struct HttpServer {
     /// The bound address.
     pub addr: SocketAddr,
     uploads: Arc<Mutex<Vec<Upload>>>,
-    notify: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl HttpServer {
-    /// Starts the server with these files (path -> body).
+    /// Starts the server with these files (path -> body), taking `put_delay` over each PUT.
     ///
     /// # Panics
     ///
     /// If no loopback port can be bound.
-    pub async fn start(files: HashMap<String, Vec<u8>>) -> Self {
+    pub async fn start(files: HashMap<String, Vec<u8>>, put_delay: std::time::Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let uploads = Arc::new(Mutex::new(Vec::new()));
-        let notify = Arc::new(tokio::sync::Notify::new());
         let files = Arc::new(files);
-        let (u, n) = (Arc::clone(&uploads), Arc::clone(&notify));
+        let u = Arc::clone(&uploads);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (files, u, n) = (Arc::clone(&files), Arc::clone(&u), Arc::clone(&n));
+                let (files, u) = (Arc::clone(&files), Arc::clone(&u));
                 tokio::spawn(async move {
-                    let _ = serve(stream, &files, &u, &n).await;
+                    let _ = serve(stream, &files, &u, put_delay).await;
                 });
             }
         });
         Self {
             addr,
             uploads,
-            notify,
             task,
         }
     }
@@ -301,20 +299,13 @@ impl HttpServer {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Waits until an upload to `path` arrives, and returns it.
-    pub async fn upload(&self, path: &str) -> Upload {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(u) = self
-                .uploads
-                .lock()
-                .ok()
-                .and_then(|u| u.iter().find(|u| u.path == path).cloned())
-            {
-                return u;
-            }
-            notified.await;
-        }
+    /// The upload to `path` received so far, without waiting. The server records an upload
+    /// once it has read the whole body, before it answers the PUT.
+    pub fn uploaded(&self, path: &str) -> Option<Upload> {
+        self.uploads
+            .lock()
+            .ok()
+            .and_then(|u| u.iter().find(|u| u.path == path).cloned())
     }
 }
 
@@ -328,7 +319,7 @@ async fn serve(
     stream: tokio::net::TcpStream,
     files: &HashMap<String, Vec<u8>>,
     uploads: &Mutex<Vec<Upload>>,
-    notify: &tokio::sync::Notify,
+    put_delay: std::time::Duration,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     let request = read_request(&mut reader).await?;
@@ -345,6 +336,7 @@ async fn serve(
             stream.write_all(file).await?;
         }
         ("PUT", _) => {
+            tokio::time::sleep(put_delay).await;
             if let Ok(mut u) = uploads.lock() {
                 u.push(Upload {
                     path,
@@ -352,7 +344,6 @@ async fn serve(
                     body,
                 });
             }
-            notify.notify_waiters();
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .await?;
