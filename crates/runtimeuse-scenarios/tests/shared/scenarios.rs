@@ -13,6 +13,13 @@ fn opts() -> QueryOptions {
     QueryOptions::new("You are a test assistant.", "echo")
 }
 
+/// Whether the process at `/proc/<pid>` has exited and waits to be reaped.
+fn is_zombie(proc: &std::path::Path) -> bool {
+    std::fs::read_to_string(proc.join("stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
 fn without_heartbeats() -> runtimeuse_runtime::RuntimeOptions {
     let mut options = runtimeuse_runtime::RuntimeOptions::default();
     options.heartbeat_interval = None;
@@ -144,12 +151,19 @@ scenario! {
         let rt = runtimeuse_scenarios::served();
         let mut session = wait!(Client::new(rt.url()).session()).unwrap();
         let abort = session.abort_handle();
+        // The query runs once its pre-command's output arrives; the other thread aborts then.
+        let (running_tx, running) = std::sync::mpsc::channel::<()>();
         let aborter = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
+            running.recv().expect("the query started");
             abort.abort();
         });
+        let options = opts()
+            .invocation(|i| i.pre_command("echo running"))
+            .on_command_output(cb!(move |_chunk| {
+                let _ = running_tx.send(());
+            }));
         let started = Instant::now();
-        let err = wait!(session.query("SLOW:30000", opts())).unwrap_err();
+        let err = wait!(session.query("SLOW:30000", options)).unwrap_err();
         assert!(matches!(err, Error::Cancelled), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         aborter.join().unwrap();
@@ -205,11 +219,18 @@ scenario! {
         let mut rt = runtimeuse_scenarios::served();
         let mut session = wait!(Client::new(rt.url()).session()).unwrap();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (running_tx, running) = std::sync::mpsc::channel::<()>();
         let _call = thread!({
-            let outcome = wait!(session.query("SLOW:30000", opts()));
+            // In flight once its pre-command's output arrives.
+            let options = opts()
+                .invocation(|i| i.pre_command("echo running"))
+                .on_command_output(cb!(move |_chunk| {
+                    let _ = running_tx.send(());
+                }));
+            let outcome = wait!(session.query("SLOW:30000", options));
             done_tx.send(outcome).unwrap();
         });
-        std::thread::sleep(Duration::from_millis(300));
+        running.recv().expect("the query started");
         let stopped = Instant::now();
         rt.stop();
         let outcome = done_rx
@@ -331,9 +352,13 @@ scenario! {
     fn a_vanished_client_gets_its_commands_killed() {
         let rt = runtimeuse_scenarios::served();
         let dir = runtimeuse_scenarios::temp_dir("vanished");
-        let marker = dir.join("still-running");
-        // The touch runs in a grandchild: killing only the shell would not stop it.
-        let command = format!("echo started; sh -c 'sleep 3; touch {}' & wait", marker.display());
+        let pid_file = dir.join("grandchild.pid");
+        // A grandchild that would run for a minute: killing only the shell would not stop it.
+        let command = format!(
+            "sh -c 'echo $$ > {}; exec sleep 60' & while [ ! -s {} ]; do :; done; echo started; wait",
+            pid_file.display(),
+            pid_file.display()
+        );
         let mut session = wait!(Client::new(rt.url()).session()).unwrap();
         {
             let mut events = session
@@ -342,11 +367,17 @@ scenario! {
             // The command runs once its first output arrives.
             assert!(matches!(next!(events), Some(Ok(RequestEvent::CommandOutput(_)))));
         }
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+        assert!(proc.exists(), "the grandchild runs");
         // The client disappears without a word: its socket is dropped mid-request.
         drop(session);
-        // Past the moment the command would have touched the marker.
-        std::thread::sleep(Duration::from_millis(3500));
-        assert!(!marker.exists(), "the command's process group outlived its client");
+        // The runtime kills the whole group; the grandchild exits (polled, bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proc.exists() && !is_zombie(&proc) {
+            assert!(Instant::now() < deadline, "the command's process group outlived its client");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
