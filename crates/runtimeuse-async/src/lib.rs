@@ -35,9 +35,11 @@ mod session;
 pub use backend::{Backend, timeout};
 pub use client::Client;
 pub use options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
-pub use runtimeuse_client_core::{ClientBuilder, ClientSettings, DEFAULT_READ_BUFFER, Error};
+pub use runtimeuse_client_core::{
+    AbortHandle, ClientBuilder, ClientSettings, DEFAULT_READ_BUFFER, Error,
+};
 pub use runtimeuse_proto::ArtifactRequest;
-pub use session::{AbortHandle, RequestEvents, Session};
+pub use session::{RequestEvents, Session};
 
 pub use futures_util;
 pub use runtimeuse_proto as proto;

@@ -1,71 +1,28 @@
 //! A persistent session: sequential requests over one connection.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::Stream;
-use futures_util::task::AtomicWaker;
+use runtimeuse_client_core::requests::{
+    self, Ending, OneShotClose, Requests, Step, close_after_one_shot,
+};
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
-    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, Output,
-    QueryResult, RequestEvent, RequestId, Routed, SessionEnd,
+    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, QueryResult,
+    RequestEvent, RequestId, SessionEnd,
 };
 use tracing::Instrument;
 
-use crate::Error;
 use crate::backend::{Backend, timeout};
+use crate::{AbortHandle, Error};
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_wait};
 
 use crate::conn::{Conn, Incoming};
 use crate::options::{BoxFuture, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
-
-/// Cancels the request in flight of a [`Session`] from anywhere (another task or thread).
-///
-/// `cancel_message` goes out at once, the call fails with [`Error::Cancelled`], and the session
-/// reads on until the runtime's terminal for it, so that nothing of it leaks into the next
-/// request. Aborting with nothing in flight does nothing.
-#[derive(Clone, Debug, Default)]
-pub struct AbortHandle {
-    inner: Arc<AbortInner>,
-}
-
-#[derive(Debug, Default)]
-struct AbortInner {
-    requested: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl AbortHandle {
-    /// A handle not tied to a session yet: give it to a one-shot call with
-    /// `QueryOptions::abort_handle` (or `ExecuteCommandsOptions::abort_handle`) to be able to
-    /// cancel that call.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Whether an abort is pending (requested and not yet acted on).
-    pub fn is_aborted(&self) -> bool {
-        self.inner.requested.load(Ordering::SeqCst)
-    }
-
-    /// Cancels the request in flight, if any.
-    pub fn abort(&self) {
-        self.inner.requested.store(true, Ordering::SeqCst);
-        self.inner.waker.wake();
-    }
-
-    fn take(&self) -> bool {
-        // A plain load first: this runs once per frame, and an abort is rare.
-        self.inner.requested.load(Ordering::Relaxed)
-            && self.inner.requested.swap(false, Ordering::SeqCst)
-    }
-}
 
 /// A persistent session over one connection: sequential queries and command batches, then a
 /// graceful [`close`](Self::close).
@@ -79,15 +36,9 @@ impl AbortHandle {
 /// and dropped, never delivered to the next request.
 pub struct Session<B: Backend> {
     conn: Conn<B::Socket, B>,
-    proto: proto::Session,
+    /// The request bookkeeping every client shares (the core inside it).
+    requests: Requests<UploaderFn>,
     abort: AbortHandle,
-    /// Events taken from the core but not yet handed out (cancel safety).
-    events: VecDeque<Event>,
-    deadline: std::time::Instant,
-    /// The last artifact uploader given, for requests between calls and during close.
-    uploader: Option<UploaderFn>,
-    /// A request whose call was dropped; cancelled before the next call.
-    current: Option<RequestId>,
     /// An artifact uploader's answer being computed (kept here, not in a future, so that
     /// dropping a call does not lose it).
     uploading: Option<(BoxFuture<Option<ArtifactUpload>>, ArtifactUploadRequest)>,
@@ -105,8 +56,7 @@ const CLOCK_REUSE: u32 = 32;
 impl<B: Backend> fmt::Debug for Session<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("proto", &self.proto)
-            .field("current", &self.current)
+            .field("requests", &self.requests)
             .finish_non_exhaustive()
     }
 }
@@ -118,12 +68,8 @@ impl<B: Backend> Session<B> {
         let now = B::now();
         Self {
             conn: Conn::new(socket),
-            proto: proto::Session::new(config, now),
+            requests: Requests::new(config, now),
             abort: AbortHandle::default(),
-            events: VecDeque::new(),
-            deadline: now,
-            uploader: None,
-            current: None,
             uploading: None,
             upload_timeout: None,
             span: tracing::Span::none(),
@@ -159,13 +105,7 @@ impl<B: Backend> Session<B> {
     ) -> Result<QueryResult, Error> {
         let callbacks = options.callbacks.clone();
         let id = self.start_query(prompt.into(), options)?;
-        match self.run_with_callbacks(id, &callbacks).await? {
-            RequestEvent::Result(r) => Ok(r),
-            RequestEvent::CommandResult(_) => Err(Error::UnexpectedTerminal(
-                proto::MessageKind::CommandExecutionResult,
-            )),
-            _ => Err(Error::ConnectionClosed),
-        }
+        requests::query_result(self.run_with_callbacks(id, &callbacks).await?)
     }
 
     /// Runs a batch of shell commands and returns their results.
@@ -184,10 +124,7 @@ impl<B: Backend> Session<B> {
     {
         let callbacks = options.callbacks.clone();
         let id = self.start_commands(commands, options)?;
-        match self.run_with_callbacks(id, &callbacks).await? {
-            RequestEvent::CommandResult(r) => Ok(r),
-            _ => Err(Error::UnexpectedTerminal(proto::MessageKind::Result)),
-        }
+        requests::commands_result(self.run_with_callbacks(id, &callbacks).await?)
     }
 
     /// Starts a query and returns its events as a [`Stream`]; the last item is the result.
@@ -236,7 +173,6 @@ impl<B: Backend> Session<B> {
     /// [`Error::WebSocket`] if the connection fails on the way; the connection is closed
     /// anyway.
     pub async fn close(mut self) -> Result<SessionEnd, Error> {
-        self.clean_up_dropped_call();
         let result = self.end_gracefully().await;
         self.conn.close(close_wait(result.is_ok())).await;
         result
@@ -261,12 +197,12 @@ impl<B: Backend> Session<B> {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let graceful = !options.invocation.artifacts_dirs.is_empty();
+        let watched = !options.invocation.artifacts_dirs.is_empty();
         self.adopt_abort(options.abort.as_ref()).await?;
         // Each step boxed: a one-shot call's future otherwise holds all their states inline
         // (14 KB) for as long as it runs.
         let result = Box::pin(self.query(prompt, options)).await;
-        Box::pin(self.finish(graceful, result.is_ok())).await;
+        Box::pin(self.finish(close_after_one_shot(watched, result.is_ok()))).await;
         result
     }
 
@@ -284,10 +220,10 @@ impl<B: Backend> Session<B> {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let graceful = !options.batch.artifacts_dirs.is_empty();
+        let watched = !options.batch.artifacts_dirs.is_empty();
         self.adopt_abort(options.abort.as_ref()).await?;
         let result = Box::pin(self.execute_commands(commands, options)).await;
-        Box::pin(self.finish(graceful, result.is_ok())).await;
+        Box::pin(self.finish(close_after_one_shot(watched, result.is_ok()))).await;
         result
     }
 
@@ -305,52 +241,44 @@ impl<B: Backend> Session<B> {
         Ok(())
     }
 
-    /// Closes after a one-shot call: gracefully after a success that may still have
-    /// artifacts to upload; otherwise at once, waiting for the peer's close only after a
-    /// success (a failed connection is left within [`CLOSE_AFTER_FAILURE`]).
-    async fn finish(mut self, graceful: bool, ok: bool) {
-        if graceful && ok {
-            if let Err(e) = self.close().await {
-                tracing::debug!(error = %e, "graceful close failed");
+    /// Closes after a one-shot call, as [`close_after_one_shot`] says.
+    async fn finish(mut self, close: OneShotClose) {
+        match close {
+            OneShotClose::Graceful => {
+                if let Err(e) = self.close().await {
+                    tracing::debug!(error = %e, "graceful close failed");
+                }
             }
-        } else {
-            self.conn.close(close_wait(ok)).await;
+            OneShotClose::Immediate(wait) => self.conn.close(wait).await,
         }
     }
 
     async fn end_gracefully(&mut self) -> Result<SessionEnd, Error> {
-        if let Some(end) = self.proto.end() {
-            return Ok(end);
-        }
-        // A request still held back behind a draining one: wait for it to settle first.
-        while self.proto.request_in_flight().is_some() {
-            let _ = self.proto.cancel(B::now());
-            self.next_event().await?;
-        }
-        if let Some(end) = self.proto.end() {
-            return Ok(end);
-        }
-        self.proto.end_session(B::now())?;
+        let mut step = self.requests.end(B::now())?;
         loop {
-            match self.next_event().await? {
-                Event::SessionEnded(end) => {
-                    tracing::debug!(?end, "session ended");
-                    return Ok(end);
+            match step {
+                Ending::Done(end) => return Ok(end),
+                Ending::Upload(req, uploader) => {
+                    self.start_upload(&uploader, req);
+                    std::future::poll_fn(|cx| self.poll_upload(cx)).await;
                 }
-                Event::ArtifactUploadRequest(req) => self.answer_with(None, req).await,
-                _ => {}
+                Ending::Read => {}
             }
+            let event = self.next_event().await?;
+            step = self.requests.end_on(event, B::now())?;
         }
     }
 
     // ----- internals -----
 
     fn start_query(&mut self, prompt: String, options: QueryOptions) -> Result<RequestId, Error> {
-        self.clean_up_dropped_call();
         let mut invocation = options.invocation;
         invocation.user_prompt = prompt;
         let span_id = invocation.source_id.clone();
-        let id = self.proto.invoke(invocation, options.request, B::now())?;
+        let uploader = options.callbacks.uploader.clone();
+        let id = self
+            .requests
+            .start_query(invocation, options.request, uploader, B::now())?;
         self.begin(id, &options.callbacks, "query", span_id);
         Ok(id)
     }
@@ -364,13 +292,13 @@ impl<B: Backend> Session<B> {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        self.clean_up_dropped_call();
         let mut batch = options.batch;
         batch.commands = commands.into_iter().map(Into::into).collect();
         let span_id = batch.source_id.clone();
+        let uploader = options.callbacks.uploader.clone();
         let id = self
-            .proto
-            .execute_commands(batch, options.request, B::now())?;
+            .requests
+            .start_commands(batch, options.request, uploader, B::now())?;
         self.begin(id, &options.callbacks, "execute_commands", span_id);
         Ok(id)
     }
@@ -391,27 +319,8 @@ impl<B: Backend> Session<B> {
         );
         tracing::debug!(parent: &self.span, "request started");
         self.upload_timeout = callbacks.upload_limit();
-        let uploader = callbacks.uploader.clone();
-        if uploader.is_some() {
-            self.uploader = uploader;
-        }
         // An abort requested while nothing was in flight does not apply to this request.
         self.abort.take();
-        self.current = Some(id);
-    }
-
-    /// A previous call's future was dropped mid-request: cancel that request. The core holds
-    /// the next request back until the cancelled one's terminal has been read.
-    fn clean_up_dropped_call(&mut self) {
-        if let Some(id) = self.current.take()
-            && self.proto.request_in_flight() == Some(id)
-        {
-            tracing::debug!(
-                request = id.as_u64(),
-                "cancelling the request of a dropped call"
-            );
-            let _ = self.proto.cancel(B::now());
-        }
     }
 
     /// Runs the request to its end, calling the callbacks; returns the terminal item.
@@ -449,12 +358,9 @@ impl<B: Backend> Session<B> {
                     }
                     RequestEvent::ArtifactUploadRequest(req) => {
                         // No uploader for this call: decline (the runtime will not upload it).
-                        self.proto.decline_artifact_upload(req);
+                        self.requests.decline(req);
                     }
-                    item if item.is_terminal() => {
-                        self.current = None;
-                        return Ok(item);
-                    }
+                    item if item.is_terminal() => return Ok(item),
                     // Heartbeats, non-terminal errors: nothing to call.
                     _ => {}
                 }
@@ -480,16 +386,9 @@ impl<B: Backend> Session<B> {
         if timeout::<B, _>(limit, fut).await.is_some() {
             return Ok(());
         }
-        tracing::warn!(
-            callback,
-            ?limit,
-            "callback timed out; cancelling the request"
-        );
-        if self.proto.request_in_flight() == Some(id) {
-            let _ = self.proto.cancel(B::now());
-        }
-        self.current = None;
-        Err(Error::CallbackTimeout { callback, limit })
+        Err(self
+            .requests
+            .callback_timed_out(id, callback, limit, B::now()))
     }
 
     /// The next item of request `id`: `None` once its terminal was handed out. Artifact
@@ -515,30 +414,12 @@ impl<B: Backend> Session<B> {
                 Ok(e) => e,
                 Err(e) => return Poll::Ready(Some(Err(e))),
             };
-            let item = match event.route(id) {
-                Routed::Item(RequestEvent::ArtifactUploadRequest(req)) => {
-                    match uploader.cloned().or_else(|| self.uploader.clone()) {
-                        Some(uploader) => {
-                            self.start_upload(&uploader, req);
-                            continue;
-                        }
-                        None => RequestEvent::ArtifactUploadRequest(req),
-                    }
-                }
-                Routed::Item(item) => {
-                    if item.is_terminal() {
-                        self.current = None;
-                    }
-                    item
-                }
-                Routed::Failed(reason) => {
-                    self.current = None;
-                    return Poll::Ready(Some(Err(reason.into())));
-                }
-                Routed::SessionEnded(_) => return Poll::Ready(Some(Err(Error::ConnectionClosed))),
-                _ => continue,
-            };
-            return Poll::Ready(Some(Ok(item)));
+            match self.requests.route(event, id, uploader) {
+                Step::Item(item) => return Poll::Ready(Some(Ok(item))),
+                Step::Upload(req, uploader) => self.start_upload(&uploader, req),
+                Step::Failed(e) => return Poll::Ready(Some(Err(e))),
+                Step::Skip => {}
+            }
         }
     }
 
@@ -551,37 +432,13 @@ impl<B: Backend> Session<B> {
         self.uploading = Some((answer, req));
     }
 
-    /// Answers an artifact request with `uploader` or the session's last one (or declines it).
-    async fn answer_with(&mut self, uploader: Option<UploaderFn>, req: ArtifactUploadRequest) {
-        let Some(uploader) = uploader.or_else(|| self.uploader.clone()) else {
-            self.proto.decline_artifact_upload(req);
-            return;
-        };
-        self.start_upload(&uploader, req);
-        std::future::poll_fn(|cx| self.poll_upload(cx)).await;
-    }
-
     /// Drives the uploader's answer in progress, if any, and sends it.
     #[inline]
     fn poll_upload(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some((fut, _)) = &mut self.uploading {
             let upload = ready!(fut.as_mut().poll(cx));
-            let Some((_, req)) = self.uploading.take() else {
-                return Poll::Ready(());
-            };
-            match upload {
-                Some(upload) => {
-                    if let Err(e) = self.proto.respond_artifact_upload(req, upload, B::now()) {
-                        tracing::warn!(error = %e, "could not answer an artifact upload request");
-                    }
-                }
-                None => {
-                    tracing::warn!(
-                        file = req.filename(),
-                        "artifact uploader timed out; the runtime will not upload this file"
-                    );
-                    self.proto.decline_artifact_upload(req);
-                }
+            if let Some((_, req)) = self.uploading.take() {
+                self.requests.answer(req, upload, B::now());
             }
         }
         Poll::Ready(())
@@ -596,39 +453,39 @@ impl<B: Backend> Session<B> {
     #[inline]
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, Error>> {
         loop {
-            let mut next = self.drain();
+            let conn = &mut self.conn;
+            let mut next = self.requests.drain(|t| conn.queue(t));
             if let Poll::Ready(Err(e)) = self.conn.poll_flush(cx) {
                 tracing::debug!(error = %e, "send failed");
-                self.proto.handle_input(Input::TransportClosed(B::now()));
+                let now = B::now();
+                self.requests
+                    .session()
+                    .handle_input(Input::TransportClosed(now));
                 if let Some(event) = next.take() {
-                    self.events.push_front(event);
+                    self.requests.unread(event);
                 }
-                next = self.drain();
+                let conn = &mut self.conn;
+                next = self.requests.drain(|t| conn.queue(t));
             }
-            if let Some(e) = next.or_else(|| self.events.pop_front()) {
+            if let Some(e) = next {
                 return Poll::Ready(Ok(e));
             }
-            if self.proto.is_finished() {
+            if self.requests.is_finished() {
                 return Poll::Ready(Err(Error::ConnectionClosed));
             }
             if self.abort.take() {
-                if self.proto.request_in_flight().is_some() {
-                    let _ = self.proto.cancel(B::now());
-                }
+                self.requests.abort(B::now());
                 continue;
             }
-            match self.conn.poll_recv(cx, self.deadline) {
+            match self.conn.poll_recv(cx, self.requests.deadline()) {
                 Poll::Ready(incoming) => {
                     self.feed(incoming);
                     // The common case, one frame and one event with nothing to send: hand it
                     // out at once. The deadline is brought up to date by the next call's
                     // drain, before the socket is read again.
-                    if self.events.is_empty() {
-                        match self.proto.poll_output() {
-                            Output::Event(e) => return Poll::Ready(Ok(e)),
-                            Output::Transmit(t) => self.conn.queue(t),
-                            Output::Timeout(at) => self.deadline = at,
-                        }
+                    let conn = &mut self.conn;
+                    if let Some(e) = self.requests.quick_event(|t| conn.queue(t)) {
+                        return Poll::Ready(Ok(e));
                     }
                 }
                 Poll::Pending => {
@@ -636,12 +493,9 @@ impl<B: Backend> Session<B> {
                     self.clock = None;
                     // No handle given out: nothing can abort from elsewhere while this call
                     // waits, since the call borrows the session (and a handle needs it).
-                    if Arc::strong_count(&self.abort.inner) == 1 {
-                        return Poll::Pending;
-                    }
-                    // Register, then look again, so that an abort in between is not lost.
-                    self.abort.inner.waker.register(cx.waker());
-                    if !self.abort.inner.requested.load(Ordering::SeqCst) {
+                    // Otherwise register, then look again, so that an abort in between is
+                    // not lost.
+                    if !self.abort.is_shared() || !self.abort.register(cx.waker()) {
                         return Poll::Pending;
                     }
                 }
@@ -657,15 +511,16 @@ impl<B: Backend> Session<B> {
                 B::now()
             }
         };
+        let session = self.requests.session();
         match incoming {
-            Incoming::Data(m) => self.proto.handle_input(Incoming::input(&m, now)),
-            Incoming::Pong => self.proto.handle_input(Input::Pong(now)),
-            Incoming::Deadline => self.proto.handle_input(Input::Timeout(now)),
+            Incoming::Data(m) => session.handle_input(Incoming::input(&m, now)),
+            Incoming::Pong => session.handle_input(Input::Pong(now)),
+            Incoming::Deadline => session.handle_input(Input::Timeout(now)),
             Incoming::Closed(err) => {
                 if let Some(e) = err {
                     tracing::debug!(error = %e, "connection failed");
                 }
-                self.proto.handle_input(Input::TransportClosed(now));
+                session.handle_input(Input::TransportClosed(now));
             }
         }
     }
@@ -687,31 +542,12 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    /// Moves the core's outputs into the socket queue and the event queue. The next event to
-    /// hand out is returned instead of queued when the queue is empty (the common case: one
-    /// frame, one event).
-    fn drain(&mut self) -> Option<Event> {
-        let mut next = None;
-        loop {
-            match self.proto.poll_output() {
-                Output::Transmit(t) => self.conn.queue(t),
-                Output::Event(e) if next.is_none() && self.events.is_empty() => next = Some(e),
-                Output::Event(e) => self.events.push_back(e),
-                Output::Timeout(at) => {
-                    self.deadline = at;
-                    return next;
-                }
-            }
-        }
-    }
-
     pub(crate) fn respond(
         &mut self,
         req: ArtifactUploadRequest,
         upload: ArtifactUpload,
     ) -> Result<(), Error> {
-        self.proto.respond_artifact_upload(req, upload, B::now())?;
-        Ok(())
+        self.requests.respond(req, upload, B::now())
     }
 }
 
@@ -765,7 +601,12 @@ impl<'a, B: Backend> RequestEvents<'a, B> {
     /// Declines an artifact upload request handed out by this stream: the runtime is told no
     /// upload will happen.
     pub fn decline_artifact_upload(&mut self, request: ArtifactUploadRequest) {
-        self.session.proto.decline_artifact_upload(request);
+        self.session.requests.decline(request);
+    }
+
+    /// A handle that cancels this request from anywhere.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.session.abort_handle()
     }
 
     /// Cancels the request (as [`AbortHandle::abort`]); keep polling for the outcome.
@@ -783,11 +624,7 @@ impl<B: Backend> Stream for RequestEvents<'_, B> {
             return Poll::Ready(None);
         }
         let item = ready!(this.session.poll_item(cx, this.id, this.uploader.as_ref()));
-        this.done = matches!(
-            item,
-            None | Some(Err(_))
-                | Some(Ok(RequestEvent::Result(_) | RequestEvent::CommandResult(_)))
-        );
+        this.done = requests::ends_stream(&item);
         Poll::Ready(item)
     }
 }

@@ -16,11 +16,14 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod abort;
 pub mod close;
 mod error;
 pub mod read_ahead;
+pub mod requests;
 mod settings;
 
+pub use abort::AbortHandle;
 pub use error::Error;
 
 #[doc(hidden)]

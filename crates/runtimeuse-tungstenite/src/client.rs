@@ -13,6 +13,7 @@ use crate::Error;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
 use runtimeuse_client_core::read_ahead::ReadAheadStream;
+use runtimeuse_client_core::requests::{OneShotClose, close_after_one_shot};
 
 /// Builds a [`Client`] with non-default settings (headers, connect timeout, frame limit, root
 /// certificates, session config).
@@ -135,17 +136,17 @@ impl Client {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let graceful = !options.invocation.artifacts_dirs.is_empty();
+        let watched = !options.invocation.artifacts_dirs.is_empty();
         let mut session = self.session()?;
         if let Some(handle) = options.abort.clone() {
             if handle.is_aborted() {
-                finish(session, false, false);
+                finish(session, close_after_one_shot(false, false));
                 return Err(Error::Cancelled);
             }
             session.use_abort_handle(handle);
         }
         let result = session.query(prompt, options);
-        finish(session, graceful, result.is_ok());
+        finish(session, close_after_one_shot(watched, result.is_ok()));
         result
     }
 
@@ -164,30 +165,30 @@ impl Client {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let graceful = !options.batch.artifacts_dirs.is_empty();
+        let watched = !options.batch.artifacts_dirs.is_empty();
         let mut session = self.session()?;
         if let Some(handle) = options.abort.clone() {
             if handle.is_aborted() {
-                finish(session, false, false);
+                finish(session, close_after_one_shot(false, false));
                 return Err(Error::Cancelled);
             }
             session.use_abort_handle(handle);
         }
         let result = session.execute_commands(commands, options);
-        finish(session, graceful, result.is_ok());
+        finish(session, close_after_one_shot(watched, result.is_ok()));
         result
     }
 }
 
-/// Closes after a one-shot call: gracefully after a success that may still have artifacts
-/// to upload; otherwise at once (see `Session::close_socket`).
-fn finish(mut session: Session, graceful: bool, ok: bool) {
-    if graceful && ok {
-        if let Err(e) = session.close() {
-            tracing::debug!(error = %e, "graceful close failed");
+/// Closes after a one-shot call, as [`close_after_one_shot`] says.
+fn finish(mut session: Session, close: OneShotClose) {
+    match close {
+        OneShotClose::Graceful => {
+            if let Err(e) = session.close() {
+                tracing::debug!(error = %e, "graceful close failed");
+            }
         }
-    } else {
-        session.close_socket(ok);
+        OneShotClose::Immediate(wait) => session.close_socket(wait),
     }
 }
 

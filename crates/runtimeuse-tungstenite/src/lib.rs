@@ -38,10 +38,11 @@ mod session;
 
 pub use client::{Client, ClientBuilder};
 pub use options::{ExecuteCommandsOptions, QueryOptions};
+pub use runtimeuse_client_core::AbortHandle;
 pub use runtimeuse_client_core::read_ahead::ReadAheadStream;
 pub use runtimeuse_client_core::{ClientSettings, DEFAULT_READ_BUFFER, Error};
 pub use runtimeuse_proto::ArtifactRequest;
-pub use session::{AbortHandle, RequestEvents, Session};
+pub use session::{RequestEvents, Session};
 
 pub use runtimeuse_client_core;
 pub use runtimeuse_proto as proto;

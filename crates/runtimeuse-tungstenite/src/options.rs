@@ -6,16 +6,25 @@
 //! or cancel the request from another thread with an [`AbortHandle`](crate::AbortHandle).
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use runtimeuse_proto::{
     ArtifactRequest, ArtifactUpload, CommandBatch, CommandOutput, Invocation, RequestOptions,
 };
 
-pub(crate) type AssistantFn = Box<dyn FnMut(Vec<String>) + Send>;
-pub(crate) type OutputFn = Box<dyn FnMut(CommandOutput) + Send>;
-pub(crate) type UploaderFn = Box<dyn FnMut(ArtifactRequest) -> ArtifactUpload + Send>;
+/// A closure shared by the clones of an options value (calls take turns on its lock).
+pub(crate) type Shared<F> = Arc<Mutex<F>>;
+pub(crate) type AssistantFn = Shared<dyn FnMut(Vec<String>) + Send>;
+pub(crate) type OutputFn = Shared<dyn FnMut(CommandOutput) + Send>;
+pub(crate) type UploaderFn = Shared<dyn FnMut(ArtifactRequest) -> ArtifactUpload + Send>;
 
-#[derive(Default)]
+/// Calls a shared closure (a closure that panicked once is still called).
+pub(crate) fn call<A, R>(f: &Mutex<dyn FnMut(A) -> R + Send>, arg: A) -> R {
+    let mut f = f.lock().unwrap_or_else(PoisonError::into_inner);
+    (*f)(arg)
+}
+
+#[derive(Clone, Default)]
 pub(crate) struct Callbacks {
     pub(crate) on_assistant_message: Option<AssistantFn>,
     pub(crate) on_command_output: Option<OutputFn>,
@@ -62,14 +71,14 @@ macro_rules! common_options {
         /// Called with the text blocks of each assistant message.
         #[must_use]
         pub fn on_assistant_message(mut self, f: impl FnMut(Vec<String>) + Send + 'static) -> Self {
-            self.callbacks.on_assistant_message = Some(Box::new(f));
+            self.callbacks.on_assistant_message = Some(Arc::new(Mutex::new(f)));
             self
         }
 
         /// Called with each chunk of command output.
         #[must_use]
         pub fn on_command_output(mut self, f: impl FnMut(CommandOutput) + Send + 'static) -> Self {
-            self.callbacks.on_command_output = Some(Box::new(f));
+            self.callbacks.on_command_output = Some(Arc::new(Mutex::new(f)));
             self
         }
 
@@ -80,7 +89,7 @@ macro_rules! common_options {
             mut self,
             f: impl FnMut(ArtifactRequest) -> ArtifactUpload + Send + 'static,
         ) -> Self {
-            self.callbacks.uploader = Some(Box::new(f));
+            self.callbacks.uploader = Some(Arc::new(Mutex::new(f)));
             self.request.artifact_uploader = true;
             self
         }
@@ -88,8 +97,8 @@ macro_rules! common_options {
 }
 
 /// Options of a query: the invocation's fields (system prompt, model, …), timeouts and
-/// callbacks.
-#[derive(Debug, Default)]
+/// callbacks. Clones share the callbacks.
+#[derive(Clone, Debug, Default)]
 pub struct QueryOptions {
     pub(crate) invocation: Invocation,
     pub(crate) request: RequestOptions,
@@ -146,7 +155,8 @@ impl QueryOptions {
 }
 
 /// Options of a command batch: its fields besides the commands, timeouts and callbacks.
-#[derive(Debug, Default)]
+/// Clones share the callbacks.
+#[derive(Clone, Debug, Default)]
 pub struct ExecuteCommandsOptions {
     pub(crate) batch: CommandBatch,
     pub(crate) request: RequestOptions,

@@ -1,17 +1,15 @@
 //! A persistent session over one blocking connection.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use runtimeuse_client_core::requests::{self, Ending, Requests, Step};
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
-    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, Output,
-    QueryResult, RequestEvent, RequestId, Routed, SessionEnd, Transmit,
+    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, QueryResult,
+    RequestEvent, RequestId, SessionEnd, Transmit,
 };
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -22,8 +20,8 @@ use tungstenite::{Message, WebSocket};
 
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_code, close_wait};
 
-use crate::Error;
-use crate::options::{Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
+use crate::options::{self, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
+use crate::{AbortHandle, Error};
 
 pub(crate) type Socket = WebSocket<MaybeTlsStream<ReadAheadStream<TcpStream>>>;
 
@@ -47,46 +45,13 @@ fn now() -> Instant {
     Instant::now()
 }
 
-/// Cancels the request in flight of a [`Session`] from another thread. The `cancel_message`
-/// goes out within about 20 ms even while the session's thread is blocked reading.
-#[derive(Clone, Debug, Default)]
-pub struct AbortHandle(Arc<AtomicBool>);
-
-impl AbortHandle {
-    /// A handle not tied to a session yet: give it to a one-shot call with
-    /// `QueryOptions::abort_handle` (or `ExecuteCommandsOptions::abort_handle`) to be able to
-    /// cancel that call from another thread.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Whether an abort is pending (requested and not yet acted on).
-    pub fn is_aborted(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// Cancels the request in flight, if any.
-    pub fn abort(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    fn take(&self) -> bool {
-        self.0.swap(false, Ordering::SeqCst)
-    }
-}
-
 /// A persistent session over one connection: sequential queries and command batches, then a
 /// graceful [`close`](Self::close).
 pub struct Session {
     ws: Socket,
-    proto: proto::Session,
+    /// The request bookkeeping every client shares (the core inside it).
+    requests: Requests<UploaderFn>,
     abort: AbortHandle,
-    events: VecDeque<Event>,
-    deadline: Instant,
-    /// The last artifact uploader given, for requests between calls and during close.
-    uploader: Option<UploaderFn>,
-    /// A request whose iterator was dropped; cancelled before the next call.
-    current: Option<RequestId>,
     /// The read timeout last set on the socket.
     read_timeout: Option<Duration>,
     /// The connection ended or failed (tungstenite must not be read again after an error).
@@ -109,7 +74,7 @@ enum Owed {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("proto", &self.proto)
+            .field("requests", &self.requests)
             .finish_non_exhaustive()
     }
 }
@@ -119,12 +84,8 @@ impl Session {
         let now = now();
         Self {
             ws,
-            proto: proto::Session::new(config, now),
+            requests: Requests::new(config, now),
             abort: AbortHandle::default(),
-            events: VecDeque::new(),
-            deadline: now,
-            uploader: None,
-            current: None,
             read_timeout: None,
             ended: false,
             owed: Owed::Nothing,
@@ -158,16 +119,12 @@ impl Session {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let mut callbacks = options.callbacks;
+        let callbacks = options.callbacks;
         let mut invocation = options.invocation;
         invocation.user_prompt = prompt.into();
-        let id = self.start(|p, now| p.invoke(invocation, options.request, now))?;
-        match self.run(id, &mut callbacks)? {
-            RequestEvent::Result(r) => Ok(r),
-            _ => Err(Error::UnexpectedTerminal(
-                proto::MessageKind::CommandExecutionResult,
-            )),
-        }
+        let uploader = callbacks.uploader.clone();
+        let id = self.start(|r, now| r.start_query(invocation, options.request, uploader, now))?;
+        requests::query_result(self.run(id, &callbacks)?)
     }
 
     /// Runs a batch of shell commands and returns their results.
@@ -184,14 +141,12 @@ impl Session {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let mut callbacks = options.callbacks;
+        let callbacks = options.callbacks;
         let mut batch = options.batch;
         batch.commands = commands.into_iter().map(Into::into).collect();
-        let id = self.start(|p, now| p.execute_commands(batch, options.request, now))?;
-        match self.run(id, &mut callbacks)? {
-            RequestEvent::CommandResult(r) => Ok(r),
-            _ => Err(Error::UnexpectedTerminal(proto::MessageKind::Result)),
-        }
+        let uploader = callbacks.uploader.clone();
+        let id = self.start(|r, now| r.start_commands(batch, options.request, uploader, now))?;
+        requests::commands_result(self.run(id, &callbacks)?)
     }
 
     /// Starts a query and returns its events as an [`Iterator`]; the last item is the result.
@@ -207,10 +162,8 @@ impl Session {
     ) -> Result<RequestEvents<'_>, Error> {
         let mut invocation = options.invocation;
         invocation.user_prompt = prompt.into();
-        if options.callbacks.uploader.is_some() {
-            self.uploader = options.callbacks.uploader;
-        }
-        let id = self.start(|p, now| p.invoke(invocation, options.request, now))?;
+        let uploader = options.callbacks.uploader;
+        let id = self.start(|r, now| r.start_query(invocation, options.request, uploader, now))?;
         Ok(RequestEvents {
             session: self,
             id,
@@ -234,10 +187,8 @@ impl Session {
     {
         let mut batch = options.batch;
         batch.commands = commands.into_iter().map(Into::into).collect();
-        if options.callbacks.uploader.is_some() {
-            self.uploader = options.callbacks.uploader;
-        }
-        let id = self.start(|p, now| p.execute_commands(batch, options.request, now))?;
+        let uploader = options.callbacks.uploader;
+        let id = self.start(|r, now| r.start_commands(batch, options.request, uploader, now))?;
         Ok(RequestEvents {
             session: self,
             id,
@@ -255,26 +206,23 @@ impl Session {
     /// [`Error::WebSocket`] if the connection fails on the way; it is closed anyway.
     pub fn close(mut self) -> Result<SessionEnd, Error> {
         let result = self.end_gracefully();
-        self.close_socket(result.is_ok());
+        self.close_socket(close_wait(result.is_ok()));
         result
     }
 
     fn end_gracefully(&mut self) -> Result<SessionEnd, Error> {
-        self.clean_up_dropped_call();
-        while self.proto.request_in_flight().is_some() {
-            let _ = self.proto.cancel(now());
-            self.next_event()?;
-        }
-        if let Some(end) = self.proto.end() {
-            return Ok(end);
-        }
-        self.proto.end_session(now())?;
+        let mut step = self.requests.end(now())?;
         loop {
-            match self.next_event()? {
-                Event::SessionEnded(end) => return Ok(end),
-                Event::ArtifactUploadRequest(req) => self.answer(req),
-                _ => {}
+            match step {
+                Ending::Done(end) => return Ok(end),
+                Ending::Upload(req, uploader) => {
+                    let upload = options::call(&uploader, req.to_request());
+                    self.requests.answer(req, Some(upload), now());
+                }
+                Ending::Read => {}
             }
+            let event = self.next_event()?;
+            step = self.requests.end_on(event, now())?;
         }
     }
 
@@ -282,13 +230,13 @@ impl Session {
     /// most 100 ms): for a session whose runtime misbehaved, or when nothing is owed. The
     /// runtime stops what still runs for it.
     pub fn disconnect(mut self) {
-        self.close_socket(false);
+        self.close_socket(CLOSE_AFTER_FAILURE);
     }
 
-    /// Ends the connection: after a clean end (`ok`), a close frame with code 1000 and a wait
-    /// of at most a second for the peer's; after a failure, within 100 ms: the reply to the
+    /// Ends the connection: on an open connection, a close frame with code 1000 and a wait
+    /// of at most `wait` for the peer's; once it failed, within 100 ms: the reply to the
     /// peer's close, or the code that says why a frame was refused, or nothing.
-    pub(crate) fn close_socket(&mut self, ok: bool) {
+    pub(crate) fn close_socket(&mut self, wait: Duration) {
         if self.ended {
             self.set_read_timeout(CLOSE_AFTER_FAILURE);
             let _ = match std::mem::replace(&mut self.owed, Owed::Nothing) {
@@ -303,7 +251,6 @@ impl Session {
             return;
         }
         self.ended = true;
-        let wait = close_wait(ok);
         // Writes that block (a peer that stopped reading) end at the timeout too.
         self.set_write_timeout(wait);
         let _ = self.flush();
@@ -331,44 +278,30 @@ impl Session {
 
     fn start(
         &mut self,
-        start: impl FnOnce(&mut proto::Session, Instant) -> Result<RequestId, proto::UsageError>,
+        start: impl FnOnce(&mut Requests<UploaderFn>, Instant) -> Result<RequestId, Error>,
     ) -> Result<RequestId, Error> {
-        self.clean_up_dropped_call();
-        let id = start(&mut self.proto, now())?;
+        let id = start(&mut self.requests, now())?;
         tracing::debug!(request = id.as_u64(), "request started");
+        // An abort requested while nothing was in flight does not apply to this request.
         self.abort.take();
-        self.current = Some(id);
         Ok(id)
     }
 
-    fn clean_up_dropped_call(&mut self) {
-        if let Some(id) = self.current.take()
-            && self.proto.request_in_flight() == Some(id)
-        {
-            let _ = self.proto.cancel(now());
-        }
-    }
-
-    fn run(&mut self, id: RequestId, callbacks: &mut Callbacks) -> Result<RequestEvent, Error> {
-        if callbacks.uploader.is_some() {
-            self.uploader = callbacks.uploader.take();
-        }
+    fn run(&mut self, id: RequestId, callbacks: &Callbacks) -> Result<RequestEvent, Error> {
         loop {
             match self.next_item(id).ok_or(Error::ConnectionClosed)?? {
                 RequestEvent::AssistantMessage(blocks) => {
-                    if let Some(cb) = &mut callbacks.on_assistant_message {
-                        cb(blocks);
+                    if let Some(cb) = &callbacks.on_assistant_message {
+                        options::call(cb, blocks);
                     }
                 }
                 RequestEvent::CommandOutput(output) => {
-                    if let Some(cb) = &mut callbacks.on_command_output {
-                        cb(output);
+                    if let Some(cb) = &callbacks.on_command_output {
+                        options::call(cb, output);
                     }
                 }
-                RequestEvent::ArtifactUploadRequest(req) => self.proto.decline_artifact_upload(req),
-                item @ (RequestEvent::Result(_) | RequestEvent::CommandResult(_)) => {
-                    return Ok(item);
-                }
+                RequestEvent::ArtifactUploadRequest(req) => self.requests.decline(req),
+                item if item.is_terminal() => return Ok(item),
                 _ => {}
             }
         }
@@ -381,65 +314,44 @@ impl Session {
                 Ok(e) => e,
                 Err(e) => return Some(Err(e)),
             };
-            let item = match event.route(id) {
-                Routed::Item(RequestEvent::ArtifactUploadRequest(req))
-                    if self.uploader.is_some() =>
-                {
-                    self.answer(req);
-                    continue;
+            match self.requests.route(event, id, None) {
+                Step::Item(item) => return Some(Ok(item)),
+                Step::Upload(req, uploader) => {
+                    let upload = options::call(&uploader, req.to_request());
+                    self.requests.answer(req, Some(upload), now());
                 }
-                Routed::Item(item) => {
-                    if item.is_terminal() {
-                        self.current = None;
-                    }
-                    item
-                }
-                Routed::Failed(reason) => {
-                    self.current = None;
-                    return Some(Err(reason.into()));
-                }
-                Routed::SessionEnded(_) => return Some(Err(Error::ConnectionClosed)),
-                _ => continue,
-            };
-            return Some(Ok(item));
-        }
-    }
-
-    /// Answers an artifact request with the session's uploader, or declines it.
-    fn answer(&mut self, req: ArtifactUploadRequest) {
-        let Some(uploader) = self.uploader.as_mut() else {
-            self.proto.decline_artifact_upload(req);
-            return;
-        };
-        let upload = uploader(req.to_request());
-        if let Err(e) = self.proto.respond_artifact_upload(req, upload, now()) {
-            tracing::warn!(error = %e, "could not answer an artifact upload request");
+                Step::Failed(e) => return Some(Err(e)),
+                Step::Skip => {}
+            }
         }
     }
 
     /// The next event of the core, driving the socket and the timers.
     fn next_event(&mut self) -> Result<Event, Error> {
         loop {
-            self.drain();
+            let mut next = self.drain();
             if let Err(e) = self.flush() {
                 tracing::debug!(error = %e, "send failed");
-                self.proto.handle_input(Input::TransportClosed(now()));
-                self.drain();
+                self.requests
+                    .session()
+                    .handle_input(Input::TransportClosed(now()));
+                if let Some(event) = next.take() {
+                    self.requests.unread(event);
+                }
+                next = self.drain();
             }
-            if let Some(e) = self.events.pop_front() {
+            if let Some(e) = next {
                 return Ok(e);
             }
-            if self.proto.is_finished() {
+            if self.requests.is_finished() {
                 return Err(Error::ConnectionClosed);
             }
             if self.abort.take() {
-                if self.proto.request_in_flight().is_some() {
-                    let _ = self.proto.cancel(now());
-                }
+                self.requests.abort(now());
                 continue;
             }
-            let mut wait = self.deadline.saturating_duration_since(now());
-            if self.proto.request_in_flight().is_some() {
+            let mut wait = self.requests.deadline().saturating_duration_since(now());
+            if self.requests.is_busy() {
                 wait = wait.min(ABORT_POLL);
             }
             // Whole milliseconds, so that the value repeats; a zero timeout would mean "block
@@ -449,27 +361,28 @@ impl Session {
             self.set_read_timeout(wait);
             let read = self.ws.read();
             let now = now();
+            let session = self.requests.session();
             match read {
-                Ok(Message::Text(t)) => self.proto.handle_input(Input::ReceiveText(now, &t)),
-                Ok(Message::Binary(b)) => self.proto.handle_input(Input::Receive(now, &b)),
-                Ok(Message::Pong(_)) => self.proto.handle_input(Input::Pong(now)),
+                Ok(Message::Text(t)) => session.handle_input(Input::ReceiveText(now, &t)),
+                Ok(Message::Binary(b)) => session.handle_input(Input::Receive(now, &b)),
+                Ok(Message::Pong(_)) => session.handle_input(Input::Pong(now)),
                 // tungstenite answers pings itself.
                 Ok(Message::Ping(_) | Message::Frame(_)) => {}
                 Ok(Message::Close(_)) => {
+                    session.handle_input(Input::TransportClosed(now));
                     self.ended = true;
                     self.owed = Owed::Reply;
-                    self.proto.handle_input(Input::TransportClosed(now));
                 }
                 Err(tungstenite::Error::Io(e))
                     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
                 {
-                    self.proto.handle_input(Input::Timeout(now));
+                    session.handle_input(Input::Timeout(now));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "connection ended");
+                    session.handle_input(Input::TransportClosed(now));
                     self.ended = true;
                     self.owed = close_code(&e).map_or(Owed::Nothing, Owed::Code);
-                    self.proto.handle_input(Input::TransportClosed(now));
                 }
             }
         }
@@ -499,26 +412,19 @@ impl Session {
         self.ws.flush()
     }
 
-    /// Moves the core's outputs to the socket and the event queue.
-    fn drain(&mut self) {
-        loop {
-            match self.proto.poll_output() {
-                Output::Transmit(Transmit::Text(s)) => self.write(Message::Text(s.into())),
-                Output::Transmit(Transmit::Ping) => self.write(Message::Ping(Default::default())),
-                Output::Event(e) => self.events.push_back(e),
-                Output::Timeout(at) => {
-                    self.deadline = at;
-                    return;
-                }
+    /// Moves the core's outputs to the socket and the event queue; the next event.
+    fn drain(&mut self) -> Option<Event> {
+        let ws = &mut self.ws;
+        self.requests.drain(|t| {
+            let message = match t {
+                Transmit::Text(s) => Message::Text(s.into()),
+                Transmit::Ping => Message::Ping(Default::default()),
+            };
+            // Queued in tungstenite's buffer; errors show up at the next flush or read.
+            if let Err(e) = ws.write(message) {
+                tracing::debug!(error = %e, "write failed");
             }
-        }
-    }
-
-    fn write(&mut self, message: Message) {
-        // Queued in tungstenite's buffer; errors show up at the next flush or read.
-        if let Err(e) = self.ws.write(message) {
-            tracing::debug!(error = %e, "write failed");
-        }
+        })
     }
 }
 
@@ -550,10 +456,13 @@ impl RequestEvents<'_> {
         request: ArtifactUploadRequest,
         upload: ArtifactUpload,
     ) -> Result<(), Error> {
-        self.session
-            .proto
-            .respond_artifact_upload(request, upload, now())?;
-        Ok(())
+        self.session.requests.respond(request, upload, now())
+    }
+
+    /// Declines an artifact upload request handed out by this iterator: the runtime is told
+    /// no upload will happen.
+    pub fn decline_artifact_upload(&mut self, request: ArtifactUploadRequest) {
+        self.session.requests.decline(request);
     }
 
     /// A handle that cancels this request from another thread.
@@ -576,11 +485,7 @@ impl Iterator for RequestEvents<'_> {
             return None;
         }
         let item = self.session.next_item(self.id);
-        self.done = matches!(
-            item,
-            None | Some(Err(_))
-                | Some(Ok(RequestEvent::Result(_) | RequestEvent::CommandResult(_)))
-        );
+        self.done = requests::ends_stream(&item);
         item
     }
 }
