@@ -22,7 +22,8 @@ use crate::{AbortHandle, Error};
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_wait};
 
 use crate::conn::{Conn, Incoming};
-use crate::options::{BoxFuture, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
+use crate::options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
+use runtimeuse_client_core::callbacks::{AsyncCallbacks as Callbacks, AsyncUploader as UploaderFn};
 
 /// A persistent session over one connection: sequential queries and command batches, then a
 /// graceful [`close`](Self::close).
@@ -103,7 +104,7 @@ impl<B: Backend> Session<B> {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let callbacks = options.callbacks.clone();
+        let callbacks = options.callbacks().clone();
         let id = self.start_query(prompt.into(), options)?;
         requests::query_result(self.run_with_callbacks(id, &callbacks).await?)
     }
@@ -122,7 +123,7 @@ impl<B: Backend> Session<B> {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let callbacks = options.callbacks.clone();
+        let callbacks = options.callbacks().clone();
         let id = self.start_commands(commands, options)?;
         requests::commands_result(self.run_with_callbacks(id, &callbacks).await?)
     }
@@ -138,7 +139,7 @@ impl<B: Backend> Session<B> {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<RequestEvents<'_, B>, Error> {
-        let uploader = options.callbacks.uploader.clone();
+        let uploader = options.callbacks().uploader().cloned();
         let id = self.start_query(prompt.into(), options)?;
         Ok(RequestEvents::new(self, id, uploader))
     }
@@ -157,7 +158,7 @@ impl<B: Backend> Session<B> {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let uploader = options.callbacks.uploader.clone();
+        let uploader = options.callbacks().uploader().cloned();
         let id = self.start_commands(commands, options)?;
         Ok(RequestEvents::new(self, id, uploader))
     }
@@ -197,8 +198,8 @@ impl<B: Backend> Session<B> {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let watched = !options.invocation.artifacts_dirs.is_empty();
-        self.adopt_abort(options.abort.as_ref()).await?;
+        let watched = options.watches_artifacts();
+        self.adopt_abort(options.abort()).await?;
         // Each step boxed: a one-shot call's future otherwise holds all their states inline
         // (14 KB) for as long as it runs.
         let result = Box::pin(self.query(prompt, options)).await;
@@ -220,8 +221,8 @@ impl<B: Backend> Session<B> {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let watched = !options.batch.artifacts_dirs.is_empty();
-        self.adopt_abort(options.abort.as_ref()).await?;
+        let watched = options.watches_artifacts();
+        self.adopt_abort(options.abort()).await?;
         let result = Box::pin(self.execute_commands(commands, options)).await;
         Box::pin(self.finish(close_after_one_shot(watched, result.is_ok()))).await;
         result
@@ -272,14 +273,15 @@ impl<B: Backend> Session<B> {
     // ----- internals -----
 
     fn start_query(&mut self, prompt: String, options: QueryOptions) -> Result<RequestId, Error> {
-        let mut invocation = options.invocation;
+        let parts = options.into_parts();
+        let mut invocation = parts.wire;
         invocation.user_prompt = prompt;
         let span_id = invocation.source_id.clone();
-        let uploader = options.callbacks.uploader.clone();
+        let uploader = parts.callbacks.uploader().cloned();
         let id = self
             .requests
-            .start_query(invocation, options.request, uploader, B::now())?;
-        self.begin(id, &options.callbacks, "query", span_id);
+            .start_query(invocation, parts.request, uploader, B::now())?;
+        self.begin(id, &parts.callbacks, "query", span_id);
         Ok(id)
     }
 
@@ -292,14 +294,15 @@ impl<B: Backend> Session<B> {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let mut batch = options.batch;
+        let parts = options.into_parts();
+        let mut batch = parts.wire;
         batch.commands = commands.into_iter().map(Into::into).collect();
         let span_id = batch.source_id.clone();
-        let uploader = options.callbacks.uploader.clone();
+        let uploader = parts.callbacks.uploader().cloned();
         let id = self
             .requests
-            .start_commands(batch, options.request, uploader, B::now())?;
-        self.begin(id, &options.callbacks, "execute_commands", span_id);
+            .start_commands(batch, parts.request, uploader, B::now())?;
+        self.begin(id, &parts.callbacks, "execute_commands", span_id);
         Ok(id)
     }
 
@@ -331,15 +334,15 @@ impl<B: Backend> Session<B> {
     ) -> Result<RequestEvent, Error> {
         let span = self.span.clone();
         // This request's callback slots: one future allocation each, reused per message.
-        let mut on_assistant_message = callbacks.on_assistant_message.as_ref().map(|f| f());
-        let mut on_command_output = callbacks.on_command_output.as_ref().map(|f| f());
+        let mut on_assistant_message = callbacks.assistant_slot();
+        let mut on_command_output = callbacks.output_slot();
         async {
             loop {
-                let item = match self.next_item(id, callbacks.uploader.as_ref()).await {
+                let item = match self.next_item(id, callbacks.uploader()).await {
                     Some(item) => item?,
                     None => return Err(Error::ConnectionClosed),
                 };
-                let limit = callbacks.callback_timeout;
+                let limit = callbacks.callback_limit();
                 match item {
                     RequestEvent::AssistantMessage(blocks) => {
                         if let Some(slot) = &mut on_assistant_message {

@@ -136,9 +136,9 @@ impl Client {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let watched = !options.invocation.artifacts_dirs.is_empty();
+        let watched = options.watches_artifacts();
         let mut session = self.session()?;
-        if let Some(handle) = options.abort.clone() {
+        if let Some(handle) = options.abort().cloned() {
             if handle.is_aborted() {
                 finish(session, close_after_one_shot(false, false));
                 return Err(Error::Cancelled);
@@ -165,9 +165,9 @@ impl Client {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let watched = !options.batch.artifacts_dirs.is_empty();
+        let watched = options.watches_artifacts();
         let mut session = self.session()?;
-        if let Some(handle) = options.abort.clone() {
+        if let Some(handle) = options.abort().cloned() {
             if handle.is_aborted() {
                 finish(session, close_after_one_shot(false, false));
                 return Err(Error::Cancelled);

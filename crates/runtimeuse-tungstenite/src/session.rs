@@ -20,8 +20,11 @@ use tungstenite::{Message, WebSocket};
 
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_code, close_wait};
 
-use crate::options::{self, Callbacks, ExecuteCommandsOptions, QueryOptions, UploaderFn};
+use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::{AbortHandle, Error};
+use runtimeuse_client_core::callbacks::{
+    BlockingCallbacks as Callbacks, BlockingUploader as UploaderFn, upload_with,
+};
 
 pub(crate) type Socket = WebSocket<MaybeTlsStream<ReadAheadStream<TcpStream>>>;
 
@@ -119,12 +122,12 @@ impl Session {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let callbacks = options.callbacks;
-        let mut invocation = options.invocation;
+        let parts = options.into_parts();
+        let mut invocation = parts.wire;
         invocation.user_prompt = prompt.into();
-        let uploader = callbacks.uploader.clone();
-        let id = self.start(|r, now| r.start_query(invocation, options.request, uploader, now))?;
-        requests::query_result(self.run(id, &callbacks)?)
+        let uploader = parts.callbacks.uploader().cloned();
+        let id = self.start(|r, now| r.start_query(invocation, parts.request, uploader, now))?;
+        requests::query_result(self.run(id, &parts.callbacks)?)
     }
 
     /// Runs a batch of shell commands and returns their results.
@@ -141,12 +144,12 @@ impl Session {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let callbacks = options.callbacks;
-        let mut batch = options.batch;
+        let parts = options.into_parts();
+        let mut batch = parts.wire;
         batch.commands = commands.into_iter().map(Into::into).collect();
-        let uploader = callbacks.uploader.clone();
-        let id = self.start(|r, now| r.start_commands(batch, options.request, uploader, now))?;
-        requests::commands_result(self.run(id, &callbacks)?)
+        let uploader = parts.callbacks.uploader().cloned();
+        let id = self.start(|r, now| r.start_commands(batch, parts.request, uploader, now))?;
+        requests::commands_result(self.run(id, &parts.callbacks)?)
     }
 
     /// Starts a query and returns its events as an [`Iterator`]; the last item is the result.
@@ -160,10 +163,11 @@ impl Session {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<RequestEvents<'_>, Error> {
-        let mut invocation = options.invocation;
+        let parts = options.into_parts();
+        let mut invocation = parts.wire;
         invocation.user_prompt = prompt.into();
-        let uploader = options.callbacks.uploader;
-        let id = self.start(|r, now| r.start_query(invocation, options.request, uploader, now))?;
+        let uploader = parts.callbacks.uploader().cloned();
+        let id = self.start(|r, now| r.start_query(invocation, parts.request, uploader, now))?;
         Ok(RequestEvents {
             session: self,
             id,
@@ -185,10 +189,11 @@ impl Session {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let mut batch = options.batch;
+        let parts = options.into_parts();
+        let mut batch = parts.wire;
         batch.commands = commands.into_iter().map(Into::into).collect();
-        let uploader = options.callbacks.uploader;
-        let id = self.start(|r, now| r.start_commands(batch, options.request, uploader, now))?;
+        let uploader = parts.callbacks.uploader().cloned();
+        let id = self.start(|r, now| r.start_commands(batch, parts.request, uploader, now))?;
         Ok(RequestEvents {
             session: self,
             id,
@@ -216,7 +221,7 @@ impl Session {
             match step {
                 Ending::Done(end) => return Ok(end),
                 Ending::Upload(req, uploader) => {
-                    let upload = options::call(&uploader, req.to_request());
+                    let upload = upload_with(&uploader, req.to_request());
                     self.requests.answer(req, Some(upload), now());
                 }
                 Ending::Read => {}
@@ -290,16 +295,8 @@ impl Session {
     fn run(&mut self, id: RequestId, callbacks: &Callbacks) -> Result<RequestEvent, Error> {
         loop {
             match self.next_item(id).ok_or(Error::ConnectionClosed)?? {
-                RequestEvent::AssistantMessage(blocks) => {
-                    if let Some(cb) = &callbacks.on_assistant_message {
-                        options::call(cb, blocks);
-                    }
-                }
-                RequestEvent::CommandOutput(output) => {
-                    if let Some(cb) = &callbacks.on_command_output {
-                        options::call(cb, output);
-                    }
-                }
+                RequestEvent::AssistantMessage(blocks) => callbacks.assistant_message(blocks),
+                RequestEvent::CommandOutput(output) => callbacks.command_output(output),
                 RequestEvent::ArtifactUploadRequest(req) => self.requests.decline(req),
                 item if item.is_terminal() => return Ok(item),
                 _ => {}
@@ -317,7 +314,7 @@ impl Session {
             match self.requests.route(event, id, None) {
                 Step::Item(item) => return Some(Ok(item)),
                 Step::Upload(req, uploader) => {
-                    let upload = options::call(&uploader, req.to_request());
+                    let upload = upload_with(&uploader, req.to_request());
                     self.requests.answer(req, Some(upload), now());
                 }
                 Step::Failed(e) => return Some(Err(e)),
