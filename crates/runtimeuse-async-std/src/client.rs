@@ -40,6 +40,7 @@ impl Backend for AsyncIo {
     async fn connect(settings: &ClientSettings) -> Result<Self::Socket, Error> {
         let (request, config) = settings.handshake()?;
         let (host, port) = settings.host_and_port(&request)?;
+        settings.require_tls(&request, cfg!(feature = "__rustls"))?;
         #[cfg(feature = "__rustls")]
         let connector = Some(futures_rustls::TlsConnector::from(std::sync::Arc::new(
             settings.tls_config()?,

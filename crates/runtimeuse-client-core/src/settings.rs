@@ -146,6 +146,23 @@ impl ClientSettings {
         }
     }
 
+    /// Refuses a `wss://` URL when the client was built without TLS (`tls`: whether the
+    /// adapter was built with a TLS feature), before anything connects: every adapter says it
+    /// the same way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the feature to turn on.
+    pub fn require_tls(&self, request: &Request, tls: bool) -> Result<(), Error> {
+        if !tls && request.uri().scheme_str() == Some("wss") {
+            return Err(Error::Config(
+                "wss:// needs the rustls-tls-webpki-roots (or rustls-tls-native-roots) feature"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The handshake request (URL and headers) and the WebSocket limits.
     ///
     /// # Errors

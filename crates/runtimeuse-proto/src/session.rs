@@ -533,103 +533,118 @@ impl Session {
         if self.finished || !self.timers.any_expired(now) {
             return;
         }
-        if self.timers.is_expired(Timer::PongDeadline, now) {
-            tracing::warn!("no answer to keepalive ping; the connection is dead");
-            self.finish(SessionEnd::KeepAliveTimeout);
-            return;
-        }
-        if self.timers.is_expired(Timer::EndSession, now) {
-            tracing::warn!("end-of-session handshake timed out");
-            self.finish(SessionEnd::EndSessionTimeout);
-            return;
-        }
-        if self.timers.is_expired(Timer::ErrorSettle, now) {
-            self.timers.stop(Timer::ErrorSettle);
-            if self.drain.is_some() {
-                self.drain_done(now);
-            } else if let Some(mut active) = self.active.take() {
-                match active.pending_error.take() {
-                    Some(pending) => self.fail_with_runtime_error(active, pending),
-                    None => self.active = Some(active),
-                }
+        // Every timer, in the order they take precedence, through one exhaustive match: a new
+        // timer does not compile until it is handled here.
+        for timer in Timer::BY_PRIORITY {
+            if self.finished {
+                return;
             }
-        }
-        if self.timers.is_expired(Timer::Drain, now) {
-            tracing::warn!("an abandoned request never finished; ending the session");
-            self.finish(SessionEnd::Desynchronized);
-            return;
-        }
-        for timer in [Timer::Overall, Timer::Idle] {
             if !self.timers.is_expired(timer, now) {
                 continue;
             }
-            if timer == Timer::Idle
-                && let Some(active) = &self.active
-                && let Some(idle) = active.idle_timeout
-                && let Some(due) = after(active.last_message_at, idle)
-                && due > now
-            {
-                // Messages arrived since the timer was set: not idle yet.
-                self.timers.set(Timer::Idle, due);
-                continue;
-            }
-            self.timers.stop(timer);
-            if let Some(q) = self.queued.take() {
-                // Still held back behind a draining request: it never reached the runtime.
-                let kind = TimeoutKind::Overall(
-                    q.timeout
-                        .unwrap_or_else(|| now.saturating_duration_since(q.started)),
-                );
-                let diagnostics = Diagnostics {
-                    last_message: None,
-                    message_count: 0,
-                    phase: Phase::WaitingForFirstMessage,
-                    elapsed: now.saturating_duration_since(q.started),
-                };
-                self.fail_request(q.id, FailReason::Timeout { kind, diagnostics });
-            } else if let Some(mut active) = self.active.take() {
-                if let Some(pending) = active.pending_error.take() {
-                    self.fail_with_runtime_error(active, pending);
-                    continue;
+            match timer {
+                Timer::PongDeadline => {
+                    tracing::warn!("no answer to keepalive ping; the connection is dead");
+                    self.finish(SessionEnd::KeepAliveTimeout);
                 }
-                let elapsed = now.saturating_duration_since(active.started);
-                let kind = match timer {
-                    Timer::Overall => TimeoutKind::Overall(active.timeout.unwrap_or(elapsed)),
-                    _ => TimeoutKind::Idle(active.idle_timeout.unwrap_or_default()),
-                };
-                let diagnostics = Diagnostics {
-                    last_message: active.last_message,
-                    message_count: active.message_count,
-                    phase: if active.message_count == 0 {
-                        Phase::WaitingForFirstMessage
-                    } else {
-                        Phase::ReceivingMessages
-                    },
-                    elapsed,
-                };
-                tracing::warn!(request = active.id.0, ?kind, "request timed out");
-                self.abandon(active, FailReason::Timeout { kind, diagnostics }, now);
+                Timer::EndSession => {
+                    tracing::warn!("end-of-session handshake timed out");
+                    self.finish(SessionEnd::EndSessionTimeout);
+                }
+                Timer::ErrorSettle => self.error_settled(now),
+                Timer::Drain => {
+                    tracing::warn!("an abandoned request never finished; ending the session");
+                    self.finish(SessionEnd::Desynchronized);
+                }
+                Timer::Overall | Timer::Idle => self.request_timed_out(timer, now),
+                Timer::KeepAlive => self.keepalive_due(now),
             }
         }
-        if self.timers.is_expired(Timer::KeepAlive, now) {
-            let due = self
-                .config
-                .keepalive_interval
-                .and_then(|i| after(self.last_activity, i));
-            if let Some(due) = due
-                && due > now
-            {
-                // Something arrived since the timer was set: no ping needed yet.
-                self.timers.set(Timer::KeepAlive, due);
+    }
+
+    /// An `error_message` waited long enough for a follow-up: it is the terminal (or the
+    /// abandoned request's drain is over).
+    fn error_settled(&mut self, now: Instant) {
+        self.timers.stop(Timer::ErrorSettle);
+        if self.drain.is_some() {
+            self.drain_done(now);
+        } else if let Some(mut active) = self.active.take() {
+            match active.pending_error.take() {
+                Some(pending) => self.fail_with_runtime_error(active, pending),
+                None => self.active = Some(active),
+            }
+        }
+    }
+
+    /// The overall or idle limit of the request passed (unless messages moved the idle one).
+    fn request_timed_out(&mut self, timer: Timer, now: Instant) {
+        if timer == Timer::Idle
+            && let Some(active) = &self.active
+            && let Some(idle) = active.idle_timeout
+            && let Some(due) = after(active.last_message_at, idle)
+            && due > now
+        {
+            // Messages arrived since the timer was set: not idle yet.
+            self.timers.set(Timer::Idle, due);
+            return;
+        }
+        self.timers.stop(timer);
+        if let Some(q) = self.queued.take() {
+            // Still held back behind a draining request: it never reached the runtime.
+            let kind = TimeoutKind::Overall(
+                q.timeout
+                    .unwrap_or_else(|| now.saturating_duration_since(q.started)),
+            );
+            let diagnostics = Diagnostics {
+                last_message: None,
+                message_count: 0,
+                phase: Phase::WaitingForFirstMessage,
+                elapsed: now.saturating_duration_since(q.started),
+            };
+            self.fail_request(q.id, FailReason::Timeout { kind, diagnostics });
+        } else if let Some(mut active) = self.active.take() {
+            if let Some(pending) = active.pending_error.take() {
+                self.fail_with_runtime_error(active, pending);
                 return;
             }
-            self.timers.stop(Timer::KeepAlive);
-            self.transmits.push_back(Transmit::Ping);
-            self.timers.set_opt(
-                Timer::PongDeadline,
-                after(now, self.config.keepalive_timeout),
-            );
+            let elapsed = now.saturating_duration_since(active.started);
+            let kind = match timer {
+                Timer::Overall => TimeoutKind::Overall(active.timeout.unwrap_or(elapsed)),
+                _ => TimeoutKind::Idle(active.idle_timeout.unwrap_or_default()),
+            };
+            let diagnostics = Diagnostics {
+                last_message: active.last_message,
+                message_count: active.message_count,
+                phase: if active.message_count == 0 {
+                    Phase::WaitingForFirstMessage
+                } else {
+                    Phase::ReceivingMessages
+                },
+                elapsed,
+            };
+            tracing::warn!(request = active.id.0, ?kind, "request timed out");
+            self.abandon(active, FailReason::Timeout { kind, diagnostics }, now);
         }
+    }
+
+    /// A keepalive ping is due, unless something arrived since the timer was set.
+    fn keepalive_due(&mut self, now: Instant) {
+        let due = self
+            .config
+            .keepalive_interval
+            .and_then(|i| after(self.last_activity, i));
+        if let Some(due) = due
+            && due > now
+        {
+            self.timers.set(Timer::KeepAlive, due);
+            return;
+        }
+        self.timers.stop(Timer::KeepAlive);
+        self.transmits.push_back(Transmit::Ping);
+        self.timers.set_opt(
+            Timer::PongDeadline,
+            after(now, self.config.keepalive_timeout),
+        );
     }
 
     /// Fails the active request at once, tells the runtime to cancel it, and reads on until its

@@ -33,6 +33,18 @@ impl Timer {
         Self::PongDeadline,
     ];
 
+    /// Every timer, in the order an expired one is handled when several are: the connection's
+    /// own deadlines first (they end the session), then the request's, then the keepalive.
+    pub(crate) const BY_PRIORITY: [Self; 7] = [
+        Self::PongDeadline,
+        Self::EndSession,
+        Self::ErrorSettle,
+        Self::Drain,
+        Self::Overall,
+        Self::Idle,
+        Self::KeepAlive,
+    ];
+
     fn index(self) -> usize {
         self as usize
     }
@@ -97,5 +109,18 @@ impl TimerTable {
     /// Whether `timer` is set and due at `now`.
     pub(crate) fn is_expired(&self, timer: Timer, now: Instant) -> bool {
         self.get(timer).is_some_and(|at| at <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timer;
+
+    #[test]
+    fn the_priority_order_names_every_timer_once() {
+        for timer in Timer::ALL {
+            let n = Timer::BY_PRIORITY.iter().filter(|t| **t == timer).count();
+            assert_eq!(n, 1, "{timer:?}");
+        }
     }
 }

@@ -39,12 +39,7 @@ impl Backend for Tokio {
     async fn connect(settings: &ClientSettings) -> Result<Self::Socket, Error> {
         let (request, config) = settings.handshake()?;
         let (host, port) = settings.host_and_port(&request)?;
-        #[cfg(not(feature = "__rustls"))]
-        if request.uri().scheme_str() == Some("wss") {
-            return Err(Error::Config(
-                "wss:// needs the rustls-tls-webpki-roots feature".into(),
-            ));
-        }
+        settings.require_tls(&request, cfg!(feature = "__rustls"))?;
         #[cfg(feature = "__rustls")]
         let connector =
             tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(settings.tls_config()?));

@@ -73,6 +73,7 @@ impl Client {
         let s = &self.inner;
         let (request, config) = s.handshake()?;
         let (host, port) = s.host_and_port(&request)?;
+        s.require_tls(&request, cfg!(feature = "__rustls"))?;
         let tcp = connect_tcp(&host, port, s.connect_timeout)?;
         // The handshake gets the same limit; reads are timed per call afterwards.
         tcp.set_read_timeout(Some(s.connect_timeout))
@@ -110,11 +111,6 @@ impl Client {
         };
         #[cfg(not(feature = "__rustls"))]
         let handshake = {
-            if request.uri().scheme_str() == Some("wss") {
-                return Err(Error::Config(
-                    "wss:// needs the rustls-tls-webpki-roots feature".into(),
-                ));
-            }
             let stream = tungstenite::stream::MaybeTlsStream::Plain(ReadAheadStream::new(tcp));
             tungstenite::client::client_with_config(request, stream, Some(config))
         };

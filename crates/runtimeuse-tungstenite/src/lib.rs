@@ -20,6 +20,26 @@
 //! # Ok::<(), runtimeuse_tungstenite::Error>(())
 //! ```
 //!
+//! # Blocking and async clients
+//!
+//! The blocking client (`runtimeuse-tungstenite`) and the async ones (`runtimeuse-tokio` and
+//! `runtimeuse-async-std`, both over `runtimeuse-async`) share their request logic
+//! (`runtimeuse_client_core::requests`), their options type, [`AbortHandle`] and [`Error`],
+//! and behave the same. What differs is what blocking and async code can do:
+//!
+//! - Callbacks: async functions with time limits in the async clients; closures without time
+//!   limits in the blocking one (a closure running on the reading thread cannot be
+//!   interrupted; cancel from another thread instead).
+//! - Dropping a call: an async call's future can be dropped mid-request (the request is then
+//!   cancelled before the next call); a blocking call cannot be dropped, only its
+//!   `RequestEvents` iterator (with the same cleanup).
+//! - Aborting: an async session is woken at once; a blocked read of the blocking session
+//!   notices within about 20 ms.
+//! - Building blocks: `runtimeuse-async` exposes `Session::new`, `Session::query_once` and
+//!   `Session::execute_commands_once` because the tokio and async-std crates build their
+//!   `Client` on them; the blocking crate's sessions come only from `Client::session`, and its
+//!   one-shot calls are `Client::query` and `Client::execute_commands`, as in every client.
+//!
 //! # Features
 //!
 //! | feature | default | what |
@@ -42,7 +62,7 @@ pub use runtimeuse_client_core::AbortHandle;
 pub use runtimeuse_client_core::read_ahead::ReadAheadStream;
 pub use runtimeuse_client_core::{ClientSettings, DEFAULT_READ_BUFFER, Error};
 pub use runtimeuse_proto::ArtifactRequest;
-pub use session::{RequestEvents, Session};
+pub use session::{RequestEvents, Session, Socket};
 
 pub use runtimeuse_client_core;
 pub use runtimeuse_proto as proto;
