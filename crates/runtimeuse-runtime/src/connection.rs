@@ -8,6 +8,9 @@ use runtimeuse_proto::RequestId;
 use runtimeuse_proto::runtime::{CANCELLED_ERROR, RuntimeEvent, RuntimeSession};
 use runtimeuse_tokio::server::RuntimeConnection;
 use serde_json::json;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -20,6 +23,14 @@ use crate::request::{env, run_commands, run_query};
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let peer = stream.peer_addr().ok();
+    serve_stream(stream, peer, shared).await;
+}
+
+/// Serves one connection over any byte stream (`peer` for the log) until it ends.
+async fn serve_stream<S>(stream: S, peer: Option<SocketAddr>, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let handshake = RuntimeConnection::accept(stream, shared.server.clone());
     let mut conn = match tokio::time::timeout(shared.options.handshake_timeout, handshake).await {
         Ok(Ok(c)) => c,
@@ -155,3 +166,104 @@ fn apply(session: &mut RuntimeSession, watcher: &Watcher, request: Option<Reques
 
 /// How long the end-of-session drain may wait for artifacts, by default.
 pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    //! The connection loop over an in-memory duplex, with tokio's clock paused: heartbeats,
+    //! the write-stall limit and the end of the session, in no real time.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use runtimeuse_tokio::tokio_tungstenite::tungstenite::Message;
+    use runtimeuse_tokio::tokio_tungstenite::{self, WebSocketStream};
+    use serde_json::{Value, json};
+    use tokio::io::DuplexStream;
+
+    use super::serve_stream;
+    use crate::{RuntimeOptions, ScriptedHandler, Shared};
+
+    type Client = WebSocketStream<DuplexStream>;
+
+    /// A connection served over a duplex of `buffer` bytes; the client's end.
+    async fn connect(
+        options: RuntimeOptions,
+        buffer: usize,
+    ) -> (Client, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(buffer);
+        let shared = Arc::new(Shared::new(Arc::new(ScriptedHandler), options));
+        let served = tokio::spawn(serve_stream(server, None, shared));
+        let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
+            .await
+            .expect("handshake");
+        (ws, served)
+    }
+
+    async fn send(ws: &mut Client, v: Value) {
+        ws.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+
+    async fn recv(ws: &mut Client) -> Value {
+        loop {
+            match ws.next().await.expect("a frame").expect("read") {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Close(_) => panic!("closed"),
+                _ => {}
+            }
+        }
+    }
+
+    fn query(prompt: &str) -> Value {
+        json!({
+            "message_type": "invocation_message", "source_id": null, "system_prompt": "",
+            "user_prompt": prompt, "model": "m", "output_format_json_schema_str": null,
+            "secrets_to_redact": [], "agent_env": null, "artifacts_dirs": null,
+            "artifacts_ignore_content": null, "pre_agent_invocation_commands": null,
+            "post_agent_invocation_commands": null, "pre_agent_downloadables": null
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_come_every_interval_while_a_request_runs() {
+        let (mut ws, _served) = connect(RuntimeOptions::default(), 64 << 10).await;
+        let started = tokio::time::Instant::now();
+        send(&mut ws, query("SLOW:40000")).await;
+        for n in 1..=2u64 {
+            let beat = recv(&mut ws).await;
+            assert_eq!(beat["message_type"], "heartbeat_message", "{beat}");
+            assert_eq!(started.elapsed(), Duration::from_secs(15 * n));
+        }
+        let result = recv(&mut ws).await;
+        assert_eq!(result["message_type"], "result_message", "{result}");
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_nothing_is_dropped_at_the_default_stall_limit() {
+        // A small duplex: the runtime's writes block once 4 KiB wait unread.
+        let (mut ws, served) = connect(RuntimeOptions::default(), 4 << 10).await;
+        let started = tokio::time::Instant::now();
+        send(&mut ws, query("STREAM:100000")).await;
+        // The client reads nothing from here on; the connection ends by itself.
+        served.await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_secs(61),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_a_session_is_confirmed_and_the_connection_closed() {
+        let (mut ws, served) = connect(RuntimeOptions::default(), 64 << 10).await;
+        send(&mut ws, query("ECHO:x")).await;
+        assert_eq!(recv(&mut ws).await["message_type"], "result_message");
+        send(&mut ws, json!({"message_type": "end_session_message"})).await;
+        assert_eq!(
+            recv(&mut ws).await["message_type"],
+            "end_session_confirm_message"
+        );
+        served.await.unwrap();
+    }
+}

@@ -149,6 +149,29 @@ pub(crate) struct Shared {
     server: ServerConfig,
 }
 
+impl Shared {
+    /// What every connection of a runtime shares: its handler, its settings, and the server
+    /// settings (and output budget) made from them.
+    pub(crate) fn new(handler: Arc<dyn AgentHandler>, options: RuntimeOptions) -> Self {
+        let mut server = ServerConfig::default();
+        server.runtime.heartbeat_interval = options.heartbeat_interval;
+        server.runtime.max_frame_size = options.max_frame_size;
+        server.max_write_buffer = Some(options.max_write_buffer);
+        server.read_buffer_size = options.read_buffer_size;
+        server.token = options.token.clone();
+        server.write_stall_timeout = options.write_stall_timeout;
+        // Producers stop at `max_buffered`; the client's frames are read while the queue is
+        // under that and 1 MiB of answers to them.
+        server.max_queued_for_reading = options.max_buffered.saturating_add(1 << 20);
+        server.total_backlog = Some(runtimeuse_tokio::server::Backlog::new());
+        Self {
+            handler,
+            options,
+            server,
+        }
+    }
+}
+
 /// An agent runtime: a handler and its settings. [`bind`](Self::bind) it to serve.
 pub struct Runtime {
     handler: Arc<dyn AgentHandler>,
@@ -210,24 +233,9 @@ impl Runtime {
 
     /// Serves on an already bound listener.
     pub fn listen(self, listener: TcpListener) -> BoundRuntime {
-        let mut server = ServerConfig::default();
-        server.runtime.heartbeat_interval = self.options.heartbeat_interval;
-        server.runtime.max_frame_size = self.options.max_frame_size;
-        server.max_write_buffer = Some(self.options.max_write_buffer);
-        server.read_buffer_size = self.options.read_buffer_size;
-        server.token = self.options.token.clone();
-        server.write_stall_timeout = self.options.write_stall_timeout;
-        // Producers stop at `max_buffered`; the client's frames are read while the queue is
-        // under that and 1 MiB of answers to them.
-        server.max_queued_for_reading = self.options.max_buffered.saturating_add(1 << 20);
-        server.total_backlog = Some(runtimeuse_tokio::server::Backlog::new());
         BoundRuntime {
             listener,
-            shared: Arc::new(Shared {
-                handler: self.handler,
-                options: self.options,
-                server,
-            }),
+            shared: Arc::new(Shared::new(self.handler, self.options)),
         }
     }
 }
