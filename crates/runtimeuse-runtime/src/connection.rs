@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runtimeuse_proto::RequestId;
 use runtimeuse_proto::runtime::{CANCELLED_ERROR, RuntimeEvent, RuntimeSession};
-use runtimeuse_tokio::server::RuntimeConnection;
+use runtimeuse_proto::{ArtifactUpload, RequestId};
+use runtimeuse_tokio::server::{Backlog, RuntimeConnection};
 use serde_json::json;
 use std::net::SocketAddr;
 
@@ -17,8 +17,8 @@ use tokio::task::JoinSet;
 
 use crate::Shared;
 use crate::artifacts::Watcher;
-use crate::mailbox::{Cmd, Mailbox, Room, Terminal};
-use crate::request::{env, run_commands, run_query};
+use crate::mailbox::{Cmd, Mailbox, Outbox, Room, Terminal};
+use crate::request::{Env, env, run_commands, run_query};
 
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
@@ -45,88 +45,136 @@ where
     };
     tracing::info!(?peer, "connection accepted");
     let opened = tokio::time::Instant::now();
-    let mut requests = 0u64;
-    let options = &shared.options;
-    let room = Room::new(
-        conn.backlog().clone(),
-        options.max_buffered,
-        options.max_buffered_total,
-    );
-    let mut mailbox = Mailbox::new(room);
-    let watcher = Watcher::new(shared.options.artifact_scan_interval);
-    let mut cancel: Option<watch::Sender<bool>> = None;
-    let mut tasks = JoinSet::new();
+    let mut state = State::new(conn.backlog().clone(), shared);
     loop {
-        while tasks.try_join_next().is_some() {}
+        while state.tasks.try_join_next().is_some() {}
         tokio::select! {
             event = conn.next_event() => {
                 let Some(event) = event else { break };
-                match event {
-                    RuntimeEvent::Invocation { request, invocation } => {
-                        requests += 1;
-                        let env = env(&mut mailbox, request, &watcher, &shared, &mut cancel);
-                        tasks.spawn(run_query(invocation, env));
-                    }
-                    RuntimeEvent::Commands { request, batch } => {
-                        requests += 1;
-                        let env = env(&mut mailbox, request, &watcher, &shared, &mut cancel);
-                        tasks.spawn(run_commands(batch, env));
-                    }
-                    RuntimeEvent::Cancel { .. } => {
-                        if let Some(c) = &cancel {
-                            let _ = c.send(true);
-                        }
-                    }
-                    RuntimeEvent::ArtifactUploadResponse { filepath, upload, .. } => {
-                        let redactor = conn.session().redactor();
-                        tracing::debug!(filepath = %redactor.redact(&filepath), "artifact upload answered");
-                        let path = std::path::PathBuf::from(&filepath);
-                        // Counted as running before it counts as answered: a request that
-                        // waits for its uploads sees it either way.
-                        match watcher.uploads() {
-                            Some(uploads) => uploads.start(filepath, upload, redactor),
-                            None => tracing::debug!("upload answer without a watcher; ignored"),
-                        }
-                        watcher.reported().answered(&path);
-                    }
-                    RuntimeEvent::EndSession => {
-                        tracing::debug!("end of session asked");
-                        let watcher = watcher.clone();
-                        let outbox = mailbox.outbox(None);
-                        let drain = shared.options.end_session_drain;
-                        tasks.spawn(async move {
-                            if watcher.ever_watched() {
-                                // Files still being written get reported, and every upload
-                                // request gets its answer, before the end is confirmed: the
-                                // client may answer after it asked to end (within the drain).
-                                let started = tokio::time::Instant::now();
-                                watcher.settle(drain).await;
-                                let left = drain.saturating_sub(started.elapsed());
-                                let reported = watcher.reported();
-                                let answered = reported.wait_all_answered();
-                                if tokio::time::timeout(left, answered).await.is_err() {
-                                    tracing::warn!("artifact upload requests left unanswered at the end of the session");
-                                }
-                            }
-                            let _ = outbox.send(Cmd::ConfirmEnd).await;
-                        });
-                    }
-                    RuntimeEvent::Closed => break,
-                    other => tracing::debug!(?other, "ignored event"),
+                if !state.on_event(conn.session(), event) {
+                    break;
                 }
             }
-            Some((request, cmd)) = mailbox.recv() => apply(conn.session(), &watcher, request, cmd),
+            Some((request, cmd)) = state.mailbox.recv() => {
+                apply(conn.session(), &state.watcher, request, cmd);
+            }
         }
     }
-    if let Some(c) = &cancel {
+    if let Some(c) = &state.cancel {
         let _ = c.send(true);
     }
     tracing::info!(
         ?peer,
-        requests,
+        requests = state.requests,
         duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
         "connection closed"
     );
+}
+
+/// A connection's state beside its socket: the tasks of its requests and what they share.
+struct State {
+    shared: Arc<Shared>,
+    mailbox: Mailbox,
+    watcher: Watcher,
+    /// Cancels the request in flight.
+    cancel: Option<watch::Sender<bool>>,
+    tasks: JoinSet<()>,
+    /// Requests served, for the log.
+    requests: u64,
+}
+
+impl State {
+    fn new(backlog: Backlog, shared: Arc<Shared>) -> Self {
+        let options = &shared.options;
+        let room = Room::new(backlog, options.max_buffered, options.max_buffered_total);
+        Self {
+            mailbox: Mailbox::new(room),
+            watcher: Watcher::new(options.artifact_scan_interval),
+            cancel: None,
+            tasks: JoinSet::new(),
+            requests: 0,
+            shared,
+        }
+    }
+
+    /// Handles one event of the client; `false` once the connection ends.
+    fn on_event(&mut self, session: &mut RuntimeSession, event: RuntimeEvent) -> bool {
+        match event {
+            RuntimeEvent::Invocation {
+                request,
+                invocation,
+            } => {
+                let env = self.env(request);
+                self.tasks.spawn(run_query(invocation, env));
+            }
+            RuntimeEvent::Commands { request, batch } => {
+                let env = self.env(request);
+                self.tasks.spawn(run_commands(batch, env));
+            }
+            RuntimeEvent::Cancel { .. } => {
+                if let Some(c) = &self.cancel {
+                    let _ = c.send(true);
+                }
+            }
+            RuntimeEvent::ArtifactUploadResponse {
+                filepath, upload, ..
+            } => self.upload_answered(session, filepath, upload),
+            RuntimeEvent::EndSession => {
+                tracing::debug!("end of session asked");
+                let outbox = self.mailbox.outbox(None);
+                let drain = self.shared.options.end_session_drain;
+                self.tasks
+                    .spawn(confirm_end(self.watcher.clone(), outbox, drain));
+            }
+            RuntimeEvent::Closed => return false,
+            other => tracing::debug!(?other, "ignored event"),
+        }
+        true
+    }
+
+    fn env(&mut self, request: RequestId) -> Env {
+        self.requests += 1;
+        env(
+            &mut self.mailbox,
+            request,
+            &self.watcher,
+            &self.shared,
+            &mut self.cancel,
+        )
+    }
+
+    /// The client gave the URL for an artifact: the upload starts.
+    fn upload_answered(&self, session: &RuntimeSession, filepath: String, upload: ArtifactUpload) {
+        let redactor = session.redactor();
+        tracing::debug!(filepath = %redactor.redact(&filepath), "artifact upload answered");
+        let path = std::path::PathBuf::from(&filepath);
+        // Counted as running before it counts as answered: a request that waits for its
+        // uploads sees it either way.
+        match self.watcher.uploads() {
+            Some(uploads) => uploads.start(filepath, upload, redactor),
+            None => tracing::debug!("upload answer without a watcher; ignored"),
+        }
+        self.watcher.reported().answered(&path);
+    }
+}
+
+/// Confirms the end of the session once the artifacts are in: files still being written get
+/// reported, and every upload request gets its answer (the client may answer after it asked
+/// to end), within `drain`.
+async fn confirm_end(watcher: Watcher, outbox: Outbox, drain: Duration) {
+    if watcher.ever_watched() {
+        let started = tokio::time::Instant::now();
+        watcher.settle(drain).await;
+        let left = drain.saturating_sub(started.elapsed());
+        let reported = watcher.reported();
+        if tokio::time::timeout(left, reported.wait_all_answered())
+            .await
+            .is_err()
+        {
+            tracing::warn!("artifact upload requests left unanswered at the end of the session");
+        }
+    }
+    let _ = outbox.send(Cmd::ConfirmEnd).await;
 }
 
 /// Applies a request task's message to the session, unless it speaks for a request that has
