@@ -40,7 +40,7 @@ use runtimeuse_proto::{Invocation, QueryResult, ResultData};
 use serde_json::{Value, json};
 
 use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
-use model::{Item, Part, ProviderError, ToolCall, TurnRequest, Usage};
+use model::{Item, Part, ProviderError, ToolCall, ToolSpec, TurnRequest, Usage};
 
 pub use command::{CommandAgent, PromptInput};
 pub use model::ModelApi;
@@ -243,6 +243,36 @@ impl ModelAgent {
         ctx: HandlerContext,
     ) -> Result<QueryResult, AgentError> {
         let started = Instant::now();
+        let plan = self.plan(&invocation)?;
+        let env = tools::ToolEnv {
+            cancel: &ctx.cancel,
+            env: invocation.agent_env.as_ref(),
+            options: &self.options,
+            secrets: &invocation.secrets_to_redact,
+        };
+        let (answer, run) = self
+            .converse(&plan, invocation.user_prompt.clone(), &ctx, &env)
+            .await?;
+        let api = self.provider.api;
+        let metadata = json!({
+            "provider": api.provider(),
+            "api": api.name(),
+            "model": plan.model,
+            "turns": run.turns,
+            "tool_calls": run.tool_calls,
+            "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "usage": {
+                "inputTokens": run.usage.input,
+                "outputTokens": run.usage.output,
+                "totalTokens": run.usage.input + run.usage.output,
+            },
+        });
+        Ok(QueryResult::new(plan.result_data(answer)?, metadata))
+    }
+
+    /// What a query needs before its first turn: the key, the model, the answer's schema and
+    /// how it is asked for, the tools and the system prompt.
+    fn plan(&self, invocation: &Invocation) -> Result<Plan, AgentError> {
         let api = self.provider.api;
         if self.provider.api_key.is_none() {
             let var = api.key_variable();
@@ -290,19 +320,30 @@ impl ModelAgent {
                 "When you have the final answer, give it by calling the final_output tool.",
             );
         }
-        let env = tools::ToolEnv {
-            cancel: &ctx.cancel,
-            env: invocation.agent_env.as_ref(),
-            options: &self.options,
-            secrets: &invocation.secrets_to_redact,
-        };
-        let mut items = vec![Item::User(invocation.user_prompt.clone())];
-        let mut usage = Usage::default();
-        let mut turns = 0;
-        let mut tool_calls = 0u64;
+        Ok(Plan {
+            model,
+            schema,
+            via_tool,
+            wrapped,
+            tools,
+            system,
+        })
+    }
+
+    /// The agent loop: model turns, their tool calls run in the sandbox, until the model
+    /// answers (or the turn limit).
+    async fn converse(
+        &self,
+        plan: &Plan,
+        prompt: String,
+        ctx: &HandlerContext,
+        env: &tools::ToolEnv<'_>,
+    ) -> Result<(Answer, Run), AgentError> {
+        let mut items = vec![Item::User(prompt)];
+        let mut run = Run::default();
         let mut force = false;
-        let answer: Answer = loop {
-            if turns >= self.options.max_turns {
+        loop {
+            if run.turns >= self.options.max_turns {
                 return Err(AgentError {
                     message: format!(
                         "the model did not finish within {} turns (max turns)",
@@ -310,35 +351,23 @@ impl ModelAgent {
                     ),
                     metadata: json!({
                         "error_name": "MaxTurnsExceeded",
-                        "turns": turns,
-                        "tool_calls": tool_calls,
+                        "turns": run.turns,
+                        "tool_calls": run.tool_calls,
                     }),
                 });
             }
-            turns += 1;
+            run.turns += 1;
             let request = TurnRequest {
-                model: &model,
-                system: &system,
+                model: &plan.model,
+                system: &plan.system,
                 items: &items,
-                tools: &tools,
-                schema: schema.as_ref().filter(|_| !via_tool),
+                tools: &plan.tools,
+                schema: plan.schema.as_ref().filter(|_| !plan.via_tool),
                 force_tool: force.then_some(tools::FINAL_OUTPUT),
                 web_search: self.options.web_search,
                 max_tokens: self.options.max_tokens,
             };
-            let mut stream = provider::start(&self.http, &self.provider, &self.options, &request)
-                .await
-                .map_err(|e| self.fail(&e))?;
-            let mut parts = Vec::new();
-            while let Some(part) = stream.next().await.map_err(|e| self.fail(&e))? {
-                if let Part::Text(t) = &part {
-                    ctx.send_assistant(vec![t.clone()]).await;
-                }
-                parts.push(part);
-            }
-            usage.input += stream.usage().input;
-            usage.output += stream.usage().output;
-            drop(stream);
+            let parts = self.turn(&request, ctx, &mut run.usage).await?;
             let calls: Vec<ToolCall> = parts
                 .iter()
                 .filter_map(|p| match p {
@@ -348,20 +377,12 @@ impl ModelAgent {
                 .collect();
             if let Some(c) = calls
                 .iter()
-                .find(|c| via_tool && c.name == tools::FINAL_OUTPUT)
+                .find(|c| plan.via_tool && c.name == tools::FINAL_OUTPUT)
             {
-                break Answer::Json(c.arguments.clone());
+                return Ok((Answer::Json(c.arguments.clone()), run));
             }
             if calls.is_empty() {
-                let text: String = parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Text(t) => Some(t.as_str()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                if via_tool && !force {
+                if plan.via_tool && !force {
                     // Answered in text: one more turn, with the answer tool forced.
                     force = true;
                     items.push(Item::Assistant(parts));
@@ -370,53 +391,100 @@ impl ModelAgent {
                     ));
                     continue;
                 }
-                break if schema.is_some() {
-                    Answer::Json(text)
-                } else {
-                    Answer::Text(text)
-                };
+                return Ok((plan.text_answer(&parts), run));
             }
             items.push(Item::Assistant(parts));
             let mut results = Vec::with_capacity(calls.len());
             for c in &calls {
-                tool_calls += 1;
+                run.tool_calls += 1;
                 tracing::debug!(tool = %c.name, "tool call");
-                results.push((c.id.clone(), tools::call(c, &env).await));
+                results.push((c.id.clone(), tools::call(c, env).await));
             }
             items.push(Item::Results(results));
-        };
-        let metadata = json!({
-            "provider": api.provider(),
-            "api": api.name(),
-            "model": model,
-            "turns": turns,
-            "tool_calls": tool_calls,
-            "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "usage": {
-                "inputTokens": usage.input,
-                "outputTokens": usage.output,
-                "totalTokens": usage.input + usage.output,
-            },
-        });
-        let data = match (answer, &schema) {
-            (Answer::Text(t), _) | (Answer::Json(t), None) => ResultData::Text(t),
-            (Answer::Json(t), Some(s)) => {
-                let mut value: Value = serde_json::from_str(t.trim()).map_err(|e| AgentError {
-                    message: format!("the model's answer is not valid JSON: {e}"),
-                    metadata: json!({ "error_name": "StructuredOutputError" }),
-                })?;
-                if wrapped {
-                    value = value.get_mut("value").map(Value::take).unwrap_or_default();
-                }
-                schema::check(&value, s).map_err(|e| AgentError {
-                    message: format!("the model's answer does not follow the schema: {e}"),
-                    metadata: json!({ "error_name": "StructuredOutputError" }),
-                })?;
-                ResultData::StructuredOutput(value)
-            }
-        };
-        Ok(QueryResult::new(data, metadata))
+        }
     }
+
+    /// One model turn: its parts, each text streamed to the client as it arrives.
+    async fn turn(
+        &self,
+        request: &TurnRequest<'_>,
+        ctx: &HandlerContext,
+        usage: &mut Usage,
+    ) -> Result<Vec<Part>, AgentError> {
+        let mut stream = provider::start(&self.http, &self.provider, &self.options, request)
+            .await
+            .map_err(|e| self.fail(&e))?;
+        let mut parts = Vec::new();
+        while let Some(part) = stream.next().await.map_err(|e| self.fail(&e))? {
+            if let Part::Text(t) = &part {
+                ctx.send_assistant(vec![t.clone()]).await;
+            }
+            parts.push(part);
+        }
+        usage.input += stream.usage().input;
+        usage.output += stream.usage().output;
+        Ok(parts)
+    }
+}
+
+/// What a query needs before its first turn ([`ModelAgent::plan`]).
+struct Plan {
+    model: String,
+    /// The answer's JSON schema (strict), for structured output.
+    schema: Option<Value>,
+    /// The answer comes through the `final_output` tool (Anthropic).
+    via_tool: bool,
+    /// The tool's input wraps an answer that is not an object in `{"value": …}`.
+    wrapped: bool,
+    tools: Vec<ToolSpec>,
+    system: String,
+}
+
+impl Plan {
+    /// The answer of a turn that called no tool: its text.
+    fn text_answer(&self, parts: &[Part]) -> Answer {
+        let text: String = parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        if self.schema.is_some() {
+            Answer::Json(text)
+        } else {
+            Answer::Text(text)
+        }
+    }
+
+    /// The result's data: the text, or the structured answer parsed and checked.
+    fn result_data(&self, answer: Answer) -> Result<ResultData, AgentError> {
+        let (t, s) = match (answer, &self.schema) {
+            (Answer::Text(t), _) | (Answer::Json(t), None) => return Ok(ResultData::Text(t)),
+            (Answer::Json(t), Some(s)) => (t, s),
+        };
+        let mut value: Value = serde_json::from_str(t.trim()).map_err(|e| AgentError {
+            message: format!("the model's answer is not valid JSON: {e}"),
+            metadata: json!({ "error_name": "StructuredOutputError" }),
+        })?;
+        if self.wrapped {
+            value = value.get_mut("value").map(Value::take).unwrap_or_default();
+        }
+        schema::check(&value, s).map_err(|e| AgentError {
+            message: format!("the model's answer does not follow the schema: {e}"),
+            metadata: json!({ "error_name": "StructuredOutputError" }),
+        })?;
+        Ok(ResultData::StructuredOutput(value))
+    }
+}
+
+/// What a conversation counted.
+#[derive(Default)]
+struct Run {
+    turns: u32,
+    tool_calls: u64,
+    usage: Usage,
 }
 
 /// The model's final answer before it becomes a result.
