@@ -74,6 +74,62 @@ impl CommandAgent {
             Some(f) => Some(schema::answer_schema(f).map_err(AgentError::new)?),
             None => None,
         };
+        let mut child = self
+            .command(&invocation, schema.as_ref())
+            .spawn()
+            .map_err(|e| AgentError::new(format!("the agent command could not start: {e}")))?;
+        // Kills the whole group when the query ends early (cancel, connection gone).
+        let mut guard = GroupGuard(child.id());
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(AgentError::new("the agent command has no pipes"));
+        };
+        let prompt = (self.prompt == PromptInput::Stdin).then(|| invocation.user_prompt.clone());
+        let feed = async move {
+            if let Some(p) = prompt {
+                // An agent that exits without reading its stdin is not an error.
+                let _ = stdin.write_all(p.as_bytes()).await;
+            }
+            drop(stdin);
+        };
+        let budget = Budget {
+            head: 0,
+            tail: self.max_result,
+        };
+        let ((), out, err) = tokio::join!(
+            feed,
+            stream_lines(stdout, &ctx, budget),
+            stderr_tail(stderr)
+        );
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| AgentError::new(format!("waiting for the agent command: {e}")))?;
+        guard.0 = None;
+        let marker = |n: usize| format!("[... {n} bytes cut ...]\n");
+        if !status.success() {
+            let code = status.code().map_or(-1, i64::from);
+            let stderr = err.into_text(marker);
+            return Err(AgentError {
+                message: format!(
+                    "the agent command exited with code {code}: {}",
+                    stderr.trim()
+                ),
+                metadata: json!({ "error_name": "CommandAgentError", "exit_code": code }),
+            });
+        }
+        let text = out.into_text(marker).trim().to_owned();
+        let data = match schema {
+            None => ResultData::Text(text),
+            Some(s) => ResultData::StructuredOutput(structured(&text, &s)?),
+        };
+        Ok(QueryResult::new(data, json!({ "agent": "command" })))
+    }
+
+    /// The agent command for `invocation`: `sh -c` in a process group of its own, the prompt
+    /// on stdin or as its last argument, the invocation in `RUNTIMEUSE_*` variables.
+    fn command(&self, invocation: &Invocation, schema: Option<&Value>) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("/bin/sh");
         match self.prompt {
             PromptInput::Stdin => {
@@ -97,109 +153,76 @@ impl CommandAgent {
         cmd.env("RUNTIMEUSE_PROMPT", &invocation.user_prompt)
             .env("RUNTIMEUSE_SYSTEM_PROMPT", &invocation.system_prompt)
             .env("RUNTIMEUSE_MODEL", &invocation.model);
-        if let Some(s) = &schema {
+        if let Some(s) = schema {
             cmd.env("RUNTIMEUSE_OUTPUT_SCHEMA", s.to_string());
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| AgentError::new(format!("the agent command could not start: {e}")))?;
-        // Kills the whole group when the query ends early (cancel, connection gone).
-        let mut guard = GroupGuard(child.id());
-        let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(AgentError::new("the agent command has no pipes"));
-        };
-        let prompt = (self.prompt == PromptInput::Stdin).then(|| invocation.user_prompt.clone());
-        let feed = async move {
-            if let Some(p) = prompt {
-                // An agent that exits without reading its stdin is not an error.
-                let _ = stdin.write_all(p.as_bytes()).await;
-            }
-            drop(stdin);
-        };
-        let budget = Budget {
-            head: 0,
-            tail: self.max_result,
-        };
-        let read_out = async {
-            let mut kept = Capture::new(budget);
-            let mut line = Vec::new();
-            let mut buf = vec![0; 16 * 1024];
-            loop {
-                let n = match stdout.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                for &b in &buf[..n] {
-                    if b == b'\n' || line.len() >= MAX_LINE {
-                        if b != b'\n' {
-                            line.push(b);
-                        }
-                        emit(&ctx, &mut kept, &mut line, true).await;
-                    } else {
-                        line.push(b);
-                    }
-                }
-            }
-            emit(&ctx, &mut kept, &mut line, false).await;
-            kept
-        };
-        let read_err = async {
-            let mut kept = Capture::new(Budget {
-                head: 0,
-                tail: 4096,
-            });
-            let mut buf = vec![0; 8 * 1024];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                kept.push(&String::from_utf8_lossy(&buf[..n]));
-            }
-            kept
-        };
-        let ((), out, err) = tokio::join!(feed, read_out, read_err);
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| AgentError::new(format!("waiting for the agent command: {e}")))?;
-        guard.0 = None;
-        let marker = |n: usize| format!("[... {n} bytes cut ...]\n");
-        if !status.success() {
-            let code = status.code().map_or(-1, i64::from);
-            let stderr = err.into_text(marker);
-            return Err(AgentError {
-                message: format!(
-                    "the agent command exited with code {code}: {}",
-                    stderr.trim()
-                ),
-                metadata: json!({ "error_name": "CommandAgentError", "exit_code": code }),
-            });
-        }
-        let text = out.into_text(marker).trim().to_owned();
-        let data = match schema {
-            None => ResultData::Text(text),
-            Some(s) => {
-                let value = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .or_else(|| {
-                        text.lines()
-                            .rev()
-                            .find(|l| !l.trim().is_empty())
-                            .and_then(|l| serde_json::from_str(l).ok())
-                    })
-                    .ok_or_else(|| AgentError::new("the agent command's output is not JSON"))?;
-                schema::check(&value, &s).map_err(|e| {
-                    AgentError::new(format!(
-                        "the agent command's output does not follow the schema: {e}"
-                    ))
-                })?;
-                ResultData::StructuredOutput(value)
-            }
-        };
-        Ok(QueryResult::new(data, json!({ "agent": "command" })))
+        cmd
     }
+}
+
+/// Streams the agent's stdout line by line as assistant messages; what `budget` keeps of it.
+async fn stream_lines(
+    mut stdout: impl tokio::io::AsyncRead + Unpin,
+    ctx: &HandlerContext,
+    budget: Budget,
+) -> Capture {
+    let mut kept = Capture::new(budget);
+    let mut line = Vec::new();
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' || line.len() >= MAX_LINE {
+                if b != b'\n' {
+                    line.push(b);
+                }
+                emit(ctx, &mut kept, &mut line, true).await;
+            } else {
+                line.push(b);
+            }
+        }
+    }
+    emit(ctx, &mut kept, &mut line, false).await;
+    kept
+}
+
+/// The end of the agent's stderr, for the error when it fails.
+async fn stderr_tail(mut stderr: impl tokio::io::AsyncRead + Unpin) -> Capture {
+    let mut kept = Capture::new(Budget {
+        head: 0,
+        tail: 4096,
+    });
+    let mut buf = vec![0; 8 * 1024];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.push(&String::from_utf8_lossy(&buf[..n]));
+    }
+    kept
+}
+
+/// The structured answer in the agent's output: all of it as JSON, or its last non-blank
+/// line; checked against `schema`.
+fn structured(text: &str, schema: &Value) -> Result<Value, AgentError> {
+    let value = serde_json::from_str::<Value>(text)
+        .ok()
+        .or_else(|| {
+            text.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .and_then(|l| serde_json::from_str(l).ok())
+        })
+        .ok_or_else(|| AgentError::new("the agent command's output is not JSON"))?;
+    schema::check(&value, schema).map_err(|e| {
+        AgentError::new(format!(
+            "the agent command's output does not follow the schema: {e}"
+        ))
+    })?;
+    Ok(value)
 }
 
 /// Streams one line of stdout as an assistant message (blank lines are kept for the result
