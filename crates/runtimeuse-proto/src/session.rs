@@ -1,5 +1,6 @@
 //! The client [`Session`]: the protocol state machine of the program that talks to a runtime.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -773,23 +774,8 @@ impl Session {
             }
             _ => {}
         }
-        if let Some(drain) = self.drain.as_mut() {
-            return match message {
-                RuntimeMessage::Result { .. } | RuntimeMessage::CommandExecutionResult { .. } => {
-                    self.drain_done(now);
-                }
-                RuntimeMessage::Error { .. } => {
-                    drain.settling = true;
-                    self.timers
-                        .set_opt(Timer::ErrorSettle, after(now, self.config.error_settle));
-                }
-                _ => {
-                    if drain.settling {
-                        drain.settling = false;
-                        self.timers.stop(Timer::ErrorSettle);
-                    }
-                }
-            };
+        if self.drain.is_some() {
+            return self.drain_message(&message, now);
         }
         let Some(active) = self.active.as_ref() else {
             if !matches!(message, RuntimeMessage::Heartbeat { .. }) {
@@ -797,8 +783,10 @@ impl Session {
             }
             return;
         };
-        let request = active.id;
-        let request_kind = active.kind;
+        let (request, request_kind) = (active.id, active.kind);
+        if !matches!(message, RuntimeMessage::Error { .. }) {
+            self.settle_pending_error();
+        }
         match message {
             RuntimeMessage::Error { error, metadata } => {
                 self.settle_pending_error();
@@ -809,81 +797,23 @@ impl Session {
                     .set_opt(Timer::ErrorSettle, after(now, self.config.error_settle));
             }
             RuntimeMessage::Result { data, metadata } => {
-                self.settle_pending_error();
-                let Some(active) = self.active.take() else {
-                    return;
-                };
-                if request_kind != RequestKind::Query {
-                    return self.fail_request(active.id, FailReason::UnexpectedTerminal(kind));
-                }
-                self.stop_request_timers();
-                let data = match data {
-                    WireResultData::Text { text } => ResultData::Text(text),
-                    WireResultData::StructuredOutput { structured_output } => {
-                        ResultData::StructuredOutput(structured_output)
-                    }
-                };
-                self.events.push_back(Event::Result {
-                    request,
-                    result: QueryResult { data, metadata },
-                });
+                self.query_result(request_kind, kind, data, metadata);
             }
             RuntimeMessage::CommandExecutionResult { results } => {
-                self.settle_pending_error();
-                let Some(active) = self.active.take() else {
-                    return;
-                };
-                if request_kind != RequestKind::Commands {
-                    return self.fail_request(active.id, FailReason::UnexpectedTerminal(kind));
-                }
-                self.stop_request_timers();
-                let results = results
-                    .into_iter()
-                    .map(|r| CommandResultItem {
-                        command: r.command,
-                        exit_code: r.exit_code,
-                        stdout: r.stdout,
-                    })
-                    .collect();
-                self.events.push_back(Event::CommandResult {
-                    request,
-                    result: CommandExecutionResult { results },
-                });
+                self.commands_result(request_kind, kind, results);
             }
             RuntimeMessage::CommandOutput {
                 stream,
                 text,
                 command,
-            } => {
-                self.settle_pending_error();
-                let stream = match &*stream {
-                    "stderr" => OutputStream::Stderr,
-                    _ => OutputStream::Stdout,
-                };
-                let command = match &self.last_command {
-                    Some(last) if **last == *command => Arc::clone(last),
-                    _ => {
-                        let shared: Arc<str> = Arc::from(&*command);
-                        self.last_command = Some(Arc::clone(&shared));
-                        shared
-                    }
-                };
-                self.events.push_back(Event::CommandOutput(CommandOutput {
-                    request,
-                    stream,
-                    text: text.into_owned(),
-                    command,
-                }));
-            }
+            } => self.command_output(request, &stream, text, &command),
             RuntimeMessage::Assistant { text_blocks } => {
-                self.settle_pending_error();
                 self.events.push_back(Event::AssistantMessage {
                     request,
                     text_blocks,
                 });
             }
             RuntimeMessage::Heartbeat { phase, elapsed_ms } => {
-                self.settle_pending_error();
                 self.events.push_back(Event::Heartbeat {
                     request,
                     phase,
@@ -892,6 +822,116 @@ impl Session {
             }
             RuntimeMessage::ArtifactUploadRequest { .. } | RuntimeMessage::EndSessionConfirm => {}
         }
+    }
+
+    /// A message of the abandoned request being drained: only its terminal matters (an
+    /// `error_message` may be one, once nothing follows it).
+    fn drain_message(&mut self, message: &RuntimeMessage<'_>, now: Instant) {
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        match message {
+            RuntimeMessage::Result { .. } | RuntimeMessage::CommandExecutionResult { .. } => {
+                self.drain_done(now);
+            }
+            RuntimeMessage::Error { .. } => {
+                drain.settling = true;
+                self.timers
+                    .set_opt(Timer::ErrorSettle, after(now, self.config.error_settle));
+            }
+            _ => {
+                if drain.settling {
+                    drain.settling = false;
+                    self.timers.stop(Timer::ErrorSettle);
+                }
+            }
+        }
+    }
+
+    /// A `result_message`: the query's terminal (or the wrong kind for a command batch).
+    fn query_result(
+        &mut self,
+        request_kind: RequestKind,
+        kind: MessageKind,
+        data: WireResultData,
+        metadata: serde_json::Value,
+    ) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        if request_kind != RequestKind::Query {
+            return self.fail_request(active.id, FailReason::UnexpectedTerminal(kind));
+        }
+        self.stop_request_timers();
+        let data = match data {
+            WireResultData::Text { text } => ResultData::Text(text),
+            WireResultData::StructuredOutput { structured_output } => {
+                ResultData::StructuredOutput(structured_output)
+            }
+        };
+        self.events.push_back(Event::Result {
+            request: active.id,
+            result: QueryResult { data, metadata },
+        });
+    }
+
+    /// A `command_execution_result_message`: the batch's terminal (or the wrong kind for a
+    /// query).
+    fn commands_result(
+        &mut self,
+        request_kind: RequestKind,
+        kind: MessageKind,
+        results: Vec<wire::WireCommandResultItem>,
+    ) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        if request_kind != RequestKind::Commands {
+            return self.fail_request(active.id, FailReason::UnexpectedTerminal(kind));
+        }
+        self.stop_request_timers();
+        let results = results
+            .into_iter()
+            .map(|r| CommandResultItem {
+                command: r.command,
+                exit_code: r.exit_code,
+                stdout: r.stdout,
+            })
+            .collect();
+        self.events.push_back(Event::CommandResult {
+            request: active.id,
+            result: CommandExecutionResult { results },
+        });
+    }
+
+    /// A chunk of command output: the hot path. The command's name is shared with the last
+    /// chunk's when it is the same (it usually is).
+    #[inline]
+    fn command_output(
+        &mut self,
+        request: RequestId,
+        stream: &str,
+        text: Cow<'_, str>,
+        command: &str,
+    ) {
+        let stream = match stream {
+            "stderr" => OutputStream::Stderr,
+            _ => OutputStream::Stdout,
+        };
+        let command = match &self.last_command {
+            Some(last) if **last == *command => Arc::clone(last),
+            _ => {
+                let shared: Arc<str> = Arc::from(command);
+                self.last_command = Some(Arc::clone(&shared));
+                shared
+            }
+        };
+        self.events.push_back(Event::CommandOutput(CommandOutput {
+            request,
+            stream,
+            text: text.into_owned(),
+            command,
+        }));
     }
 
     /// More of the request arrived after an `error_message`: that error was not the terminal.
