@@ -9,11 +9,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::model::{
-    Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, parse_event,
-    str_of,
+    Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, str_of,
 };
 
 /// The API version sent in `anthropic-version`.
@@ -117,6 +117,83 @@ pub(crate) struct Decoder {
     usage: Usage,
 }
 
+/// One event of the Messages API's stream, as documented (unknown types, `ping` among them,
+/// are [`StreamEvent::Other`]).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StreamEvent {
+    MessageStart {
+        message: MessageStart,
+    },
+    ContentBlockStart {
+        #[serde(default)]
+        index: u64,
+        /// Kept whole: blocks other than text and tool calls go back to the API unchanged.
+        #[serde(default)]
+        content_block: Value,
+    },
+    ContentBlockDelta {
+        #[serde(default)]
+        index: u64,
+        #[serde(default)]
+        delta: Delta,
+    },
+    ContentBlockStop {
+        #[serde(default)]
+        index: u64,
+    },
+    MessageDelta {
+        #[serde(default)]
+        usage: StreamUsage,
+    },
+    MessageStop,
+    Error {
+        #[serde(default)]
+        error: ErrorBody,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MessageStart {
+    #[serde(default)]
+    usage: StreamUsage,
+}
+
+/// Token counts as the stream reports them (`message_delta`'s are cumulative).
+#[derive(Debug, Default, Deserialize)]
+struct StreamUsage {
+    input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+/// A content block's delta.
+#[derive(Debug, Default, Deserialize)]
+#[serde(tag = "type")]
+enum Delta {
+    #[serde(rename = "text_delta")]
+    Text { text: String },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: String },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: String },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: String },
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    message: Option<String>,
+}
+
 impl super::model::Decoder for Decoder {
     fn event(
         &mut self,
@@ -125,114 +202,116 @@ impl super::model::Decoder for Decoder {
         out: &mut Vec<ModelEvent>,
     ) -> Result<(), ProviderError> {
         let api = ModelApi::AnthropicMessages;
-        let v = parse_event(api, data)?;
-        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-        match str_of(&v, "type").unwrap_or_default() {
-            "message_start" => {
-                if let Some(u) = v.pointer("/message/usage") {
-                    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-                    self.usage.input = n("input_tokens")
-                        + n("cache_creation_input_tokens")
-                        + n("cache_read_input_tokens");
-                    self.usage.output = n("output_tokens");
-                }
+        let event: StreamEvent = serde_json::from_str(data)
+            .map_err(|e| ProviderError::stream(api, format!("invalid event in the stream: {e}")))?;
+        match event {
+            StreamEvent::MessageStart { message } => {
+                let u = message.usage;
+                let n = |v: Option<u64>| v.unwrap_or(0);
+                self.usage.input = n(u.input_tokens)
+                    + n(u.cache_creation_input_tokens)
+                    + n(u.cache_read_input_tokens);
+                self.usage.output = n(u.output_tokens);
             }
-            "content_block_start" => {
-                let block = v.get("content_block").cloned().unwrap_or(Value::Null);
-                let b = match str_of(&block, "type").unwrap_or_default() {
-                    "text" => Block::Text(str_of(&block, "text").unwrap_or_default().to_owned()),
-                    "tool_use" => Block::ToolUse {
-                        id: str_of(&block, "id").unwrap_or_default().to_owned(),
-                        name: str_of(&block, "name").unwrap_or_default().to_owned(),
-                        json: String::new(),
-                    },
-                    _ => Block::Other {
-                        block,
-                        json: String::new(),
-                    },
-                };
-                self.blocks.insert(index, b);
-            }
-            "content_block_delta" => {
-                let delta = v.get("delta").cloned().unwrap_or(Value::Null);
-                let Some(b) = self.blocks.get_mut(&index) else {
-                    return Ok(());
-                };
-                match (b, str_of(&delta, "type").unwrap_or_default()) {
-                    (Block::Text(t), "text_delta") => {
-                        t.push_str(str_of(&delta, "text").unwrap_or_default());
-                    }
-                    (
-                        Block::ToolUse { json, .. } | Block::Other { json, .. },
-                        "input_json_delta",
-                    ) => json.push_str(str_of(&delta, "partial_json").unwrap_or_default()),
-                    (Block::Other { block, .. }, "thinking_delta") => {
-                        append(block, "thinking", str_of(&delta, "thinking"));
-                    }
-                    (Block::Other { block, .. }, "signature_delta") => {
-                        append(block, "signature", str_of(&delta, "signature"));
-                    }
-                    _ => {}
-                }
-            }
-            "content_block_stop" => match self.blocks.remove(&index) {
-                Some(Block::Text(t)) if !t.is_empty() => out.push(ModelEvent::Part(Part::Text(t))),
-                Some(Block::ToolUse { id, name, json }) => {
-                    let arguments = if json.trim().is_empty() {
-                        "{}".to_owned()
-                    } else {
-                        json
-                    };
-                    out.push(ModelEvent::Part(Part::Call(ToolCall {
-                        id,
-                        name,
-                        arguments,
-                    })));
-                }
-                Some(Block::Other { mut block, json }) => {
-                    if !json.is_empty()
-                        && let (Ok(input), Some(o)) =
-                            (serde_json::from_str::<Value>(&json), block.as_object_mut())
-                    {
-                        o.insert("input".into(), input);
-                    }
-                    out.push(ModelEvent::Part(Part::Opaque(block)));
-                }
-                _ => {}
-            },
-            "message_delta" => {
-                if let Some(n) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => self.block_started(index, content_block),
+            StreamEvent::ContentBlockDelta { index, delta } => self.block_delta(index, delta),
+            StreamEvent::ContentBlockStop { index } => self.block_stopped(index, out),
+            StreamEvent::MessageDelta { usage } => {
+                if let Some(n) = usage.output_tokens {
                     // Cumulative for the message.
                     self.usage.output = n;
                 }
-                if let Some(n) = v.pointer("/usage/input_tokens").and_then(Value::as_u64)
-                    && n > 0
-                {
+                if let Some(n) = usage.input_tokens.filter(|n| *n > 0) {
                     self.usage.input = n;
                 }
             }
-            "message_stop" => {
+            StreamEvent::MessageStop => {
                 out.push(ModelEvent::Usage(std::mem::take(&mut self.usage)));
                 out.push(ModelEvent::Done);
             }
-            "error" => {
-                let error = v.get("error");
-                let mut e = ProviderError::stream(
-                    api,
-                    error
-                        .and_then(|e| str_of(e, "message"))
-                        .unwrap_or("the stream reported an error"),
-                );
-                e.kind = error.and_then(|e| str_of(e, "type")).map(str::to_owned);
+            StreamEvent::Error { error } => {
+                let message = error.message.as_deref();
+                let mut e =
+                    ProviderError::stream(api, message.unwrap_or("the stream reported an error"));
+                e.kind = error.kind;
                 return Err(e);
             }
-            _ => {}
+            StreamEvent::Other => {}
         }
         Ok(())
     }
 
     fn finish(&mut self, _out: &mut Vec<ModelEvent>) -> Result<(), ProviderError> {
         Ok(())
+    }
+}
+
+impl Decoder {
+    fn block_started(&mut self, index: u64, block: Value) {
+        let b = match str_of(&block, "type").unwrap_or_default() {
+            "text" => Block::Text(str_of(&block, "text").unwrap_or_default().to_owned()),
+            "tool_use" => Block::ToolUse {
+                id: str_of(&block, "id").unwrap_or_default().to_owned(),
+                name: str_of(&block, "name").unwrap_or_default().to_owned(),
+                json: String::new(),
+            },
+            _ => Block::Other {
+                block,
+                json: String::new(),
+            },
+        };
+        self.blocks.insert(index, b);
+    }
+
+    fn block_delta(&mut self, index: u64, delta: Delta) {
+        let Some(b) = self.blocks.get_mut(&index) else {
+            return;
+        };
+        match (b, delta) {
+            (Block::Text(t), Delta::Text { text }) => t.push_str(&text),
+            (
+                Block::ToolUse { json, .. } | Block::Other { json, .. },
+                Delta::InputJson { partial_json },
+            ) => json.push_str(&partial_json),
+            (Block::Other { block, .. }, Delta::Thinking { thinking }) => {
+                append(block, "thinking", Some(&thinking));
+            }
+            (Block::Other { block, .. }, Delta::Signature { signature }) => {
+                append(block, "signature", Some(&signature));
+            }
+            _ => {}
+        }
+    }
+
+    fn block_stopped(&mut self, index: u64, out: &mut Vec<ModelEvent>) {
+        match self.blocks.remove(&index) {
+            Some(Block::Text(t)) if !t.is_empty() => out.push(ModelEvent::Part(Part::Text(t))),
+            Some(Block::ToolUse { id, name, json }) => {
+                let arguments = if json.trim().is_empty() {
+                    "{}".to_owned()
+                } else {
+                    json
+                };
+                out.push(ModelEvent::Part(Part::Call(ToolCall {
+                    id,
+                    name,
+                    arguments,
+                })));
+            }
+            Some(Block::Other { mut block, json }) => {
+                if !json.is_empty()
+                    && let (Ok(input), Some(o)) =
+                        (serde_json::from_str::<Value>(&json), block.as_object_mut())
+                {
+                    o.insert("input".into(), input);
+                }
+                out.push(ModelEvent::Part(Part::Opaque(block)));
+            }
+            _ => {}
+        }
     }
 }
 
