@@ -53,8 +53,8 @@ mod client;
 
 pub use client::{AsyncIo, ReadAheadStream};
 pub use runtimeuse_async::{
-    AbortHandle, ArtifactRequest, BoxFuture, ClientSettings, DEFAULT_READ_BUFFER, Error,
-    ExecuteCommandsOptions, QueryOptions,
+    AbortHandle, ArtifactRequest, AsyncCallbacks, BoxFuture, CallOptions, ClientSettings,
+    DEFAULT_READ_BUFFER, Error, ExecuteCommandsOptions, Parts, QueryOptions, Wire,
 };
 
 /// A client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or

@@ -55,6 +55,8 @@ mod session;
 pub use backend::{Backend, timeout};
 pub use client::Client;
 pub use options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
+pub use runtimeuse_client_core::callbacks::AsyncCallbacks;
+pub use runtimeuse_client_core::options::{CallOptions, Parts, Wire};
 pub use runtimeuse_client_core::{
     AbortHandle, ClientBuilder, ClientSettings, DEFAULT_READ_BUFFER, Error,
 };

@@ -59,6 +59,8 @@ mod session;
 pub use client::{Client, ClientBuilder};
 pub use options::{ExecuteCommandsOptions, QueryOptions};
 pub use runtimeuse_client_core::AbortHandle;
+pub use runtimeuse_client_core::callbacks::BlockingCallbacks;
+pub use runtimeuse_client_core::options::{CallOptions, Parts, Wire};
 pub use runtimeuse_client_core::read_ahead::ReadAheadStream;
 pub use runtimeuse_client_core::{ClientSettings, DEFAULT_READ_BUFFER, Error};
 pub use runtimeuse_proto::ArtifactRequest;

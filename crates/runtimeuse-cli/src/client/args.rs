@@ -1,0 +1,194 @@
+//! The command line of the client commands (`query`, `exec`, `session`): their arguments,
+//! and the client and request options made from them.
+
+use std::time::Duration;
+
+use clap::Args;
+use runtimeuse_proto::Downloadable;
+use runtimeuse_tokio::{AsyncCallbacks, CallOptions, Client, Wire};
+
+use super::Failure;
+use crate::exit;
+
+/// How to reach the runtime, and the request's limits (`query` and `exec`).
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// The runtime's URL (`ws://` or `wss://`).
+    #[arg(long, env = "RUNTIMEUSE_URL", default_value = "ws://127.0.0.1:8080")]
+    pub(super) url: String,
+    /// Token for a runtime started with one (sent as `Authorization: Bearer <T>`).
+    #[arg(long, env = "RUNTIMEUSE_TOKEN", hide_env_values = true)]
+    pub(super) token: Option<String>,
+    /// An extra header of the WebSocket handshake (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = key_value)]
+    pub(super) headers: Vec<(String, String)>,
+    /// Fail if the request has not finished after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub(super) timeout: Option<f64>,
+    /// Fail if nothing arrives for this many seconds (heartbeats count; default 60).
+    #[arg(long, value_name = "SECONDS")]
+    pub(super) idle_timeout: Option<f64>,
+    /// How long connecting may take, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub(super) connect_timeout: f64,
+    /// A string the runtime replaces with `[REDACTED]` in everything it sends (repeatable; also
+    /// RUNTIMEUSE_SECRETS, comma-separated).
+    #[arg(long = "secret", value_name = "TEXT")]
+    pub(super) secrets: Vec<String>,
+    /// A file for the runtime to download first, as URL=DIR (repeatable; a .zip is extracted).
+    #[arg(long = "download", value_name = "URL=DIR", value_parser = url_dir)]
+    pub(super) downloads: Vec<(String, String)>,
+    /// Print one JSON object per event per line on stdout (see `--help` of the command).
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+/// `query`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    /// The prompt: text, `@FILE` for a file's content, or `-` for standard input.
+    pub(super) prompt: String,
+    /// The model the runtime's agent should use.
+    #[arg(long, short, default_value = "default")]
+    pub(super) model: String,
+    /// The system prompt (also `@FILE`).
+    #[arg(long, short, default_value = "")]
+    pub(super) system_prompt: String,
+    /// Ask for structured output following this JSON Schema (inline JSON or `@FILE`).
+    #[arg(long, value_name = "SCHEMA")]
+    pub(super) output_schema: Option<String>,
+    /// An environment variable for the agent, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = key_value)]
+    pub(super) env: Vec<(String, String)>,
+    /// A command the runtime runs before the agent (repeatable).
+    #[arg(long = "pre", value_name = "COMMAND")]
+    pub(super) pre: Vec<String>,
+    /// A command the runtime runs after the agent (repeatable).
+    #[arg(long = "post", value_name = "COMMAND")]
+    pub(super) post: Vec<String>,
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
+/// `exec`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// The commands, run in order through `sh -c`; the first that fails ends the batch.
+    #[arg(required = true, value_name = "COMMAND")]
+    pub(super) commands: Vec<String>,
+    /// The working directory of the commands (created when missing).
+    #[arg(long)]
+    pub(super) cwd: Option<String>,
+    /// An environment variable of the commands, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = key_value)]
+    pub(super) env: Vec<(String, String)>,
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}
+
+fn url_dir(s: &str) -> Result<(String, String), String> {
+    match s.rsplit_once('=') {
+        Some((u, d)) if !u.is_empty() && !d.is_empty() => Ok((u.to_owned(), d.to_owned())),
+        _ => Err(format!("expected URL=DIR, got {s:?}")),
+    }
+}
+
+/// `session`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct SessionArgs {
+    /// The model the runtime's agent should use.
+    #[arg(long, short, default_value = "default")]
+    pub(super) model: String,
+    /// The system prompt (also `@FILE`).
+    #[arg(long, short, default_value = "")]
+    pub(super) system_prompt: String,
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
+/// Reads `@FILE` and `-` (stdin) arguments.
+pub(super) fn text_arg(arg: &str) -> Result<String, Failure> {
+    if arg == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| Failure::usage(format!("reading standard input: {e}")))?;
+        return Ok(s);
+    }
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("reading {path}: {e}"))),
+        None => Ok(arg.to_owned()),
+    }
+}
+
+pub(super) fn client(args: &ClientArgs) -> Result<Client, Failure> {
+    let url = &args.url;
+    if let Some(rest) = url
+        .strip_prefix("http://")
+        .map(|r| ("ws://", r))
+        .or_else(|| url.strip_prefix("https://").map(|r| ("wss://", r)))
+    {
+        return Err(Failure {
+            code: exit::USAGE,
+            message: format!("{url} is an HTTP URL; runtimes speak WebSocket"),
+            hint: Some(format!("did you mean {}{}?", rest.0, rest.1)),
+            metadata: None,
+        });
+    }
+    if !url.starts_with("ws://") && !url.starts_with("wss://") {
+        return Err(Failure {
+            code: exit::USAGE,
+            message: format!("{url} is not a ws:// or wss:// URL"),
+            hint: Some(format!("try ws://{url}")),
+            metadata: None,
+        });
+    }
+    let mut builder = Client::builder(url).connect_timeout(seconds(args.connect_timeout)?);
+    if let Some(t) = &args.token {
+        builder = builder.header("Authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in &args.headers {
+        builder = builder.header(k.clone(), v.clone());
+    }
+    Ok(builder.build())
+}
+
+pub(super) fn seconds(s: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| Failure::usage(format!("{s} is not a number of seconds")))
+}
+
+fn secrets(args: &ClientArgs) -> Vec<String> {
+    let mut all = args.secrets.clone();
+    if let Ok(list) = std::env::var("RUNTIMEUSE_SECRETS") {
+        all.extend(list.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+    }
+    all
+}
+
+/// Applies the client arguments both kinds of request share: secrets, downloads, limits.
+pub(super) fn with_client_args<W: Wire>(
+    mut options: CallOptions<W, AsyncCallbacks>,
+    client: &ClientArgs,
+) -> Result<CallOptions<W, AsyncCallbacks>, Failure> {
+    for s in secrets(client) {
+        options = options.secret(s);
+    }
+    for (u, d) in &client.downloads {
+        options = options.download(Downloadable::new(u.clone(), d.clone()));
+    }
+    if let Some(t) = client.timeout {
+        options = options.timeout(seconds(t)?);
+    }
+    if let Some(t) = client.idle_timeout {
+        options = options.idle_timeout(seconds(t)?);
+    }
+    Ok(options)
+}

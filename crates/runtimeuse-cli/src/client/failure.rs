@@ -1,0 +1,112 @@
+//! How a client command fails: the exit code, the message and a hint, from a client error.
+
+use runtimeuse_tokio::Error;
+use serde_json::Value;
+
+use crate::exit;
+
+/// A failure of the command, with its exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+    /// The runtime's error metadata, printed after the message.
+    pub(crate) metadata: Option<Value>,
+}
+
+impl Failure {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::USAGE,
+            message: message.into(),
+            hint: None,
+            metadata: None,
+        }
+    }
+}
+
+/// The kind of a client error, as `--json` names it.
+pub(super) fn kind(e: &Error) -> &'static str {
+    match e {
+        Error::Runtime { .. } => "runtime",
+        Error::Cancelled => "cancelled",
+        Error::Timeout { .. } | Error::CallbackTimeout { .. } => "timeout",
+        Error::Usage(_) | Error::Config(_) => "usage",
+        Error::Protocol(_) | Error::UnexpectedTerminal(_) | Error::Desynchronized => "protocol",
+        _ => "connection",
+    }
+}
+
+/// The exit code, message and hint of a client error.
+pub(super) fn failure(e: &Error, url: &str) -> Failure {
+    let code = match kind(e) {
+        "runtime" => exit::RUNTIME,
+        "cancelled" => exit::CANCELLED,
+        "timeout" => exit::TIMEOUT,
+        "usage" => exit::USAGE,
+        "protocol" => exit::PROTOCOL,
+        _ => exit::CONNECTION,
+    };
+    let message = crate::chain(e);
+    let tls = url.starts_with("wss://");
+    let hint = match e {
+        Error::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Some(format!(
+            "nothing listens at {url}: is the runtime running (`runtimeuse serve`)?"
+        )),
+        Error::Connect(_) => Some(format!("check the host and port of {url}")),
+        Error::ConnectTimeout(d) => Some(format!(
+            "{url} accepted nothing within {} s: a firewall, or not a runtime?",
+            d.as_secs_f64()
+        )),
+        Error::WebSocket(runtimeuse_tokio::tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            Some(match r.status().as_u16() {
+                401 | 403 => {
+                    "the runtime wants a token: pass --token (or RUNTIMEUSE_TOKEN)".to_owned()
+                }
+                s => format!(
+                    "{url} answered HTTP {s} instead of a WebSocket upgrade: is this port a runtimeuse runtime?"
+                ),
+            })
+        }
+        Error::WebSocket(runtimeuse_tokio::tokio_tungstenite::tungstenite::Error::Protocol(_)) => {
+            Some(format!(
+                "{url} did not answer as a WebSocket server: is this port a runtimeuse runtime?"
+            ))
+        }
+        Error::WebSocket(runtimeuse_tokio::tokio_tungstenite::tungstenite::Error::Tls(_))
+            if tls =>
+        {
+            Some(format!(
+                "the TLS handshake failed: if the runtime listens without TLS, use {}",
+                url.replacen("wss://", "ws://", 1)
+            ))
+        }
+        Error::WebSocket(runtimeuse_tokio::tokio_tungstenite::tungstenite::Error::Io(io))
+            if tls && io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Some(format!(
+                "the TLS handshake failed: if the runtime listens without TLS, use {}",
+                url.replacen("wss://", "ws://", 1)
+            ))
+        }
+        Error::WebSocket(_) | Error::ConnectionClosed if tls => Some(format!(
+            "the connection ended during setup or the request; TLS to a plain port? try {}",
+            url.replacen("wss://", "ws://", 1)
+        )),
+        Error::Timeout { .. } => {
+            Some("raise --timeout or --idle-timeout if the work takes longer".to_owned())
+        }
+        _ => None,
+    };
+    let metadata = match e {
+        Error::Runtime { metadata, .. } => Some(metadata.clone()),
+        _ => None,
+    };
+    Failure {
+        code,
+        message,
+        hint,
+        metadata,
+    }
+}

@@ -1,0 +1,319 @@
+//! `runtimeuse query`, `exec` and `session`: requests against a runtime, their events printed
+//! for a person or, with `--json`, one JSON object per line for scripts. The arguments are in
+//! `args`, the exit codes of failures in `failure`, the printing in `render`.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use runtimeuse_proto::{RequestEvent, SessionEnd};
+use runtimeuse_tokio::{AbortHandle, Error, ExecuteCommandsOptions, QueryOptions};
+use serde_json::Value;
+
+use crate::exit;
+
+mod args;
+mod failure;
+mod render;
+
+pub(crate) use args::{ClientArgs, ExecArgs, QueryArgs, SessionArgs};
+use args::{client, text_arg};
+pub(crate) use failure::Failure;
+use failure::{failure, kind};
+pub(crate) use render::print_metadata;
+use render::{Progress, Renderer, note};
+
+/// Runs `query`.
+pub(crate) async fn query(args: QueryArgs) -> Result<u8, Failure> {
+    let prompt = text_arg(&args.prompt)?;
+    if prompt.trim().is_empty() {
+        return Err(Failure::usage("the prompt is empty"));
+    }
+    let mut options = QueryOptions::new(text_arg(&args.system_prompt)?, args.model.clone());
+    if let Some(schema) = &args.output_schema {
+        let text = text_arg(schema)?;
+        let schema: Value = serde_json::from_str(&text)
+            .map_err(|e| Failure::usage(format!("--output-schema is not JSON: {e}")))?;
+        options = options.output_schema(schema);
+    }
+    for (k, v) in &args.env {
+        options = options.agent_env(k.clone(), v.clone());
+    }
+    for c in &args.pre {
+        options = options.pre_command(c.as_str());
+    }
+    for c in &args.post {
+        options = options.post_command(c.as_str());
+    }
+    let options = args::with_client_args(options, &args.client)?;
+    run(&args.client, Request::Query(prompt, options)).await
+}
+
+/// Runs `exec`.
+pub(crate) async fn exec(args: ExecArgs) -> Result<u8, Failure> {
+    if args.commands.iter().any(|c| c.trim().is_empty()) {
+        return Err(Failure::usage("a command is empty"));
+    }
+    let options = ExecuteCommandsOptions::new();
+    let options = args::with_client_args(options, &args.client)?;
+    let commands = args
+        .commands
+        .iter()
+        .map(|c| {
+            let mut command = runtimeuse_proto::Command::new(c.as_str());
+            command.cwd = args.cwd.clone();
+            for (k, v) in &args.env {
+                command = command.env(k.clone(), v.clone());
+            }
+            command
+        })
+        .collect();
+    run(&args.client, Request::Commands(commands, options)).await
+}
+
+enum Request {
+    Query(String, QueryOptions),
+    Commands(Vec<runtimeuse_proto::Command>, ExecuteCommandsOptions),
+}
+
+/// Connects, runs the request with its events printed, ends the session, and returns the exit
+/// code. Ctrl-C cancels the request (the runtime confirms, exit 130); a second Ctrl-C exits at
+/// once.
+async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
+    let (mut session, url) = connect(args).await?;
+    let code = request_on(&mut session, &url, args.json, request).await;
+    if matches!(code, Ok(exit::OK)) {
+        let end = session.close().await;
+        if let Ok(end) = end
+            && end != SessionEnd::Confirmed
+        {
+            tracing::debug!(?end, "the session did not end with a confirmation");
+        }
+    } else {
+        // After a failure nothing is owed, and a broken runtime may never confirm an end.
+        session.disconnect().await;
+    }
+    code
+}
+
+/// Connects (saying so on a terminal when it takes more than a second); the session and the
+/// URL to show.
+pub(crate) async fn connect(
+    args: &ClientArgs,
+) -> Result<(runtimeuse_tokio::Session, String), Failure> {
+    let client = client(args)?;
+    let url = client.settings().display_url();
+    let interactive = std::io::stderr().is_terminal() && !args.json;
+    let connecting = client.session();
+    tokio::pin!(connecting);
+    let connected = tokio::select! {
+        s = &mut connecting => s,
+        () = tokio::time::sleep(Duration::from_secs(1)) => {
+            if interactive {
+                note(&format!("connecting to {url}…"));
+            }
+            connecting.await
+        }
+    };
+    let session = connected.map_err(|e| failure(&e, &url))?;
+    Ok((session, url))
+}
+
+/// Runs one request on `session` with its events printed; its exit code. Ctrl-C cancels it.
+async fn request_on(
+    session: &mut runtimeuse_tokio::Session,
+    url: &str,
+    json: bool,
+    request: Request,
+) -> Result<u8, Failure> {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let watcher = cancel_on_ctrl_c(session.abort_handle(), Arc::clone(&cancelled));
+    let total = match &request {
+        Request::Commands(commands, _) => commands.len(),
+        Request::Query(..) => 0,
+    };
+    let mut renderer = render::renderer(json);
+    let outcome = stream(session, request, renderer.as_mut(), json).await;
+    watcher.abort();
+    match outcome {
+        Ok(RequestEvent::Result(result)) => {
+            renderer.result(&result);
+            Ok(exit::OK)
+        }
+        Ok(RequestEvent::CommandResult(result)) => {
+            renderer.command_result(&result, total);
+            Ok(render::batch_outcome(&result).0)
+        }
+        Ok(_) => Ok(exit::OK),
+        Err(Error::Cancelled) if cancelled.load(Ordering::SeqCst) => {
+            renderer.error("cancelled", "cancelled by Ctrl-C", &Value::Null);
+            if !json {
+                note("cancelled");
+            }
+            Ok(exit::CANCELLED)
+        }
+        Err(e) => {
+            let f = failure(&e, url);
+            if !json {
+                return Err(f);
+            }
+            let metadata = match &e {
+                Error::Runtime { metadata, .. } => metadata.clone(),
+                _ => Value::Null,
+            };
+            renderer.error(kind(&e), &f.message, &metadata);
+            Ok(f.code)
+        }
+    }
+}
+
+/// Cancels the request at the first Ctrl-C (and says so); exits at once at the second.
+fn cancel_on_ctrl_c(abort: AbortHandle, cancelled: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        cancelled.store(true, Ordering::SeqCst);
+        abort.abort();
+        note("cancelling (Ctrl-C again to quit at once)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(i32::from(exit::CANCELLED));
+        }
+    })
+}
+
+/// Starts the request and renders its events (with the progress line) up to its terminal.
+async fn stream(
+    session: &mut runtimeuse_tokio::Session,
+    request: Request,
+    renderer: &mut (dyn Renderer + Send),
+    json: bool,
+) -> Result<RequestEvent, Error> {
+    let mut events = match request {
+        Request::Query(prompt, options) => session.query_events(prompt, options)?,
+        Request::Commands(commands, options) => {
+            session.execute_commands_events(commands, options)?
+        }
+    };
+    let mut progress = Progress::new(json);
+    let mut tick = tokio::time::interval(Duration::from_millis(120));
+    let outcome = loop {
+        let next = tokio::select! {
+            next = events.next() => next,
+            _ = tick.tick(), if progress.enabled => {
+                progress.draw();
+                continue;
+            }
+        };
+        progress.clear();
+        progress.events += 1;
+        if matches!(next, Some(Ok(RequestEvent::Heartbeat { .. }))) {
+            progress.heartbeats += 1;
+        }
+        match next {
+            None => break Err(Error::ConnectionClosed),
+            Some(Err(e)) => break Err(e),
+            Some(Ok(RequestEvent::ArtifactUploadRequest(req))) => {
+                // The command line has nowhere to upload to.
+                renderer.artifact(req.filename(), req.filepath());
+                events.decline_artifact_upload(req);
+            }
+            Some(Ok(event)) if event.is_terminal() => break Ok(event),
+            Some(Ok(event)) => renderer.event(event),
+        }
+    };
+    progress.clear();
+    outcome
+}
+
+/// Runs `session`: one persistent session, one query per line of input (with line editing
+/// and history on a terminal), Ctrl-C cancelling the query that runs, the end of input ending
+/// the session gracefully. Exit code: 0, or that of a connection that failed.
+pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
+    let system_prompt = text_arg(&args.system_prompt)?;
+    let (mut session, url) = connect(&args.client).await?;
+    let terminal = std::io::stdin().is_terminal();
+    if terminal && !args.client.json {
+        note(&format!(
+            "connected to {url}; one query per line, Ctrl-C cancels a query, Ctrl-D ends"
+        ));
+    }
+    // Lines come from a thread of their own: the editor blocks. It reads the next line only
+    // when asked, so the terminal is in its normal mode while a query runs (and Ctrl-C is a
+    // signal then, not a key).
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(1);
+    std::thread::spawn(move || read_lines(terminal, &asked, &line_tx));
+    let mut code = exit::OK;
+    loop {
+        if ask.send(()).is_err() {
+            break;
+        }
+        let Some(line) = lines.recv().await else {
+            break;
+        };
+        let prompt = line.trim();
+        if prompt.is_empty() {
+            continue;
+        }
+        let options = QueryOptions::new(system_prompt.clone(), args.model.clone());
+        let request = Request::Query(prompt.to_owned(), options);
+        match request_on(&mut session, &url, args.client.json, request).await {
+            Ok(_) => {}
+            Err(f) if f.code == exit::CONNECTION || f.code == exit::PROTOCOL => {
+                code = f.code;
+                crate::report(&f);
+                break;
+            }
+            // The runtime's errors and timeouts end a query, not the session.
+            Err(f) => crate::report(&f),
+        }
+    }
+    drop(ask);
+    match session.close().await {
+        Ok(SessionEnd::Confirmed) | Err(_) => {}
+        Ok(end) => tracing::debug!(?end, "the session did not end with a confirmation"),
+    }
+    Ok(code)
+}
+
+/// Reads one line each time `asked` says so, until the end of input.
+fn read_lines(
+    terminal: bool,
+    asked: &std::sync::mpsc::Receiver<()>,
+    lines: &tokio::sync::mpsc::Sender<String>,
+) {
+    let mut editor = if terminal {
+        rustyline::DefaultEditor::new().ok()
+    } else {
+        None
+    };
+    let stdin = std::io::stdin();
+    while asked.recv().is_ok() {
+        let line = match &mut editor {
+            Some(ed) => loop {
+                match ed.readline("> ") {
+                    Ok(l) => {
+                        let _ = ed.add_history_entry(l.as_str());
+                        break Some(l);
+                    }
+                    // Ctrl-C at the prompt clears the line.
+                    Err(rustyline::error::ReadlineError::Interrupted) => {}
+                    Err(_) => break None,
+                }
+            },
+            None => {
+                let mut l = String::new();
+                match std::io::BufRead::read_line(&mut stdin.lock(), &mut l) {
+                    Ok(0) | Err(_) => None,
+                    Ok(_) => Some(l),
+                }
+            }
+        };
+        let Some(line) = line else { return };
+        if lines.blocking_send(line).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! What the client commands print: one renderer per output format, for a person ([`Human`])
+//! or as one JSON object per line ([`Json`]); the progress line; the low-level writers.
+
+use std::io::{IsTerminal, Write};
+
+use runtimeuse_proto::{
+    CommandExecutionResult, CommandResultItem, OutputStream, QueryResult, RequestEvent, ResultData,
+};
+use serde_json::{Value, json};
+
+use crate::exit;
+
+/// Prints a request's events and outcome in one output format.
+pub(super) trait Renderer {
+    /// A non-terminal event.
+    fn event(&mut self, event: RequestEvent);
+    /// An artifact the command line cannot upload (it has no uploader).
+    fn artifact(&self, filename: &str, filepath: &str);
+    /// A query's result.
+    fn result(&self, result: &QueryResult);
+    /// A batch's outcome; `total` commands were sent.
+    fn command_result(&self, result: &CommandExecutionResult, total: usize);
+    /// A failure (printed here only as JSON; a person reads it from the error report).
+    fn error(&self, kind: &str, message: &str, metadata: &Value);
+}
+
+/// The renderer of the chosen format.
+pub(super) fn renderer(json: bool) -> Box<dyn Renderer + Send> {
+    if json {
+        Box::new(Json)
+    } else {
+        Box::new(Human::default())
+    }
+}
+
+/// The exit code of a batch: the failing command's (1 when it does not fit), else 0; and the
+/// failing command.
+pub(super) fn batch_outcome(result: &CommandExecutionResult) -> (u8, Option<&CommandResultItem>) {
+    match result.results.iter().find(|r| r.exit_code != 0) {
+        None => (exit::OK, None),
+        Some(failed) => {
+            let code = u8::try_from(failed.exit_code)
+                .ok()
+                .filter(|c| *c != 0)
+                .unwrap_or(1);
+            (code, Some(failed))
+        }
+    }
+}
+
+/// For a person: text as it comes, errors and notes on stderr.
+#[derive(Default)]
+pub(super) struct Human {
+    last_assistant: Option<String>,
+}
+
+impl Renderer for Human {
+    fn event(&mut self, event: RequestEvent) {
+        match event {
+            RequestEvent::AssistantMessage(blocks) => {
+                let text = blocks.join("");
+                emit(false, &format!("{text}\n"));
+                self.last_assistant = Some(text);
+            }
+            RequestEvent::CommandOutput(o) => emit(o.stream == OutputStream::Stderr, &o.text),
+            RequestEvent::RuntimeError { error, .. } => {
+                note(&format!("the runtime reported: {error}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn artifact(&self, _filename: &str, filepath: &str) {
+        note(&format!(
+            "artifact {filepath} not uploaded (the command line has no uploader)"
+        ));
+    }
+
+    fn result(&self, result: &QueryResult) {
+        match &result.data {
+            // The final answer is often the last assistant message: do not print it twice.
+            ResultData::Text(t) if self.last_assistant.as_deref() == Some(t.as_str()) => {}
+            ResultData::Text(t) => emit(false, &format!("{t}\n")),
+            ResultData::StructuredOutput(v) => emit(
+                false,
+                &format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default()),
+            ),
+            _ => {}
+        }
+        if result.metadata.as_object().is_some_and(|o| !o.is_empty()) {
+            note(&format!("metadata: {}", result.metadata));
+        }
+    }
+
+    fn command_result(&self, result: &CommandExecutionResult, total: usize) {
+        let (_, Some(failed)) = batch_outcome(result) else {
+            return;
+        };
+        let rest = match total.saturating_sub(result.results.len()) {
+            0 => String::new(),
+            1 => "; the 1 command after it was skipped".to_owned(),
+            n => format!("; the {n} commands after it were skipped"),
+        };
+        note(&format!(
+            "command `{}` failed with exit code {}{rest}",
+            failed.command, failed.exit_code
+        ));
+    }
+
+    fn error(&self, _kind: &str, _message: &str, _metadata: &Value) {}
+}
+
+/// For scripts: one JSON object per event, per line, on stdout.
+pub(super) struct Json;
+
+impl Renderer for Json {
+    fn event(&mut self, event: RequestEvent) {
+        let line = match event {
+            RequestEvent::AssistantMessage(blocks) => {
+                json!({"type": "assistant_message", "text": blocks.join(""), "blocks": blocks})
+            }
+            RequestEvent::CommandOutput(o) => json!({
+                "type": "command_output",
+                "stream": o.stream.as_str(),
+                "command": &*o.command,
+                "text": o.text,
+            }),
+            RequestEvent::Heartbeat { phase, elapsed_ms } => {
+                json!({"type": "heartbeat", "phase": phase, "elapsed_ms": elapsed_ms})
+            }
+            RequestEvent::RuntimeError { error, metadata } => {
+                json!({"type": "runtime_error", "error": error, "metadata": metadata})
+            }
+            _ => return,
+        };
+        json_line(&line);
+    }
+
+    fn artifact(&self, filename: &str, filepath: &str) {
+        json_line(&json!({
+            "type": "artifact_upload_request", "filename": filename, "filepath": filepath,
+            "declined": true
+        }));
+    }
+
+    fn result(&self, result: &QueryResult) {
+        let line = match &result.data {
+            ResultData::Text(t) => {
+                json!({"type": "result", "text": t, "metadata": result.metadata})
+            }
+            ResultData::StructuredOutput(v) => {
+                json!({"type": "result", "structured_output": v, "metadata": result.metadata})
+            }
+            _ => json!({"type": "result", "metadata": result.metadata}),
+        };
+        json_line(&line);
+    }
+
+    fn command_result(&self, result: &CommandExecutionResult, _total: usize) {
+        let results: Vec<Value> = result
+            .results
+            .iter()
+            .map(|r| json!({"command": r.command, "exit_code": r.exit_code, "stdout": r.stdout}))
+            .collect();
+        json_line(&json!({"type": "command_result", "results": results}));
+    }
+
+    fn error(&self, kind: &str, message: &str, metadata: &Value) {
+        json_line(
+            &json!({"type": "error", "kind": kind, "message": message, "metadata": metadata}),
+        );
+    }
+}
+
+/// A progress line on stderr while a request runs (only when stderr is a terminal and the
+/// output is for a person): elapsed time, phase, heartbeats. It is cleared before any output
+/// and redrawn on the next tick.
+pub(super) struct Progress {
+    pub(super) enabled: bool,
+    started: std::time::Instant,
+    pub(super) events: u64,
+    pub(super) heartbeats: u64,
+    frame: usize,
+    shown: bool,
+}
+
+impl Progress {
+    pub(super) fn new(json: bool) -> Self {
+        Self {
+            enabled: !json && std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            events: 0,
+            heartbeats: 0,
+            frame: 0,
+            shown: false,
+        }
+    }
+
+    pub(super) fn draw(&mut self) {
+        if !self.enabled {
+            return;
+        }
+        const SPIN: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+        self.frame += 1;
+        let phase = if self.events == 0 {
+            "waiting for the runtime"
+        } else {
+            "running"
+        };
+        let beats = match self.heartbeats {
+            0 => String::new(),
+            1 => " · 1 heartbeat".to_owned(),
+            n => format!(" · {n} heartbeats"),
+        };
+        emit(
+            true,
+            &format!(
+                "\r\x1b[K{} {:.1}s {phase}{beats}",
+                SPIN[self.frame % SPIN.len()],
+                self.started.elapsed().as_secs_f64()
+            ),
+        );
+        self.shown = true;
+    }
+
+    pub(super) fn clear(&mut self) {
+        if self.shown {
+            emit(true, "\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
+/// Writes to stdout or stderr; a closed pipe ends the program quietly (exit 141, as a shell
+/// reports SIGPIPE), never a panic.
+pub(super) fn emit(to_stderr: bool, text: &str) {
+    let result = if to_stderr {
+        std::io::stderr().lock().write_all(text.as_bytes())
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes()).and_then(|()| out.flush())
+    };
+    if let Err(e) = result
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(i32::from(exit::BROKEN_PIPE));
+    }
+}
+
+pub(super) fn json_line(v: &Value) {
+    emit(false, &format!("{v}\n"));
+}
+
+pub(super) fn note(text: &str) {
+    emit(true, &format!("runtimeuse: {text}\n"));
+}
+
+/// What a person reads about a runtime error's metadata: each field on its own line, a stack
+/// trace with its own line breaks.
+pub(crate) fn print_metadata(metadata: &Value) {
+    let Some(fields) = metadata.as_object().filter(|o| !o.is_empty()) else {
+        return;
+    };
+    for (k, v) in fields {
+        match v {
+            Value::String(s) if s.contains('\n') => {
+                emit(true, &format!("  {k}:\n"));
+                for line in s.lines() {
+                    emit(true, &format!("    {line}\n"));
+                }
+            }
+            Value::String(s) => emit(true, &format!("  {k}: {s}\n")),
+            v => emit(true, &format!("  {k}: {v}\n")),
+        }
+    }
+}
