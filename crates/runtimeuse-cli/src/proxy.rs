@@ -204,6 +204,48 @@ async fn connection(
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
+    let (client, opened) = accept(tcp, config).await?;
+    let mut rec = Recorder {
+        n,
+        seq: 0,
+        t0: opened.at,
+        file: record_file(args, n)?,
+        redact: args.redact.clone(),
+        quiet: args.quiet,
+    };
+    let mut open = Map::new();
+    open.insert("path".into(), json!(rec.redacted(&opened.path)));
+    open.insert(
+        "client_request_headers".into(),
+        Value::Object(opened.headers),
+    );
+    rec.record("meta", "open", open);
+    let target = match args
+        .to
+        .split_once("://")
+        .map(|(_, rest)| rest.contains('/'))
+    {
+        Some(true) => args.to.clone(),
+        _ => format!("{}{}", args.to.trim_end_matches('/'), opened.path),
+    };
+    let (runtime, _) =
+        tokio_tungstenite::connect_async_with_config(target.as_str(), Some(config), true).await?;
+    relay(client, runtime, &mut rec).await;
+    Ok(())
+}
+
+/// What the client's upgrade request said, for the transcript.
+struct Opened {
+    at: Instant,
+    path: String,
+    headers: Map<String, Value>,
+}
+
+/// Accepts the client's WebSocket, noting its path and the headers worth recording.
+async fn accept(
+    tcp: TcpStream,
+    config: WebSocketConfig,
+) -> Result<(Ws, Opened), Box<dyn std::error::Error + Send + Sync>> {
     let mut opened = None;
     // The shape of this callback (and its large error type) is tungstenite's.
     #[allow(clippy::result_large_err)]
@@ -223,47 +265,40 @@ async fn connection(
             .uri()
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
-        opened = Some((Instant::now(), path, headers));
+        opened = Some(Opened {
+            at: Instant::now(),
+            path,
+            headers,
+        });
         Ok(response)
     };
-    let mut client: Ws =
+    let client: Ws =
         tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)).await?;
-    let Some((t0, path, headers)) = opened else {
-        return Err("no upgrade request".into());
+    let opened = opened.ok_or("no upgrade request")?;
+    Ok((client, opened))
+}
+
+/// The transcript file of connection `n`, under `--record`.
+fn record_file(
+    args: &ProxyArgs,
+    n: u64,
+) -> std::io::Result<Option<std::io::BufWriter<std::fs::File>>> {
+    let Some(dir) = &args.record else {
+        return Ok(None);
     };
-    let file = match &args.record {
-        Some(dir) => {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0);
-            let name = dir.join(format!("{stamp}-{n}.jsonl"));
-            Some(std::io::BufWriter::new(std::fs::File::create(name)?))
-        }
-        None => None,
-    };
-    let mut rec = Recorder {
-        n,
-        seq: 0,
-        t0,
-        file,
-        redact: args.redact.clone(),
-        quiet: args.quiet,
-    };
-    let mut open = Map::new();
-    open.insert("path".into(), json!(rec.redacted(&path)));
-    open.insert("client_request_headers".into(), Value::Object(headers));
-    rec.record("meta", "open", open);
-    let target = match args
-        .to
-        .split_once("://")
-        .map(|(_, rest)| rest.contains('/'))
-    {
-        Some(true) => args.to.clone(),
-        _ => format!("{}{}", args.to.trim_end_matches('/'), path),
-    };
-    let (mut runtime, _) =
-        tokio_tungstenite::connect_async_with_config(target.as_str(), Some(config), true).await?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let name = dir.join(format!("{stamp}-{n}.jsonl"));
+    Ok(Some(std::io::BufWriter::new(std::fs::File::create(name)?)))
+}
+
+/// Forwards frames both ways, recording each, until both sides are done.
+async fn relay<S>(mut client: Ws, mut runtime: WebSocketStream<S>, rec: &mut Recorder)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut client_done, mut runtime_done) = (false, false);
     // Whether each side sent its close frame: a side whose stream ends after one ended the
     // connection properly; one that ends without takes the other side's connection with it.
@@ -304,7 +339,6 @@ async fn connection(
             },
         }
     }
-    Ok(())
 }
 
 fn side(s: &str) -> Map<String, Value> {

@@ -764,14 +764,7 @@ impl Session {
                 self.settle_pending_error();
                 return self.artifact_request(filename, filepath);
             }
-            RuntimeMessage::EndSessionConfirm => {
-                if self.ending {
-                    self.finish(SessionEnd::Confirmed);
-                } else {
-                    tracing::warn!("end_session_confirm_message without end_session; ignored");
-                }
-                return;
-            }
+            RuntimeMessage::EndSessionConfirm => return self.end_confirmed(),
             _ => {}
         }
         if self.drain.is_some() {
@@ -821,6 +814,15 @@ impl Session {
                 });
             }
             RuntimeMessage::ArtifactUploadRequest { .. } | RuntimeMessage::EndSessionConfirm => {}
+        }
+    }
+
+    /// The runtime confirmed the end of the session (ignored unless it was asked).
+    fn end_confirmed(&mut self) {
+        if self.ending {
+            self.finish(SessionEnd::Confirmed);
+        } else {
+            tracing::warn!("end_session_confirm_message without end_session; ignored");
         }
     }
 
