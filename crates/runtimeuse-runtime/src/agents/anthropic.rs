@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::model::{
-    Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, str_of,
-};
+use super::model::{Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage};
 
 /// The API version sent in `anthropic-version`.
 pub(crate) const VERSION: &str = "2023-06-01";
@@ -187,6 +185,26 @@ enum Delta {
     Other,
 }
 
+/// The content blocks the loop interprets, as they start.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+enum StartBlock {
+    #[serde(rename = "text")]
+    Text {
+        #[serde(default)]
+        text: String,
+    },
+    #[serde(rename = "tool_use")]
+    ToolUse {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        name: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct ErrorBody {
     #[serde(rename = "type")]
@@ -251,14 +269,14 @@ impl super::model::Decoder for Decoder {
 
 impl Decoder {
     fn block_started(&mut self, index: u64, block: Value) {
-        let b = match str_of(&block, "type").unwrap_or_default() {
-            "text" => Block::Text(str_of(&block, "text").unwrap_or_default().to_owned()),
-            "tool_use" => Block::ToolUse {
-                id: str_of(&block, "id").unwrap_or_default().to_owned(),
-                name: str_of(&block, "name").unwrap_or_default().to_owned(),
+        let b = match StartBlock::deserialize(&block) {
+            Ok(StartBlock::Text { text }) => Block::Text(text),
+            Ok(StartBlock::ToolUse { id, name }) => Block::ToolUse {
+                id,
+                name,
                 json: String::new(),
             },
-            _ => Block::Other {
+            Ok(StartBlock::Other) | Err(_) => Block::Other {
                 block,
                 json: String::new(),
             },

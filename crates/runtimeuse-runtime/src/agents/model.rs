@@ -212,14 +212,3 @@ pub(crate) trait Decoder: Send {
     /// When the stream ended before the turn was complete.
     fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), ProviderError>;
 }
-
-/// The string field `key` of a JSON object.
-pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-/// Parses one event's data as JSON.
-pub(crate) fn parse_event(api: ModelApi, data: &str) -> Result<Value, ProviderError> {
-    serde_json::from_str(data)
-        .map_err(|e| ProviderError::stream(api, format!("invalid JSON in the stream: {e}")))
-}

@@ -13,12 +13,10 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::model::{
-    Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, parse_event,
-    str_of,
-};
+use super::model::{Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage};
 
 /// The name structured output is requested under.
 const FORMAT_NAME: &str = "final_output";
@@ -179,14 +177,104 @@ pub(crate) fn chat_body(r: &TurnRequest<'_>) -> Value {
     Value::Object(body)
 }
 
-fn stream_error(api: ModelApi, error: Option<&Value>, fallback: &str) -> ProviderError {
-    let mut e = ProviderError::stream(
-        api,
-        error.and_then(|e| str_of(e, "message")).unwrap_or(fallback),
-    );
-    e.code = error.and_then(|e| str_of(e, "code")).map(str::to_owned);
-    e.kind = error.and_then(|e| str_of(e, "type")).map(str::to_owned);
+/// An error as both APIs report it in their streams.
+#[derive(Debug, Default, Deserialize)]
+struct StreamErrorBody {
+    message: Option<String>,
+    code: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn stream_error(api: ModelApi, error: Option<StreamErrorBody>, fallback: &str) -> ProviderError {
+    let error = error.unwrap_or_default();
+    let mut e = ProviderError::stream(api, error.message.as_deref().unwrap_or(fallback));
+    e.code = error.code;
+    e.kind = error.kind;
     e
+}
+
+fn invalid(api: ModelApi, e: &serde_json::Error) -> ProviderError {
+    ProviderError::stream(api, format!("invalid event in the stream: {e}"))
+}
+
+/// One event of the Responses API's stream, as documented (the many delta events the loop
+/// does not need are [`ResponsesEvent::Other`]).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+enum ResponsesEvent {
+    #[serde(rename = "response.output_item.done")]
+    OutputItemDone {
+        /// Kept whole: items the loop does not interpret go back to the API unchanged.
+        #[serde(default)]
+        item: Value,
+    },
+    #[serde(rename = "response.completed")]
+    Completed {
+        #[serde(default)]
+        response: ResponseBody,
+    },
+    #[serde(rename = "response.incomplete")]
+    Incomplete {
+        #[serde(default)]
+        response: ResponseBody,
+    },
+    #[serde(rename = "response.failed")]
+    Failed {
+        #[serde(default)]
+        response: ResponseBody,
+    },
+    #[serde(rename = "error")]
+    Error(StreamErrorBody),
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResponseBody {
+    usage: Option<ResponsesUsage>,
+    incomplete_details: Option<IncompleteDetails>,
+    error: Option<StreamErrorBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IncompleteDetails {
+    reason: Option<String>,
+}
+
+/// The output items the loop interprets.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+enum OutputItem {
+    #[serde(rename = "message")]
+    Message {
+        #[serde(default)]
+        content: Vec<ContentPart>,
+    },
+    #[serde(rename = "function_call")]
+    FunctionCall {
+        #[serde(default)]
+        call_id: String,
+        #[serde(default)]
+        name: String,
+        arguments: Option<String>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContentPart {
+    text: Option<String>,
+    refusal: Option<String>,
 }
 
 /// Decodes the Responses API's stream: whole output items from `response.output_item.done`,
@@ -202,67 +290,69 @@ impl super::model::Decoder for ResponsesDecoder {
         out: &mut Vec<ModelEvent>,
     ) -> Result<(), ProviderError> {
         let api = ModelApi::OpenAiResponses;
-        let v = parse_event(api, data)?;
-        match str_of(&v, "type").unwrap_or_default() {
-            "response.output_item.done" => {
-                let Some(item) = v.get("item") else {
-                    return Ok(());
-                };
-                match str_of(item, "type").unwrap_or_default() {
-                    "message" => {
-                        let text: String = item
-                            .get("content")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|c| str_of(c, "text").or_else(|| str_of(c, "refusal")))
-                            .collect();
-                        if !text.is_empty() {
-                            out.push(ModelEvent::Part(Part::Text(text)));
-                        }
-                    }
-                    "function_call" => out.push(ModelEvent::Part(Part::Call(ToolCall {
-                        id: str_of(item, "call_id").unwrap_or_default().to_owned(),
-                        name: str_of(item, "name").unwrap_or_default().to_owned(),
-                        arguments: str_of(item, "arguments").unwrap_or("{}").to_owned(),
-                    }))),
-                    _ => out.push(ModelEvent::Part(Part::Opaque(item.clone()))),
-                }
+        let event: ResponsesEvent = serde_json::from_str(data).map_err(|e| invalid(api, &e))?;
+        match event {
+            ResponsesEvent::OutputItemDone { item } if item.is_null() => {}
+            ResponsesEvent::OutputItemDone { item } => {
+                out.push(ModelEvent::Part(output_part(item)))
             }
-            "response.completed" => {
-                let usage = v.pointer("/response/usage");
-                let n = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
+            ResponsesEvent::Completed { response } => {
+                let usage = response.usage.unwrap_or_default();
                 out.push(ModelEvent::Usage(Usage {
-                    input: n("input_tokens").unwrap_or(0),
-                    output: n("output_tokens").unwrap_or(0),
+                    input: usage.input_tokens,
+                    output: usage.output_tokens,
                 }));
                 out.push(ModelEvent::Done);
             }
-            "response.incomplete" => {
-                let reason = v
-                    .pointer("/response/incomplete_details/reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown");
+            ResponsesEvent::Incomplete { response } => {
+                let reason = response
+                    .incomplete_details
+                    .and_then(|d| d.reason)
+                    .unwrap_or_else(|| "unknown".to_owned());
                 return Err(ProviderError::stream(
                     api,
                     format!("the response is incomplete: {reason}"),
                 ));
             }
-            "response.failed" => {
+            ResponsesEvent::Failed { response } => {
+                return Err(stream_error(api, response.error, "the response failed"));
+            }
+            ResponsesEvent::Error(error) => {
                 return Err(stream_error(
                     api,
-                    v.pointer("/response/error"),
-                    "the response failed",
+                    Some(error),
+                    "the stream reported an error",
                 ));
             }
-            "error" => return Err(stream_error(api, Some(&v), "the stream reported an error")),
-            _ => {}
+            ResponsesEvent::Other => {}
         }
         Ok(())
     }
 
     fn finish(&mut self, _out: &mut Vec<ModelEvent>) -> Result<(), ProviderError> {
         Ok(())
+    }
+}
+
+/// A finished output item as a part: text, a tool call, or an item sent back as it is.
+fn output_part(item: Value) -> Part {
+    match OutputItem::deserialize(&item) {
+        Ok(OutputItem::Message { content }) => Part::Text(
+            content
+                .into_iter()
+                .filter_map(|c| c.text.or(c.refusal))
+                .collect(),
+        ),
+        Ok(OutputItem::FunctionCall {
+            call_id,
+            name,
+            arguments,
+        }) => Part::Call(ToolCall {
+            id: call_id,
+            name,
+            arguments: arguments.unwrap_or_else(|| "{}".to_owned()),
+        }),
+        Ok(OutputItem::Other) | Err(_) => Part::Opaque(item),
     }
 }
 
@@ -301,6 +391,53 @@ impl ChatDecoder {
     }
 }
 
+/// One chunk of a Chat Completions stream.
+#[derive(Debug, Deserialize)]
+struct ChatChunk {
+    error: Option<StreamErrorBody>,
+    usage: Option<ChatUsage>,
+    #[serde(default)]
+    choices: Vec<ChatChoice>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatChoice {
+    #[serde(default)]
+    index: u64,
+    delta: Option<ChatDelta>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatDelta {
+    content: Option<String>,
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ChatToolCall>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatToolCall {
+    #[serde(default)]
+    index: u64,
+    id: Option<String>,
+    function: Option<ChatFunction>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatFunction {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
 impl super::model::Decoder for ChatDecoder {
     fn event(
         &mut self,
@@ -313,57 +450,27 @@ impl super::model::Decoder for ChatDecoder {
             self.flush(out);
             return Ok(());
         }
-        let v = parse_event(api, data)?;
-        if let Some(error) = v.get("error") {
+        let chunk: ChatChunk = serde_json::from_str(data).map_err(|e| invalid(api, &e))?;
+        if let Some(error) = chunk.error {
             return Err(stream_error(
                 api,
                 Some(error),
                 "the stream reported an error",
             ));
         }
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+        if let Some(u) = chunk.usage {
             out.push(ModelEvent::Usage(Usage {
-                input: n("prompt_tokens"),
-                output: n("completion_tokens"),
+                input: u.prompt_tokens,
+                output: u.completion_tokens,
             }));
         }
-        let choice = v.get("choices").and_then(Value::as_array).and_then(|c| {
-            c.iter()
-                .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        });
-        let Some(choice) = choice else {
+        let Some(choice) = chunk.choices.into_iter().find(|c| c.index == 0) else {
             return Ok(());
         };
-        if let Some(delta) = choice.get("delta") {
-            if let Some(t) = str_of(delta, "content") {
-                self.text.push_str(t);
-            }
-            if let Some(t) = str_of(delta, "refusal") {
-                self.text.push_str(t);
-            }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let entry = self.calls.entry(index).or_default();
-                if let Some(id) = str_of(call, "id") {
-                    id.clone_into(&mut entry.0);
-                }
-                if let Some(f) = call.get("function") {
-                    if let Some(name) = str_of(f, "name") {
-                        entry.1.push_str(name);
-                    }
-                    if let Some(args) = str_of(f, "arguments") {
-                        entry.2.push_str(args);
-                    }
-                }
-            }
+        if let Some(delta) = choice.delta {
+            self.add(delta);
         }
-        if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+        if choice.finish_reason.is_some() {
             self.finished = true;
         }
         Ok(())
@@ -375,6 +482,32 @@ impl super::model::Decoder for ChatDecoder {
             self.flush(out);
         }
         Ok(())
+    }
+}
+
+impl ChatDecoder {
+    /// Adds a delta: text, and pieces of tool calls by their index.
+    fn add(&mut self, delta: ChatDelta) {
+        if let Some(t) = delta.content {
+            self.text.push_str(&t);
+        }
+        if let Some(t) = delta.refusal {
+            self.text.push_str(&t);
+        }
+        for call in delta.tool_calls {
+            let entry = self.calls.entry(call.index).or_default();
+            if let Some(id) = call.id {
+                entry.0 = id;
+            }
+            if let Some(f) = call.function {
+                if let Some(name) = f.name {
+                    entry.1.push_str(&name);
+                }
+                if let Some(args) = f.arguments {
+                    entry.2.push_str(&args);
+                }
+            }
+        }
     }
 }
 
