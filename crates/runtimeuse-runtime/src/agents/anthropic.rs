@@ -12,13 +12,47 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::model::{Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage};
+use super::model::{
+    Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage, WireApi,
+    secret_header,
+};
 
 /// The API version sent in `anthropic-version`.
-pub(crate) const VERSION: &str = "2023-06-01";
+const VERSION: &str = "2023-06-01";
+
+/// The Messages API.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Messages;
+
+impl WireApi for Messages {
+    fn api(&self) -> ModelApi {
+        ModelApi::AnthropicMessages
+    }
+    fn path(&self) -> &'static str {
+        "v1/messages"
+    }
+    fn body(&self, request: &TurnRequest<'_>) -> Value {
+        body(request)
+    }
+    fn auth(&self, key: &str, headers: &mut reqwest::header::HeaderMap) {
+        if let Some(v) = secret_header(key) {
+            headers.insert("x-api-key", v);
+        }
+        headers.insert(
+            "anthropic-version",
+            reqwest::header::HeaderValue::from_static(VERSION),
+        );
+    }
+    fn decoder(&self) -> Box<dyn super::model::Decoder> {
+        Box::new(Decoder::default())
+    }
+    fn structured_via_tool(&self) -> bool {
+        true
+    }
+}
 
 /// The request body of one Messages API turn.
-pub(crate) fn body(r: &TurnRequest<'_>) -> Value {
+fn body(r: &TurnRequest<'_>) -> Value {
     let mut messages: Vec<Value> = Vec::new();
     for item in r.items {
         match item {

@@ -298,8 +298,9 @@ impl ModelAgent {
             )),
             None => None,
         };
-        // Anthropic gives a structured answer through a tool; its input must be an object.
-        let via_tool = api == ModelApi::AnthropicMessages && schema.is_some();
+        // Some APIs (Anthropic's) give a structured answer through a tool, whose input must be
+        // an object.
+        let via_tool = provider::wire(api).structured_via_tool() && schema.is_some();
         let wrapped = via_tool
             && schema
                 .as_ref()

@@ -212,3 +212,32 @@ pub(crate) trait Decoder: Send {
     /// When the stream ended before the turn was complete.
     fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), ProviderError>;
 }
+
+/// One provider wire API, implemented once by each provider module: where a turn is posted,
+/// its body, its authentication, the decoder of its stream, and how it is asked for a
+/// structured answer. The HTTP turn (`provider`) and the agent loop see only this.
+pub(crate) trait WireApi: Send + Sync {
+    /// Which API this is.
+    fn api(&self) -> ModelApi;
+    /// The path of a turn under the provider's base URL.
+    fn path(&self) -> &'static str;
+    /// The request body of one turn.
+    fn body(&self, request: &TurnRequest<'_>) -> Value;
+    /// The headers that authenticate with `key` (and any the API requires).
+    fn auth(&self, key: &str, headers: &mut reqwest::header::HeaderMap);
+    /// A fresh decoder of one turn's stream.
+    fn decoder(&self) -> Box<dyn Decoder>;
+    /// Whether a structured answer comes through the `final_output` tool (the API has no
+    /// response format of its own); otherwise the schema goes in the request.
+    fn structured_via_tool(&self) -> bool {
+        false
+    }
+}
+
+/// A header value not to be logged.
+pub(crate) fn secret_header(v: &str) -> Option<reqwest::header::HeaderValue> {
+    reqwest::header::HeaderValue::from_str(v).ok().map(|mut v| {
+        v.set_sensitive(true);
+        v
+    })
+}

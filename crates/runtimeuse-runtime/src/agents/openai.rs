@@ -16,13 +16,67 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::model::{Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage};
+use super::model::{
+    Decoder, Item, ModelApi, ModelEvent, Part, ProviderError, ToolCall, TurnRequest, Usage,
+    WireApi, secret_header,
+};
+
+/// The Responses API.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Responses;
+
+/// Chat Completions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chat;
+
+/// `Authorization: Bearer <key>`, as both OpenAI APIs take it.
+fn bearer(key: &str, headers: &mut reqwest::header::HeaderMap) {
+    if let Some(v) = secret_header(&format!("Bearer {key}")) {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+}
+
+impl WireApi for Responses {
+    fn api(&self) -> ModelApi {
+        ModelApi::OpenAiResponses
+    }
+    fn path(&self) -> &'static str {
+        "responses"
+    }
+    fn body(&self, request: &TurnRequest<'_>) -> Value {
+        responses_body(request)
+    }
+    fn auth(&self, key: &str, headers: &mut reqwest::header::HeaderMap) {
+        bearer(key, headers);
+    }
+    fn decoder(&self) -> Box<dyn Decoder> {
+        Box::new(ResponsesDecoder)
+    }
+}
+
+impl WireApi for Chat {
+    fn api(&self) -> ModelApi {
+        ModelApi::OpenAiChat
+    }
+    fn path(&self) -> &'static str {
+        "chat/completions"
+    }
+    fn body(&self, request: &TurnRequest<'_>) -> Value {
+        chat_body(request)
+    }
+    fn auth(&self, key: &str, headers: &mut reqwest::header::HeaderMap) {
+        bearer(key, headers);
+    }
+    fn decoder(&self) -> Box<dyn Decoder> {
+        Box::new(ChatDecoder::default())
+    }
+}
 
 /// The name structured output is requested under.
 const FORMAT_NAME: &str = "final_output";
 
 /// The request body of one Responses API turn.
-pub(crate) fn responses_body(r: &TurnRequest<'_>) -> Value {
+fn responses_body(r: &TurnRequest<'_>) -> Value {
     let mut input = Vec::new();
     for item in r.items {
         match item {
@@ -95,7 +149,7 @@ pub(crate) fn responses_body(r: &TurnRequest<'_>) -> Value {
 }
 
 /// The request body of one Chat Completions turn.
-pub(crate) fn chat_body(r: &TurnRequest<'_>) -> Value {
+fn chat_body(r: &TurnRequest<'_>) -> Value {
     let mut messages = Vec::new();
     if !r.system.is_empty() {
         messages.push(json!({ "role": "system", "content": r.system }));
@@ -282,7 +336,7 @@ struct ContentPart {
 #[derive(Debug, Default)]
 pub(crate) struct ResponsesDecoder;
 
-impl super::model::Decoder for ResponsesDecoder {
+impl Decoder for ResponsesDecoder {
     fn event(
         &mut self,
         _name: &str,
@@ -438,7 +492,7 @@ struct ChatFunction {
     arguments: Option<String>,
 }
 
-impl super::model::Decoder for ChatDecoder {
+impl Decoder for ChatDecoder {
     fn event(
         &mut self,
         _name: &str,

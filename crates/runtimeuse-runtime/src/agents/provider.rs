@@ -7,10 +7,12 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::model::{Decoder, ModelApi, ModelEvent, Part, ProviderError, TurnRequest, Usage};
+use super::model::{
+    Decoder, ModelApi, ModelEvent, Part, ProviderError, TurnRequest, Usage, WireApi,
+};
 use super::{AgentOptions, ProviderConfig, anthropic, openai};
 
 /// Largest error body read from a provider.
@@ -26,23 +28,11 @@ pub(crate) async fn start(
     options: &AgentOptions,
     request: &TurnRequest<'_>,
 ) -> Result<TurnStream, ProviderError> {
-    let api = provider.api;
-    let (url, body) = match api {
-        ModelApi::OpenAiResponses => (
-            join(&provider.base_url, "responses"),
-            openai::responses_body(request),
-        ),
-        ModelApi::OpenAiChat => (
-            join(&provider.base_url, "chat/completions"),
-            openai::chat_body(request),
-        ),
-        ModelApi::AnthropicMessages => (
-            join(&provider.base_url, "v1/messages"),
-            anthropic::body(request),
-        ),
-    };
-    let body = body.to_string();
-    let headers = headers(provider);
+    let wire = wire(provider.api);
+    let api = wire.api();
+    let url = join(&provider.base_url, wire.path());
+    let body = wire.body(request).to_string();
+    let headers = headers(wire, provider.api_key.as_deref().unwrap_or_default());
     let mut attempt = 0;
     let response = loop {
         attempt += 1;
@@ -81,11 +71,7 @@ pub(crate) async fn start(
         tracing::info!(%error, ?delay, attempt, "provider request failed; retrying");
         tokio::time::sleep(delay).await;
     };
-    let decoder: Box<dyn Decoder> = match api {
-        ModelApi::OpenAiResponses => Box::new(openai::ResponsesDecoder),
-        ModelApi::OpenAiChat => Box::new(openai::ChatDecoder::default()),
-        ModelApi::AnthropicMessages => Box::new(anthropic::Decoder::default()),
-    };
+    let decoder = wire.decoder();
     let limit = options.max_response_bytes;
     let mut seen = 0usize;
     let bytes = response.bytes_stream().map(move |chunk| {
@@ -217,7 +203,7 @@ fn join(base: &str, path: &str) -> String {
     format!("{}/{path}", base.trim_end_matches('/'))
 }
 
-fn headers(provider: &ProviderConfig) -> HeaderMap {
+fn headers(wire: &dyn WireApi, key: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(
         reqwest::header::CONTENT_TYPE,
@@ -227,30 +213,17 @@ fn headers(provider: &ProviderConfig) -> HeaderMap {
         reqwest::header::ACCEPT,
         HeaderValue::from_static("text/event-stream"),
     );
-    let key = provider.api_key.as_deref().unwrap_or_default();
-    let secret = |v: String| {
-        HeaderValue::from_str(&v).map(|mut v| {
-            v.set_sensitive(true);
-            v
-        })
-    };
-    match provider.api {
-        ModelApi::OpenAiResponses | ModelApi::OpenAiChat => {
-            if let Ok(v) = secret(format!("Bearer {key}")) {
-                h.insert(reqwest::header::AUTHORIZATION, v);
-            }
-        }
-        ModelApi::AnthropicMessages => {
-            if let Ok(v) = secret(key.to_owned()) {
-                h.insert(HeaderName::from_static("x-api-key"), v);
-            }
-            h.insert(
-                HeaderName::from_static("anthropic-version"),
-                HeaderValue::from_static(anthropic::VERSION),
-            );
-        }
-    }
+    wire.auth(key, &mut h);
     h
+}
+
+/// The wire API of `api`: the one place that names each provider module.
+pub(crate) fn wire(api: ModelApi) -> &'static dyn WireApi {
+    match api {
+        ModelApi::OpenAiResponses => &openai::Responses,
+        ModelApi::OpenAiChat => &openai::Chat,
+        ModelApi::AnthropicMessages => &anthropic::Messages,
+    }
 }
 
 /// Whether a failed response is worth another attempt: the provider's `x-should-retry` when
