@@ -125,6 +125,25 @@ fn main() {
     }
     let peak_kib = bench::status_kib(&runtime.pid().to_string(), "VmHWM");
     drop(runtime);
+    report(
+        mb,
+        through,
+        floor,
+        ratio,
+        (runtime_cpu, client_cpu),
+        (peak_kib, baseline_kib),
+    );
+}
+
+/// Prints the medians, each beside its floor.
+fn report(
+    mb: u64,
+    through: Vec<f64>,
+    floor: Vec<f64>,
+    ratio: Vec<f64>,
+    (runtime_cpu, client_cpu): (Vec<f64>, Vec<f64>),
+    (peak_kib, baseline_kib): (f64, f64),
+) {
     let mut sorted = ratio.clone();
     sorted.sort_by(f64::total_cmp);
     println!(
