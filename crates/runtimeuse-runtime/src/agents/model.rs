@@ -8,7 +8,7 @@ use std::fmt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// The API a [`ModelAgent`] speaks.
+/// The API a [`ModelAgent`](crate::ModelAgent) speaks.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ModelApi {
