@@ -239,8 +239,15 @@ mod tests {
         options: RuntimeOptions,
         buffer: usize,
     ) -> (Client, tokio::task::JoinHandle<()>) {
-        let (client, server) = tokio::io::duplex(buffer);
         let shared = Arc::new(Shared::new(Arc::new(ScriptedHandler), options));
+        connect_to(shared, buffer).await
+    }
+
+    async fn connect_to(
+        shared: Arc<Shared>,
+        buffer: usize,
+    ) -> (Client, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(buffer);
         let served = tokio::spawn(serve_stream(server, None, shared));
         let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
             .await
@@ -300,6 +307,27 @@ mod tests {
             waited >= Duration::from_secs(60) && waited < Duration::from_secs(61),
             "{waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn agent_output_waits_for_a_client_that_does_not_read() {
+        let shared = Arc::new(Shared::new(
+            Arc::new(ScriptedHandler),
+            RuntimeOptions::default(),
+        ));
+        let total = shared.server.total_backlog.clone().expect("a total");
+        let (mut ws, _served) = connect_to(Arc::clone(&shared), 4 << 10).await;
+        // A million assistant messages for a client that reads none of them.
+        send(&mut ws, query("STREAM:1000000")).await;
+        // The paused clock moves only once every task waits: the agent then waits for room.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let held = total.bytes();
+        assert!(held > 0, "the agent produced nothing");
+        // The default limit is 1 MiB. Producers count a message's text; it becomes a frame
+        // with its JSON envelope once the loop takes it, so a few KiB may go past the limit.
+        assert!(held <= (1 << 20) + (8 << 10), "{held} bytes held");
+        // Reading lets it go on.
+        assert_eq!(recv(&mut ws).await["message_type"], "assistant_message");
     }
 
     #[tokio::test(start_paused = true)]
