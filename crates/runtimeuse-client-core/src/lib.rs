@@ -1,7 +1,15 @@
 //! What the three runtimeuse client adapters (`runtimeuse-tokio`, `runtimeuse-async-std`,
-//! `runtimeuse-tungstenite`) share and that needs no async runtime: the connection settings
-//! and [`ClientBuilder`], and the [`Error`] type. Applications use it through an adapter, which
-//! re-exports all of it.
+//! `runtimeuse-tungstenite`) share and that needs no async runtime:
+//!
+//! - [`requests`]: the sans-IO request layer over the core's session: the current request,
+//!   the cleanup after a dropped call, aborts, event routing, the uploader's answers, and the
+//!   end-of-session and one-shot close rules. The adapters add only their socket pump and the
+//!   way they run callbacks;
+//! - [`options`]: the one per-call options type, [`options::CallOptions`], with the async or
+//!   blocking callbacks of [`callbacks`];
+//! - [`AbortHandle`], the connection settings and [`ClientBuilder`], and the [`Error`] type.
+//!
+//! Applications use it through an adapter, which re-exports what they need.
 //!
 //! # Features
 //!
