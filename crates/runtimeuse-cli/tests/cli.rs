@@ -355,3 +355,91 @@ fn a_runtime_that_breaks_the_protocol_exits_6() {
     );
     server.join().unwrap();
 }
+
+/// A port that completes TCP handshakes (the kernel's backlog) and never answers.
+fn silent_port() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[test]
+fn a_connect_timeout_is_a_time_limit_exit_5_and_timeout_bounds_connecting_too() {
+    let (_listener, port) = silent_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = bin()
+        .args(["query", "--url", &url, "--connect-timeout", "0.5", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // --timeout bounds the whole request, connecting included (the connect default is 30 s).
+    let started = Instant::now();
+    let out = bin()
+        .args(["query", "--url", &url, "--timeout", "1", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_timeout_is_said_for_people_without_a_log_line() {
+    let rt = scripted();
+    let out = run(&rt, &["query", "--timeout", "0.3", "SLOW:5000"]);
+    assert_eq!(out.status.code(), Some(5));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no result within 0.3 s (the --timeout limit)"),
+        "{err}"
+    );
+    assert!(!err.contains("Overall(") && !err.contains("WARN"), "{err}");
+}
+
+#[test]
+fn a_wrong_token_gets_a_hint_about_the_token_passed() {
+    let rt = Serve::start(&["--token", "right"], &[]);
+    let out = run(&rt, &["query", "--token", "wrong", "x"]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = text(&out.stderr);
+    assert!(err.contains("refused the token"), "{err}");
+    assert!(!err.contains("pass --token"), "{err}");
+    let out = run(&rt, &["query", "x"]);
+    assert!(text(&out.stderr).contains("pass --token"));
+}
+
+#[test]
+fn url_hints_fix_the_scheme_instead_of_prefixing_it() {
+    for (url, hint) in [
+        ("ws:/127.0.0.1:1", "did you mean ws://127.0.0.1:1?"),
+        ("wss:host:1", "did you mean wss://host:1?"),
+        ("ftp://x", "not ftp://; did you mean ws://x?"),
+        ("127.0.0.1:8080", "did you mean ws://127.0.0.1:8080?"),
+    ] {
+        let out = bin().args(["query", "--url", url, "x"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = text(&out.stderr);
+        assert!(err.contains(hint), "{url}: {err}");
+        assert!(
+            !err.contains("ws://ws:") && !err.contains("ws://ftp:"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_limit_of_0_means_none() {
+    let rt = scripted();
+    for flag in ["--idle-timeout", "--timeout", "--connect-timeout"] {
+        for none in ["0", "inf"] {
+            let out = run(&rt, &["query", flag, none, "ECHO:unlimited"]);
+            assert!(out.status.success(), "{flag} {none}: {}", text(&out.stderr));
+            assert_eq!(text(&out.stdout).trim(), "unlimited");
+        }
+    }
+}

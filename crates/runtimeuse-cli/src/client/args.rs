@@ -22,13 +22,15 @@ pub(crate) struct ClientArgs {
     /// An extra header of the WebSocket handshake (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = key_value)]
     pub(super) headers: Vec<(String, String)>,
-    /// Fail if the request has not finished after this many seconds.
+    /// Fail if the request (connecting included) has not finished after this many seconds
+    /// (0: no limit).
     #[arg(long, value_name = "SECONDS")]
     pub(super) timeout: Option<f64>,
-    /// Fail if nothing arrives for this many seconds (heartbeats count; default 60).
+    /// Fail if nothing arrives for this many seconds (heartbeats count; default 60; 0: no
+    /// limit).
     #[arg(long, value_name = "SECONDS")]
     pub(super) idle_timeout: Option<f64>,
-    /// How long connecting may take, in seconds.
+    /// How long connecting may take, in seconds (0: no limit).
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub(super) connect_timeout: f64,
     /// A string the runtime replaces with `[REDACTED]` in everything it sends (repeatable; also
@@ -146,11 +148,17 @@ pub(super) fn client(args: &ClientArgs) -> Result<Client, Failure> {
         return Err(Failure {
             code: exit::USAGE,
             message: format!("{url} is not a ws:// or wss:// URL"),
-            hint: Some(format!("try ws://{url}")),
+            hint: Some(url_hint(url)),
             metadata: None,
         });
     }
-    let mut builder = Client::builder(url).connect_timeout(seconds(args.connect_timeout)?);
+    // Connecting is part of the request: --timeout bounds it too.
+    let connect = match (limit(args.connect_timeout)?, limit_opt(args.timeout)?) {
+        (Some(c), Some(t)) => Some(c.min(t)),
+        (c, t) => c.or(t),
+    };
+    // No limit: a duration too long to be an instant is none.
+    let mut builder = Client::builder(url).connect_timeout(connect.unwrap_or(Duration::MAX));
     if let Some(t) = &args.token {
         builder = builder.header("Authorization", format!("Bearer {t}"));
     }
@@ -158,6 +166,38 @@ pub(super) fn client(args: &ClientArgs) -> Result<Client, Failure> {
         builder = builder.header(k.clone(), v.clone());
     }
     Ok(builder.build())
+}
+
+/// A time limit in seconds: `None` for 0 or infinity (no limit), the one rule of every
+/// `--*-timeout`.
+fn limit(s: f64) -> Result<Option<Duration>, Failure> {
+    if s == 0.0 || s == f64::INFINITY {
+        return Ok(None);
+    }
+    seconds(s).map(Some)
+}
+
+fn limit_opt(s: Option<f64>) -> Result<Option<Duration>, Failure> {
+    Ok(s.map(limit).transpose()?.flatten())
+}
+
+/// What to suggest for a URL that is not `ws://` or `wss://`.
+fn url_hint(url: &str) -> String {
+    let fixed = |scheme: &str, rest: &str| {
+        format!("did you mean {scheme}://{}?", rest.trim_start_matches('/'))
+    };
+    for scheme in ["wss", "ws"] {
+        if let Some(rest) = url.strip_prefix(scheme).and_then(|r| r.strip_prefix(':')) {
+            // `ws:/host`, `ws:host`: a slash short.
+            return fixed(scheme, rest);
+        }
+    }
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            format!("runtimes speak ws:// or wss://, not {scheme}://; did you mean ws://{rest}?")
+        }
+        None => format!("did you mean ws://{url}?"),
+    }
 }
 
 pub(super) fn seconds(s: f64) -> Result<Duration, Failure> {
@@ -184,11 +224,14 @@ pub(super) fn with_client_args<W: Wire>(
     for (u, d) in &client.downloads {
         options = options.download(Downloadable::new(u.clone(), d.clone()));
     }
-    if let Some(t) = client.timeout {
-        options = options.timeout(seconds(t)?);
+    if let Some(t) = limit_opt(client.timeout)? {
+        options = options.timeout(t);
     }
-    if let Some(t) = client.idle_timeout {
-        options = options.idle_timeout(seconds(t)?);
+    match client.idle_timeout.map(limit).transpose()? {
+        Some(Some(t)) => options = options.idle_timeout(t),
+        // 0 (or inf) turns the default idle limit off.
+        Some(None) => options = options.idle_timeout(Duration::MAX),
+        None => {}
     }
     Ok(options)
 }

@@ -31,15 +31,17 @@ pub(super) fn kind(e: &Error) -> &'static str {
     match e {
         Error::Runtime { .. } => "runtime",
         Error::Cancelled => "cancelled",
-        Error::Timeout { .. } | Error::CallbackTimeout { .. } => "timeout",
+        Error::Timeout { .. } | Error::CallbackTimeout { .. } | Error::ConnectTimeout(_) => {
+            "timeout"
+        }
         Error::Usage(_) | Error::Config(_) => "usage",
         Error::Protocol(_) | Error::UnexpectedTerminal(_) | Error::Desynchronized => "protocol",
         _ => "connection",
     }
 }
 
-/// The exit code, message and hint of a client error.
-pub(super) fn failure(e: &Error, url: &str) -> Failure {
+/// The exit code, message and hint of a client error (`token`: whether one was passed).
+pub(super) fn failure(e: &Error, url: &str, token: bool) -> Failure {
     let code = match kind(e) {
         "runtime" => exit::RUNTIME,
         "cancelled" => exit::CANCELLED,
@@ -48,7 +50,10 @@ pub(super) fn failure(e: &Error, url: &str) -> Failure {
         "protocol" => exit::PROTOCOL,
         _ => exit::CONNECTION,
     };
-    let message = crate::chain(e);
+    let message = match e {
+        Error::Timeout { kind, diagnostics } => timeout_message(*kind, diagnostics),
+        e => crate::chain(e),
+    };
     let tls = url.starts_with("wss://");
     let hint = match e {
         Error::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Some(format!(
@@ -61,6 +66,9 @@ pub(super) fn failure(e: &Error, url: &str) -> Failure {
         )),
         Error::WebSocket(runtimeuse_tokio::tokio_tungstenite::tungstenite::Error::Http(r)) => {
             Some(match r.status().as_u16() {
+                401 | 403 if token => {
+                    "the runtime refused the token: check --token (or RUNTIMEUSE_TOKEN)".to_owned()
+                }
                 401 | 403 => {
                     "the runtime wants a token: pass --token (or RUNTIMEUSE_TOKEN)".to_owned()
                 }
@@ -108,5 +116,37 @@ pub(super) fn failure(e: &Error, url: &str) -> Failure {
         message,
         hint,
         metadata,
+    }
+}
+
+/// A timeout as a person reads it: which limit, and how far the request got.
+fn timeout_message(
+    kind: runtimeuse_tokio::proto::TimeoutKind,
+    d: &runtimeuse_tokio::proto::Diagnostics,
+) -> String {
+    use runtimeuse_tokio::proto::TimeoutKind;
+    let limit = match kind {
+        TimeoutKind::Idle(limit) => format!(
+            "nothing arrived for {} (the --idle-timeout limit)",
+            seconds(limit)
+        ),
+        TimeoutKind::Overall(limit) => {
+            format!("no result within {} (the --timeout limit)", seconds(limit))
+        }
+        _ => "a time limit passed".to_owned(),
+    };
+    let progress = match (d.message_count, d.last_message) {
+        (0, _) | (_, None) => "the runtime had sent nothing for this request".to_owned(),
+        (n, Some(last)) => format!("the runtime had sent {n} messages, the last a {last}"),
+    };
+    format!("{limit}; {progress}")
+}
+
+fn seconds(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s} s")
     }
 }

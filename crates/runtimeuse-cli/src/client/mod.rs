@@ -116,7 +116,7 @@ pub(crate) async fn connect(
             connecting.await
         }
     };
-    let session = connected.map_err(|e| failure(&e, &url))?;
+    let session = connected.map_err(|e| failure(&e, &url, args.token.is_some()))?;
     Ok((session, url))
 }
 
@@ -154,7 +154,7 @@ async fn request_on(
             Ok(exit::CANCELLED)
         }
         Err(e) => {
-            let f = failure(&e, url);
+            let f = failure(&e, url, false);
             if !json {
                 return Err(f);
             }
