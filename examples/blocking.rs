@@ -7,12 +7,31 @@
 //! cargo run --example blocking
 //! ```
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use runtimeuse_runtime::{Runtime, ScriptedHandler};
 use runtimeuse_tungstenite::{Client, ExecuteCommandsOptions, QueryOptions};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match example() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => report(e.as_ref()),
+    }
+}
+
+/// Prints an error for a person: its message and each cause on a line of its own (never the
+/// `Debug` form), and exits 1.
+fn report(e: &dyn std::error::Error) -> std::process::ExitCode {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    std::process::ExitCode::FAILURE
+}
+
+fn example() -> Result<(), Box<dyn std::error::Error>> {
     // The only async code here serves the local runtime; the client itself is blocking.
     let background = tokio::runtime::Runtime::new()?;
     let (url, local) = match std::env::var("RUNTIMEUSE_URL") {

@@ -12,7 +12,7 @@
 //! OPENAI_API_KEY=sk-... cargo run --example quickstart
 //! ```
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::sync::Arc;
 
@@ -30,7 +30,26 @@ struct Answer {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => report(e.as_ref()),
+    }
+}
+
+/// Prints an error for a person: its message and each cause on a line of its own (never the
+/// `Debug` form), and exits 1.
+fn report(e: &dyn std::error::Error) -> std::process::ExitCode {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    std::process::ExitCode::FAILURE
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -244,7 +244,9 @@ fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(text(&out.stderr).contains("cancelling"));
+    let err = text(&out.stderr);
+    let (cancelling, cancelled) = (err.find("cancelling"), err.rfind("cancelled"));
+    assert!(cancelling.is_some() && cancelling < cancelled, "{err}");
     // The runtime killed the command's process group.
     let sleeper = std::fs::read_to_string(&pid_file).unwrap();
     let proc = format!("/proc/{}", sleeper.trim());
@@ -289,6 +291,22 @@ fn a_terminal_gets_a_progress_line_and_a_pipe_does_not() {
     let piped = run(&rt, &["query", "SLOW:300"]);
     assert_eq!(text(&piped.stdout), "done\n");
     assert!(!text(&piped.stderr).contains('\x1b'));
+    // stderr on the terminal, stdout to a file: no progress line either.
+    let file = std::env::temp_dir().join(format!("runtimeuse-progress-{}", std::process::id()));
+    let command = format!("{command} > {}", file.display());
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        !shown.contains("\r\x1b[K") && !shown.contains("running"),
+        "{shown:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "done\n");
+    let _ = std::fs::remove_file(&file);
 }
 
 #[test]

@@ -175,8 +175,10 @@ fn cancel_on_ctrl_c(abort: AbortHandle, cancelled: Arc<AtomicBool>) -> tokio::ta
             return;
         }
         cancelled.store(true, Ordering::SeqCst);
-        abort.abort();
+        // Said before the abort: once aborted, the request may end (and say "cancelled")
+        // before this task runs again.
         note("cancelling (Ctrl-C again to quit at once)");
+        abort.abort();
         if tokio::signal::ctrl_c().await.is_ok() {
             std::process::exit(i32::from(exit::CANCELLED));
         }

@@ -172,8 +172,8 @@ impl Renderer for Json {
     }
 }
 
-/// A progress line on stderr while a request runs (only when stderr is a terminal and the
-/// output is for a person): elapsed time, phase, heartbeats. It is cleared before any output
+/// A progress line on stderr while a request runs (only when stderr and stdout are terminals
+/// and the output is for a person): elapsed time, phase, heartbeats. It is cleared before any output
 /// and redrawn on the next tick.
 pub(super) struct Progress {
     pub(super) enabled: bool,
@@ -187,7 +187,9 @@ pub(super) struct Progress {
 impl Progress {
     pub(super) fn new(json: bool) -> Self {
         Self {
-            enabled: !json && std::io::stderr().is_terminal(),
+            // On a terminal only, and only when the output shares it: a line drawn on stderr
+            // while stdout goes to a pipe or a file garbles what a person reads of both.
+            enabled: !json && std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
             started: std::time::Instant::now(),
             events: 0,
             heartbeats: 0,
