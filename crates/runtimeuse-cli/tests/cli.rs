@@ -461,3 +461,39 @@ fn a_limit_of_0_means_none() {
         }
     }
 }
+
+#[test]
+fn a_query_that_names_no_model_gets_the_runtimes_model() {
+    use runtimeuse_scenarios::{Api, MockProvider, Reply};
+    // The mock serves on this runtime's worker threads.
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let replies = vec![
+        Reply::stream(Api::Responses.text("one")),
+        Reply::stream(Api::Responses.text("two")),
+    ];
+    let mock = tokio.block_on(MockProvider::start(replies));
+    let base = format!("{}/v1", mock.url());
+    let rt = Serve::start(
+        &[
+            "--agent",
+            "openai",
+            "--base-url",
+            &base,
+            "--api-key",
+            "k",
+            "--model",
+            "serve-model",
+        ],
+        &[],
+    );
+    let out = run(&rt, &["query", "hi"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&rt, &["query", "--model", "named", "hi"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let models: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.body["model"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(models, ["serve-model", "named"]);
+}

@@ -50,8 +50,9 @@ pub(crate) struct ClientArgs {
 pub(crate) struct QueryArgs {
     /// The prompt: text, `@FILE` for a file's content, or `-` for standard input.
     pub(super) prompt: String,
-    /// The model the runtime's agent should use.
-    #[arg(long, short, default_value = "default")]
+    /// The model the runtime's agent should use (default: none named, so the runtime's own
+    /// default applies, `serve --model`).
+    #[arg(long, short, default_value = "")]
     pub(super) model: String,
     /// The system prompt (also `@FILE`).
     #[arg(long, short, default_value = "")]
@@ -105,8 +106,9 @@ fn url_dir(s: &str) -> Result<(String, String), String> {
 /// `session`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct SessionArgs {
-    /// The model the runtime's agent should use.
-    #[arg(long, short, default_value = "default")]
+    /// The model the runtime's agent should use (default: none named, so the runtime's own
+    /// default applies, `serve --model`).
+    #[arg(long, short, default_value = "")]
     pub(super) model: String,
     /// The system prompt (also `@FILE`).
     #[arg(long, short, default_value = "")]

@@ -46,18 +46,14 @@ impl Serve {
                 c
             }
         };
-        cmd.args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--agent",
-            "scripted",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
+        cmd.args(["serve", "--host", "127.0.0.1", "--port", "0"]);
+        // The scripted agent unless the caller names one.
+        if !extra.contains(&"--agent") {
+            cmd.args(["--agent", "scripted"]);
+        }
+        cmd.args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }
