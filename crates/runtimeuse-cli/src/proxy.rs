@@ -11,7 +11,9 @@ use std::time::Instant;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::Message;
+use runtimeuse_tokio::tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use runtimeuse_tokio::tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use runtimeuse_tokio::tokio_tungstenite::{self, WebSocketStream};
 use serde_json::{Map, Value, json};
@@ -214,7 +216,10 @@ async fn connection(
         quiet: args.quiet,
     };
     let mut open = Map::new();
-    open.insert("path".into(), json!(rec.redacted(&opened.path)));
+    open.insert(
+        "path".into(),
+        json!(rec.redacted(&without_token(&opened.path))),
+    );
     open.insert(
         "client_request_headers".into(),
         Value::Object(opened.headers),
@@ -228,8 +233,17 @@ async fn connection(
         Some(true) => args.to.clone(),
         _ => format!("{}{}", args.to.trim_end_matches('/'), opened.path),
     };
+    let mut upstream = target.as_str().into_client_request()?;
+    for (name, value) in &opened.forward {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            upstream.headers_mut().append(name, value);
+        }
+    }
     let (runtime, _) =
-        tokio_tungstenite::connect_async_with_config(target.as_str(), Some(config), true).await?;
+        tokio_tungstenite::connect_async_with_config(upstream, Some(config), true).await?;
     relay(client, runtime, &mut rec).await;
     Ok(())
 }
@@ -239,7 +253,22 @@ struct Opened {
     at: Instant,
     path: String,
     headers: Map<String, Value>,
+    /// The client's headers to pass on to the runtime: its credentials (`Authorization`)
+    /// and any header of its own, but not those of the WebSocket handshake itself.
+    forward: Vec<(String, String)>,
 }
+
+/// Headers of the handshake itself, which the proxy's own connection to the runtime makes.
+const HANDSHAKE_HEADERS: [&str; 8] = [
+    "host",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+    "content-length",
+];
 
 /// Accepts the client's WebSocket, noting its path and the headers worth recording.
 async fn accept(
@@ -265,10 +294,17 @@ async fn accept(
             .uri()
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let forward = request
+            .headers()
+            .iter()
+            .filter(|(name, _)| !HANDSHAKE_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, v)| Some((name.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
         opened = Some(Opened {
             at: Instant::now(),
             path,
             headers,
+            forward,
         });
         Ok(response)
     };
@@ -339,6 +375,22 @@ where
             },
         }
     }
+}
+
+/// `path` with the value of a `token` query parameter masked: the transcript keeps no
+/// credential.
+fn without_token(path: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("token", _)) => "token=[REDACTED]".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 fn side(s: &str) -> Map<String, Value> {

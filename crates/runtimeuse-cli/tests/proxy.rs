@@ -183,3 +183,61 @@ fn a_recorded_connection_has_the_transcript_format_and_replays() {
     }
     assert_eq!(result.as_deref(), Some("the [REDACTED] word"));
 }
+
+/// The transcript of the only connection recorded in `dir`, once complete.
+fn transcript(dir: &std::path::Path) -> String {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if let [file] = &files[..] {
+            let text = std::fs::read_to_string(file).unwrap();
+            if text.contains("\"c2r\"") && text.contains("\"close\"") {
+                return text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no transcript in {}",
+            dir.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_token_protected_runtime_works_through_the_proxy_and_the_token_is_not_recorded() {
+    let rt = Serve::start(&["--token", "t0ken-xyz"], &[]);
+    for (i, how) in ["--token", "?token="].into_iter().enumerate() {
+        let dir =
+            std::env::temp_dir().join(format!("runtimeuse-proxy-token-{}-{i}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let proxy = Proxy::start(rt.port, &dir);
+        let mut query = Command::new(env!("CARGO_BIN_EXE_runtimeuse"));
+        query.args(["query", "ECHO:through"]);
+        match how {
+            "--token" => query
+                .args(["--token", "t0ken-xyz", "--header", "X-Extra=1"])
+                .arg("--url")
+                .arg(format!("ws://127.0.0.1:{}", proxy.port)),
+            _ => query
+                .arg("--url")
+                .arg(format!("ws://127.0.0.1:{}/?token=t0ken-xyz", proxy.port)),
+        };
+        let out = query.env_remove("RUNTIMEUSE_TOKEN").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "through\n");
+        let recorded = transcript(&dir);
+        assert!(
+            !recorded.contains("t0ken-xyz"),
+            "{how}: the token was recorded: {recorded}"
+        );
+        drop(proxy);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
