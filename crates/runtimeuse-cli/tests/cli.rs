@@ -497,3 +497,13 @@ fn a_query_that_names_no_model_gets_the_runtimes_model() {
         .collect();
     assert_eq!(models, ["serve-model", "named"]);
 }
+
+#[test]
+fn a_command_killed_by_a_signal_says_so_and_exits_128_plus_n() {
+    let rt = scripted();
+    let out = run(&rt, &["exec", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("was killed by signal 9"), "{err}");
+    assert!(!err.contains("-1"), "{err}");
+}

@@ -16,7 +16,8 @@ const CHUNK: usize = 64 * 1024;
 /// How a command ended.
 #[derive(Debug)]
 pub(crate) struct Exit {
-    /// The exit code, `-1` when a signal ended it.
+    /// The exit code; `128 + N` when signal N ended the shell, as shells report it (`-1` when
+    /// the status says neither).
     pub(crate) code: i64,
     /// The collected stdout (within its [`Collect`] budget).
     pub(crate) stdout: Capture,
@@ -178,7 +179,7 @@ pub(crate) async fn run(
     tokio::select! {
         (stdout, stderr, status) = work => {
             let code = match status {
-                Ok(s) => s.code().map_or(-1, i64::from),
+                Ok(s) => exit_code(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "waiting for a command failed");
                     -1
@@ -189,6 +190,17 @@ pub(crate) async fn run(
             Ok(Exit { code, stdout, stderr })
         }
         () = cancel.clone().cancelled() => Err(RunError::Cancelled),
+    }
+}
+
+/// A command's exit code: its own, or `128 + N` when signal N killed it (the shell's
+/// convention: what `sh -c` reports when it is the command's child that was killed).
+fn exit_code(status: std::process::ExitStatus) -> i64 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => i64::from(code),
+        (None, Some(signal)) => 128 + i64::from(signal),
+        (None, None) => -1,
     }
 }
 

@@ -101,10 +101,12 @@ impl Renderer for Human {
             1 => "; the 1 command after it was skipped".to_owned(),
             n => format!("; the {n} commands after it were skipped"),
         };
-        note(&format!(
-            "command `{}` failed with exit code {}{rest}",
-            failed.command, failed.exit_code
-        ));
+        let how = match failed.exit_code {
+            // The shell's convention, which the runtime follows: 128 + the signal's number.
+            code @ 129..=192 => format!("was killed by signal {}", code - 128),
+            code => format!("failed with exit code {code}"),
+        };
+        note(&format!("command `{}` {how}{rest}", failed.command));
     }
 
     fn error(&self, _kind: &str, _message: &str, _metadata: &Value) {}
