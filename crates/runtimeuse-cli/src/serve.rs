@@ -20,7 +20,12 @@ pub(crate) enum AgentKind {
     Anthropic,
     /// Runs `--agent-command CMD` (sh -c) per query.
     Command,
-    /// Deterministic directives (ECHO:, STREAM:, SLOW:, ...) for tests and demos.
+    /// Deterministic, for tests and demos, driven by the prompt: ECHO:<text> (answers the
+    /// text), STRUCTURED:<json> (a structured answer), ECHO_FORMAT: (the output schema it got),
+    /// SLOW:<ms> (waits, then `done`), STREAM:<n> (n assistant messages), STREAM_TEXT:<text>
+    /// (one assistant message), ERROR:<msg> (fails with msg), WRITE_FILE:<path> <content>
+    /// (writes a file, for artifacts), READ_FILE:<path> (answers its content); anything else
+    /// is answered as it is.
     Scripted,
 }
 
@@ -70,6 +75,7 @@ pub(crate) struct ServeArgs {
         long,
         alias = "handler",
         env = "RUNTIMEUSE_AGENT",
+        hide_env_values = true,
         value_enum,
         default_value = "openai"
     )]
@@ -78,6 +84,7 @@ pub(crate) struct ServeArgs {
     #[arg(
         long,
         env = "RUNTIMEUSE_OPENAI_API",
+        hide_env_values = true,
         value_enum,
         default_value = "responses"
     )]
@@ -125,14 +132,23 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
     let runtime = Runtime::from_arc(handler)
         .options(options)
         .bind((args.host.as_str(), args.port))
-        .await?;
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let port = runtime.local_addr()?.port();
-    // Scripts read this line for the port (stdout; everything else goes to stderr).
+    // Scripts read this line for the port: its form is stable (stdout; everything else goes to
+    // stderr).
     #[allow(clippy::print_stdout)]
     {
         println!(
             "runtimeuse {} listening on port {port}",
             env!("CARGO_PKG_VERSION")
+        );
+    }
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "runtimeuse: clients connect to {} (runtimeuse query --url {0} ...)",
+            runtime.url()
         );
     }
     runtime.serve(shutdown_signal()).await?;

@@ -311,7 +311,7 @@ fn a_client_that_takes_no_bytes_is_dropped_after_the_stall_limit() {
 }
 
 #[test]
-fn the_default_stall_limit_is_60_s() {
+fn waits_60_s_for_the_default_stall_limit() {
     let rt = Serve::start(&[], &[]);
     let after = stalled_client_dropped_after(&rt, "stall-default", Duration::from_secs(90))
         .expect("the stalled client was never dropped");

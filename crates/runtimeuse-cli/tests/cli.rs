@@ -175,12 +175,13 @@ fn the_prompt_can_come_from_stdin_or_a_file() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"ECHO:from stdin")
+        .write_all(b"ECHO:from stdin\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
+    // The final line break of stdin or a file is not part of the prompt.
     assert_eq!(text(&out.stdout), "from stdin\n");
     let file = std::env::temp_dir().join(format!("runtimeuse-prompt-{}", std::process::id()));
-    std::fs::write(&file, "ECHO:from a file").unwrap();
+    std::fs::write(&file, "ECHO:from a file\n").unwrap();
     let out = run(&rt, &["query", &format!("@{}", file.display())]);
     assert_eq!(text(&out.stdout), "from a file\n");
     std::fs::remove_file(file).unwrap();
@@ -506,4 +507,51 @@ fn a_command_killed_by_a_signal_says_so_and_exits_128_plus_n() {
     let err = text(&out.stderr);
     assert!(err.contains("was killed by signal 9"), "{err}");
     assert!(!err.contains("-1"), "{err}");
+}
+
+#[test]
+fn serve_says_where_clients_connect_and_which_address_is_taken() {
+    let rt = scripted();
+    let port = rt.port.to_string();
+    let taken = bin()
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--agent",
+            "scripted",
+        ])
+        .output()
+        .unwrap();
+    assert!(!taken.status.success());
+    let err = text(&taken.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    let log = rt.stop();
+    assert!(
+        log.contains(&format!("clients connect to ws://127.0.0.1:{port}")),
+        "{log}"
+    );
+}
+
+#[test]
+fn headers_in_curls_form_and_help_without_stray_equals() {
+    let rt = scripted();
+    let out = run(
+        &rt,
+        &[
+            "query",
+            "--header",
+            "X-Foo: bar",
+            "--header",
+            "X-Bar=baz",
+            "ECHO:ok",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let help = bin().args(["query", "--help"]).output().unwrap();
+    let help = text(&help.stdout);
+    assert!(help.contains("[env: RUNTIMEUSE_URL]"), "{help}");
+    assert!(!help.contains("=]"), "{help}");
 }

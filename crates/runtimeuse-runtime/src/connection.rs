@@ -35,15 +35,15 @@ where
     let mut conn = match tokio::time::timeout(shared.options.handshake_timeout, handshake).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            tracing::info!(?peer, error = %e, "handshake refused or failed");
+            tracing::info!(peer = %Peer(peer), error = %chain(&e), "handshake refused or failed");
             return;
         }
         Err(_) => {
-            tracing::info!(?peer, "handshake not completed in time; dropped");
+            tracing::info!(peer = %Peer(peer), "handshake not completed in time; dropped");
             return;
         }
     };
-    tracing::info!(?peer, "connection accepted");
+    tracing::info!(peer = %Peer(peer), "connection accepted");
     let opened = tokio::time::Instant::now();
     let mut state = State::new(conn.backlog().clone(), shared);
     loop {
@@ -64,11 +64,36 @@ where
         let _ = c.send(true);
     }
     tracing::info!(
-        ?peer,
+        peer = %Peer(peer),
         requests = state.requests,
         duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
         "connection closed"
     );
+}
+
+/// A peer's address for the log (`unknown` when the socket could not say).
+struct Peer(Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// An error and its causes on one line (a refused token says `HTTP error: 401 Unauthorized`,
+/// not only "websocket error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A connection's state beside its socket: the tasks of its requests and what they share.

@@ -283,8 +283,8 @@ impl BoundRuntime {
             tracing::warn!(
                 %addr,
                 "no token is set: anyone who can reach this address can run commands here; \
-                 set one (RuntimeOptions::token, `serve --token` or RUNTIMEUSE_TOKEN) unless \
-                 the network around the sandbox already keeps strangers out"
+                 set a token (`--token` or RUNTIMEUSE_TOKEN) unless the network around the \
+                 sandbox already keeps strangers out"
             );
         }
         tokio::pin!(shutdown);

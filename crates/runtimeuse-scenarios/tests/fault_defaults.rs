@@ -11,7 +11,7 @@ use runtimeuse_tokio::proto::TimeoutKind;
 use runtimeuse_tokio::{Client, Error, QueryOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_limits_end_a_stalled_and_a_frozen_runtime() {
+async fn waits_60_s_for_the_default_limits_to_end_a_stalled_and_a_frozen_runtime() {
     let rt = runtimeuse_scenarios::served();
     let stall = rt.fault_proxy(Fault::Stall, 1);
     let freeze = rt.fault_proxy(Fault::Freeze, 1);

@@ -14,13 +14,18 @@ use crate::exit;
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
     /// The runtime's URL (`ws://` or `wss://`).
-    #[arg(long, env = "RUNTIMEUSE_URL", default_value = "ws://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "RUNTIMEUSE_URL",
+        hide_env_values = true,
+        default_value = "ws://127.0.0.1:8080"
+    )]
     pub(super) url: String,
     /// Token for a runtime started with one (sent as `Authorization: Bearer <T>`).
     #[arg(long, env = "RUNTIMEUSE_TOKEN", hide_env_values = true)]
     pub(super) token: Option<String>,
     /// An extra header of the WebSocket handshake (repeatable).
-    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = key_value)]
+    #[arg(long = "header", value_name = "NAME=VALUE|'NAME: VALUE'", value_parser = header)]
     pub(super) headers: Vec<(String, String)>,
     /// Fail if the request (connecting included) has not finished after this many seconds
     /// (0: no limit).
@@ -89,6 +94,16 @@ pub(crate) struct ExecArgs {
     pub(super) client: ClientArgs,
 }
 
+/// A header as `NAME=VALUE` or, as curl takes it, `NAME: VALUE`.
+fn header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, value)) if !name.is_empty() && !name.contains('=') => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => key_value(s).map_err(|_| format!("expected NAME=VALUE or 'NAME: VALUE', got {s:?}")),
+    }
+}
+
 fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -117,19 +132,24 @@ pub(crate) struct SessionArgs {
     pub(super) client: ClientArgs,
 }
 
-/// Reads `@FILE` and `-` (stdin) arguments.
+/// Reads `@FILE` and `-` (stdin) arguments; a file's or stdin's final line break is not
+/// part of the text.
 pub(super) fn text_arg(arg: &str) -> Result<String, Failure> {
-    if arg == "-" {
+    let mut text = if arg == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
             .map_err(|e| Failure::usage(format!("reading standard input: {e}")))?;
-        return Ok(s);
-    }
-    match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| Failure::usage(format!("reading {path}: {e}"))),
-        None => Ok(arg.to_owned()),
-    }
+        s
+    } else {
+        match arg.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("reading {path}: {e}")))?,
+            None => return Ok(arg.to_owned()),
+        }
+    };
+    let kept = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(kept);
+    Ok(text)
 }
 
 pub(super) fn client(args: &ClientArgs) -> Result<Client, Failure> {
