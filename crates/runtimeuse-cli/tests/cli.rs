@@ -125,10 +125,13 @@ fn exit_codes_of_every_class() {
     // The runtime's error, with its metadata on lines of their own.
     let out = run(&rt, &["query", "ERROR:boom"]);
     assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("runtime error: boom")
-            && text(&out.stderr).contains("  error_name: Error")
+        err.contains("runtime error: boom") && err.contains("  error_name: Error"),
+        "{err}"
     );
+    // Once, with its fields.
+    assert_eq!(err.matches("boom").count(), 1, "{err}");
     // A time limit.
     let out = run(&rt, &["query", "--idle-timeout", "0.3", "SLOW:5000"]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
@@ -326,7 +329,8 @@ fn a_session_runs_one_query_per_line_over_one_connection() {
         .write_all(b"ECHO:one\n\nERROR:bad\nECHO:two\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Piped input: the session goes on after a failed query, and exits with its code.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "one\ntwo\n");
     assert!(text(&out.stderr).contains("runtime error: bad"));
     let log = rt.stop();

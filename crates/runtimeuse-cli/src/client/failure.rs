@@ -52,6 +52,15 @@ pub(super) fn failure(e: &Error, url: &str, token: bool) -> Failure {
     };
     let message = match e {
         Error::Timeout { kind, diagnostics } => timeout_message(*kind, diagnostics),
+        // Its fields follow on lines of their own (`metadata`); the earlier errors it carries
+        // are said here unless they repeat it.
+        Error::Runtime { error, earlier, .. } => {
+            let mut message = format!("runtime error: {error}");
+            for e in earlier.iter().filter(|e| e.error != *error) {
+                message.push_str(&format!("\n  before it, the runtime reported: {}", e.error));
+            }
+            message
+        }
         e => crate::chain(e),
     };
     let tls = url.starts_with("wss://");

@@ -262,6 +262,10 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
         let options = QueryOptions::new(system_prompt.clone(), args.model.clone());
         let request = Request::Query(prompt.to_owned(), options);
         match request_on(&mut session, &url, args.client.json, request).await {
+            Ok(c) if c == exit::OK => {}
+            // Piped input is a script: its first failure is the exit code (a person at a
+            // terminal sees each failure and goes on).
+            Ok(c) if !terminal && code == exit::OK => code = c,
             Ok(_) => {}
             Err(f) if f.code == exit::CONNECTION || f.code == exit::PROTOCOL => {
                 code = f.code;
@@ -269,7 +273,12 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
                 break;
             }
             // The runtime's errors and timeouts end a query, not the session.
-            Err(f) => crate::report(&f),
+            Err(f) => {
+                if !terminal && code == exit::OK {
+                    code = f.code;
+                }
+                crate::report(&f);
+            }
         }
     }
     drop(ask);

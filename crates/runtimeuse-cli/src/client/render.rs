@@ -52,6 +52,17 @@ pub(super) fn batch_outcome(result: &CommandExecutionResult) -> (u8, Option<&Com
 #[derive(Default)]
 pub(super) struct Human {
     last_assistant: Option<String>,
+    /// The runtime's non-terminal errors: said with the failure they usually precede (the
+    /// error report carries them), or before the result when the request succeeds anyway.
+    runtime_errors: Vec<String>,
+}
+
+impl Human {
+    fn say_runtime_errors(&self) {
+        for e in &self.runtime_errors {
+            note(&format!("the runtime reported: {e}"));
+        }
+    }
 }
 
 impl Renderer for Human {
@@ -63,9 +74,7 @@ impl Renderer for Human {
                 self.last_assistant = Some(text);
             }
             RequestEvent::CommandOutput(o) => emit(o.stream == OutputStream::Stderr, &o.text),
-            RequestEvent::RuntimeError { error, .. } => {
-                note(&format!("the runtime reported: {error}"));
-            }
+            RequestEvent::RuntimeError { error, .. } => self.runtime_errors.push(error),
             _ => {}
         }
     }
@@ -77,6 +86,7 @@ impl Renderer for Human {
     }
 
     fn result(&self, result: &QueryResult) {
+        self.say_runtime_errors();
         match &result.data {
             // The final answer is often the last assistant message: do not print it twice.
             ResultData::Text(t) if self.last_assistant.as_deref() == Some(t.as_str()) => {}
@@ -93,6 +103,7 @@ impl Renderer for Human {
     }
 
     fn command_result(&self, result: &CommandExecutionResult, total: usize) {
+        self.say_runtime_errors();
         let (_, Some(failed)) = batch_outcome(result) else {
             return;
         };
