@@ -62,6 +62,12 @@ stdout}]} or error {kind, message, metadata}.";
 #[derive(Debug, Parser)]
 #[command(name = "runtimeuse", version, about, after_help = EXIT_CODES)]
 struct Cli {
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace (RUST_LOG, when set, decides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors in the log (RUST_LOG, when set, decides); `proxy` shows no frames.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,9 +85,9 @@ enum Command {
     /// A recording proxy between any client and any runtime: every frame on stderr, and with
     /// `--record DIR` one JSON Lines transcript per connection.
     Proxy(proxy::ProxyArgs),
-    /// An interactive persistent session: one query per line, ended gracefully at the end of
-    /// input (Ctrl-D).
-    #[command(alias = "chat")]
+    /// An interactive persistent session (also `chat`): one query per line, ended gracefully
+    /// at the end of input (Ctrl-D).
+    #[command(visible_alias = "chat")]
     Session(client::SessionArgs),
     /// Print a shell completion script.
     Completions {
@@ -110,11 +116,20 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> u8 {
     let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // `serve` logs each connection (info); the client commands only what goes wrong.
-    let default = match cli.command {
-        Command::Serve(_) | Command::Proxy(_) => "info",
-        _ => "warn",
+    // `serve` logs each connection (info); the client commands only what goes wrong; -v and
+    // -q move from there.
+    let levels = ["error", "warn", "info", "debug", "trace"];
+    let base: usize = match cli.command {
+        Command::Serve(_) | Command::Proxy(_) => 2,
+        _ => 1,
     };
+    let quiet = cli.quiet;
+    let level = if quiet {
+        0
+    } else {
+        (base + usize::from(cli.verbose)).min(levels.len() - 1)
+    };
+    let default = levels[level];
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -125,7 +140,10 @@ async fn run(cli: Cli) -> u8 {
         .init();
     let outcome = match cli.command {
         Command::Serve(args) => served(serve::serve(args).await),
-        Command::Proxy(args) => served(proxy::proxy(args).await),
+        Command::Proxy(mut args) => {
+            args.quiet = quiet;
+            served(proxy::proxy(args).await)
+        }
         Command::Query(args) => client::query(args).await,
         Command::Exec(args) => client::exec(args).await,
         Command::Session(args) => client::session(args).await,

@@ -34,9 +34,9 @@ pub(crate) struct ProxyArgs {
     /// A string replaced by `[REDACTED]` in the transcripts and the live view (repeatable).
     #[arg(long = "redact", value_name = "TEXT")]
     redact: Vec<String>,
-    /// Do not show frames on stderr.
-    #[arg(long)]
-    quiet: bool,
+    /// Do not show frames on stderr (set by the global `-q`).
+    #[arg(skip)]
+    pub(crate) quiet: bool,
 }
 
 /// Serves until Ctrl-C.

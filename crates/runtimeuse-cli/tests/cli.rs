@@ -559,3 +559,20 @@ fn headers_in_curls_form_and_help_without_stray_equals() {
     assert!(help.contains("[env: RUNTIMEUSE_URL]"), "{help}");
     assert!(!help.contains("=]"), "{help}");
 }
+
+#[test]
+fn the_command_line_is_well_formed_and_v_and_q_set_the_log() {
+    // clap's own checks of the whole command line (names unique across global and local).
+    let out = bin().args(["chat", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let rt = Serve::start(&["-q"], &[]);
+    let out = run(&rt, &["query", "ECHO:x"]);
+    assert!(out.status.success());
+    let log = rt.stop();
+    assert!(!log.contains("connection accepted"), "{log}");
+    let rt = scripted();
+    let out = run(&rt, &["-vv", "query", "ECHO:x"]);
+    assert!(text(&out.stderr).contains("DEBUG"), "{}", text(&out.stderr));
+    let log = rt.stop();
+    assert!(log.contains("connection accepted"), "{log}");
+}

@@ -25,10 +25,10 @@ impl Proxy {
     fn start(to: u16, dir: &std::path::Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
             .args([
+                "--quiet",
                 "proxy",
                 "--listen",
                 "127.0.0.1:0",
-                "--quiet",
                 "--redact",
                 "s3cr3t",
             ])
