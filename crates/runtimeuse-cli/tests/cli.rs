@@ -576,3 +576,55 @@ fn the_command_line_is_well_formed_and_v_and_q_set_the_log() {
     let log = rt.stop();
     assert!(log.contains("connection accepted"), "{log}");
 }
+
+#[test]
+fn session_commands_and_a_history_that_survives() {
+    let rt = scripted();
+    let mut child = against(&rt, &["session"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"/exec echo from exec\n/help\nECHO:a query\n/quit\nECHO:never\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from exec\na query\n");
+    assert!(
+        text(&out.stderr).contains("/exec COMMAND"),
+        "{}",
+        text(&out.stderr)
+    );
+    // On a terminal, the line editor keeps its history in the user's data directory.
+    let data = std::env::temp_dir().join(format!("runtimeuse-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let command = format!(
+        "{} session --url ws://127.0.0.1:{}",
+        env!("CARGO_BIN_EXE_runtimeuse"),
+        rt.port
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qfec", &command, "/dev/null"])
+        .env("XDG_DATA_HOME", &data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = script.spawn().unwrap();
+    // The session's own stdin is the terminal: type a line, then end the input.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ECHO:remember me\n\x04").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let history = std::fs::read_to_string(data.join("runtimeuse/history")).unwrap_or_default();
+    assert!(
+        history.contains("ECHO:remember me"),
+        "history {history:?}; shown {:?}",
+        text(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}

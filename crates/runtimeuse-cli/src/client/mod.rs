@@ -238,7 +238,8 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
     let terminal = std::io::stdin().is_terminal();
     if terminal && !args.client.json {
         note(&format!(
-            "connected to {url}; one query per line, Ctrl-C cancels a query, Ctrl-D ends"
+            "connected to {url}; one query per line, /help for commands, Ctrl-C cancels a \
+             query, Ctrl-D or /quit ends"
         ));
     }
     // Lines come from a thread of their own: the editor blocks. It reads the next line only
@@ -256,11 +257,22 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
             break;
         };
         let prompt = line.trim();
-        if prompt.is_empty() {
-            continue;
-        }
-        let options = QueryOptions::new(system_prompt.clone(), args.model.clone());
-        let request = Request::Query(prompt.to_owned(), options);
+        let request = match SessionLine::parse(prompt) {
+            SessionLine::Empty => continue,
+            SessionLine::Quit => break,
+            SessionLine::Help => {
+                note(SESSION_HELP);
+                continue;
+            }
+            SessionLine::Exec(command) => Request::Commands(
+                vec![runtimeuse_proto::Command::new(command)],
+                args::with_client_args(ExecuteCommandsOptions::new(), &args.client)?,
+            ),
+            SessionLine::Query(prompt) => {
+                let options = QueryOptions::new(system_prompt.clone(), args.model.clone());
+                Request::Query(prompt.to_owned(), options)
+            }
+        };
         match request_on(&mut session, &url, args.client.json, request).await {
             Ok(c) if c == exit::OK => {}
             // Piped input is a script: its first failure is the exit code (a person at a
@@ -289,6 +301,45 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
     Ok(code)
 }
 
+/// What the session's commands are, for `/help`.
+const SESSION_HELP: &str = "one line, one query; or /exec COMMAND (run a shell command in the \
+     runtime), /help, /quit (end the session; so does Ctrl-D). Ctrl-C cancels what runs.";
+
+/// A line of `session`'s input.
+#[derive(Debug, PartialEq, Eq)]
+enum SessionLine<'a> {
+    Empty,
+    Quit,
+    Help,
+    Exec(&'a str),
+    Query(&'a str),
+}
+
+impl<'a> SessionLine<'a> {
+    fn parse(line: &'a str) -> Self {
+        match line.split_once(char::is_whitespace).unwrap_or((line, "")) {
+            ("", _) => Self::Empty,
+            ("/quit" | "/exit", _) => Self::Quit,
+            ("/help" | "/?", _) => Self::Help,
+            ("/exec", command) if !command.trim().is_empty() => Self::Exec(command.trim()),
+            ("/exec", _) => Self::Help,
+            _ => Self::Query(line),
+        }
+    }
+}
+
+/// Where the line editor keeps its history: `$XDG_DATA_HOME/runtimeuse/history`, else
+/// `~/.local/share/runtimeuse/history`.
+fn history_file() -> Option<std::path::PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share"))
+        })?;
+    Some(data.join("runtimeuse").join("history"))
+}
+
 /// Reads one line each time `asked` says so, until the end of input.
 fn read_lines(
     terminal: bool,
@@ -299,6 +350,21 @@ fn read_lines(
         rustyline::DefaultEditor::new().ok()
     } else {
         None
+    };
+    let history = history_file();
+    if let (Some(ed), Some(file)) = (&mut editor, &history) {
+        // None yet is fine.
+        let _ = ed.load_history(file);
+    }
+    let save = |ed: &mut rustyline::DefaultEditor| {
+        if let Some(file) = &history {
+            if let Some(dir) = file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if let Err(e) = ed.save_history(file) {
+                tracing::debug!(error = %e, "history not saved");
+            }
+        }
     };
     let stdin = std::io::stdin();
     while asked.recv().is_ok() {
@@ -322,9 +388,34 @@ fn read_lines(
                 }
             }
         };
+        if let Some(ed) = &mut editor {
+            // After each line: the history survives however the session ends.
+            save(ed);
+        }
         let Some(line) = line else { return };
         if lines.blocking_send(line).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionLine;
+
+    #[test]
+    fn session_lines() {
+        assert_eq!(SessionLine::parse(""), SessionLine::Empty);
+        assert_eq!(SessionLine::parse("/quit"), SessionLine::Quit);
+        assert_eq!(SessionLine::parse("/help"), SessionLine::Help);
+        assert_eq!(
+            SessionLine::parse("/exec ls -l"),
+            SessionLine::Exec("ls -l")
+        );
+        assert_eq!(SessionLine::parse("/exec"), SessionLine::Help);
+        assert_eq!(
+            SessionLine::parse("what is /exec?"),
+            SessionLine::Query("what is /exec?")
+        );
     }
 }
