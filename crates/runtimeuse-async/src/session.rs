@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use runtimeuse_client_core::requests::{
-    self, Ending, OneShotClose, Requests, Step, close_after_one_shot,
+    self, Between, Ending, OneShotClose, Requests, Step, close_after_one_shot,
 };
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
@@ -91,6 +91,28 @@ impl<B: Backend> Session<B> {
     /// The underlying WebSocket stream (for its peer address and the like).
     pub fn websocket(&self) -> &B::Socket {
         self.conn.get_ref()
+    }
+
+    /// Waits while no request runs, keeping the connection alive (keepalive pings; late
+    /// artifact requests answered with the last uploader given), until the connection ends;
+    /// returns why. For a program that waits for its next request (user input, say) and wants
+    /// to know at once when the runtime goes away. Cancel safe: drop it to start the next
+    /// request.
+    pub async fn closed(&mut self) -> Error {
+        loop {
+            let event = match self.next_event().await {
+                Ok(event) => event,
+                Err(e) => return e,
+            };
+            match self.requests.between_calls(event) {
+                Between::Nothing => {}
+                Between::Upload(req, uploader) => {
+                    self.start_upload(&uploader, req);
+                    std::future::poll_fn(|cx| self.poll_upload(cx)).await;
+                }
+                Between::Ended => return Error::ConnectionClosed,
+            }
+        }
     }
 
     /// Runs a query and returns its result, calling the options' callbacks on the way.

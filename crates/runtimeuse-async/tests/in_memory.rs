@@ -201,3 +201,21 @@ async fn close_waits_for_the_confirmation_and_reports_it() {
     assert_eq!(end, runtimeuse_proto::SessionEnd::Confirmed);
     assert_eq!(fake.await.unwrap(), 1000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn closed_returns_when_the_runtime_goes_away_between_requests() {
+    let (mut session, runtime) = pair(Config::default()).await;
+    drop(runtime);
+    let e = session.closed().await;
+    assert!(matches!(e, Error::ConnectionClosed), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_keeps_waiting_while_the_runtime_only_answers_pings() {
+    let (mut session, mut runtime) = pair(Config::default()).await;
+    // The runtime's side answers pings as it reads (tungstenite does).
+    let fake = tokio::spawn(async move { while runtime.0.next().await.is_some() {} });
+    let waited = tokio::time::timeout(Duration::from_secs(300), session.closed()).await;
+    assert!(waited.is_err(), "the session ended: {waited:?}");
+    fake.abort();
+}

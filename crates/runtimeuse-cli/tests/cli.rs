@@ -628,3 +628,31 @@ fn session_commands_and_a_history_that_survives() {
     );
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn a_session_notices_a_runtime_that_goes_away_while_it_waits_for_input() {
+    let rt = scripted();
+    let mut child = against(&rt, &["session"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ECHO:first\n").unwrap();
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
+    // No more input; the runtime goes away.
+    let stopped = Instant::now();
+    drop(rt);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopped.elapsed()
+    );
+    drop(stdin);
+}

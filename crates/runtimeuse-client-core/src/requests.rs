@@ -90,6 +90,26 @@ impl<U> std::fmt::Debug for Ending<U> {
     }
 }
 
+/// What an event read between calls asks for ([`Requests::between_calls`]).
+pub enum Between<U> {
+    /// Nothing: read on.
+    Nothing,
+    /// Run the uploader for this late artifact request and answer it.
+    Upload(ArtifactUploadRequest, U),
+    /// The session ended.
+    Ended,
+}
+
+impl<U> std::fmt::Debug for Between<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Nothing => f.write_str("Nothing"),
+            Self::Upload(req, _) => f.debug_tuple("Upload").field(req).finish_non_exhaustive(),
+            Self::Ended => f.write_str("Ended"),
+        }
+    }
+}
+
 /// How a one-shot call closes its connection ([`close_after_one_shot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OneShotClose {
@@ -345,6 +365,24 @@ impl<U: Clone> Requests<U> {
         }
         self.current = None;
         Error::CallbackTimeout { callback, limit }
+    }
+
+    // ----- between requests -----
+
+    /// What `event`, read while no call runs, asks for: a late artifact request goes to the
+    /// session's last uploader (or is declined); the end of the session ends the wait.
+    pub fn between_calls(&mut self, event: Event) -> Between<U> {
+        match event {
+            Event::SessionEnded(_) => Between::Ended,
+            Event::ArtifactUploadRequest(req) => match self.uploader.clone() {
+                Some(u) => Between::Upload(req, u),
+                None => {
+                    self.session.decline_artifact_upload(req);
+                    Between::Nothing
+                }
+            },
+            _ => Between::Nothing,
+        }
     }
 
     // ----- ending -----

@@ -5,7 +5,7 @@ use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use runtimeuse_client_core::requests::{self, Ending, Requests, Step};
+use runtimeuse_client_core::requests::{self, Between, Ending, Requests, Step};
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, QueryResult,
@@ -116,6 +116,27 @@ impl Session {
     /// Uses `handle` for this session's requests (one-shot calls take the options' handle).
     pub(crate) fn use_abort_handle(&mut self, handle: AbortHandle) {
         self.abort = handle;
+    }
+
+    /// Blocks while no request runs, keeping the connection alive (keepalive pings; late
+    /// artifact requests answered with the last uploader given), until the connection ends;
+    /// returns why: the blocking counterpart of the async clients' `Session::closed`, for a
+    /// thread that has nothing to send until the runtime goes away.
+    pub fn wait_closed(&mut self) -> Error {
+        loop {
+            let event = match self.next_event() {
+                Ok(event) => event,
+                Err(e) => return e,
+            };
+            match self.requests.between_calls(event) {
+                Between::Nothing => {}
+                Between::Upload(req, uploader) => {
+                    let upload = upload_with(&uploader, req.to_request());
+                    self.requests.answer(req, Some(upload), now());
+                }
+                Between::Ended => return Error::ConnectionClosed,
+            }
+        }
     }
 
     /// Runs a query and returns its result, calling the options' callbacks on the way.

@@ -253,7 +253,17 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
         if ask.send(()).is_err() {
             break;
         }
-        let Some(line) = lines.recv().await else {
+        // While waiting for a line, the connection is watched: a runtime that goes away is
+        // said at once, not when the next line is sent.
+        let line = tokio::select! {
+            line = lines.recv() => line,
+            e = session.closed() => {
+                crate::report(&failure(&e, &url, false));
+                code = exit::CONNECTION;
+                break;
+            }
+        };
+        let Some(line) = line else {
             break;
         };
         let prompt = line.trim();
