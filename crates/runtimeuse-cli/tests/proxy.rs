@@ -23,20 +23,24 @@ struct Proxy {
 
 impl Proxy {
     fn start(to: u16, dir: &std::path::Path) -> Self {
+        Self::start_showing(to, dir, false)
+    }
+
+    /// The proxy, its live view of the frames on stderr (piped) when `show`.
+    fn start_showing(to: u16, dir: &std::path::Path, show: bool) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
-            .args([
-                "--quiet",
-                "proxy",
-                "--listen",
-                "127.0.0.1:0",
-                "--redact",
-                "s3cr3t",
-            ])
+            .args(if show { None } else { Some("--quiet") })
+            .args(["proxy", "--listen", "127.0.0.1:0", "--redact", "s3cr3t"])
             .arg("--to")
             .arg(format!("ws://127.0.0.1:{to}"))
             .arg("--record")
             .arg(dir)
             .stdout(Stdio::piped())
+            .stderr(if show {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -240,4 +244,57 @@ fn a_token_protected_runtime_works_through_the_proxy_and_the_token_is_not_record
         drop(proxy);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// A live-view line without its timing and size: `#1 c2r text invocation_message`.
+fn frame_of(line: &str) -> Option<String> {
+    let line = line.trim();
+    if !line.starts_with("#1 ") {
+        return None;
+    }
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| !w.starts_with('+') && !w.starts_with('(') && *w != "B)")
+        .collect();
+    Some(words.join(" "))
+}
+
+#[test]
+fn the_readmes_proxy_sample_is_what_the_proxy_shows() {
+    let readme = include_str!("../../../README.md");
+    let sample: Vec<String> = readme
+        .split("```text\n#1 ")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .map(|block| format!("#1 {block}").lines().filter_map(frame_of).collect())
+        .expect("the README has the proxy sample");
+    let rt = Serve::start(&[], &[]);
+    let dir = std::env::temp_dir().join(format!("runtimeuse-proxy-readme-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut proxy = Proxy::start_showing(rt.port, &dir, true);
+    let out = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args(["query", "ECHO:hi"])
+        .arg("--url")
+        .arg(format!("ws://127.0.0.1:{}", proxy.port))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    transcript(&dir);
+    let _ = proxy.child.kill();
+    let mut shown = String::new();
+    std::io::Read::read_to_string(&mut proxy.child.stderr.take().unwrap(), &mut shown).unwrap();
+    let live: Vec<String> = shown.lines().filter_map(frame_of).collect();
+    // The closes may pass in either order; the rest is the exchange itself.
+    let sorted = |v: &[String]| {
+        let (mut closes, rest): (Vec<String>, Vec<String>) =
+            v.iter().cloned().partition(|l| l.contains(" close "));
+        closes.sort();
+        (rest, closes)
+    };
+    assert_eq!(
+        sorted(&sample),
+        sorted(&live),
+        "README:\n{sample:#?}\nproxy:\n{shown}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
