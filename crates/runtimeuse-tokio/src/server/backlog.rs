@@ -85,6 +85,10 @@ impl Backlog {
     /// Waits until `room(self)` holds, checking it again whenever this backlog or its total
     /// shrinks. Cancel safe.
     pub async fn wait_until(&self, room: impl Fn(&Backlog) -> bool) {
+        // The usual case, room already: no waiter is registered.
+        if room(self) {
+            return;
+        }
         loop {
             let mut mine = pin!(self.0.room.notified());
             let total = self.0.total.as_ref().map(|t| t.0.room.notified());
