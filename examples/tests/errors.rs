@@ -22,6 +22,9 @@ fn examples_print_errors_with_their_causes_not_debug() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with("error: "), "{name}: {err}");
         assert!(err.contains("caused by: "), "{name}: {err}");
-        assert!(!err.contains("Error {") && !err.contains("Connect("), "{name}: {err}");
+        assert!(
+            !err.contains("Error {") && !err.contains("Connect("),
+            "{name}: {err}"
+        );
     }
 }

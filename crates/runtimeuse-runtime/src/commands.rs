@@ -41,10 +41,15 @@ pub(crate) struct Budget {
 }
 
 /// What was kept of one stream: its start, its end, and how many bytes between them were cut.
+///
+/// The end is a ring of bytes (`VecDeque`): what falls out of the budget leaves its front
+/// without moving the rest, so each byte is copied once however long the stream (a compacted
+/// `String` moved the whole budget again and again). The ring may start inside a character;
+/// that part is counted as cut when the text is taken.
 #[derive(Debug, Default)]
 pub(crate) struct Capture {
     head: String,
-    tail: String,
+    tail: std::collections::VecDeque<u8>,
     cut: usize,
     budget: Budget,
 }
@@ -70,42 +75,49 @@ impl Capture {
             self.cut += text.len();
             return;
         }
-        self.tail.push_str(text);
-        // Compact once the tail holds a quarter over its budget (at least a read more), so
-        // that each byte moves a few times at most and the slack stays small: a request's
-        // collected stdout is part of what a connection holds.
-        let slack = (self.budget.tail / 4).max(CHUNK);
-        if self.tail.len() > self.budget.tail + slack {
-            let drop = ceil_char_boundary(&self.tail, self.tail.len() - self.budget.tail);
-            self.cut += drop;
-            self.tail.drain(..drop);
+        let mut bytes = text.as_bytes();
+        if bytes.len() > self.budget.tail {
+            // Only the end of this text can stay.
+            let skip = bytes.len() - self.budget.tail;
+            self.cut += self.tail.len() + skip;
+            self.tail.clear();
+            bytes = &bytes[skip..];
         }
+        let over = (self.tail.len() + bytes.len()).saturating_sub(self.budget.tail);
+        if over > 0 {
+            self.tail.drain(..over);
+            self.cut += over;
+        }
+        self.tail.extend(bytes);
+    }
+
+    /// Bytes of the ring's front that belong to a character cut in two.
+    fn partial(&self) -> usize {
+        self.tail
+            .iter()
+            .take_while(|b| (**b & 0b1100_0000) == 0b1000_0000)
+            .count()
     }
 
     /// Bytes of the stream that were not kept.
     pub(crate) fn cut(&self) -> usize {
-        let over = self.tail.len().saturating_sub(self.budget.tail);
-        if over == 0 {
-            return self.cut;
-        }
-        self.cut + ceil_char_boundary(&self.tail, over)
+        self.cut + self.partial()
     }
 
     /// The kept text, with `marker(cut)` between the start and the end when bytes were cut.
     pub(crate) fn into_text(mut self, marker: impl FnOnce(usize) -> String) -> String {
-        let over = self.tail.len().saturating_sub(self.budget.tail);
-        if over > 0 {
-            let drop = ceil_char_boundary(&self.tail, over);
-            self.cut += drop;
-            self.tail.drain(..drop);
-        }
+        let partial = self.partial();
+        self.cut += partial;
+        self.tail.drain(..partial);
+        let tail = String::from_utf8(Vec::from(self.tail))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         if self.cut == 0 {
-            self.head.push_str(&self.tail);
+            self.head.push_str(&tail);
             return self.head;
         }
         let mut out = self.head;
         out.push_str(&marker(self.cut));
-        out.push_str(&self.tail);
+        out.push_str(&tail);
         out
     }
 }
@@ -116,13 +128,6 @@ fn floor_char_boundary(s: &str, i: usize) -> usize {
         return s.len();
     }
     (0..=i).rev().find(|&b| s.is_char_boundary(b)).unwrap_or(0)
-}
-
-/// The smallest char boundary of `s` at or above `i`.
-fn ceil_char_boundary(s: &str, i: usize) -> usize {
-    (i..=s.len())
-        .find(|&b| s.is_char_boundary(b))
-        .unwrap_or(s.len())
 }
 
 /// The command was cancelled (and killed), or could not start.

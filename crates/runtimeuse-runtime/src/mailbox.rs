@@ -70,8 +70,13 @@ impl Room {
     }
 
     fn has_room(&self, backlog: &Backlog) -> bool {
+        self.has_room_below(backlog, self.max)
+    }
+
+    /// Whether `backlog` holds less than `limit` and the total leaves room.
+    fn has_room_below(&self, backlog: &Backlog, limit: usize) -> bool {
         let mine = backlog.bytes();
-        mine < self.max
+        mine < limit
             && backlog
                 .total()
                 .is_none_or(|t| t.bytes() < self.max_total || mine < self.floor())
@@ -94,7 +99,13 @@ impl Outbox {
         let bytes = cmd.bytes();
         if bytes > 0 {
             let room = &self.room;
-            room.backlog.wait_until(|b| room.has_room(b)).await;
+            if !room.has_room(&room.backlog) {
+                // Held at the limit: wait until half of it has gone, not for each frame that
+                // leaves (a producer would otherwise run once per frame sent).
+                let low = room.max / 2;
+                let wait = |b: &Backlog| room.has_room_below(b, low);
+                room.backlog.wait_until(wait, low, room.max_total).await;
+            }
             room.backlog.add(bytes);
         }
         let sent = self.tx.send((self.request, cmd)).await;

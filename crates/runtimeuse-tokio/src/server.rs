@@ -457,16 +457,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             let e = io::Error::new(io::ErrorKind::TimedOut, STALLED);
             return Poll::Ready(Err(WsError::Io(e)));
         }
+        // The timer is moved only when it fires before the limit (the socket took bytes since
+        // it was set), not at each write: resetting a timer per frame is costly.
         let timer = self
             .stall
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-        if timer.deadline() != due {
+        if timer.deadline() > due {
             timer.as_mut().reset(due);
         }
         if timer.as_mut().poll(cx).is_ready() {
-            // Due now: the next poll finds it so.
-            cx.waker().wake_by_ref();
+            timer.as_mut().reset(due);
+            if timer.as_mut().poll(cx).is_ready() {
+                // Due now: the next poll finds it so.
+                cx.waker().wake_by_ref();
+            }
         }
         Poll::Pending
     }

@@ -23,6 +23,9 @@ pub struct Backlog(Arc<Inner>);
 struct Inner {
     bytes: AtomicUsize,
     room: Notify,
+    /// Waiters are woken once the count drops below this (0: nobody waits), not at every
+    /// byte that leaves: a producer held at a limit would otherwise run once per frame sent.
+    wake_below: AtomicUsize,
     total: Option<Backlog>,
 }
 
@@ -37,6 +40,7 @@ impl Backlog {
         Self(Arc::new(Inner {
             bytes: AtomicUsize::new(0),
             room: Notify::new(),
+            wake_below: AtomicUsize::new(0),
             total: Some(total.clone()),
         }))
     }
@@ -62,29 +66,40 @@ impl Backlog {
         }
     }
 
-    /// Counts `n` bytes fewer (here and in the total), and wakes whoever waits for room.
-    /// Never goes below zero.
+    /// Counts `n` bytes fewer (here and in the total), and wakes whoever waits for room once
+    /// the count is below what they wait for. Never goes below zero.
     pub fn sub(&self, n: usize) {
         if n == 0 {
             return;
         }
-        let taken = match self
+        let before = match self
             .0
             .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some(b.saturating_sub(n))
             }) {
-            Ok(before) | Err(before) => before.min(n),
+            Ok(before) | Err(before) => before,
         };
+        let taken = before.min(n);
         if let Some(total) = &self.0.total {
             total.sub(taken);
         }
-        self.0.room.notify_waiters();
+        let wake_below = self.0.wake_below.load(Ordering::Acquire);
+        if wake_below != 0 && before - taken < wake_below {
+            self.0.wake_below.store(0, Ordering::Release);
+            self.0.room.notify_waiters();
+        }
     }
 
-    /// Waits until `room(self)` holds, checking it again whenever this backlog or its total
-    /// shrinks. Cancel safe.
-    pub async fn wait_until(&self, room: impl Fn(&Backlog) -> bool) {
+    /// Waits until `room(self)` holds. It is checked at once, then again whenever this
+    /// backlog drops below `wake_below` or its total below `total_below` (pass what `room`
+    /// waits for, or more). Cancel safe.
+    pub async fn wait_until(
+        &self,
+        room: impl Fn(&Backlog) -> bool,
+        wake_below: usize,
+        total_below: usize,
+    ) {
         // The usual case, room already: no waiter is registered.
         if room(self) {
             return;
@@ -95,8 +110,15 @@ impl Backlog {
             let mut total = pin!(total);
             // Registered before the check, so that no wake-up between the two is lost.
             mine.as_mut().enable();
-            if let Some(t) = total.as_mut().as_pin_mut() {
+            self.0
+                .wake_below
+                .fetch_max(wake_below.max(1), Ordering::AcqRel);
+            if let (Some(t), Some(backlog)) = (total.as_mut().as_pin_mut(), &self.0.total) {
                 t.enable();
+                backlog
+                    .0
+                    .wake_below
+                    .fetch_max(total_below.max(1), Ordering::AcqRel);
             }
             if room(self) {
                 return;
@@ -153,7 +175,10 @@ mod tests {
         b.add(100);
         let waiter = {
             let a = a.clone();
-            tokio::spawn(async move { a.wait_until(|me| me.total().unwrap().bytes() < 50).await })
+            tokio::spawn(async move {
+                a.wait_until(|me| me.total().unwrap().bytes() < 50, 1, 50)
+                    .await
+            })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
