@@ -20,12 +20,12 @@ pub(crate) enum AgentKind {
     Anthropic,
     /// Runs `--agent-command CMD` (sh -c) per query.
     Command,
-    /// Deterministic, for tests and demos, driven by the prompt: ECHO:<text> (answers the
-    /// text), STRUCTURED:<json> (a structured answer), ECHO_FORMAT: (the output schema it got),
-    /// SLOW:<ms> (waits, then `done`), STREAM:<n> (n assistant messages), STREAM_TEXT:<text>
-    /// (one assistant message), ERROR:<msg> (fails with msg), WRITE_FILE:<path> <content>
-    /// (writes a file, for artifacts), READ_FILE:<path> (answers its content); anything else
-    /// is answered as it is.
+    /// Deterministic, for tests and demos, driven by the prompt: `ECHO:text` (answers the
+    /// text), `STRUCTURED:json` (a structured answer), `ECHO_FORMAT:` (the output schema it
+    /// got), `SLOW:ms` (waits, then `done`), `STREAM:n` (n assistant messages), `STREAM_TEXT:text`
+    /// (one assistant message), `ERROR:msg` (fails with msg), `WRITE_FILE:path content` (writes
+    /// a file, for artifacts), `READ_FILE:path` (answers its content); anything else is
+    /// answered as it is.
     Scripted,
 }
 

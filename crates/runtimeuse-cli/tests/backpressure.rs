@@ -123,9 +123,9 @@ fn many_clients_that_never_read_stay_within_the_total() {
     let peak = peak_rss(&rt, 3);
     let answered = fresh_query(rt.port);
     eprintln!("20 silent clients: RSS {idle} kB idle, peak {peak} kB; fresh query {answered:.3} s");
-    // What each connection holds: the end of its command's stdout for the result (960 KiB,
-    // and a quarter more before it is compacted), a read from each pipe, the socket's write
-    // buffer; and the output waiting for all of them, 4 MiB. Unbounded, this grew without end.
+    // What each connection holds: the end of its command's stdout for the result (960 KiB),
+    // a read from each pipe, the socket's write buffer; and the output waiting for all of
+    // them, 4 MiB. Unbounded, this grew without end.
     assert!(peak < idle + 48 * MIB, "RSS {idle} kB -> {peak} kB");
     drop(clients);
     assert!(
