@@ -35,7 +35,7 @@ where
     let mut conn = match tokio::time::timeout(shared.options.handshake_timeout, handshake).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            tracing::info!(peer = %Peer(peer), error = %chain(&e), "handshake refused or failed");
+            tracing::info!(peer = %Peer(peer), error = %crate::with_causes(e.to_string(), &e), "handshake refused or failed");
             return;
         }
         Err(_) => {
@@ -81,19 +81,6 @@ impl std::fmt::Display for Peer {
             None => f.write_str("unknown"),
         }
     }
-}
-
-/// An error and its causes on one line (a refused token says `HTTP error: 401 Unauthorized`,
-/// not only "websocket error").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A connection's state beside its socket: the tasks of its requests and what they share.

@@ -94,14 +94,7 @@ pub(crate) async fn download(d: &Downloadable) -> Result<(), String> {
 /// An error of reqwest with its causes (the top one alone says little: "error sending
 /// request").
 fn reqwest_message(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::with_causes(e.to_string(), e)
 }
 
 fn file_name(url: &str) -> String {

@@ -143,6 +143,18 @@ impl Default for RuntimeOptions {
     }
 }
 
+/// `head`, then each cause of `e` after a colon: the whole story of an error on one line
+/// (reqwest's and tungstenite's top-level messages alone say little).
+pub(crate) fn with_causes(mut head: String, e: &dyn std::error::Error) -> String {
+    let mut source = e.source();
+    while let Some(cause) = source {
+        head.push_str(": ");
+        head.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    head
+}
+
 pub(crate) struct Shared {
     handler: Arc<dyn AgentHandler>,
     options: RuntimeOptions,

@@ -305,20 +305,14 @@ pub(crate) fn error_from_body(api: ModelApi, status: u16, body: &str) -> Provide
 }
 
 fn transport_message(e: &reqwest::Error, url: &str) -> String {
-    let mut text = if e.is_connect() {
+    let text = if e.is_connect() {
         format!("cannot connect to {url}")
     } else if e.is_timeout() {
         format!("{url} timed out")
     } else {
         format!("request to {url} failed")
     };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::with_causes(text, e)
 }
 
 #[cfg(test)]
