@@ -63,8 +63,23 @@ pub(super) fn failure(e: &Error, url: &str, token: bool) -> Failure {
         }
         e => crate::chain(e),
     };
+    let hint = hint(e, url, token);
+    let metadata = match e {
+        Error::Runtime { metadata, .. } => Some(metadata.clone()),
+        _ => None,
+    };
+    Failure {
+        code,
+        message,
+        hint,
+        metadata,
+    }
+}
+
+/// What to try after a client error (`token`: whether one was passed).
+fn hint(e: &Error, url: &str, token: bool) -> Option<String> {
     let tls = url.starts_with("wss://");
-    let hint = match e {
+    match e {
         Error::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Some(format!(
             "nothing listens at {url}: is the runtime running (`runtimeuse serve`)?"
         )),
@@ -115,16 +130,6 @@ pub(super) fn failure(e: &Error, url: &str, token: bool) -> Failure {
             Some("raise --timeout or --idle-timeout if the work takes longer".to_owned())
         }
         _ => None,
-    };
-    let metadata = match e {
-        Error::Runtime { metadata, .. } => Some(metadata.clone()),
-        _ => None,
-    };
-    Failure {
-        code,
-        message,
-        hint,
-        metadata,
     }
 }
 
