@@ -8,8 +8,6 @@
 //! clients left, against 22.5 MiB without trimming and 124 MiB with mimalloc as the global
 //! allocator. Elsewhere than glibc, nothing is done.
 
-use std::time::Duration;
-
 /// Free bytes the heaps may hold before they are trimmed.
 pub(crate) const THRESHOLD: usize = 8 << 20;
 
@@ -21,7 +19,7 @@ pub(crate) fn start() {
             .name("malloc-trim".into())
             .spawn(|| {
                 loop {
-                    std::thread::sleep(Duration::from_secs(1));
+                    std::thread::sleep(std::time::Duration::from_secs(1));
                     if glibc::free_in_heaps() > THRESHOLD {
                         glibc::trim();
                     }
@@ -31,8 +29,6 @@ pub(crate) fn start() {
             tracing::debug!(error = %e, "no memory-trimming thread");
         }
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = Duration::ZERO;
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

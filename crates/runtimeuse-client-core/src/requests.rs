@@ -18,7 +18,7 @@ use runtimeuse_proto::{
 };
 
 use crate::Error;
-use crate::close::{CLOSE_AFTER_FAILURE, close_wait};
+use crate::close::close_wait;
 
 /// A client session's request bookkeeping over the sans-IO core. `U` is the adapter's
 /// artifact uploader (a callback); the last one given answers requests that arrive between
@@ -128,9 +128,6 @@ pub fn close_after_one_shot(watched_artifacts: bool, ok: bool) -> OneShotClose {
         OneShotClose::Immediate(close_wait(ok))
     }
 }
-
-/// The wait of a disconnect: the connection is left at once.
-pub const DISCONNECT_WAIT: Duration = CLOSE_AFTER_FAILURE;
 
 impl<U: Clone> Requests<U> {
     /// A fresh session with `config`, at `now`.
