@@ -119,9 +119,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let second = session
         .execute_commands(["echo second call"], ExecuteCommandsOptions::new())
         .await?;
-    session.close().await?;
+    let end = session.close().await?;
     println!(
-        "session: {} / {}",
+        "session ({end:?}): {} / {}",
         first.text().unwrap_or_default(),
         second.results[0]
             .stdout

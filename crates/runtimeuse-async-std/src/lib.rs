@@ -53,8 +53,8 @@ mod client;
 
 pub use client::{AsyncIo, ReadAheadStream};
 pub use runtimeuse_async::{
-    AbortHandle, ArtifactRequest, AsyncCallbacks, BoxFuture, CallOptions, ClientSettings,
-    DEFAULT_READ_BUFFER, Error, ExecuteCommandsOptions, Parts, QueryOptions, Wire,
+    AbortHandle, AsyncCallbacks, BoxFuture, CallOptions, ClientSettings, DEFAULT_READ_BUFFER,
+    Error, ExecuteCommandsOptions, Parts, QueryOptions, Wire,
 };
 
 /// A client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
@@ -76,9 +76,7 @@ pub type RequestEvents<'a> = runtimeuse_async::RequestEvents<'a, AsyncIo>;
 
 pub use async_tungstenite;
 pub use runtimeuse_async;
+/// The core's types of the client's signatures ([`runtimeuse_client_core::types`]).
+#[doc(inline)]
+pub use runtimeuse_client_core::types::*;
 pub use runtimeuse_proto as proto;
-pub use runtimeuse_proto::{
-    ArtifactUpload, ArtifactUploadRequest, Command, CommandExecutionResult, CommandOutput,
-    CommandResultItem, Downloadable, Invocation, OutputStream, QueryResult, RequestEvent,
-    ResultData,
-};

@@ -57,10 +57,12 @@ pub use client::Client;
 pub use options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
 pub use runtimeuse_client_core::callbacks::AsyncCallbacks;
 pub use runtimeuse_client_core::options::{CallOptions, Parts, Wire};
+/// The core's types of the client's signatures ([`runtimeuse_client_core::types`]).
+#[doc(inline)]
+pub use runtimeuse_client_core::types::*;
 pub use runtimeuse_client_core::{
     AbortHandle, ClientBuilder, ClientSettings, DEFAULT_READ_BUFFER, Error,
 };
-pub use runtimeuse_proto::ArtifactRequest;
 pub use session::{RequestEvents, Session};
 
 pub use futures_util;

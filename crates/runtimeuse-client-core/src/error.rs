@@ -5,7 +5,6 @@ use std::time::Duration;
 use runtimeuse_proto::{
     DecodeError, Diagnostics, FailReason, MessageKind, RuntimeError, TimeoutKind, UsageError,
 };
-use serde_json::Value;
 
 /// Everything that can go wrong with a client call.
 ///
@@ -15,20 +14,10 @@ use serde_json::Value;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The runtime reported an error (`error_message`).
-    #[error(
-        "runtime error: {error} (metadata: {metadata}{})",
-        earlier_note(earlier)
-    )]
-    Runtime {
-        /// The runtime's error text.
-        error: String,
-        /// The error's metadata (`Null` when absent).
-        metadata: Value,
-        /// The request's earlier `error_message`s, oldest first (a handler's own error before
-        /// the runtime's terminal one, say), with their metadata.
-        earlier: Vec<RuntimeError>,
-    },
+    /// The runtime reported an error (`error_message`) that ended the request; the request's
+    /// earlier ones are in its [`earlier`](RuntimeError::earlier).
+    #[error(transparent)]
+    Runtime(RuntimeError),
     /// The request was cancelled through the adapter's `AbortHandle` (or an async call's future
     /// was dropped and a later call cleaned up after it).
     #[error("request cancelled")]
@@ -87,19 +76,11 @@ pub enum Error {
     Deserialize(#[from] serde_json::Error),
 }
 
-fn earlier_note(earlier: &[RuntimeError]) -> String {
-    match earlier.len() {
-        0 => String::new(),
-        1 => format!("; before it: {}", earlier[0].error),
-        n => format!("; {n} earlier errors, the first: {}", earlier[0].error),
-    }
-}
-
 impl Error {
     /// The runtime's error text, for [`Error::Runtime`].
     pub fn runtime_error(&self) -> Option<&str> {
         match self {
-            Self::Runtime { error, .. } => Some(error),
+            Self::Runtime(e) => Some(&e.error),
             _ => None,
         }
     }
@@ -108,15 +89,7 @@ impl Error {
 impl From<FailReason> for Error {
     fn from(reason: FailReason) -> Self {
         match reason {
-            FailReason::Runtime {
-                error,
-                metadata,
-                earlier,
-            } => Self::Runtime {
-                error,
-                metadata,
-                earlier,
-            },
+            FailReason::Runtime(e) => Self::Runtime(e),
             FailReason::Cancelled => Self::Cancelled,
             FailReason::Timeout { kind, diagnostics } => Self::Timeout { kind, diagnostics },
             FailReason::Protocol(e) => Self::Protocol(e),

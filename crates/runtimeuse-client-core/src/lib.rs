@@ -34,6 +34,19 @@ pub mod requests;
 mod settings;
 
 pub use abort::AbortHandle;
+
+/// The core's types that appear in the clients' public signatures, re-exported at each
+/// adapter's root (`runtimeuse_tokio::SessionEnd`, …) so that no user has to name
+/// `runtimeuse_proto`.
+pub mod types {
+    pub use runtimeuse_proto::{
+        ArtifactRequest, ArtifactUpload, ArtifactUploadRequest, Command, CommandBatch,
+        CommandExecutionResult, CommandOutput, CommandResultItem, Config, DecodeError, Diagnostics,
+        Downloadable, IntoSchema, Invocation, MessageKind, OutputStream, Phase, QueryResult,
+        RequestEvent, RequestOptions, ResultData, RuntimeError, SessionEnd, TimeoutKind,
+        UsageError,
+    };
+}
 pub use error::Error;
 
 #[doc(hidden)]

@@ -210,17 +210,14 @@ impl<C: Default> CallOptions<Invocation, C> {
 }
 
 impl<C> CallOptions<Invocation, C> {
-    /// Edits the invocation's other fields with [`Invocation`]'s setters.
+    /// Asks for structured output whose answer follows `schema`, a JSON Schema given as a
+    /// [`serde_json::Value`] or as JSON text: see [`Invocation::output_schema`], which says
+    /// what is sent. A schema in the `{"type": "json_schema", "schema": …}` wrapper already is
+    /// not wrapped twice; a schema that is not a JSON object fails the call with
+    /// [`Error::Usage`](crate::Error::Usage) before anything is sent. To send a format text
+    /// verbatim, use [`output_format`](Self::output_format).
     #[must_use]
-    pub fn invocation(mut self, edit: impl FnOnce(Invocation) -> Invocation) -> Self {
-        self.wire = edit(self.wire);
-        self
-    }
-
-    /// Asks for structured output whose answer follows `schema`, a JSON Schema (sent as
-    /// `{"type": "json_schema", "schema": <schema>}`, which runtimes read).
-    #[must_use]
-    pub fn output_schema(mut self, schema: serde_json::Value) -> Self {
+    pub fn output_schema(mut self, schema: impl runtimeuse_proto::IntoSchema) -> Self {
         self.wire = self.wire.output_schema(schema);
         self
     }
@@ -270,14 +267,5 @@ impl<C: Default> CallOptions<CommandBatch, C> {
     /// Command-batch options with the defaults (the commands are given to the call).
     pub fn new() -> Self {
         Self::default()
-    }
-}
-
-impl<C> CallOptions<CommandBatch, C> {
-    /// Edits the batch's other fields with [`CommandBatch`]'s setters.
-    #[must_use]
-    pub fn batch(mut self, edit: impl FnOnce(CommandBatch) -> CommandBatch) -> Self {
-        self.wire = edit(self.wire);
-        self
     }
 }

@@ -32,6 +32,9 @@ pub enum UsageError {
     /// A command batch must hold at least one command.
     #[error("a command batch needs at least one command")]
     NoCommands,
+    /// The schema given for structured output is not a JSON Schema object (or not JSON).
+    #[error("invalid output schema: {0}")]
+    InvalidOutputSchema(String),
     /// The artifact upload request is not pending on this session.
     #[error("that artifact upload request is not pending on this session")]
     UnknownArtifactRequest,
@@ -76,17 +79,10 @@ pub struct Diagnostics {
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum FailReason {
-    /// The runtime reported an error (`error_message`).
-    #[error("runtime error: {error} (metadata: {metadata})")]
-    Runtime {
-        /// The runtime's error text.
-        error: String,
-        /// The error's metadata as sent (`Null` when absent).
-        metadata: Value,
-        /// The request's earlier `error_message`s, oldest first (a handler's own error before
-        /// the runtime's terminal one, say): nothing the runtime said is dropped.
-        earlier: Vec<RuntimeError>,
-    },
+    /// The runtime reported an error (`error_message`): the request's terminal one, with the
+    /// request's earlier ones in [`RuntimeError::earlier`].
+    #[error(transparent)]
+    Runtime(RuntimeError),
     /// The application cancelled the request.
     #[error("request cancelled")]
     Cancelled,
@@ -117,23 +113,57 @@ pub enum FailReason {
     Desynchronized,
 }
 
-/// One `error_message` the runtime sent.
+/// An `error_message` the runtime sent: the one type for it everywhere (a non-terminal one in
+/// [`Event::RuntimeError`](crate::Event::RuntimeError) and
+/// [`RequestEvent::RuntimeError`](crate::RequestEvent::RuntimeError), the terminal one in
+/// [`FailReason::Runtime`] and the clients' `Error::Runtime`).
+///
+/// Its `Display` shows the text, the metadata and a note of the earlier errors.
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error(
+    "runtime error: {error} (metadata: {metadata}{})",
+    earlier_note(earlier)
+)]
 pub struct RuntimeError {
     /// The error text.
     pub error: String,
     /// The metadata as sent (`Null` when absent).
     pub metadata: Value,
+    /// For the error that ended a request: the request's earlier `error_message`s, oldest
+    /// first (a handler's own error before the runtime's terminal one, say), so that nothing
+    /// the runtime said is dropped (at most 16 are kept). Empty for an error that did not end
+    /// its request.
+    pub earlier: Vec<RuntimeError>,
 }
 
 impl RuntimeError {
-    /// An error with this text and metadata.
+    /// An error with this text and metadata, and no earlier errors.
     pub fn new(error: impl Into<String>, metadata: Value) -> Self {
         Self {
             error: error.into(),
             metadata,
+            earlier: Vec::new(),
         }
+    }
+
+    /// The same error with these earlier errors.
+    #[must_use]
+    pub fn with_earlier(mut self, earlier: Vec<RuntimeError>) -> Self {
+        self.earlier = earlier;
+        self
+    }
+}
+
+fn earlier_note(earlier: &[RuntimeError]) -> String {
+    match earlier {
+        [] => String::new(),
+        [one] => format!("; before it: {}", one.error),
+        [first, ..] => format!(
+            "; {} earlier errors, the first: {}",
+            earlier.len(),
+            first.error
+        ),
     }
 }
 
@@ -141,7 +171,7 @@ impl FailReason {
     /// The runtime's error text, when the runtime reported the error.
     pub fn runtime_error(&self) -> Option<&str> {
         match self {
-            Self::Runtime { error, .. } => Some(error),
+            Self::Runtime(e) => Some(&e.error),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::FailReason;
+use crate::error::{FailReason, RuntimeError};
 
 /// Identifies one request (query or command batch) of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,10 +57,8 @@ pub enum Event {
     RuntimeError {
         /// The request.
         request: RequestId,
-        /// The error text.
-        error: String,
-        /// The error's metadata (`Null` when absent).
-        metadata: Value,
+        /// The error (its [`earlier`](RuntimeError::earlier) is empty).
+        error: RuntimeError,
     },
 
     // ----- obligations -----
@@ -143,12 +141,7 @@ pub enum RequestEvent {
         elapsed_ms: Option<u64>,
     },
     /// The runtime reported an error that did not end the request.
-    RuntimeError {
-        /// The error text.
-        error: String,
-        /// Its metadata.
-        metadata: Value,
-    },
+    RuntimeError(RuntimeError),
     /// The runtime asks where to upload an artifact (whatever request it belongs to).
     ArtifactUploadRequest(ArtifactUploadRequest),
     /// The query's result: the last item.
@@ -202,9 +195,7 @@ impl Event {
             Self::Heartbeat {
                 phase, elapsed_ms, ..
             } => RequestEvent::Heartbeat { phase, elapsed_ms },
-            Self::RuntimeError {
-                error, metadata, ..
-            } => RequestEvent::RuntimeError { error, metadata },
+            Self::RuntimeError { error, .. } => RequestEvent::RuntimeError(error),
             Self::Result { result, .. } => RequestEvent::Result(result),
             Self::CommandResult { result, .. } => RequestEvent::CommandResult(result),
             Self::Failed { reason, .. } => return Routed::Failed(reason),
@@ -214,6 +205,34 @@ impl Event {
 }
 
 /// How a session ended.
+///
+/// `#[must_use]`: only [`SessionEnd::Confirmed`] says the runtime confirmed the end (and so
+/// finished every artifact upload it owed); anything else is an end it never confirmed.
+/// Ignoring what `close()` returns is a warning:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # use runtimeuse_proto::SessionEnd;
+/// # fn close() -> Result<SessionEnd, ()> { Ok(SessionEnd::Confirmed) }
+/// fn run() -> Result<(), ()> {
+///     close()?; // error: unused `SessionEnd` that must be used
+///     Ok(())
+/// }
+/// ```
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// # use runtimeuse_proto::SessionEnd;
+/// # fn close() -> Result<SessionEnd, ()> { Ok(SessionEnd::Confirmed) }
+/// fn run() -> Result<(), ()> {
+///     let end = close()?;
+///     if end != SessionEnd::Confirmed {
+///         eprintln!("the runtime did not confirm the end: {end:?}");
+///     }
+///     Ok(())
+/// }
+/// ```
+#[must_use = "only `SessionEnd::Confirmed` says the runtime confirmed the end of the session"]
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionEnd {

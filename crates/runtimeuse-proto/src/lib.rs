@@ -107,7 +107,7 @@ pub use event::{
     Routed, SessionEnd,
 };
 pub use request::{
-    ArtifactUpload, Command, CommandBatch, Downloadable, Invocation, RequestOptions,
+    ArtifactUpload, Command, CommandBatch, Downloadable, IntoSchema, Invocation, RequestOptions,
 };
 pub use session::{Input, Output, Session, Transmit};
 pub use timer::Timer;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 /// A query for the agent: the fields of an `invocation_message`.
 ///
-/// Build one with [`Invocation::new`] and the chaining setters, or with struct update syntax
-/// over [`Default`]. `None` and an empty `artifacts_dirs` go out as `null`, as the Python client
+/// Build one with [`Invocation::new`] and the chaining setters; the fields are public to read
+/// and to change. `None` and an empty `artifacts_dirs` go out as `null`, as the Python client
 /// sends them.
 #[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,6 +36,114 @@ pub struct Invocation {
     pub post_agent_invocation_commands: Option<Vec<Command>>,
     /// Files downloaded into the runtime before the agent starts.
     pub pre_agent_downloadables: Option<Vec<Downloadable>>,
+    /// Why the schema given to `output_schema` was refused.
+    pub(crate) output_schema_error: Option<String>,
+}
+
+/// What [`Invocation::output_schema`] (and the clients' `QueryOptions::output_schema`)
+/// accept: a JSON Schema as a [`serde_json::Value`] (owned or borrowed) or as JSON text
+/// (`&str` or `String`). Sealed.
+///
+/// A string is always read as JSON text, never sent as a JSON string:
+///
+/// ```
+/// # use runtimeuse_proto::Invocation;
+/// use serde_json::{Value, json};
+///
+/// let invocation = Invocation::new("hi", "gpt-4o").output_schema(r#"{"type": "object"}"#);
+/// let sent: Value = serde_json::from_str(invocation.output_format_json_schema.as_deref().unwrap())?;
+/// assert_eq!(sent, json!({"type": "json_schema", "schema": {"type": "object"}}));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+///
+/// `.into()` does not pick a type for it, so the old trap of a schema sent as a JSON string
+/// does not compile:
+///
+/// ```compile_fail,E0283
+/// # use runtimeuse_proto::Invocation;
+/// let invocation = Invocation::new("hi", "gpt-4o").output_schema(r#"{"type": "object"}"#.into());
+/// ```
+///
+/// A string converted into a `Value` first is a JSON *string*, not a schema, and is refused
+/// when the request starts:
+///
+/// ```
+/// # use runtimeuse_proto::{Invocation, UsageError};
+/// let schema = serde_json::Value::from(r#"{"type": "object"}"#);
+/// let invocation = Invocation::new("hi", "gpt-4o").output_schema(schema);
+/// assert!(matches!(invocation.check(), Err(UsageError::InvalidOutputSchema(_))));
+/// ```
+pub trait IntoSchema: sealed::Sealed {
+    /// The schema as a JSON value, or why it is not one.
+    #[doc(hidden)]
+    fn into_schema(self) -> Result<serde_json::Value, String>;
+}
+
+mod sealed {
+    /// The types [`IntoSchema`](super::IntoSchema) is implemented for: a seal, not for naming.
+    #[allow(unnameable_types)]
+    pub trait Sealed {}
+    impl Sealed for serde_json::Value {}
+    impl Sealed for &serde_json::Value {}
+    impl Sealed for &str {}
+    impl Sealed for String {}
+    impl Sealed for &String {}
+}
+
+impl IntoSchema for serde_json::Value {
+    fn into_schema(self) -> Result<serde_json::Value, String> {
+        Ok(self)
+    }
+}
+
+impl IntoSchema for &serde_json::Value {
+    fn into_schema(self) -> Result<serde_json::Value, String> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoSchema for &str {
+    fn into_schema(self) -> Result<serde_json::Value, String> {
+        serde_json::from_str(self).map_err(|e| format!("the schema text is not JSON: {e}"))
+    }
+}
+
+impl IntoSchema for String {
+    fn into_schema(self) -> Result<serde_json::Value, String> {
+        self.as_str().into_schema()
+    }
+}
+
+impl IntoSchema for &String {
+    fn into_schema(self) -> Result<serde_json::Value, String> {
+        self.as_str().into_schema()
+    }
+}
+
+/// The format text sent for `schema`: the schema in the `json_schema` wrapper, or the schema
+/// as it is when it is that wrapper already.
+fn schema_format(schema: serde_json::Value) -> Result<String, String> {
+    let serde_json::Value::Object(object) = &schema else {
+        let what = match &schema {
+            serde_json::Value::String(_) => "a JSON string",
+            serde_json::Value::Array(_) => "a JSON array",
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "a number",
+        };
+        return Err(format!(
+            "a JSON Schema must be a JSON object, not {what} (to send a format text \
+             verbatim, use output_format)"
+        ));
+    };
+    let wrapped = object.get("type").and_then(serde_json::Value::as_str) == Some("json_schema");
+    if wrapped {
+        return match object.get("schema") {
+            Some(serde_json::Value::Object(_)) => Ok(schema.to_string()),
+            _ => Err("a json_schema wrapper needs a \"schema\" object".into()),
+        };
+    }
+    Ok(serde_json::json!({ "type": "json_schema", "schema": schema }).to_string())
 }
 
 impl Invocation {
@@ -55,23 +163,61 @@ impl Invocation {
         self
     }
 
-    /// Asks for structured output whose answer follows `schema` (a JSON Schema): sends
+    /// Asks for structured output whose answer follows `schema`, a JSON Schema given as a
+    /// [`serde_json::Value`] or as JSON text (see [`IntoSchema`]). Sends
     /// `{"type": "json_schema", "schema": <schema>}`, the format runtimes read (the upstream
     /// agents take `schema` from it; the Python client sends it so).
+    ///
+    /// A schema that is already in that wrapper is sent as it is, not wrapped twice. A schema
+    /// that is not a JSON object (or text that is not JSON) makes the request fail with
+    /// [`UsageError::InvalidOutputSchema`](crate::UsageError::InvalidOutputSchema) when it is
+    /// started, before anything is sent. To send a format text verbatim (another wrapper than
+    /// this one), use [`output_format`](Self::output_format).
+    ///
+    /// ```
+    /// use runtimeuse_proto::Invocation;
+    /// use serde_json::json;
+    ///
+    /// let schema = json!({"type": "object", "properties": {"answer": {"type": "integer"}}});
+    /// let a = Invocation::new("2 + 2?", "gpt-4o").output_schema(&schema);
+    /// let b = Invocation::new("2 + 2?", "gpt-4o").output_schema(schema.to_string());
+    /// let c = Invocation::new("2 + 2?", "gpt-4o")
+    ///     .output_schema(json!({"type": "json_schema", "schema": schema}));
+    /// assert_eq!(a, b);
+    /// assert_eq!(a, c);
+    /// ```
     #[must_use]
-    pub fn output_schema(mut self, schema: serde_json::Value) -> Self {
-        let format = serde_json::json!({ "type": "json_schema", "schema": schema });
-        self.output_format_json_schema = Some(format.to_string());
+    pub fn output_schema(mut self, schema: impl IntoSchema) -> Self {
+        match schema.into_schema().and_then(schema_format) {
+            Ok(format) => {
+                self.output_format_json_schema = Some(format);
+                self.output_schema_error = None;
+            }
+            Err(reason) => {
+                self.output_format_json_schema = None;
+                self.output_schema_error = Some(reason);
+            }
+        }
         self
     }
 
     /// Sets `output_format_json_schema_str` to exactly this text (the whole format, wrapper
     /// included), for runtimes that expect something else than
-    /// [`output_schema`](Self::output_schema) sends.
+    /// [`output_schema`](Self::output_schema) sends. Nothing is checked.
     #[must_use]
     pub fn output_format(mut self, raw: impl Into<String>) -> Self {
         self.output_format_json_schema = Some(raw.into());
+        self.output_schema_error = None;
         self
+    }
+
+    /// Why the schema given to [`output_schema`](Self::output_schema) was refused, if it was:
+    /// starting the request then fails with this.
+    pub fn check(&self) -> Result<(), crate::UsageError> {
+        match &self.output_schema_error {
+            Some(reason) => Err(crate::UsageError::InvalidOutputSchema(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Sets the source id.

@@ -74,7 +74,7 @@ struct Active {
     last_message_at: Instant,
     message_count: u64,
     /// An `error_message` that ends the request unless more of the request follows.
-    pending_error: Option<(String, serde_json::Value)>,
+    pending_error: Option<RuntimeError>,
     /// The request's `error_message`s that turned out not to be its terminal (bounded).
     earlier_errors: Vec<RuntimeError>,
 }
@@ -282,8 +282,9 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// A [`UsageError`] if a request is in flight, the session is ending or finished, or the
-    /// artifact options do not fit; nothing is sent then.
+    /// A [`UsageError`] if a request is in flight, the session is ending or finished, the
+    /// artifact options do not fit, or the output schema was refused
+    /// ([`Invocation::check`]); nothing is sent then.
     pub fn invoke(
         &mut self,
         invocation: Invocation,
@@ -291,6 +292,7 @@ impl Session {
         now: Instant,
     ) -> Result<RequestId, UsageError> {
         self.check_can_start(&invocation.artifacts_dirs, &options)?;
+        invocation.check()?;
         let frame = wire::encode_invocation(&invocation, self.config.legacy_artifacts_dir);
         Ok(self.start(RequestKind::Query, frame, options, now))
     }
@@ -678,20 +680,9 @@ impl Session {
     }
 
     /// Fails the request with the runtime's error, keeping its earlier ones.
-    fn fail_with_runtime_error(
-        &mut self,
-        mut active: Active,
-        (error, metadata): (String, serde_json::Value),
-    ) {
+    fn fail_with_runtime_error(&mut self, mut active: Active, error: RuntimeError) {
         let earlier = std::mem::take(&mut active.earlier_errors);
-        self.fail_request(
-            active.id,
-            FailReason::Runtime {
-                error,
-                metadata,
-                earlier,
-            },
-        );
+        self.fail_request(active.id, FailReason::Runtime(error.with_earlier(earlier)));
     }
 
     fn fail_request(&mut self, id: RequestId, reason: FailReason) {
@@ -721,11 +712,9 @@ impl Session {
         };
         if let Some(mut active) = self.active.take() {
             let r = match active.pending_error.take() {
-                Some((error, metadata)) => FailReason::Runtime {
-                    error,
-                    metadata,
-                    earlier: std::mem::take(&mut active.earlier_errors),
-                },
+                Some(error) => FailReason::Runtime(
+                    error.with_earlier(std::mem::take(&mut active.earlier_errors)),
+                ),
                 None => reason(),
             };
             self.fail_request(active.id, r);
@@ -785,7 +774,7 @@ impl Session {
             RuntimeMessage::Error { error, metadata } => {
                 self.settle_pending_error();
                 if let Some(active) = self.active.as_mut() {
-                    active.pending_error = Some((error, metadata));
+                    active.pending_error = Some(RuntimeError::new(error, metadata));
                 }
                 self.timers
                     .set_opt(Timer::ErrorSettle, after(now, self.config.error_settle));
@@ -942,20 +931,14 @@ impl Session {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        if let Some((error, metadata)) = active.pending_error.take() {
+        if let Some(error) = active.pending_error.take() {
             let request = active.id;
             self.timers.stop(Timer::ErrorSettle);
             if active.earlier_errors.len() < MAX_EARLIER_ERRORS {
-                active.earlier_errors.push(RuntimeError {
-                    error: error.clone(),
-                    metadata: metadata.clone(),
-                });
+                active.earlier_errors.push(error.clone());
             }
-            self.events.push_back(Event::RuntimeError {
-                request,
-                error,
-                metadata,
-            });
+            self.events
+                .push_back(Event::RuntimeError { request, error });
         }
     }
 

@@ -862,6 +862,7 @@ pub(crate) fn decode_client(
             pre_agent_invocation_commands: cmds(raw.pre_agent_invocation_commands),
             post_agent_invocation_commands: cmds(raw.post_agent_invocation_commands),
             pre_agent_downloadables: dls(raw.pre_agent_downloadables),
+            output_schema_error: None,
         }),
         ClientMessageKind::CommandExecution => ClientMessage::CommandExecution(CommandBatch {
             commands: cmds(raw.commands).ok_or_else(|| missing(name, "commands"))?,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::{Harness, ms};
 use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, Command, CommandBatch, Config, Downloadable, Event,
-    FailReason, Input, Invocation, Phase, RequestOptions, ResultData, TimeoutKind,
+    FailReason, Input, Invocation, Phase, RequestOptions, ResultData, RuntimeError, TimeoutKind,
 };
 use serde_json::{Value, json};
 
@@ -316,9 +316,9 @@ fn check_outcome(name: &str, i: usize, got: &Outcome, want: &Value) {
                 }
                 (
                     "AgentRuntimeError",
-                    FailReason::Runtime {
+                    FailReason::Runtime(RuntimeError {
                         error, metadata, ..
-                    },
+                    }),
                 ) => {
                     assert_eq!(want["message"], json!(error), "{ctx}");
                     if let Some(python_meta) = want.get("metadata") {
@@ -408,7 +408,7 @@ impl Replay {
         for e in self.h.take_events() {
             match e {
                 Event::ArtifactUploadRequest(r) => self.tokens.push(r),
-                Event::RuntimeError { metadata, .. } => self.runtime_errors.push(metadata),
+                Event::RuntimeError { error, .. } => self.runtime_errors.push(error.metadata),
                 Event::CommandOutput(o) => {
                     let total = self.output_totals.entry(o.stream.as_str()).or_default();
                     total.0 += 1;

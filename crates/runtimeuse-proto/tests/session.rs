@@ -7,8 +7,8 @@ use std::time::Duration;
 use common::{Harness, message_types, ms};
 use runtimeuse_proto::{
     ArtifactUpload, Command, CommandBatch, Config, DecodeError, Event, FailReason, Invocation,
-    MessageKind, OutputStream, Phase, RequestOptions, ResultData, SessionEnd, TimeoutKind, Timer,
-    UsageError,
+    MessageKind, OutputStream, Phase, RequestOptions, ResultData, RuntimeError, SessionEnd,
+    TimeoutKind, Timer, UsageError,
 };
 use serde_json::json;
 
@@ -223,17 +223,15 @@ fn handler_error_then_terminal_error_do_not_leak_into_the_next_request() {
     assert_eq!(h.session.next_timer(), Some(Timer::ErrorSettle));
     h.fire_next_timeout();
     let events = h.take_events();
+    assert!(matches!(&events[0], Event::RuntimeError { request, error }
+        if *request == first && error.metadata["source"] == "echo_handler" && error.earlier.is_empty()));
     assert!(
-        matches!(&events[0], Event::RuntimeError { request, metadata, .. }
-        if *request == first && metadata["source"] == "echo_handler")
-    );
-    assert!(
-        matches!(&events[1], Event::Failed { request, reason: FailReason::Runtime { error, metadata, .. } }
-        if *request == first && error == "boom" && metadata["error_name"] == "Error")
+        matches!(&events[1], Event::Failed { request, reason: FailReason::Runtime(e) }
+        if *request == first && e.error == "boom" && e.metadata["error_name"] == "Error")
     );
     // The failure keeps the handler's own error and its metadata too.
     let Event::Failed {
-        reason: FailReason::Runtime { earlier, .. },
+        reason: FailReason::Runtime(RuntimeError { earlier, .. }),
         ..
     } = &events[1]
     else {
@@ -261,8 +259,8 @@ fn a_single_error_fails_the_request_after_the_settle_time_not_before() {
     h.tick(210);
     let events = h.take_events();
     assert!(
-        matches!(&events[..], [Event::Failed { reason: FailReason::Runtime { error, metadata, .. }, .. }]
-        if error == "Download failed: 404" && metadata.is_null())
+        matches!(&events[..], [Event::Failed { reason: FailReason::Runtime(e), .. }]
+        if e.error == "Download failed: 404" && e.metadata.is_null())
     );
 }
 
@@ -277,7 +275,7 @@ fn an_error_followed_by_more_of_the_request_is_not_terminal() {
     );
     h.recv(500, RESULT_HI);
     let events = h.take_events();
-    assert!(matches!(&events[0], Event::RuntimeError { error, .. } if error == "warn"));
+    assert!(matches!(&events[0], Event::RuntimeError { error, .. } if error.error == "warn"));
     assert!(
         matches!(&events[1], Event::AssistantMessage { text_blocks, .. } if text_blocks[0] == "still here")
     );
@@ -777,7 +775,7 @@ fn events_route_to_the_request_that_waits_for_them() {
     let failed = events.next().unwrap();
     assert!(matches!(
         failed.route(second),
-        Routed::Failed(FailReason::Runtime { .. })
+        Routed::Failed(FailReason::Runtime(_))
     ));
     h.close(4);
     let ended = h.take_events().pop().unwrap();

@@ -423,7 +423,8 @@ async fn round_trip_report() {
         raw.push(e);
         ratio.push(q / e);
     }
-    session.close().await.expect("close");
+    let end = session.close().await.expect("close");
+    assert_eq!(end, runtimeuse_tokio::SessionEnd::Confirmed);
     println!("round trip: medians of {N} alternating rounds");
     println!(
         "  session query (ECHO, project runtime) {:>8.1} us",

@@ -83,7 +83,8 @@ async fn rust_client(url: &str, bytes: u64, queries: usize, flood_url: &str, flo
     let output_s = start.elapsed().as_secs_f64();
     let output_cpu = usage().0 - cpu;
     assert_eq!(result.results[0].exit_code, 0);
-    session.close().await.expect("close");
+    let end = session.close().await.expect("close");
+    assert_eq!(end, runtimeuse_tokio::SessionEnd::Confirmed);
     assert_eq!(received.load(Ordering::Relaxed), bytes);
 
     let flooded = Arc::new(AtomicU64::new(0));

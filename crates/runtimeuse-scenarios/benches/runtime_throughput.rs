@@ -99,7 +99,7 @@ fn main() {
         let received = Arc::new(AtomicU64::new(0));
         let r = Arc::clone(&received);
         let options = QueryOptions::new("", "echo")
-            .invocation(|i| i.pre_command(producer(bytes)))
+            .pre_command(producer(bytes))
             .on_command_output(move |o| {
                 r.fetch_add(o.text.len() as u64, Ordering::Relaxed);
                 std::future::ready(())

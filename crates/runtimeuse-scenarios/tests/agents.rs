@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use runtimeuse_runtime::{AgentOptions, CommandAgent, ModelAgent, PromptInput, RuntimeOptions};
 use runtimeuse_scenarios::{Api, MockProvider, Recorded, Reply, Served, TEST_KEY};
-use runtimeuse_tokio::{Client, Error, QueryOptions};
+use runtimeuse_tokio::{Client, Error, QueryOptions, SessionEnd};
 use serde_json::{Value, json};
 
 fn quick() -> AgentOptions {
@@ -38,9 +38,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 fn runtime_error(err: Error) -> (String, Value) {
     match err {
-        Error::Runtime {
-            error, metadata, ..
-        } => (error, metadata),
+        Error::Runtime(e) => (e.error, e.metadata),
         other => panic!("expected a runtime error, got {other:?}"),
     }
 }
@@ -133,7 +131,7 @@ fn a_tool_call_runs_a_real_command_with_agent_env_and_the_model_sees_its_output(
             Reply::stream(api.text("The tool said hello.")),
         ];
         let (rt, mock) = served(api, replies);
-        let options = opts().invocation(|i| i.agent_env("GREETING", "hello"));
+        let options = opts().agent_env("GREETING", "hello");
         let result = block_on(Client::new(rt.url()).query("hi", options)).unwrap();
         assert_eq!(result.text(), Some("The tool said hello."), "{api:?}");
         assert_eq!(result.metadata["turns"], 2);
@@ -384,7 +382,7 @@ fn cancel_during_a_slow_stream_closes_it_and_ends_at_once() {
                 mock.wait_closed(Duration::from_secs(5)),
                 "{api:?}: the provider's stream stayed open after cancel"
             );
-            session.close().await.unwrap();
+            assert_eq!(session.close().await.unwrap(), SessionEnd::Confirmed);
         });
     }
 }
@@ -404,10 +402,8 @@ fn a_secret_in_tool_output_is_redacted_everywhere() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = Arc::clone(&seen);
         let options = opts()
-            .invocation(|i| {
-                i.agent_env("API_TOKEN", "hunter2-abc")
-                    .secret("hunter2-abc")
-            })
+            .agent_env("API_TOKEN", "hunter2-abc")
+            .secret("hunter2-abc")
             .on_assistant_message(move |blocks| {
                 s.lock().unwrap().push(blocks.join(""));
                 async {}
@@ -566,7 +562,7 @@ fn command_agent_is_killed_on_cancel() {
         let err = session.query("x", options).await.unwrap_err();
         assert!(matches!(err, Error::Cancelled), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        session.close().await.unwrap();
+        assert_eq!(session.close().await.unwrap(), SessionEnd::Confirmed);
     });
     let pid = std::fs::read_to_string(&pid_file)
         .unwrap()

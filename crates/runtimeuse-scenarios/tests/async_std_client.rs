@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runtimeuse_async_std::proto::{Config, TimeoutKind};
 use runtimeuse_async_std::{
-    AbortHandle, ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions,
-    RequestEvent,
+    AbortHandle, ArtifactUpload, Client, Config, Downloadable, Error, ExecuteCommandsOptions,
+    OutputStream, QueryOptions, QueryResult, RequestEvent, RuntimeError, SessionEnd, TimeoutKind,
+    UsageError,
 };
 
 /// The backend, for the async-only scenarios.

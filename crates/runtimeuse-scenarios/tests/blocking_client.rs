@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runtimeuse_tungstenite::proto::{Config, TimeoutKind};
 use runtimeuse_tungstenite::{
-    AbortHandle, ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions,
-    RequestEvent,
+    AbortHandle, ArtifactUpload, Client, Config, Downloadable, Error, ExecuteCommandsOptions,
+    OutputStream, QueryOptions, QueryResult, RequestEvent, RuntimeError, SessionEnd, TimeoutKind,
+    UsageError,
 };
 
 macro_rules! scenario {

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use runtimeuse_scenarios::Fault;
-use runtimeuse_tokio::proto::TimeoutKind;
+use runtimeuse_tokio::TimeoutKind;
 use runtimeuse_tokio::{Client, Error, QueryOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

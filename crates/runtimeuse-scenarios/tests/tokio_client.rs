@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runtimeuse_tokio::proto::{Config, TimeoutKind};
 use runtimeuse_tokio::{
-    AbortHandle, ArtifactUpload, Client, Error, ExecuteCommandsOptions, OutputStream, QueryOptions,
-    RequestEvent,
+    AbortHandle, ArtifactUpload, Client, Config, Downloadable, Error, ExecuteCommandsOptions,
+    OutputStream, QueryOptions, QueryResult, RequestEvent, RuntimeError, SessionEnd, TimeoutKind,
+    UsageError,
 };
 
 /// The backend, for the async-only scenarios.
@@ -85,6 +85,6 @@ fn the_smallest_read_buffers_still_carry_every_frame() {
                 .unwrap();
             let stdout = out.results[0].stdout.as_deref().unwrap_or_default();
             assert!(stdout.ends_with("19999\n20000\n"), "{}", stdout.len());
-            session.close().await.unwrap();
+            assert_eq!(session.close().await.unwrap(), SessionEnd::Confirmed);
         });
 }

@@ -50,8 +50,8 @@ pub mod server;
 
 pub use client::{ReadAheadStream, Tokio};
 pub use runtimeuse_async::{
-    AbortHandle, ArtifactRequest, AsyncCallbacks, BoxFuture, CallOptions, ClientSettings,
-    DEFAULT_READ_BUFFER, Error, ExecuteCommandsOptions, Parts, QueryOptions, Wire,
+    AbortHandle, AsyncCallbacks, BoxFuture, CallOptions, ClientSettings, DEFAULT_READ_BUFFER,
+    Error, ExecuteCommandsOptions, Parts, QueryOptions, Wire,
 };
 
 /// A client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
@@ -73,10 +73,8 @@ pub type RequestEvents<'a> = runtimeuse_async::RequestEvents<'a, Tokio>;
 
 pub use runtimeuse_async;
 
+/// The core's types of the client's signatures ([`runtimeuse_client_core::types`]).
+#[doc(inline)]
+pub use runtimeuse_client_core::types::*;
 pub use runtimeuse_proto as proto;
-pub use runtimeuse_proto::{
-    ArtifactUpload, ArtifactUploadRequest, Command, CommandExecutionResult, CommandOutput,
-    CommandResultItem, Downloadable, Invocation, OutputStream, QueryResult, RequestEvent,
-    ResultData,
-};
 pub use tokio_tungstenite;

@@ -63,14 +63,11 @@ pub use runtimeuse_client_core::callbacks::BlockingCallbacks;
 pub use runtimeuse_client_core::options::{CallOptions, Parts, Wire};
 pub use runtimeuse_client_core::read_ahead::ReadAheadStream;
 pub use runtimeuse_client_core::{ClientSettings, DEFAULT_READ_BUFFER, Error};
-pub use runtimeuse_proto::ArtifactRequest;
 pub use session::{RequestEvents, Session, Socket};
 
 pub use runtimeuse_client_core;
+/// The core's types of the client's signatures ([`runtimeuse_client_core::types`]).
+#[doc(inline)]
+pub use runtimeuse_client_core::types::*;
 pub use runtimeuse_proto as proto;
-pub use runtimeuse_proto::{
-    ArtifactUpload, ArtifactUploadRequest, Command, CommandExecutionResult, CommandOutput,
-    CommandResultItem, Downloadable, Invocation, OutputStream, QueryResult, RequestEvent,
-    ResultData,
-};
 pub use tungstenite;

@@ -54,9 +54,9 @@ pub(super) fn failure(e: &Error, url: &str, token: bool) -> Failure {
         Error::Timeout { kind, diagnostics } => timeout_message(*kind, diagnostics),
         // Its fields follow on lines of their own (`metadata`); the earlier errors it carries
         // are said here unless they repeat it.
-        Error::Runtime { error, earlier, .. } => {
-            let mut message = format!("runtime error: {error}");
-            for e in earlier.iter().filter(|e| e.error != *error) {
+        Error::Runtime(r) => {
+            let mut message = format!("runtime error: {}", r.error);
+            for e in r.earlier.iter().filter(|e| e.error != r.error) {
                 message.push_str(&format!("\n  before it, the runtime reported: {}", e.error));
             }
             message
@@ -65,7 +65,7 @@ pub(super) fn failure(e: &Error, url: &str, token: bool) -> Failure {
     };
     let hint = hint(e, url, token);
     let metadata = match e {
-        Error::Runtime { metadata, .. } => Some(metadata.clone()),
+        Error::Runtime(r) => Some(r.metadata.clone()),
         _ => None,
     };
     Failure {

@@ -35,6 +35,9 @@ pub(crate) async fn query(args: QueryArgs) -> Result<u8, Failure> {
         let text = text_arg(schema)?;
         let schema: Value = serde_json::from_str(&text)
             .map_err(|e| Failure::usage(format!("--output-schema is not JSON: {e}")))?;
+        if !schema.is_object() {
+            return Err(Failure::usage("--output-schema must be a JSON object"));
+        }
         options = options.output_schema(schema);
     }
     for (k, v) in &args.env {
@@ -159,7 +162,7 @@ async fn request_on(
                 return Err(f);
             }
             let metadata = match &e {
-                Error::Runtime { metadata, .. } => metadata.clone(),
+                Error::Runtime(r) => r.metadata.clone(),
                 _ => Value::Null,
             };
             renderer.error(kind(&e), &f.message, &metadata);

@@ -74,7 +74,7 @@ impl Renderer for Human {
                 self.last_assistant = Some(text);
             }
             RequestEvent::CommandOutput(o) => emit(o.stream == OutputStream::Stderr, &o.text),
-            RequestEvent::RuntimeError { error, .. } => self.runtime_errors.push(error),
+            RequestEvent::RuntimeError(e) => self.runtime_errors.push(e.error),
             _ => {}
         }
     }
@@ -141,8 +141,8 @@ impl Renderer for Json {
             RequestEvent::Heartbeat { phase, elapsed_ms } => {
                 json!({"type": "heartbeat", "phase": phase, "elapsed_ms": elapsed_ms})
             }
-            RequestEvent::RuntimeError { error, metadata } => {
-                json!({"type": "runtime_error", "error": error, "metadata": metadata})
+            RequestEvent::RuntimeError(e) => {
+                json!({"type": "runtime_error", "error": e.error, "metadata": e.metadata})
             }
             _ => return,
         };

@@ -14,7 +14,7 @@ scenario! {
         assert!(cut.is_none(), "the call was cut short");
         let ok = wait!(session.query("ECHO:next", opts())).unwrap();
         assert_eq!(ok.text(), Some("next"));
-        wait!(session.close()).unwrap();
+        assert_eq!(wait!(session.close()).unwrap(), SessionEnd::Confirmed);
     }
 }
 

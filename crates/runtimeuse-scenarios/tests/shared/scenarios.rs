@@ -85,7 +85,7 @@ scenario! {
             kinds,
             ["message 1 of 2", "message 2 of 2", "result streamed 2 messages"]
         );
-        wait!(session.close()).unwrap();
+        assert_eq!(wait!(session.close()).unwrap(), SessionEnd::Confirmed);
     }
 }
 
@@ -142,7 +142,7 @@ scenario! {
         assert!(matches!(err, Error::Cancelled), "{err}");
         let next = wait!(session.query("ECHO:next", opts())).unwrap();
         assert_eq!(next.text(), Some("next"));
-        wait!(session.close()).unwrap();
+        assert_eq!(wait!(session.close()).unwrap(), SessionEnd::Confirmed);
     }
 }
 
@@ -158,7 +158,7 @@ scenario! {
             abort.abort();
         });
         let options = opts()
-            .invocation(|i| i.pre_command("echo running"))
+            .pre_command("echo running")
             .on_command_output(cb!(move |_chunk| {
                 let _ = running_tx.send(());
             }));
@@ -168,7 +168,7 @@ scenario! {
         assert!(started.elapsed() < Duration::from_secs(5));
         aborter.join().unwrap();
         assert_eq!(wait!(session.query("ECHO:after", opts())).unwrap().text(), Some("after"));
-        wait!(session.close()).unwrap();
+        assert_eq!(wait!(session.close()).unwrap(), SessionEnd::Confirmed);
     }
 }
 
@@ -181,7 +181,7 @@ scenario! {
         assert!(err.to_string().contains("boom"), "{err}");
         let ok = wait!(session.query("ECHO:after", opts())).unwrap();
         assert_eq!(ok.text(), Some("after"), "the first request's terminal did not leak");
-        wait!(session.close()).unwrap();
+        assert_eq!(wait!(session.close()).unwrap(), SessionEnd::Confirmed);
     }
 }
 
@@ -223,7 +223,7 @@ scenario! {
         let _call = thread!({
             // In flight once its pre-command's output arrives.
             let options = opts()
-                .invocation(|i| i.pre_command("echo running"))
+                .pre_command("echo running")
                 .on_command_output(cb!(move |_chunk| {
                     let _ = running_tx.send(());
                 }));
@@ -251,7 +251,7 @@ scenario! {
             assert!(next!(events).is_some());
         }
         assert_eq!(wait!(session.query("ECHO:next", opts())).unwrap().text(), Some("next"));
-        wait!(session.close()).unwrap();
+        assert_eq!(wait!(session.close()).unwrap(), SessionEnd::Confirmed);
     }
 }
 
@@ -297,7 +297,7 @@ scenario! {
         assert_eq!(a.text(), Some("one"));
         assert_eq!(b.results[0].stdout.as_deref(), Some("two\n"));
         let end = wait!(session.close()).unwrap();
-        assert_eq!(end, runtimeuse_tokio::proto::SessionEnd::Confirmed);
+        assert_eq!(end, SessionEnd::Confirmed);
     }
 }
 
@@ -308,7 +308,7 @@ scenario! {
         let client = Client::builder(rt.url()).session_config(Config::default()).build();
         let session = wait!(client.session()).unwrap();
         let end = wait!(session.close()).unwrap();
-        assert_eq!(end, runtimeuse_tokio::proto::SessionEnd::Confirmed);
+        assert_eq!(end, SessionEnd::Confirmed);
     }
 }
 
@@ -318,7 +318,7 @@ scenario! {
         let session = wait!(Client::new(rt.url()).session()).unwrap();
         rt.stop();
         let end = wait!(session.close()).unwrap();
-        assert_eq!(end, runtimeuse_tokio::proto::SessionEnd::TransportClosed);
+        assert_eq!(end, SessionEnd::TransportClosed);
     }
 }
 
@@ -404,7 +404,7 @@ scenario! {
             let seen = Arc::new(Mutex::new(Vec::new()));
             let s = Arc::clone(&seen);
             let options = opts()
-                .invocation(|i| i.agent_env("WHO", "the-agent"))
+                .agent_env("WHO", "the-agent")
                 .on_assistant_message(cb!(move |blocks| s.lock().unwrap().push(blocks.join(""))));
             let result = wait!(Client::new(rt.url()).query("hi", options)).unwrap();
             assert_eq!(result.text(), Some("The tool ran."), "{api:?}");
@@ -446,7 +446,7 @@ scenario! {
         assert!(mock.wait_closed(Duration::from_secs(5)), "the provider stream stayed open");
         let next = wait!(session.query("again", opts())).unwrap();
         assert_eq!(next.text(), Some("after the cancel"));
-        wait!(session.close()).unwrap();
+        assert_eq!(wait!(session.close()).unwrap(), SessionEnd::Confirmed);
     }
 }
 
@@ -572,12 +572,15 @@ scenario! {
     fn a_runtime_error_keeps_the_handlers_own_error_and_metadata() {
         let rt = runtimeuse_scenarios::served();
         let err = wait!(Client::new(rt.url()).query("ERROR:boom", opts())).unwrap_err();
-        let Error::Runtime { error, metadata, earlier } = &err else { panic!("{err:?}") };
-        assert_eq!(error, "boom");
-        assert_eq!(metadata["error_name"], "Error");
-        assert_eq!(earlier.len(), 1, "{err}");
-        assert_eq!(earlier[0].error, "boom");
-        assert_eq!(earlier[0].metadata, serde_json::json!({"source": "scripted"}));
+        let Error::Runtime(e) = &err else { panic!("{err:?}") };
+        assert_eq!(e.error, "boom");
+        assert_eq!(e.metadata["error_name"], "Error");
+        assert_eq!(e.earlier.len(), 1, "{err}");
+        assert_eq!(e.earlier[0].error, "boom");
+        assert_eq!(e.earlier[0].metadata, serde_json::json!({"source": "scripted"}));
+        assert!(e.earlier[0].earlier.is_empty());
+        // The one type everywhere: the adapter names it at its root.
+        let _: &RuntimeError = e;
     }
 }
 
@@ -593,7 +596,7 @@ scenario! {
             Client::new(rt.url()).query(r#"STRUCTURED:{"answer": 42}"#, opts().output_schema(serde_json::json!({})))
         )
         .unwrap();
-        let parse = |r: &runtimeuse_tokio::proto::QueryResult| -> Result<Out, Error> { Ok(r.deserialize::<Out>()?) };
+        let parse = |r: &QueryResult| -> Result<Out, Error> { Ok(r.deserialize::<Out>()?) };
         assert!(matches!(parse(&result), Err(Error::Deserialize(_))));
     }
 }
@@ -610,6 +613,43 @@ scenario! {
         );
         let sent = wait!(client.query("ECHO_FORMAT:", opts().output_format(r#"{"custom": 1}"#))).unwrap();
         assert_eq!(sent.structured_output(), Some(&serde_json::json!({"custom": 1})));
+    }
+}
+
+scenario! {
+    fn output_schema_takes_json_text_or_a_wrapper_and_refuses_a_non_object_before_sending() {
+        let rt = runtimeuse_scenarios::served();
+        let client = Client::new(rt.url());
+        let schema = serde_json::json!({"type": "object"});
+        let wrapped = serde_json::json!({"type": "json_schema", "schema": schema});
+        // JSON text, a borrowed value, and the wrapper itself: the same format, wrapped once.
+        let text = r#"{"type": "object"}"#;
+        for options in [
+            opts().output_schema(text),
+            opts().output_schema(text.to_string()),
+            opts().output_schema(&schema),
+            opts().output_schema(wrapped.clone()),
+            opts().output_schema(wrapped.to_string()),
+        ] {
+            let sent = wait!(client.query("ECHO_FORMAT:", options)).unwrap();
+            assert_eq!(sent.structured_output(), Some(&wrapped));
+        }
+        // What `"…".into()` makes of a schema: a JSON string. Refused before anything is sent.
+        let mut session = wait!(client.session()).unwrap();
+        for bad in [
+            serde_json::Value::from(text),
+            serde_json::json!([1]),
+            serde_json::json!({"type": "json_schema", "schema": "x"}),
+        ] {
+            let err = wait!(session.query("ECHO_FORMAT:", opts().output_schema(bad))).unwrap_err();
+            assert!(matches!(err, Error::Usage(UsageError::InvalidOutputSchema(_))), "{err:?}");
+        }
+        let err = wait!(session.query("ECHO_FORMAT:", opts().output_schema("{not json"))).unwrap_err();
+        assert!(err.to_string().contains("misused"), "{err}");
+        // Nothing went out: the session is as new, and its next query runs.
+        let sent = wait!(session.query("ECHO_FORMAT:", opts().output_schema(text))).unwrap();
+        assert_eq!(sent.structured_output(), Some(&wrapped));
+        assert_eq!(wait!(session.close()).unwrap(), SessionEnd::Confirmed);
     }
 }
 
@@ -667,7 +707,7 @@ scenario! {
         let options = ExecuteCommandsOptions::new()
             .source_id("flat-1")
             .secret("s3cr3t")
-            .download(runtimeuse_tokio::proto::Downloadable::new(http.url("/f.txt"), work.display().to_string()))
+            .download(Downloadable::new(http.url("/f.txt"), work.display().to_string()))
             .artifacts_dir(art.display().to_string())
             .artifacts_ignore("*.log\n")
             .on_artifact_upload_request(cb!(move |r| {
