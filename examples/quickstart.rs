@@ -11,6 +11,15 @@
 //! cargo run --example quickstart
 //! OPENAI_API_KEY=sk-... cargo run --example quickstart
 //! ```
+//!
+//! Copied into a project of your own, its structured query (`output_type::<Answer>()`) needs
+//! the `schemars` feature and two dependencies of yours:
+//!
+//! ```toml
+//! runtimeuse-tokio = { version = "0.1", features = ["schemars"] }
+//! schemars = "1"
+//! serde = { version = "1", features = ["derive"] }
+//! ```
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 

@@ -15,25 +15,9 @@
 //! An adapter implements [`Backend`] (including [`Backend::connect`]: TCP, TLS, handshake) and
 //! names `Client<ItsBackend>` and `Session<ItsBackend>` `Client` and `Session`.
 //!
-//! # Blocking and async clients
-//!
-//! The blocking client (`runtimeuse-tungstenite`) and the async ones (`runtimeuse-tokio` and
-//! `runtimeuse-async-std`, both over `runtimeuse-async`) share their request logic
-//! (`runtimeuse_client_core::requests`), their options type, [`AbortHandle`] and [`Error`],
-//! and behave the same. What differs is what blocking and async code can do:
-//!
-//! - Callbacks: async functions with time limits in the async clients; closures without time
-//!   limits in the blocking one (a closure running on the reading thread cannot be
-//!   interrupted; cancel from another thread instead).
-//! - Dropping a call: an async call's future can be dropped mid-request (the request is then
-//!   cancelled before the next call); a blocking call cannot be dropped, only its
-//!   `RequestEvents` iterator (with the same cleanup).
-//! - Aborting: an async session is woken at once; a blocked read of the blocking session
-//!   notices within about 20 ms.
-//! - Building blocks: `runtimeuse-async` exposes `Session::new`, `Session::query_once` and
-//!   `Session::execute_commands_once` because the tokio and async-std crates build their
-//!   `Client` on them; the blocking crate's sessions come only from `Client::session`, and its
-//!   one-shot calls are `Client::query` and `Client::execute_commands`, as in every client.
+//! The blocking client (`runtimeuse-tungstenite`) shares the request logic, the options type,
+//! `AbortHandle` and `Error` (from `runtimeuse-client-core`); its front page says what differs
+//! between blocking and async code.
 //!
 //! # Features
 //!
@@ -42,6 +26,7 @@
 //! | `rustls` | no | `ClientSettings::tls_config`: a rustls configuration (ring provider) |
 //! | `webpki-roots` | no | with `rustls`, trust the webpki root certificates |
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]

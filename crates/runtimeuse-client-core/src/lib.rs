@@ -20,6 +20,7 @@
 //! | `native-roots` | no | with `rustls`, trust the operating system's root certificates |
 //! | `schemars` | no | [`schema_of`]: the JSON Schema of a type, for `output_type::<T>()` |
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]

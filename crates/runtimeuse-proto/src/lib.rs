@@ -78,6 +78,7 @@
 //! absent, skips unknown message types and non-JSON frames, and accepts binary frames holding
 //! JSON.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
@@ -54,6 +55,11 @@ pub use agents::{AgentOptions, CommandAgent, ModelAgent, ModelApi, PromptInput, 
 pub use artifacts::DEFAULT_IGNORE;
 pub use handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
 pub use scripted::ScriptedHandler;
+
+pub use runtimeuse_proto as proto;
+/// The core's types of the handler's signatures, named here so that a handler needs no
+/// direct dependency on `runtimeuse-proto`.
+pub use runtimeuse_proto::{Invocation, QueryResult, ResultData};
 
 /// Settings of a [`Runtime`].
 ///
@@ -490,3 +496,8 @@ mod tests {
         assert_eq!(held.len(), 300);
     }
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
