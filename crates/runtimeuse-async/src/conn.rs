@@ -44,6 +44,9 @@ impl Incoming {
 
 pub use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, CLOSE_AFTER_SUCCESS};
 
+/// Ping payloads a [`Conn`] keeps for [`Conn::take_pings`].
+pub const MAX_PINGS_KEPT: usize = 16;
+
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -69,6 +72,11 @@ pub struct Conn<W, B: Backend> {
     /// it is out: each ping read while the peer does not read would otherwise add a pong to
     /// tungstenite's write buffer, and a ping flood would cost memory without bound.
     pong_owed: bool,
+    /// The payloads of the pings read, until [`take_pings`](Conn::take_pings) takes them (at
+    /// most [`MAX_PINGS_KEPT`], the newest).
+    pings: VecDeque<tungstenite::Bytes>,
+    /// The code of the peer's close frame, once one arrived.
+    peer_close: Option<CloseCode>,
     state: State,
     /// The read timer, kept across reads: resetting a timer per frame is costly, and the
     /// session's deadline moves with every frame (keepalive). It is reset only when the new
@@ -102,6 +110,8 @@ where
             pending_bytes: 0,
             unflushed: false,
             pong_owed: false,
+            pings: VecDeque::new(),
+            peer_close: None,
             state: State::Open,
             sleep: B::timer(B::now()),
             sleep_at: None,
@@ -116,13 +126,38 @@ where
 
     /// Queues a transmit; [`flush`](Self::flush) sends it.
     pub fn queue(&mut self, t: Transmit) {
-        let message = match t {
-            // Takes ownership of the String: no copy.
+        self.queue_message(Self::message(t));
+    }
+
+    /// The frame of a transmit. A text's `String` is moved, not copied.
+    pub fn message(t: Transmit) -> Message {
+        match t {
             Transmit::Text(s) => Message::Text(s.into()),
             Transmit::Ping => Message::Ping(Default::default()),
-        };
+        }
+    }
+
+    /// Queues a frame as it is; [`flush`](Self::flush) sends it.
+    pub fn queue_message(&mut self, message: Message) {
         self.pending_bytes += message.len();
         self.pending.push_back(message);
+    }
+
+    /// The payloads of the pings read since the last call, oldest first (pings are answered
+    /// by the socket itself; this is for their payload, such as a resumable session's
+    /// acknowledgements). At most the newest [`MAX_PINGS_KEPT`] are kept.
+    pub fn take_pings(&mut self) -> impl Iterator<Item = tungstenite::Bytes> + '_ {
+        self.pings.drain(..)
+    }
+
+    /// The code of the peer's close frame, if it sent one.
+    pub fn peer_close_code(&self) -> Option<CloseCode> {
+        self.peer_close
+    }
+
+    /// Whether the connection is still open both ways.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
     }
 
     /// Bytes of the queued frames' payloads not yet handed to the socket. The socket's own
@@ -204,12 +239,17 @@ where
                 }
                 Poll::Ready(Some(Ok(Message::Pong(_)))) => return Poll::Ready(Incoming::Pong),
                 // tungstenite queued the answer; it goes out before anything more is read.
-                Poll::Ready(Some(Ok(Message::Ping(_)))) => {
+                Poll::Ready(Some(Ok(Message::Ping(payload)))) => {
+                    if self.pings.len() == MAX_PINGS_KEPT {
+                        self.pings.pop_front();
+                    }
+                    self.pings.push_back(payload);
                     self.pong_owed = true;
                     self.unflushed = true;
                 }
                 Poll::Ready(Some(Ok(Message::Frame(_)))) => continue,
-                Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                Poll::Ready(Some(Ok(Message::Close(frame)))) => {
+                    self.peer_close = frame.map(|f| f.code);
                     self.state = State::PeerClosed;
                     return Poll::Ready(Incoming::Closed(None));
                 }
@@ -227,6 +267,29 @@ where
         ready!(B::poll_timer(&mut self.sleep, cx));
         self.sleep_at = None;
         Poll::Ready(Incoming::Deadline)
+    }
+
+    /// Ends the connection with a close frame of this code and reason, dropping what is
+    /// queued, and waits at most `wait` for the peer's close.
+    pub async fn close_with(&mut self, code: u16, reason: &str, wait: Duration) {
+        self.clear();
+        if std::mem::replace(&mut self.state, State::Done) != State::Open {
+            return;
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_owned().into(),
+        };
+        let closing = async {
+            self.ws.send(Message::Close(Some(frame))).await?;
+            while let Some(m) = self.ws.next().await {
+                m?;
+            }
+            Ok::<_, WsError>(())
+        };
+        if let Some(Err(e)) = timeout::<B, _>(wait, closing).await {
+            tracing::debug!(error = %e, "close failed");
+        }
     }
 
     /// Ends the connection, at most `wait` after the queued frames went out: on an open

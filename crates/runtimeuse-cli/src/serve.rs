@@ -70,6 +70,10 @@ pub(crate) struct ServeArgs {
     /// and its request cancelled (0: never).
     #[arg(long, default_value_t = 60_000)]
     write_stall_timeout_ms: u64,
+    /// How long (in seconds) a session outlives a lost connection for a client that asked to
+    /// resume it; its request goes on meanwhile (0: resumption off). See docs/resume.md.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    resume_grace: u64,
     /// The agent that answers queries.
     #[arg(
         long,
@@ -126,6 +130,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
     options.max_buffered_total = args.max_buffered_total;
     options.write_stall_timeout = (args.write_stall_timeout_ms > 0)
         .then(|| Duration::from_millis(args.write_stall_timeout_ms));
+    options.resume_grace = Duration::from_secs(args.resume_grace);
     raise_file_limit();
     crate::trim::start();
     let handler = agent_handler(&args)?;

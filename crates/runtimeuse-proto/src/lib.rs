@@ -88,6 +88,7 @@ mod error;
 mod event;
 mod fast;
 mod request;
+pub mod resume;
 pub mod runtime;
 mod session;
 mod timer;

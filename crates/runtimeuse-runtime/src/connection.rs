@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use runtimeuse_proto::resume::Refusal;
 use runtimeuse_proto::runtime::{CANCELLED_ERROR, RuntimeEvent, RuntimeSession};
 use runtimeuse_proto::{ArtifactUpload, RequestId};
-use runtimeuse_tokio::server::{Backlog, RuntimeConnection};
+use runtimeuse_tokio::server::{Backlog, RuntimeConnection, Step};
 use serde_json::json;
 use std::net::SocketAddr;
 
@@ -19,19 +20,29 @@ use crate::Shared;
 use crate::artifacts::Watcher;
 use crate::mailbox::{Cmd, Mailbox, Outbox, Room, Terminal};
 use crate::request::{Env, env, run_commands, run_query};
+use crate::sessions::{Attach, Kind, Owner};
+
+/// A connection's byte stream: TCP, or an in-memory one in tests. Boxed, so that a resuming
+/// client's socket can be handed to the task that owns its session.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A boxed [`Io`].
+pub(crate) type BoxIo = Box<dyn Io>;
 
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let peer = stream.peer_addr().ok();
-    serve_stream(stream, peer, shared).await;
+    serve_stream(Box::new(stream), peer, shared).await;
 }
 
 /// Serves one connection over any byte stream (`peer` for the log) until it ends.
-async fn serve_stream<S>(stream: S, peer: Option<SocketAddr>, shared: Arc<Shared>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let handshake = RuntimeConnection::accept(stream, shared.server.clone());
+async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Shared>) {
+    let grace = shared.options.resume_grace;
+    let mut kind = Kind::Plain;
+    let admit = |request: &_| shared.sessions.admit(request, grace, &mut kind);
+    let handshake = RuntimeConnection::accept_with(stream, shared.server.clone(), admit);
     let mut conn = match tokio::time::timeout(shared.options.handshake_timeout, handshake).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -43,9 +54,45 @@ where
             return;
         }
     };
-    tracing::info!(peer = %Peer(peer), "connection accepted");
+    let owner = match kind {
+        Kind::Plain => None,
+        Kind::New(owner) => {
+            conn.enable_resume(Arc::clone(&owner.window));
+            Some(owner)
+        }
+        Kind::Resume(attach, received) => {
+            // The socket goes to the task that owns the session; this one is done.
+            tracing::info!(peer = %Peer(peer), "connection resumes a session");
+            if attach.send(Attach { conn, received }).await.is_err() {
+                tracing::debug!("the session ended while its client resumed it");
+            }
+            return;
+        }
+    };
+    tracing::info!(peer = %Peer(peer), resumable = owner.is_some(), "connection accepted");
     let opened = tokio::time::Instant::now();
     let mut state = State::new(conn.backlog().clone(), shared);
+    let why = match owner {
+        Some(owner) => serve_resumable(&mut conn, &mut state, owner).await,
+        None => {
+            serve_plain(&mut conn, &mut state).await;
+            Refusal::Ended
+        }
+    };
+    if let Some(c) = &state.cancel {
+        let _ = c.send(true);
+    }
+    tracing::debug!(why = why.token(), "session over");
+    tracing::info!(
+        peer = %Peer(peer),
+        requests = state.requests,
+        duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "connection closed"
+    );
+}
+
+/// The loop of a connection that cannot be resumed: until it ends.
+async fn serve_plain(conn: &mut RuntimeConnection<BoxIo>, state: &mut State) {
     loop {
         while state.tasks.try_join_next().is_some() {}
         tokio::select! {
@@ -60,15 +107,87 @@ where
             }
         }
     }
-    if let Some(c) = &state.cancel {
-        let _ = c.send(true);
+}
+
+/// The loop of a resumable session: it outlives a lost connection for the grace period,
+/// while its request goes on and what it sends waits in the replay buffer, and takes the
+/// socket of a client that resumes it. Returns why it is over.
+async fn serve_resumable(
+    conn: &mut RuntimeConnection<BoxIo>,
+    state: &mut State,
+    mut owner: Owner,
+) -> Refusal {
+    let grace = state.shared.options.resume_grace;
+    let max_replay = state.shared.options.max_replay;
+    let mut parked_until: Option<tokio::time::Instant> = None;
+    // Set once the session was given up: it can no longer be resumed.
+    let mut over: Option<Refusal> = None;
+    loop {
+        while state.tasks.try_join_next().is_some() {}
+        let expiry = parked_until.unwrap_or_else(far_future);
+        tokio::select! {
+            step = conn.next() => match step {
+                None => break,
+                Some(Step::Event(event)) => {
+                    if !state.on_event(conn.session(), event) {
+                        break;
+                    }
+                }
+                Some(Step::Detached) => {
+                    tracing::info!(grace = ?grace, "connection lost; the session waits to be resumed");
+                    parked_until = Some(tokio::time::Instant::now() + grace);
+                }
+            },
+            Some((request, cmd)) = state.mailbox.recv() => {
+                apply(conn.session(), &state.watcher, request, cmd);
+                if conn.is_detached() && conn.replay_bytes() > max_replay {
+                    tracing::info!(limit = max_replay, "replay buffer full while no client was attached; request cancelled");
+                    give_up(conn, state, &owner, Refusal::Overflowed, &mut over);
+                    parked_until = None;
+                }
+            }
+            Some(Attach { conn: socket, received }) = owner.attach.recv() => {
+                if let Some(refusal) = over {
+                    socket.refuse(refusal).await;
+                    continue;
+                }
+                match conn.resume(socket, received).await {
+                    Ok(()) => {
+                        tracing::info!(received, "session resumed");
+                        parked_until = None;
+                    }
+                    Err(refusal) => tracing::info!(why = refusal.token(), "resumption refused"),
+                }
+            }
+            () = tokio::time::sleep_until(expiry), if parked_until.is_some() => {
+                tracing::info!("session not resumed within the grace period; request cancelled");
+                give_up(conn, state, &owner, Refusal::Expired, &mut over);
+                parked_until = None;
+            }
+        }
     }
-    tracing::info!(
-        peer = %Peer(peer),
-        requests = state.requests,
-        duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "connection closed"
-    );
+    let why = over.unwrap_or(Refusal::Ended);
+    state.shared.sessions.remove(&owner.id, why);
+    why
+}
+
+/// Gives a detached session up: no client can resume it from now on (told `why`), and it
+/// ends as if its connection had just closed.
+fn give_up(
+    conn: &mut RuntimeConnection<BoxIo>,
+    state: &State,
+    owner: &Owner,
+    why: Refusal,
+    over: &mut Option<Refusal>,
+) {
+    state.shared.sessions.remove(&owner.id, why);
+    *over = Some(why);
+    conn.abandon();
+}
+
+/// An instant no grace period reaches (a disabled branch of `select!` still needs one).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// A peer's address for the log (`unknown` when the socket could not say).
@@ -260,7 +379,7 @@ mod tests {
         buffer: usize,
     ) -> (Client, tokio::task::JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(buffer);
-        let served = tokio::spawn(serve_stream(server, None, shared));
+        let served = tokio::spawn(serve_stream(Box::new(server), None, shared));
         let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
             .await
             .expect("handshake");

@@ -38,6 +38,7 @@ mod http;
 mod mailbox;
 mod request;
 mod scripted;
+mod sessions;
 mod uploads;
 
 use std::fmt;
@@ -125,6 +126,15 @@ pub struct RuntimeOptions {
     /// connection keeps; larger frames still arrive whole. Default 4 KiB (tungstenite's
     /// 128 KiB made each idle connection cost about 140 KB).
     pub read_buffer_size: usize,
+    /// How long a resumable session outlives a lost connection (its request goes on, what it
+    /// sends waits for the client), for clients that ask for resumption at the handshake
+    /// (the repository's `docs/resume.md`). Zero: resumption is not granted. Default 60 s.
+    pub resume_grace: Duration,
+    /// Bytes a resumable session may hold for a client that is not attached; past it the
+    /// session can no longer be resumed and its request is cancelled. Producers wait at
+    /// [`max_buffered`](Self::max_buffered) as for any client, so only what cannot wait (a
+    /// terminal, heartbeats, artifact requests) goes past that. Default 2 MiB.
+    pub max_replay: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -145,6 +155,8 @@ impl Default for RuntimeOptions {
             max_write_buffer: (64 << 20) + (1 << 20),
             listen_backlog: 1024,
             read_buffer_size: runtimeuse_tokio::server::DEFAULT_SERVER_READ_BUFFER,
+            resume_grace: Duration::from_secs(60),
+            max_replay: 2 << 20,
         }
     }
 }
@@ -165,6 +177,8 @@ pub(crate) struct Shared {
     handler: Arc<dyn AgentHandler>,
     options: RuntimeOptions,
     server: ServerConfig,
+    /// The resumable sessions.
+    sessions: sessions::Sessions,
 }
 
 impl Shared {
@@ -186,6 +200,7 @@ impl Shared {
             handler,
             options,
             server,
+            sessions: sessions::Sessions::default(),
         }
     }
 }

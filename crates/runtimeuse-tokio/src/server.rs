@@ -15,21 +15,35 @@
 //! [`ServerConfig::write_stall_timeout`] while frames wait for it is dropped. Pings are
 //! answered one at a time: while a pong waits to be written, nothing more is read, so a ping
 //! flood from a client that does not read costs one pong.
+//!
+//! # Resumable sessions
+//!
+//! [`enable_resume`](RuntimeConnection::enable_resume) keeps every data frame sent until the
+//! client acknowledges it ([`runtimeuse_proto::resume`], the repository's `docs/resume.md`),
+//! acknowledges the client's frames, and makes [`next`](RuntimeConnection::next) report a
+//! lost connection as [`Step::Detached`] instead of ending the session: the session goes on
+//! without a socket, what it sends waits in the replay buffer (and counts in the backlog), and
+//! [`resume`](RuntimeConnection::resume) attaches the socket of a resuming client.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use runtimeuse_proto::Input;
+use runtimeuse_proto::resume::{self, Refusal, ReplayBuffer};
 use runtimeuse_proto::runtime::{RuntimeConfig, RuntimeEvent, RuntimeOutput, RuntimeSession};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use runtimeuse_async::Backend;
 use runtimeuse_async::conn::{CLOSE_AFTER_FAILURE, CLOSE_AFTER_SUCCESS, Conn, Incoming};
@@ -93,11 +107,85 @@ impl Default for ServerConfig {
     }
 }
 
+/// What the application decides about a handshake
+/// ([`RuntimeConnection::accept_with`]), once the token (when one is set) was found right.
+#[derive(Debug)]
+pub enum Admit {
+    /// Accept it, with these extra response headers.
+    Accept(Vec<(&'static str, String)>),
+    /// Refuse it.
+    Refuse {
+        /// The HTTP status.
+        status: u16,
+        /// Extra response headers.
+        headers: Vec<(&'static str, String)>,
+        /// The response's body, a sentence for people.
+        body: String,
+    },
+}
+
+impl Admit {
+    /// The refusal of a resumption: its status, its token in
+    /// [`REFUSED_HEADER`](resume::REFUSED_HEADER) and its sentence.
+    pub fn refuse_resume(refusal: Refusal) -> Self {
+        Self::Refuse {
+            status: refusal.status(),
+            headers: vec![(resume::REFUSED_HEADER, refusal.token().to_owned())],
+            body: refusal.message(),
+        }
+    }
+}
+
+/// The replay window of a resumable session, shared with whoever judges resuming handshakes
+/// before their socket reaches the connection: the frames a resuming client may say it
+/// processed, from the acknowledged count to the sent count. Kept up to date as frames are
+/// sent and acknowledged.
+#[derive(Debug, Default)]
+pub struct ReplayWindow {
+    acked: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl ReplayWindow {
+    /// Whether a client that processed `received` frames can be served. (The connection
+    /// judges again when the socket arrives: the window may have moved.)
+    pub fn contains(&self, received: u64) -> bool {
+        let acked = self.acked.load(Ordering::Relaxed);
+        let sent = self.sent.load(Ordering::Relaxed);
+        (acked..=sent).contains(&received)
+    }
+
+    fn set(&self, acked: u64, sent: u64) {
+        self.acked.store(acked, Ordering::Relaxed);
+        self.sent.store(sent, Ordering::Relaxed);
+    }
+}
+
+/// What [`RuntimeConnection::next`] produced. Closed, as the core's `Output` is: a new kind
+/// of step breaks the loops that drive connections, on purpose.
+// An event is as large as `Option<RuntimeEvent>` was, and is moved once: not worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Step {
+    /// A request of the client.
+    Event(RuntimeEvent),
+    /// The connection of a resumable session was lost: the session goes on without a socket
+    /// until [`resume`](RuntimeConnection::resume) or [`abandon`](RuntimeConnection::abandon).
+    Detached,
+}
+
 /// One accepted connection and its runtime session.
 #[derive(Debug)]
 pub struct RuntimeConnection<S> {
     conn: Conn<WebSocketStream<Metered<S>>, Tokio>,
     session: RuntimeSession,
+    /// The frames sent and not acknowledged, when the session is resumable, and their window
+    /// as others see it.
+    replay: Option<(ReplayBuffer<Message>, Arc<ReplayWindow>)>,
+    /// The client's data frames processed (counted when the session is resumable).
+    received: u64,
+    /// The socket was lost and the session goes on without one.
+    detached: bool,
     events: VecDeque<RuntimeEvent>,
     deadline: std::time::Instant,
     backlog: Backlog,
@@ -169,6 +257,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Adds headers to a handshake response; a value that cannot be a header is left out.
+fn add_headers(
+    map: &mut tokio_tungstenite::tungstenite::http::HeaderMap,
+    headers: Vec<(&'static str, String)>,
+) {
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    for (name, value) in headers {
+        match HeaderValue::from_str(&value) {
+            Ok(v) => {
+                map.insert(HeaderName::from_static(name), v);
+            }
+            Err(_) => tracing::warn!(header = name, "response header value refused"),
+        }
     }
 }
 
@@ -251,6 +355,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
     ///
     /// [`Error::WebSocket`] if the handshake fails or the token is missing or wrong.
     pub async fn accept(stream: S, config: ServerConfig) -> Result<Self, Error> {
+        Self::accept_with(stream, config, |_| Admit::Accept(Vec::new())).await
+    }
+
+    /// Runs the WebSocket handshake, checking the token (when set) and then asking `decide`,
+    /// which sees the request's headers and may add response headers or refuse.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WebSocket`] if the handshake fails, the token is missing or wrong, or `decide`
+    /// refused.
+    pub async fn accept_with(
+        stream: S,
+        config: ServerConfig,
+        decide: impl FnOnce(&Request) -> Admit + Unpin,
+    ) -> Result<Self, Error> {
         let max = config.runtime.max_frame_size;
         let mut ws_config = WebSocketConfig::default()
             .max_message_size(Some(max))
@@ -263,13 +382,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
         let token = config.token.clone();
         // The shape of this callback (and its large error type) is tungstenite's.
         #[allow(clippy::result_large_err)]
-        let check = move |request: &Request, response: Response| match &token {
-            Some(t) if !authorized(request, t) => {
+        let check = move |request: &Request, mut response: Response| {
+            if let Some(t) = &token
+                && !authorized(request, t)
+            {
                 let mut refusal = ErrorResponse::new(Some("missing or wrong token".into()));
                 *refusal.status_mut() = StatusCode::UNAUTHORIZED;
-                Err(refusal)
+                return Err(refusal);
             }
-            _ => Ok(response),
+            match decide(request) {
+                Admit::Accept(headers) => {
+                    add_headers(response.headers_mut(), headers);
+                    Ok(response)
+                }
+                Admit::Refuse {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    let mut refusal = ErrorResponse::new(Some(body));
+                    *refusal.status_mut() =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                    add_headers(refusal.headers_mut(), headers);
+                    Err(refusal)
+                }
+            }
         };
         let stream = Metered {
             inner: stream,
@@ -285,6 +422,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
         Ok(Self {
             conn: Conn::new(ws),
             session: RuntimeSession::new(config.runtime, now),
+            replay: None,
+            received: 0,
+            detached: false,
             events: VecDeque::new(),
             deadline: now,
             backlog,
@@ -335,7 +475,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
     /// It sends what the session queued while it reads the client's frames; it reads none while
     /// more than [`ServerConfig::max_queued_for_reading`] bytes wait for the client, so that
     /// what the session answers to them cannot pile up.
+    ///
+    /// A resumable session's lost connection is not an event here: the session goes on without
+    /// a socket (use [`next`](Self::next) to see it).
     pub async fn next_event(&mut self) -> Option<RuntimeEvent> {
+        loop {
+            match self.next().await? {
+                Step::Event(e) => return Some(e),
+                Step::Detached => {}
+            }
+        }
+    }
+
+    /// [`next_event`](Self::next_event), and [`Step::Detached`] when the connection of a
+    /// resumable session is lost (not closed normally, and no end of session asked). Cancel
+    /// safe.
+    pub async fn next(&mut self) -> Option<Step> {
         loop {
             self.drain();
             if let Some(e) = self.events.pop_front() {
@@ -344,7 +499,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                     // time: an idle connection keeps no room for them.
                     self.events = VecDeque::new();
                 }
-                return Some(e);
+                return Some(Step::Event(e));
             }
             if self.session.is_finished() {
                 if let Err(e) = self.flush().await {
@@ -355,22 +510,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 }
                 continue;
             }
+            if self.detached {
+                // No socket: only the session's timers (heartbeats) move it.
+                tokio::time::sleep_until(self.deadline.into()).await;
+                self.session.handle_input(Input::Timeout(Tokio::now()));
+                continue;
+            }
             let incoming = match poll_fn(|cx| self.poll_step(cx)).await {
                 Ok(incoming) => incoming,
                 Err(e) => {
                     tracing::debug!(error = %e, "send failed");
+                    if self.detaches() {
+                        return Some(Step::Detached);
+                    }
                     self.send_failed(&e).await;
                     continue;
                 }
             };
             let now = Tokio::now();
             match incoming {
-                Incoming::Data(m) => self.session.handle_input(Incoming::input(&m, now)),
+                Incoming::Data(m) => {
+                    self.session.handle_input(Incoming::input(&m, now));
+                    if self.replay.is_some() {
+                        self.received += 1;
+                        let ack = resume::ack_payload(self.received);
+                        self.conn.queue_message(Message::Ping(ack.into()));
+                    }
+                }
                 Incoming::Pong => self.session.handle_input(Input::Pong(now)),
                 Incoming::Deadline => self.session.handle_input(Input::Timeout(now)),
                 Incoming::Closed(err) => {
                     if let Some(e) = err {
                         tracing::debug!(error = %e, "client connection failed");
+                    }
+                    if self.detaches() {
+                        return Some(Step::Detached);
                     }
                     // Answer the client's close, or say why its frame was refused (1007,
                     // 1009), before the session reports the end.
@@ -379,6 +553,106 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 }
             }
         }
+    }
+
+    /// Makes the session resumable: every data frame sent is kept until the client
+    /// acknowledges it, and the client's frames are acknowledged; `window` follows what is
+    /// kept. Call right after the handshake that granted resumption, before anything was sent.
+    pub fn enable_resume(&mut self, window: Arc<ReplayWindow>) {
+        self.replay = Some((ReplayBuffer::new(), window));
+    }
+
+    /// Whether the session goes on without a socket ([`Step::Detached`]).
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// Bytes of the frames sent and not acknowledged (0 unless resumable).
+    pub fn replay_bytes(&self) -> usize {
+        self.replay.as_ref().map_or(0, |(r, _)| r.bytes())
+    }
+
+    /// Attaches the socket of a client that resumes this session, having processed `received`
+    /// of its data frames: any older socket still attached is closed (code
+    /// [`CLOSE_SUPERSEDED`](resume::CLOSE_SUPERSEDED)); the new one gets an acknowledgement of
+    /// the client's frames processed here, then every frame after `received`, then the live
+    /// stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::OutOfWindow`] when `received` is outside the [`ReplayWindow`]
+    /// (the new socket is closed with code [`CLOSE_REFUSED`](resume::CLOSE_REFUSED)), and
+    /// [`Refusal::UnknownSession`] when this session is not resumable.
+    pub async fn resume(&mut self, mut other: Self, received: u64) -> Result<(), Refusal> {
+        let refusal = match &self.replay {
+            None => Some(Refusal::UnknownSession),
+            Some((r, _)) if !r.in_window(received) => Some(Refusal::OutOfWindow),
+            Some(_) => None,
+        };
+        if let Some(refusal) = refusal {
+            let code = resume::CLOSE_REFUSED;
+            other
+                .conn
+                .close_with(code, refusal.token(), CLOSE_AFTER_FAILURE)
+                .await;
+            return Err(refusal);
+        }
+        if !self.detached {
+            let code = resume::CLOSE_SUPERSEDED;
+            self.conn
+                .close_with(code, "resumed elsewhere", CLOSE_AFTER_FAILURE)
+                .await;
+        }
+        std::mem::swap(&mut self.conn, &mut other.conn);
+        drop(other);
+        let frames = match self.replay.as_mut() {
+            Some((r, window)) => {
+                let frames = r.replay_after(received)?;
+                window.set(r.acked(), r.sent());
+                frames
+            }
+            None => return Err(Refusal::UnknownSession),
+        };
+        let ack = resume::ack_payload(self.received);
+        self.conn.queue_message(Message::Ping(ack.into()));
+        for frame in frames {
+            self.conn.queue_message(frame);
+        }
+        self.detached = false;
+        self.stall = Stall::default();
+        self.count();
+        Ok(())
+    }
+
+    /// Refuses the resumption this connection's handshake asked for: closes it with code
+    /// [`CLOSE_REFUSED`](resume::CLOSE_REFUSED) and the refusal's token as the reason.
+    pub async fn refuse(mut self, refusal: Refusal) {
+        let code = resume::CLOSE_REFUSED;
+        self.conn
+            .close_with(code, refusal.token(), CLOSE_AFTER_FAILURE)
+            .await;
+    }
+
+    /// Gives up a detached session: it ends as if its connection had just closed (its
+    /// request is cancelled).
+    pub fn abandon(&mut self) {
+        self.detached = false;
+        self.session
+            .handle_input(Input::TransportClosed(Tokio::now()));
+        self.drain();
+    }
+
+    /// After the socket was lost: whether the session goes on without it (resumable, not
+    /// ending, and the client did not close normally).
+    fn detaches(&mut self) -> bool {
+        let closed_normally = self.conn.peer_close_code() == Some(CloseCode::Normal);
+        if self.replay.is_none() || self.session.is_ending() || closed_normally {
+            return false;
+        }
+        tracing::debug!("connection lost; the session waits for its client to resume");
+        self.detached = true;
+        self.stall = Stall::default();
+        true
     }
 
     /// Sends and reads at once: the next frame (or deadline) read, or a failed send.
@@ -390,7 +664,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             // The send above is pending on the socket: its progress wakes this.
             return Poll::Pending;
         }
-        self.conn.poll_recv(cx, self.deadline).map(Ok)
+        let polled = self.conn.poll_recv(cx, self.deadline).map(Ok);
+        self.take_ack();
+        polled
+    }
+
+    /// Forgets the frames the client acknowledged (in a ping) since the last look.
+    fn take_ack(&mut self) {
+        let Some((replay, window)) = &mut self.replay else {
+            return;
+        };
+        let newest = self
+            .conn
+            .take_pings()
+            .filter_map(|p| resume::parse_ack(&p))
+            .max();
+        if let Some(count) = newest
+            && replay.ack(count)
+        {
+            window.set(replay.acked(), replay.sent());
+            self.count();
+        }
     }
 
     /// After a failed send: the session counts as closed; a stalled client is let go at once.
@@ -411,7 +705,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
     fn drain(&mut self) {
         loop {
             match self.session.poll_output() {
-                RuntimeOutput::Transmit(t) => self.conn.queue(t),
+                RuntimeOutput::Transmit(t) => {
+                    let message = Conn::<WebSocketStream<Metered<S>>, Tokio>::message(t);
+                    if let Some((replay, window)) = &mut self.replay
+                        && message.is_text()
+                    {
+                        replay.push(message.clone(), message.len());
+                        window.set(replay.acked(), replay.sent());
+                    }
+                    if !self.detached {
+                        self.conn.queue_message(message);
+                    }
+                }
                 RuntimeOutput::Event(e) => self.events.push_back(e),
                 RuntimeOutput::Timeout(at) => {
                     self.deadline = at;
@@ -422,9 +727,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
         }
     }
 
-    /// Brings the backlog up to date with the queue.
+    /// Brings the backlog up to date with the queue (with the frames not acknowledged, for a
+    /// resumable session: they are held until then).
     fn count(&mut self) {
-        let now = self.conn.queued_bytes();
+        let now = match &self.replay {
+            // The queued frames are among them (all but the acknowledgement pings).
+            Some((replay, _)) => replay.bytes().max(self.conn.queued_bytes()),
+            None => self.conn.queued_bytes(),
+        };
         if now > self.counted {
             self.backlog.add(now - self.counted);
         } else {
