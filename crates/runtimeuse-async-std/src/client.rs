@@ -8,6 +8,7 @@ use std::time::Instant;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::smol::ClientStream;
 use futures_io::{AsyncRead, AsyncWrite};
+use runtimeuse_async::tungstenite::http::HeaderMap;
 use runtimeuse_async::{Backend, ClientSettings, Error};
 use runtimeuse_client_core::read_ahead;
 
@@ -37,8 +38,11 @@ impl Backend for AsyncIo {
         Pin::new(timer).poll(cx).map(|_| ())
     }
 
-    async fn connect(settings: &ClientSettings) -> Result<Self::Socket, Error> {
-        let (request, config) = settings.handshake()?;
+    async fn connect(
+        settings: &ClientSettings,
+        extra: &[(&'static str, String)],
+    ) -> Result<(Self::Socket, HeaderMap), Error> {
+        let (request, config) = settings.handshake_with(extra)?;
         let (host, port) = settings.host_and_port(&request)?;
         settings.require_tls(&request, cfg!(feature = "__rustls"))?;
         #[cfg(feature = "__rustls")]
@@ -52,14 +56,14 @@ impl Backend for AsyncIo {
             .map_err(Error::Connect)?;
         // Small frames go out at once (async-tungstenite's own connect leaves Nagle on).
         tcp.set_nodelay(true).map_err(Error::Connect)?;
-        let (ws, _response) = async_tungstenite::smol::client_async_tls_with_connector_and_config(
+        let (ws, response) = async_tungstenite::smol::client_async_tls_with_connector_and_config(
             request,
             ReadAheadStream::new(tcp),
             connector,
             Some(config),
         )
         .await?;
-        Ok(ws)
+        Ok((ws, response.into_parts().0.headers))
     }
 }
 

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, Stream};
+use tungstenite::http::HeaderMap;
 use tungstenite::{Error as WsError, Message};
 
 use crate::{ClientSettings, Error};
@@ -35,11 +36,13 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()>;
 
     /// Connects to `settings.url` (TCP, TLS for `wss://`, the WebSocket handshake with the
-    /// settings' headers and limits; [`ClientSettings::handshake`] builds the request). The
-    /// connect timeout is applied by the caller.
+    /// settings' headers and limits, and the `extra` headers;
+    /// [`ClientSettings::handshake_with`] builds the request). Returns the socket and the
+    /// headers of the handshake's response. The connect timeout is applied by the caller.
     fn connect(
         settings: &ClientSettings,
-    ) -> impl Future<Output = Result<Self::Socket, Error>> + Send;
+        extra: &[(&'static str, String)],
+    ) -> impl Future<Output = Result<(Self::Socket, HeaderMap), Error>> + Send;
 }
 
 /// Runs `fut` for at most `limit`: `None` if the limit passed first.

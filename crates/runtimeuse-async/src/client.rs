@@ -4,8 +4,11 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use runtimeuse_client_core::resume::Resumption;
 use runtimeuse_proto as proto;
+use runtimeuse_proto::resume::{RESUME_HEADER, RESUME_VERSION};
 use runtimeuse_proto::{CommandExecutionResult, QueryResult};
+use tungstenite::http::HeaderMap;
 
 use crate::Error;
 use crate::backend::{Backend, timeout};
@@ -56,6 +59,31 @@ impl<B> From<ClientSettings> for Client<B> {
     }
 }
 
+/// Connects to the runtime with these extra handshake headers, within the connect timeout:
+/// the socket and the response's headers.
+///
+/// # Errors
+///
+/// As [`Client::session`].
+pub(crate) async fn connect<B: Backend>(
+    s: &ClientSettings,
+    extra: &[(&'static str, String)],
+) -> Result<(B::Socket, HeaderMap), Error> {
+    // Boxed: connecting (TLS, the handshake) takes a future of about 20 KB, which would
+    // otherwise stay inline in every call's future for as long as the call runs.
+    timeout::<B, _>(s.connect_timeout, Box::pin(B::connect(s, extra)))
+        .await
+        .ok_or(Error::ConnectTimeout(s.connect_timeout))?
+        .map_err(|e| match e {
+            // Name resolution and TCP, as the blocking client reports them; what fails once
+            // connected (TLS: invalid data; a handshake cut short) stays a WebSocket error.
+            Error::WebSocket(tungstenite::Error::Io(io)) if !after_connect(&io) => {
+                Error::Connect(io)
+            }
+            e => e,
+        })
+}
+
 /// Whether an I/O error of a connection attempt happened after the TCP connection was up.
 fn after_connect(e: &std::io::Error) -> bool {
     use std::io::ErrorKind as K;
@@ -99,22 +127,18 @@ impl<B: Backend> Client<B> {
     /// WebSocket handshake fails.
     pub async fn session(&self) -> Result<Session<B>, Error> {
         let s = &self.inner;
-        // Boxed: connecting (TLS, the handshake) takes a future of about 20 KB, which would
-        // otherwise stay inline in every call's future for as long as the call runs.
-        let ws = timeout::<B, _>(s.connect_timeout, Box::pin(B::connect(s)))
-            .await
-            .ok_or(Error::ConnectTimeout(s.connect_timeout))?
-            .map_err(|e| match e {
-                // Name resolution and TCP, as the blocking client reports them; what fails
-                // once connected (TLS: invalid data; a handshake cut short) stays a WebSocket
-                // error.
-                Error::WebSocket(tungstenite::Error::Io(io)) if !after_connect(&io) => {
-                    Error::Connect(io)
-                }
-                e => e,
-            })?;
+        let ask = [(RESUME_HEADER, RESUME_VERSION.to_owned())];
+        let extra: &[_] = if s.resume { &ask } else { &[] };
+        let (ws, headers) = connect::<B>(s, extra).await?;
         tracing::debug!(url = %s.display_url(), "connected");
-        Ok(Session::new(ws, s.session.clone()))
+        let mut session = Session::new(ws, s.session.clone());
+        if s.resume {
+            match Resumption::granted(&headers, B::now()) {
+                Some(granted) => session.make_resumable(granted, Arc::clone(&self.inner)),
+                None => tracing::debug!("the runtime did not grant resumption"),
+            }
+        }
+        Ok(session)
     }
 
     /// Connects, runs one query, and closes: the Python client's `query`.

@@ -35,6 +35,7 @@ mod backend;
 mod client;
 pub mod conn;
 mod options;
+mod reconnect;
 mod session;
 
 pub use backend::{Backend, timeout};

@@ -21,9 +21,13 @@ use crate::backend::{Backend, timeout};
 use crate::{AbortHandle, Error};
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_wait};
 
+use crate::ClientSettings;
 use crate::conn::{Conn, Incoming};
 use crate::options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
+use crate::reconnect::{self, Resuming};
 use runtimeuse_client_core::callbacks::{AsyncCallbacks as Callbacks, AsyncUploader as UploaderFn};
+use runtimeuse_client_core::resume::Resumption;
+use std::sync::Arc;
 
 /// A persistent session over one connection: sequential queries and command batches, then a
 /// graceful [`close`](Self::close).
@@ -49,6 +53,10 @@ pub struct Session<B: Backend> {
     span: tracing::Span,
     /// A clock reading shared by frames read back to back, and how many used it.
     clock: Option<(std::time::Instant, u32)>,
+    /// The client side of a resumable session, when the runtime granted one.
+    resume: Option<Box<Resuming<B>>>,
+    /// While reconnecting: the timer of the session's deadline (the socket's is gone).
+    reconnect_timer: Option<B::Timer>,
 }
 
 /// How many back-to-back frames may share one clock reading.
@@ -75,7 +83,20 @@ impl<B: Backend> Session<B> {
             upload_timeout: None,
             span: tracing::Span::none(),
             clock: None,
+            resume: None,
+            reconnect_timer: None,
         }
+    }
+
+    /// Makes this session resumable, as the runtime granted at the handshake.
+    pub(crate) fn make_resumable(&mut self, granted: Resumption, settings: Arc<ClientSettings>) {
+        self.resume = Some(Box::new(Resuming::new(granted, settings)));
+    }
+
+    /// Whether the runtime granted resumption to this session (see
+    /// [`ClientBuilder::resume`](crate::ClientBuilder::resume)).
+    pub fn is_resumable(&self) -> bool {
+        self.resume.is_some()
     }
 
     /// A handle that cancels the request in flight from anywhere.
@@ -434,6 +455,11 @@ impl<B: Backend> Session<B> {
         uploader: Option<&UploaderFn>,
     ) -> Poll<Option<Result<RequestEvent, Error>>> {
         loop {
+            if let Some((attempts, received)) =
+                self.resume.as_mut().and_then(|r| r.reconnected.take())
+            {
+                return Poll::Ready(Some(Ok(RequestEvent::Reconnected { attempts, received })));
+            }
             ready!(self.poll_upload(cx));
             let event = match ready!(self.poll_event(cx)) {
                 Ok(e) => e,
@@ -478,19 +504,19 @@ impl<B: Backend> Session<B> {
     #[inline]
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, Error>> {
         loop {
-            let conn = &mut self.conn;
-            let mut next = self.requests.drain(|t| conn.queue(t));
+            let mut next = self.drain();
             if let Poll::Ready(Err(e)) = self.conn.poll_flush(cx) {
                 tracing::debug!(error = %e, "send failed");
-                let now = B::now();
-                self.requests
-                    .session()
-                    .handle_input(Input::TransportClosed(now));
                 if let Some(event) = next.take() {
                     self.requests.unread(event);
                 }
-                let conn = &mut self.conn;
-                next = self.requests.drain(|t| conn.queue(t));
+                if !self.lose_connection(B::now()) {
+                    let now = B::now();
+                    self.requests
+                        .session()
+                        .handle_input(Input::TransportClosed(now));
+                }
+                next = self.drain();
             }
             if let Some(e) = next {
                 return Poll::Ready(Ok(e));
@@ -502,14 +528,27 @@ impl<B: Backend> Session<B> {
                 self.requests.abort(B::now());
                 continue;
             }
+            if self.resume.as_ref().is_some_and(|r| r.state.is_lost()) {
+                ready!(self.poll_reconnect(cx));
+                continue;
+            }
             match self.conn.poll_recv(cx, self.requests.deadline()) {
                 Poll::Ready(incoming) => {
+                    if matches!(incoming, Incoming::Closed(_)) && self.lose_connection(B::now()) {
+                        continue;
+                    }
                     self.feed(incoming);
                     // The common case, one frame and one event with nothing to send: hand it
                     // out at once. The deadline is brought up to date by the next call's
                     // drain, before the socket is read again.
-                    let conn = &mut self.conn;
-                    if let Some(e) = self.requests.quick_event(|t| conn.queue(t)) {
+                    let (conn, resume) = (&mut self.conn, &mut self.resume);
+                    let quick = self.requests.quick_event(|t| {
+                        if let Some(r) = resume {
+                            r.on_transmit(&t);
+                        }
+                        conn.queue(t);
+                    });
+                    if let Some(e) = quick {
                         return Poll::Ready(Ok(e));
                     }
                 }
@@ -528,6 +567,93 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// Hands the core's output to the socket (noting what a resumable session sends): the
+    /// next event, if any.
+    fn drain(&mut self) -> Option<Event> {
+        let (conn, resume) = (&mut self.conn, &mut self.resume);
+        self.requests.drain(|t| {
+            if let Some(r) = resume {
+                r.on_transmit(&t);
+            }
+            conn.queue(t);
+        })
+    }
+
+    /// The connection ended or failed: whether the session goes on reconnecting (resumable,
+    /// not ending, and the runtime did not close it on purpose) rather than closing.
+    fn lose_connection(&mut self, now: std::time::Instant) -> bool {
+        let ending = self.requests.session().is_ending() || self.requests.is_finished();
+        let Some(r) = &mut self.resume else {
+            return false;
+        };
+        if ending || !reconnect::resumable_after(self.conn.peer_close_code()) {
+            return false;
+        }
+        if !r.state.is_lost() {
+            tracing::info!("connection lost; resuming the session");
+            r.state.lost(now);
+        }
+        true
+    }
+
+    /// Drives a reconnection and the session's timers meanwhile: `Ready` once the session
+    /// resumed on a new connection, gave up (the core then reports the connection closed), or
+    /// a timer of the session fired.
+    fn poll_reconnect(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(r) = &mut self.resume else {
+            return Poll::Ready(());
+        };
+        match r.poll(cx) {
+            Poll::Ready(Ok((socket, count))) => {
+                let now = B::now();
+                let attempts = r.state.attempts();
+                match r.state.resumed(count, now) {
+                    Ok(frames) => {
+                        self.conn = Conn::new(socket);
+                        for frame in frames {
+                            self.conn
+                                .queue_message(tungstenite::Message::Text(frame.into()));
+                        }
+                        r.reconnected = Some((attempts, r.state.received()));
+                        self.reconnect_timer = None;
+                        tracing::info!(attempts, received = r.state.received(), "session resumed");
+                        // The new connection is alive: a ping that waited on the old one is answered.
+                        self.requests.session().handle_input(Input::Pong(now));
+                    }
+                    Err(refusal) => {
+                        tracing::info!(why = refusal.token(), "could not resume the session");
+                        self.give_up(now);
+                    }
+                }
+                return Poll::Ready(());
+            }
+            Poll::Ready(Err(_)) => {
+                self.give_up(B::now());
+                return Poll::Ready(());
+            }
+            Poll::Pending => {}
+        }
+        let deadline = self.requests.deadline();
+        let timer = self
+            .reconnect_timer
+            .get_or_insert_with(|| B::timer(deadline));
+        B::reset(timer, deadline);
+        ready!(B::poll_timer(timer, cx));
+        self.requests
+            .session()
+            .handle_input(Input::Timeout(B::now()));
+        Poll::Ready(())
+    }
+
+    /// Resuming failed: the session ends as its connection did.
+    fn give_up(&mut self, now: std::time::Instant) {
+        self.resume = None;
+        self.reconnect_timer = None;
+        self.requests
+            .session()
+            .handle_input(Input::TransportClosed(now));
+    }
+
     fn feed(&mut self, incoming: Incoming) {
         let now = match incoming {
             Incoming::Data(_) => self.data_clock(),
@@ -536,6 +662,17 @@ impl<B: Backend> Session<B> {
                 B::now()
             }
         };
+        if let Some(r) = &mut self.resume {
+            for ping in self.conn.take_pings() {
+                r.state.on_ping(&ping);
+            }
+            if matches!(incoming, Incoming::Data(_))
+                && let Some(ack) = r.state.on_received(now)
+            {
+                self.conn
+                    .queue_message(tungstenite::Message::Ping(ack.into()));
+            }
+        }
         let session = self.requests.session();
         match incoming {
             Incoming::Data(m) => session.handle_input(Incoming::input(&m, now)),

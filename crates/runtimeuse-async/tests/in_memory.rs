@@ -39,7 +39,10 @@ impl Backend for Memory {
         timer.as_mut().poll(cx)
     }
 
-    async fn connect(_: &ClientSettings) -> Result<Self::Socket, Error> {
+    async fn connect(
+        _: &ClientSettings,
+        _: &[(&'static str, String)],
+    ) -> Result<(Self::Socket, runtimeuse_async::tungstenite::http::HeaderMap), Error> {
         Err(Error::Config(
             "in-memory sessions are made by the test".into(),
         ))

@@ -32,6 +32,7 @@ mod error;
 pub mod options;
 pub mod read_ahead;
 pub mod requests;
+pub mod resume;
 mod settings;
 
 pub use abort::AbortHandle;

@@ -43,6 +43,10 @@ pub struct ClientSettings {
     pub native_roots: bool,
     /// The protocol settings of each session.
     pub session: proto::Config,
+    /// Whether to ask the runtime for resumable sessions (the repository's
+    /// `docs/resume.md`): a session then survives a lost connection, the client reconnecting
+    /// within the runtime's grace period. The async clients only, for now.
+    pub resume: bool,
     /// A rustls configuration to use as it is for `wss://` (client certificates, custom
     /// verification), instead of the one built from the roots above.
     #[cfg(feature = "rustls")]
@@ -141,6 +145,7 @@ impl ClientSettings {
             webpki_roots: cfg!(feature = "webpki-roots"),
             native_roots: cfg!(feature = "native-roots"),
             session: proto::Config::default(),
+            resume: false,
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -161,6 +166,26 @@ impl ClientSettings {
             ));
         }
         Ok(())
+    }
+
+    /// The handshake request (URL and headers, with these extra ones) and the WebSocket limits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a bad URL, header name or header value.
+    pub fn handshake_with(
+        &self,
+        extra: &[(&'static str, String)],
+    ) -> Result<(Request, WebSocketConfig), Error> {
+        let (mut request, config) = self.handshake()?;
+        for (name, value) in extra {
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| Error::Config(format!("header value for {name}: {e}")))?;
+            request
+                .headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
+        Ok((request, config))
     }
 
     /// The handshake request (URL and headers) and the WebSocket limits.
@@ -368,6 +393,23 @@ impl<C: From<ClientSettings>> ClientBuilder<C> {
         let max = self.settings.max_frame_size;
         self.settings.session = config;
         self.settings.session.max_frame_size = max;
+        self
+    }
+
+    /// Asks the runtime for resumable sessions (default: no). A runtime that grants it
+    /// (`runtimeuse serve` does) keeps a session whose connection was lost for its grace
+    /// period (60 s by default), with its request running; the client reconnects with backoff
+    /// within it, gets every frame it missed, and sends again what the runtime did not get.
+    /// The caller sees only [`RequestEvent::Reconnected`](proto::RequestEvent::Reconnected) in
+    /// an event stream. A runtime that does not know the extension (the upstream one) sees no
+    /// difference. The async clients only, for now: the blocking client does not ask.
+    ///
+    /// Off by default while the blocking client and the CLI do not speak it: a default should
+    /// be the same in every client, and a client that resumes waits up to the grace period
+    /// before reporting a runtime that went away for good.
+    #[must_use]
+    pub fn resume(mut self, enabled: bool) -> Self {
+        self.settings.resume = enabled;
         self
     }
 

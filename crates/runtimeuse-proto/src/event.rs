@@ -144,6 +144,14 @@ pub enum RequestEvent {
     RuntimeError(RuntimeError),
     /// The runtime asks where to upload an artifact (whatever request it belongs to).
     ArtifactUploadRequest(ArtifactUploadRequest),
+    /// The connection was lost and the client resumed the session on a new one (resumable
+    /// sessions only): nothing was lost. A diagnostic; the request goes on.
+    Reconnected {
+        /// The connections tried before one resumed the session.
+        attempts: u32,
+        /// The runtime's data frames the client had processed when it resumed.
+        received: u64,
+    },
     /// The query's result: the last item.
     Result(QueryResult),
     /// The command batch's result: the last item.

@@ -22,6 +22,7 @@ use runtimeuse_runtime::{
 };
 
 pub mod bench;
+pub mod cut;
 pub mod fault;
 pub mod flood;
 pub mod mock_provider;
@@ -297,6 +298,13 @@ impl HttpServer {
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// How many uploads to `path` were received so far.
+    pub fn uploads_to(&self, path: &str) -> usize {
+        self.uploads
+            .lock()
+            .map_or(0, |u| u.iter().filter(|u| u.path == path).count())
     }
 
     /// The upload to `path` received so far, without waiting. The server records an upload

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use runtimeuse_async::tungstenite::http::HeaderMap;
 use runtimeuse_async::{Backend, ClientSettings, Error};
 use runtimeuse_client_core::read_ahead;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -36,8 +37,11 @@ impl Backend for Tokio {
         timer.as_mut().poll(cx)
     }
 
-    async fn connect(settings: &ClientSettings) -> Result<Self::Socket, Error> {
-        let (request, config) = settings.handshake()?;
+    async fn connect(
+        settings: &ClientSettings,
+        extra: &[(&'static str, String)],
+    ) -> Result<(Self::Socket, HeaderMap), Error> {
+        let (request, config) = settings.handshake_with(extra)?;
         let (host, port) = settings.host_and_port(&request)?;
         settings.require_tls(&request, cfg!(feature = "__rustls"))?;
         #[cfg(feature = "__rustls")]
@@ -49,7 +53,7 @@ impl Backend for Tokio {
         tcp.set_nodelay(true).map_err(Error::Connect)?;
         let stream = ReadAheadStream::new(tcp);
         #[cfg(feature = "__rustls")]
-        let (ws, _response) = tokio_tungstenite::client_async_tls_with_config(
+        let (ws, response) = tokio_tungstenite::client_async_tls_with_config(
             request,
             stream,
             Some(config),
@@ -57,13 +61,13 @@ impl Backend for Tokio {
         )
         .await?;
         #[cfg(not(feature = "__rustls"))]
-        let (ws, _response) = tokio_tungstenite::client_async_with_config(
+        let (ws, response) = tokio_tungstenite::client_async_with_config(
             request,
             MaybeTlsStream::Plain(stream),
             Some(config),
         )
         .await?;
-        Ok(ws)
+        Ok((ws, response.into_parts().0.headers))
     }
 }
 

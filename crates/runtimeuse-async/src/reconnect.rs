@@ -1,0 +1,140 @@
+//! The async client's side of resumable sessions: reconnecting within the runtime's grace
+//! period. The bookkeeping is `runtimeuse_client_core::resume`; this module connects.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use runtimeuse_client_core::resume::Resumption;
+use runtimeuse_proto::Transmit;
+use runtimeuse_proto::resume::{self, Refusal};
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::backend::{Backend, timeout};
+use crate::client::connect;
+use crate::options::BoxFuture;
+use crate::{ClientSettings, Error};
+
+/// A resumable session's client side: the bookkeeping, the settings to reconnect with, and
+/// the reconnection in progress.
+pub(crate) struct Resuming<B: Backend> {
+    pub(crate) state: Resumption,
+    settings: Arc<ClientSettings>,
+    attempt: Option<BoxFuture<Attempt<B>>>,
+    /// A resumption that succeeded, until the caller's event stream shows it.
+    pub(crate) reconnected: Option<(u32, u64)>,
+}
+
+/// How one reconnection went.
+pub(crate) enum Attempt<B: Backend> {
+    /// The runtime took the session back; it processed this many of the client's frames.
+    Resumed(B::Socket, u64),
+    /// The runtime refused: the session is gone.
+    Refused(Refusal),
+    /// It did not work this time (the runtime unreachable, a connection cut short).
+    Failed(Error),
+}
+
+impl<B: Backend> Resuming<B> {
+    pub(crate) fn new(state: Resumption, settings: Arc<ClientSettings>) -> Self {
+        Self {
+            state,
+            settings,
+            attempt: None,
+            reconnected: None,
+        }
+    }
+
+    /// Notes a frame the client sends.
+    pub(crate) fn on_transmit(&mut self, t: &Transmit) {
+        if let Transmit::Text(text) = t {
+            self.state.on_sent(text);
+        }
+    }
+
+    /// Polls the reconnection: `Ready(Ok(..))` once one resumed the session, `Ready(Err(..))`
+    /// once the session is gone (refused, or the grace period over).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(B::Socket, u64), Error>> {
+        loop {
+            if let Some(attempt) = &mut self.attempt {
+                let outcome = std::task::ready!(attempt.as_mut().poll(cx));
+                self.attempt = None;
+                match outcome {
+                    Attempt::Resumed(socket, count) => return Poll::Ready(Ok((socket, count))),
+                    Attempt::Refused(refusal) => {
+                        tracing::info!(
+                            why = refusal.token(),
+                            "the runtime refused to resume the session"
+                        );
+                        return Poll::Ready(Err(Error::ConnectionClosed));
+                    }
+                    Attempt::Failed(e) => {
+                        tracing::debug!(error = %e, attempt = self.state.attempts(), "reconnection failed");
+                    }
+                }
+            }
+            let Some(wait) = self.state.next_attempt(B::now()) else {
+                tracing::info!(grace = ?self.state.grace(), "no reconnection within the grace period");
+                return Poll::Ready(Err(Error::ConnectionClosed));
+            };
+            let settings = Arc::clone(&self.settings);
+            let headers = self.state.resume_headers();
+            self.attempt = Some(Box::pin(attempt::<B>(settings, headers, wait)));
+        }
+    }
+}
+
+/// One reconnection, after `wait`.
+async fn attempt<B: Backend>(
+    settings: Arc<ClientSettings>,
+    headers: [(&'static str, String); 2],
+    wait: Duration,
+) -> Attempt<B> {
+    if !wait.is_zero() {
+        timeout::<B, _>(wait, std::future::pending::<()>()).await;
+    }
+    let mut socket = match connect::<B>(&settings, &headers).await {
+        Ok((socket, _)) => socket,
+        Err(Error::WebSocket(tungstenite::Error::Http(response))) => {
+            return match Resumption::refusal(response.headers()) {
+                Some(refusal) => Attempt::Refused(refusal),
+                // The token is refused: trying again will not change that.
+                None if response.status().as_u16() == 401 => {
+                    Attempt::Refused(Refusal::UnknownSession)
+                }
+                None => Attempt::Failed(Error::WebSocket(tungstenite::Error::Http(response))),
+            };
+        }
+        Err(e) => return Attempt::Failed(e),
+    };
+    // The runtime's first frame is its count of the client's frames.
+    match timeout::<B, _>(settings.connect_timeout, socket.next()).await {
+        Some(Some(Ok(Message::Ping(payload)))) => match resume::parse_ack(&payload) {
+            Some(count) => Attempt::Resumed(socket, count),
+            None => Attempt::Failed(Error::ConnectionClosed),
+        },
+        Some(Some(Ok(Message::Close(Some(frame)))))
+            if u16::from(frame.code) == resume::CLOSE_REFUSED =>
+        {
+            Attempt::Refused(Refusal::from_token(&frame.reason).unwrap_or(Refusal::OutOfWindow))
+        }
+        Some(Some(Err(e))) => Attempt::Failed(Error::WebSocket(e)),
+        _ => Attempt::Failed(Error::ConnectionClosed),
+    }
+}
+
+/// Whether a connection that ended with this close code from the runtime (if any) may be
+/// resumed: not after a normal close (the runtime ended the session) nor after another
+/// connection took the session over.
+pub(crate) fn resumable_after(code: Option<CloseCode>) -> bool {
+    match code {
+        Some(CloseCode::Normal) => false,
+        Some(code) => {
+            let code = u16::from(code);
+            code != resume::CLOSE_SUPERSEDED && code != resume::CLOSE_REFUSED
+        }
+        None => true,
+    }
+}

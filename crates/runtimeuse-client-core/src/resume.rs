@@ -1,0 +1,247 @@
+//! The client's side of resumable sessions (the repository's `docs/resume.md`), sans-IO: what
+//! the runtime granted, the count of its frames processed and when to acknowledge them, the
+//! client's own frames kept until the runtime acknowledges them, and the reconnection schedule
+//! within the grace period. The adapters connect and move frames; every decision is here.
+
+use std::time::{Duration, Instant};
+
+use runtimeuse_proto::resume::{
+    self, GRACE_HEADER, RECEIVED_HEADER, REFUSED_HEADER, Refusal, ReplayBuffer, SESSION_HEADER,
+    SessionId,
+};
+use tungstenite::http::HeaderMap;
+
+/// The client acknowledges at least every this many frames of the runtime.
+pub const ACK_EVERY: u64 = 64;
+/// And at least this often while the runtime's frames arrive.
+pub const ACK_INTERVAL: Duration = Duration::from_secs(1);
+/// The first reconnection waits this long, each next one twice as long, up to
+/// [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest wait between two reconnections.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A resumable session's state on the client.
+#[derive(Debug)]
+pub struct Resumption {
+    id: SessionId,
+    grace: Duration,
+    /// The runtime's data frames processed.
+    received: u64,
+    /// The count last acknowledged, and when.
+    acked: u64,
+    acked_at: Instant,
+    /// The client's data frames, until the runtime acknowledges them.
+    sent: ReplayBuffer<String>,
+    /// Since when the connection is lost, and the reconnections tried.
+    lost: Option<(Instant, u32)>,
+}
+
+impl Resumption {
+    /// What a `101` granted: `Some` when its headers carry a session identifier.
+    pub fn granted(headers: &HeaderMap, now: Instant) -> Option<Self> {
+        let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let id = value(SESSION_HEADER)?.parse().ok()?;
+        let grace = value(GRACE_HEADER)
+            .and_then(|ms| ms.trim().parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
+        Some(Self {
+            id,
+            grace,
+            received: 0,
+            acked: 0,
+            acked_at: now,
+            sent: ReplayBuffer::new(),
+            lost: None,
+        })
+    }
+
+    /// How long the runtime keeps the session without a connection.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The runtime's data frames processed.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// A data frame goes out: it is kept until the runtime acknowledges it.
+    pub fn on_sent(&mut self, text: &str) {
+        self.sent.push(text.to_owned(), text.len());
+    }
+
+    /// A data frame of the runtime was processed. Returns the payload of an acknowledgement
+    /// ping to send, when one is due.
+    pub fn on_received(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.received += 1;
+        let due = self.received - self.acked >= ACK_EVERY
+            || now.saturating_duration_since(self.acked_at) >= ACK_INTERVAL;
+        due.then(|| self.ack_now(now))
+    }
+
+    /// The payload of an acknowledgement of every frame processed so far (for a connection
+    /// that goes quiet, say).
+    pub fn ack_now(&mut self, now: Instant) -> Vec<u8> {
+        self.acked = self.received;
+        self.acked_at = now;
+        resume::ack_payload(self.received)
+    }
+
+    /// A ping of the runtime arrived: an acknowledgement forgets the frames it covers.
+    pub fn on_ping(&mut self, payload: &[u8]) {
+        if let Some(count) = resume::parse_ack(payload) {
+            self.sent.ack(count);
+        }
+    }
+
+    /// The connection was lost: reconnections start (if they had not).
+    pub fn lost(&mut self, now: Instant) {
+        self.lost.get_or_insert((now, 0));
+    }
+
+    /// Whether the connection is lost and not resumed yet.
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_some()
+    }
+
+    /// How long to wait before the next reconnection, counting it; `None` once the grace
+    /// period (from the loss) is over: the session is gone.
+    pub fn next_attempt(&mut self, now: Instant) -> Option<Duration> {
+        let (since, attempts) = self.lost.as_mut()?;
+        let deadline = *since + self.grace;
+        if now >= deadline {
+            return None;
+        }
+        let wait = match *attempts {
+            0 => Duration::ZERO,
+            n => FIRST_BACKOFF
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(MAX_BACKOFF),
+        };
+        *attempts += 1;
+        Some(wait.min(deadline - now))
+    }
+
+    /// The reconnections tried since the loss.
+    pub fn attempts(&self) -> u32 {
+        self.lost.map_or(0, |(_, n)| n)
+    }
+
+    /// The headers of a resuming handshake.
+    pub fn resume_headers(&self) -> [(&'static str, String); 2] {
+        [
+            (SESSION_HEADER, self.id.to_string()),
+            (RECEIVED_HEADER, self.received.to_string()),
+        ]
+    }
+
+    /// The runtime took the session back and processed `runtime_received` of the client's
+    /// frames: returns the frames to send again, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::OutOfWindow`] when the count is not one the client can serve.
+    pub fn resumed(&mut self, runtime_received: u64, now: Instant) -> Result<Vec<String>, Refusal> {
+        let frames = self.sent.replay_after(runtime_received)?;
+        self.lost = None;
+        self.acked_at = now;
+        Ok(frames)
+    }
+
+    /// Why a resuming handshake was refused, from its response's headers (`None` when it does
+    /// not say: another failure, worth another try).
+    pub fn refusal(headers: &HeaderMap) -> Option<Refusal> {
+        let token = headers.get(REFUSED_HEADER)?.to_str().ok()?;
+        Refusal::from_token(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::http::HeaderValue;
+
+    fn granted(now: Instant) -> Resumption {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            SESSION_HEADER,
+            HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
+        );
+        headers.insert(GRACE_HEADER, HeaderValue::from_static("60000"));
+        Resumption::granted(&headers, now).expect("granted")
+    }
+
+    #[test]
+    fn nothing_is_granted_without_the_header() {
+        assert!(Resumption::granted(&HeaderMap::new(), Instant::now()).is_none());
+        let t0 = Instant::now();
+        let r = granted(t0);
+        assert_eq!(r.grace(), Duration::from_secs(60));
+        assert_eq!(r.resume_headers()[1], (RECEIVED_HEADER, "0".to_owned()));
+    }
+
+    #[test]
+    fn frames_are_acknowledged_every_64_or_every_second() {
+        let t0 = Instant::now();
+        let mut r = granted(t0);
+        let acks: Vec<_> = (0..130).filter_map(|_| r.on_received(t0)).collect();
+        assert_eq!(
+            acks,
+            vec![resume::ack_payload(64), resume::ack_payload(128)]
+        );
+        assert_eq!(
+            r.on_received(t0 + ACK_INTERVAL),
+            Some(resume::ack_payload(131))
+        );
+    }
+
+    #[test]
+    fn what_the_runtime_did_not_acknowledge_is_sent_again() {
+        let t0 = Instant::now();
+        let mut r = granted(t0);
+        r.on_sent("a");
+        r.on_sent("b");
+        r.on_sent("c");
+        r.on_ping(&resume::ack_payload(1));
+        r.on_ping(b"not an ack");
+        r.lost(t0);
+        assert_eq!(r.resumed(2, t0), Ok(vec!["c".to_owned()]));
+        assert!(!r.is_lost());
+        r.lost(t0);
+        assert_eq!(
+            r.resumed(0, t0),
+            Err(Refusal::OutOfWindow),
+            "frame 1 was acknowledged"
+        );
+    }
+
+    #[test]
+    fn reconnections_back_off_within_the_grace() {
+        let t0 = Instant::now();
+        let mut r = granted(t0);
+        assert_eq!(r.next_attempt(t0), None, "not lost");
+        r.lost(t0);
+        let waits: Vec<_> = (0..8).map(|_| r.next_attempt(t0).unwrap()).collect();
+        assert_eq!(waits[0], Duration::ZERO);
+        assert_eq!(waits[1], FIRST_BACKOFF);
+        assert_eq!(waits[2], FIRST_BACKOFF * 2);
+        assert_eq!(waits[7], MAX_BACKOFF);
+        assert_eq!(r.attempts(), 8);
+        let late = t0 + Duration::from_secs(59) + Duration::from_millis(900);
+        assert_eq!(
+            r.next_attempt(late),
+            Some(Duration::from_millis(100)),
+            "no wait past the grace"
+        );
+        assert_eq!(r.next_attempt(t0 + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn refusals_are_read_from_the_response() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Resumption::refusal(&headers), None);
+        headers.insert(REFUSED_HEADER, HeaderValue::from_static("expired"));
+        assert_eq!(Resumption::refusal(&headers), Some(Refusal::Expired));
+    }
+}
