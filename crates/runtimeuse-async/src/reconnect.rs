@@ -8,9 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use runtimeuse_client_core::resume::Resumption;
 use runtimeuse_proto::Transmit;
-use runtimeuse_proto::resume::{self, Refusal};
-use tungstenite::Message;
-use tungstenite::protocol::frame::coding::CloseCode;
+use runtimeuse_proto::resume::Refusal;
 
 use crate::backend::{Backend, timeout};
 use crate::client::connect;
@@ -98,12 +96,8 @@ async fn attempt<B: Backend>(
     let mut socket = match connect::<B>(&settings, &headers).await {
         Ok((socket, _)) => socket,
         Err(Error::WebSocket(tungstenite::Error::Http(response))) => {
-            return match Resumption::refusal(response.headers()) {
+            return match Resumption::refused(&response) {
                 Some(refusal) => Attempt::Refused(refusal),
-                // The token is refused: trying again will not change that.
-                None if response.status().as_u16() == 401 => {
-                    Attempt::Refused(Refusal::UnknownSession)
-                }
                 None => Attempt::Failed(Error::WebSocket(tungstenite::Error::Http(response))),
             };
         }
@@ -111,30 +105,12 @@ async fn attempt<B: Backend>(
     };
     // The runtime's first frame is its count of the client's frames.
     match timeout::<B, _>(settings.connect_timeout, socket.next()).await {
-        Some(Some(Ok(Message::Ping(payload)))) => match resume::parse_ack(&payload) {
-            Some(count) => Attempt::Resumed(socket, count),
-            None => Attempt::Failed(Error::ConnectionClosed),
+        Some(Some(Ok(message))) => match Resumption::first_frame(&message) {
+            Ok(count) => Attempt::Resumed(socket, count),
+            Err(Some(refusal)) => Attempt::Refused(refusal),
+            Err(None) => Attempt::Failed(Error::ConnectionClosed),
         },
-        Some(Some(Ok(Message::Close(Some(frame)))))
-            if u16::from(frame.code) == resume::CLOSE_REFUSED =>
-        {
-            Attempt::Refused(Refusal::from_token(&frame.reason).unwrap_or(Refusal::OutOfWindow))
-        }
         Some(Some(Err(e))) => Attempt::Failed(Error::WebSocket(e)),
         _ => Attempt::Failed(Error::ConnectionClosed),
-    }
-}
-
-/// Whether a connection that ended with this close code from the runtime (if any) may be
-/// resumed: not after a normal close (the runtime ended the session) nor after another
-/// connection took the session over.
-pub(crate) fn resumable_after(code: Option<CloseCode>) -> bool {
-    match code {
-        Some(CloseCode::Normal) => false,
-        Some(code) => {
-            let code = u16::from(code);
-            code != resume::CLOSE_SUPERSEDED && code != resume::CLOSE_REFUSED
-        }
-        None => true,
     }
 }

@@ -24,9 +24,9 @@ use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_wait};
 use crate::ClientSettings;
 use crate::conn::{Conn, Incoming};
 use crate::options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
-use crate::reconnect::{self, Resuming};
+use crate::reconnect::Resuming;
 use runtimeuse_client_core::callbacks::{AsyncCallbacks as Callbacks, AsyncUploader as UploaderFn};
-use runtimeuse_client_core::resume::Resumption;
+use runtimeuse_client_core::resume::{Resumption, resumable_after};
 use std::sync::Arc;
 
 /// A persistent session over one connection: sequential queries and command batches, then a
@@ -586,7 +586,7 @@ impl<B: Backend> Session<B> {
         let Some(r) = &mut self.resume else {
             return false;
         };
-        if ending || !reconnect::resumable_after(self.conn.peer_close_code()) {
+        if ending || !resumable_after(self.conn.peer_close_code()) {
             return false;
         }
         if !r.state.is_lost() {

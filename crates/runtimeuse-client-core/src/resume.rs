@@ -10,6 +10,7 @@ use runtimeuse_proto::resume::{
     SessionId,
 };
 use tungstenite::http::HeaderMap;
+use tungstenite::protocol::frame::coding::CloseCode;
 
 /// The client acknowledges at least every this many frames of the runtime.
 pub const ACK_EVERY: u64 = 64;
@@ -154,6 +155,45 @@ impl Resumption {
     pub fn refusal(headers: &HeaderMap) -> Option<Refusal> {
         let token = headers.get(REFUSED_HEADER)?.to_str().ok()?;
         Refusal::from_token(token)
+    }
+
+    /// Whether a resuming handshake answered with this response (not a `101`) ends the
+    /// session: a refusal, or a refused token (trying again would not change it). `None`:
+    /// worth another try.
+    pub fn refused(response: &tungstenite::handshake::client::Response) -> Option<Refusal> {
+        Self::refusal(response.headers())
+            .or((response.status().as_u16() == 401).then_some(Refusal::UnknownSession))
+    }
+
+    /// What the first frame after a resuming `101` says: the count of the client's frames the
+    /// runtime processed (`Ok`), a refusal that ends the session (`Err(Some(..))`), or nothing
+    /// usable, worth another try (`Err(None)`).
+    pub fn first_frame(message: &tungstenite::Message) -> Result<u64, Option<Refusal>> {
+        match message {
+            tungstenite::Message::Ping(payload) => resume::parse_ack(payload).ok_or(None),
+            tungstenite::Message::Close(Some(frame))
+                if u16::from(frame.code) == resume::CLOSE_REFUSED =>
+            {
+                Err(Some(
+                    Refusal::from_token(&frame.reason).unwrap_or(Refusal::OutOfWindow),
+                ))
+            }
+            _ => Err(None),
+        }
+    }
+}
+
+/// Whether a connection that ended with this close code from the runtime (if any) may be
+/// resumed: not after a normal close (the runtime ended the session) nor after another
+/// connection took the session over or the runtime refused this one.
+pub fn resumable_after(code: Option<CloseCode>) -> bool {
+    match code {
+        Some(CloseCode::Normal) => false,
+        Some(code) => {
+            let code = u16::from(code);
+            code != resume::CLOSE_SUPERSEDED && code != resume::CLOSE_REFUSED
+        }
+        None => true,
     }
 }
 

@@ -45,7 +45,7 @@ pub struct ClientSettings {
     pub session: proto::Config,
     /// Whether to ask the runtime for resumable sessions (the repository's
     /// `docs/resume.md`): a session then survives a lost connection, the client reconnecting
-    /// within the runtime's grace period. The async clients only, for now.
+    /// within the runtime's grace period.
     pub resume: bool,
     /// A rustls configuration to use as it is for `wss://` (client certificates, custom
     /// verification), instead of the one built from the roots above.
@@ -402,11 +402,13 @@ impl<C: From<ClientSettings>> ClientBuilder<C> {
     /// within it, gets every frame it missed, and sends again what the runtime did not get.
     /// The caller sees only [`RequestEvent::Reconnected`](proto::RequestEvent::Reconnected) in
     /// an event stream. A runtime that does not know the extension (the upstream one) sees no
-    /// difference. The async clients only, for now: the blocking client does not ask.
+    /// difference.
     ///
-    /// Off by default while the blocking client and the CLI do not speak it: a default should
-    /// be the same in every client, and a client that resumes waits up to the grace period
-    /// before reporting a runtime that went away for good.
+    /// Off by default: a client that resumes cannot tell a runtime that went away for good
+    /// (crashed, stopped) from a cut connection until its reconnections fail for the whole
+    /// grace period (60 s by default), so a program that wants failures at once, as every
+    /// earlier version reported them, keeps them; one that runs long requests through proxies
+    /// turns it on.
     #[must_use]
     pub fn resume(mut self, enabled: bool) -> Self {
         self.settings.resume = enabled;

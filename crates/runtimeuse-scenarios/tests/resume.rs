@@ -182,3 +182,39 @@ async fn artifact_uploads_are_answered_once_across_cuts() {
         }
     }
 }
+
+#[test]
+fn the_blocking_client_resumes_too() {
+    use runtimeuse_tungstenite::{Client, ExecuteCommandsOptions, RequestEvent};
+    let rt = runtimeuse_scenarios::served();
+    let tokio = tokio::runtime::Runtime::new().expect("tokio");
+    for (after, cut) in [
+        (0, Cut::Reset),
+        (3, Cut::Close),
+        (LINES as u64 - 1, Cut::Reset),
+    ] {
+        let proxy = tokio.block_on(CutProxy::start(&rt.url(), after, 1, cut));
+        let client = Client::builder(proxy.url()).resume(true).build();
+        let mut session = client.session().expect("session");
+        assert!(session.is_resumable());
+        let (mut stdout, mut reconnected, mut exit_code) = (String::new(), 0, None);
+        let events = session
+            .execute_commands_events([command()], ExecuteCommandsOptions::new())
+            .expect("start");
+        for item in events {
+            match item.unwrap_or_else(|e| panic!("cut after {after} ({cut:?}): {e}")) {
+                RequestEvent::CommandOutput(o) => stdout.push_str(&o.text),
+                RequestEvent::Reconnected { .. } => reconnected += 1,
+                RequestEvent::CommandResult(r) => exit_code = Some(r.results[0].exit_code),
+                _ => {}
+            }
+        }
+        assert_eq!(stdout, expected(), "cut after {after} ({cut:?})");
+        assert_eq!(
+            (reconnected, exit_code),
+            (1, Some(0)),
+            "cut after {after} ({cut:?})"
+        );
+        let _ = session.close().expect("close");
+    }
+}

@@ -1,5 +1,7 @@
 //! Connecting: [`Client`].
 
+use runtimeuse_client_core::resume::Resumption;
+use runtimeuse_proto::resume::{RESUME_HEADER, RESUME_VERSION};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +73,26 @@ impl Client {
     /// [`Error::Config`], [`Error::Connect`], [`Error::ConnectTimeout`], [`Error::WebSocket`].
     pub fn session(&self) -> Result<Session, Error> {
         let s = &self.inner;
-        let (request, config) = s.handshake()?;
+        let ask = [(RESUME_HEADER, RESUME_VERSION.to_owned())];
+        let extra: &[_] = if s.resume { &ask } else { &[] };
+        let (ws, headers) = self.connect(extra)?;
+        let mut session = Session::new(ws, s.session.clone());
+        if s.resume {
+            match Resumption::granted(&headers, crate::session::now()) {
+                Some(granted) => session.make_resumable(granted, self.clone()),
+                None => tracing::debug!("the runtime did not grant resumption"),
+            }
+        }
+        Ok(session)
+    }
+
+    /// Connects with these extra handshake headers: the socket and the response's headers.
+    pub(crate) fn connect(
+        &self,
+        extra: &[(&'static str, String)],
+    ) -> Result<(crate::session::Socket, tungstenite::http::HeaderMap), Error> {
+        let s = &self.inner;
+        let (request, config) = s.handshake_with(extra)?;
         let (host, port) = s.host_and_port(&request)?;
         s.require_tls(&request, cfg!(feature = "__rustls"))?;
         let tcp = connect_tcp(&host, port, s.connect_timeout)?;
@@ -80,11 +101,11 @@ impl Client {
             .map_err(Error::Connect)?;
         tcp.set_write_timeout(Some(s.connect_timeout))
             .map_err(Error::Connect)?;
-        let (ws, _) = self.handshake(request, tcp, config)?;
+        let (ws, response) = self.handshake(request, tcp, config)?;
         if let Some(t) = crate::session::tcp(&ws) {
             let _ = t.set_write_timeout(None);
         }
-        Ok(Session::new(ws, s.session.clone()))
+        Ok((ws, response.into_parts().0.headers))
     }
 
     fn handshake(

@@ -21,10 +21,12 @@ use tungstenite::{Message, WebSocket};
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_code, close_wait};
 
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
-use crate::{AbortHandle, Error};
+use crate::{AbortHandle, Client, Error};
 use runtimeuse_client_core::callbacks::{
     BlockingCallbacks as Callbacks, BlockingUploader as UploaderFn, upload_with,
 };
+use runtimeuse_client_core::resume::{Resumption, resumable_after};
+use runtimeuse_proto::resume::Refusal;
 
 /// The blocking client's WebSocket: over TLS when the URL is `wss://`, reading through a
 /// read-ahead buffer.
@@ -45,7 +47,7 @@ pub(crate) fn tcp(ws: &Socket) -> Option<&TcpStream> {
 const ABORT_POLL: Duration = Duration::from_millis(20);
 
 /// The current instant. The blocking client reads the clock; the core never does.
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     #[allow(clippy::disallowed_methods)]
     Instant::now()
 }
@@ -64,6 +66,16 @@ pub struct Session {
     /// What the close still owes the peer once `ended`: the reply to its close frame, or a
     /// close code saying why a frame was refused.
     owed: Owed,
+    /// The client side of a resumable session, when the runtime granted one.
+    resume: Option<Box<Resuming>>,
+}
+
+/// A resumable session's client side: the bookkeeping, and the client to reconnect with.
+struct Resuming {
+    state: Resumption,
+    client: Client,
+    /// A resumption that succeeded, until the caller's iterator shows it.
+    reconnected: Option<(u32, u64)>,
 }
 
 /// What the close still owes the peer.
@@ -94,7 +106,23 @@ impl Session {
             read_timeout: None,
             ended: false,
             owed: Owed::Nothing,
+            resume: None,
         }
+    }
+
+    /// Makes this session resumable, as the runtime granted at the handshake.
+    pub(crate) fn make_resumable(&mut self, granted: Resumption, client: Client) {
+        self.resume = Some(Box::new(Resuming {
+            state: granted,
+            client,
+            reconnected: None,
+        }));
+    }
+
+    /// Whether the runtime granted resumption to this session (see
+    /// [`ClientBuilder::resume`](crate::ClientBuilder::resume)).
+    pub fn is_resumable(&self) -> bool {
+        self.resume.is_some()
     }
 
     /// A handle that cancels the request in flight from another thread.
@@ -335,6 +363,11 @@ impl Session {
     /// The next item of request `id`; `None` once its terminal was handed out.
     fn next_item(&mut self, id: RequestId) -> Option<Result<RequestEvent, Error>> {
         loop {
+            if let Some((attempts, received)) =
+                self.resume.as_mut().and_then(|r| r.reconnected.take())
+            {
+                return Some(Ok(RequestEvent::Reconnected { attempts, received }));
+            }
             let event = match self.next_event() {
                 Ok(e) => e,
                 Err(e) => return Some(Err(e)),
@@ -357,6 +390,10 @@ impl Session {
             let mut next = self.drain();
             if let Err(e) = self.flush() {
                 tracing::debug!(error = %e, "send failed");
+                if self.lose_connection(None) {
+                    self.reconnect();
+                    continue;
+                }
                 self.requests
                     .session()
                     .handle_input(Input::TransportClosed(now()));
@@ -386,6 +423,35 @@ impl Session {
             self.set_read_timeout(wait);
             let read = self.ws.read();
             let now = now();
+            if let Some(r) = &mut self.resume {
+                match &read {
+                    Ok(Message::Text(_) | Message::Binary(_)) => {
+                        if let Some(ack) = r.state.on_received(now)
+                            && let Err(e) = self.ws.write(Message::Ping(ack.into()))
+                        {
+                            tracing::debug!(error = %e, "write failed");
+                        }
+                    }
+                    Ok(Message::Ping(p)) => r.state.on_ping(p),
+                    _ => {}
+                }
+            }
+            let lost = match &read {
+                Ok(Message::Close(frame)) => Some(frame.as_ref().map(|f| f.code)),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    None
+                }
+                Err(_) => Some(None),
+                Ok(_) => None,
+            };
+            if let Some(code) = lost
+                && self.lose_connection(code)
+            {
+                self.reconnect();
+                continue;
+            }
             let session = self.requests.session();
             match read {
                 Ok(Message::Text(t)) => session.handle_input(Input::ReceiveText(now, &t)),
@@ -411,6 +477,122 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The connection ended (with this close code from the runtime, if any) or failed:
+    /// whether the session goes on reconnecting (resumable, not ending, and the runtime did
+    /// not close it on purpose) rather than closing.
+    fn lose_connection(&mut self, code: Option<CloseCode>) -> bool {
+        let ending = self.requests.session().is_ending() || self.requests.is_finished();
+        let Some(r) = &mut self.resume else {
+            return false;
+        };
+        if ending || !resumable_after(code) {
+            return false;
+        }
+        if !r.state.is_lost() {
+            tracing::info!("connection lost; resuming the session");
+            r.state.lost(now());
+        }
+        true
+    }
+
+    /// Reconnects within the grace period, serving the session's timers and aborts
+    /// meanwhile; on success the session goes on over the new connection, else it ends as its
+    /// connection did.
+    fn reconnect(&mut self) {
+        loop {
+            let Some(r) = &mut self.resume else {
+                return;
+            };
+            let Some(wait) = r.state.next_attempt(now()) else {
+                tracing::info!(grace = ?r.state.grace(), "no reconnection within the grace period");
+                return self.give_up();
+            };
+            self.wait_serving_timers(wait);
+            let Some(r) = &mut self.resume else {
+                return;
+            };
+            match attempt(&r.client, &r.state) {
+                Attempt::Resumed(ws, count) => {
+                    let now = now();
+                    let attempts = r.state.attempts();
+                    let frames = match r.state.resumed(count, now) {
+                        Ok(frames) => frames,
+                        Err(refusal) => {
+                            tracing::info!(why = refusal.token(), "could not resume the session");
+                            return self.give_up();
+                        }
+                    };
+                    r.reconnected = Some((attempts, r.state.received()));
+                    tracing::info!(attempts, received = r.state.received(), "session resumed");
+                    self.ws = *ws;
+                    self.read_timeout = None;
+                    for frame in frames {
+                        if let Err(e) = self.ws.write(Message::Text(frame.into())) {
+                            tracing::debug!(error = %e, "write failed");
+                        }
+                    }
+                    self.requests.session().handle_input(Input::Pong(now));
+                    return;
+                }
+                Attempt::Refused(refusal) => {
+                    tracing::info!(
+                        why = refusal.token(),
+                        "the runtime refused to resume the session"
+                    );
+                    return self.give_up();
+                }
+                Attempt::Failed(e) => {
+                    tracing::debug!(error = %e, "reconnection failed");
+                }
+            }
+        }
+    }
+
+    /// Sleeps `wait`, feeding the session's timers (and an abort) as they come.
+    fn wait_serving_timers(&mut self, wait: Duration) {
+        let until = now() + wait;
+        loop {
+            let now = now();
+            if now >= until {
+                return;
+            }
+            if self.abort.take() {
+                self.requests.abort(now);
+            }
+            let deadline = self.requests.deadline();
+            if deadline <= now {
+                self.requests.session().handle_input(Input::Timeout(now));
+                // What the timers sent waits for the new connection (it is kept for it).
+                self.drain_kept();
+                continue;
+            }
+            std::thread::sleep(until.min(deadline).min(now + ABORT_POLL) - now);
+        }
+    }
+
+    /// Moves the core's transmits into the resumption's keeping only (no socket): for the
+    /// time without one. Events stay queued for the caller.
+    fn drain_kept(&mut self) {
+        let resume = &mut self.resume;
+        let next = self.requests.drain(|t| {
+            if let (Some(r), Transmit::Text(text)) = (resume.as_mut(), &t) {
+                r.state.on_sent(text);
+            }
+        });
+        if let Some(e) = next {
+            self.requests.unread(e);
+        }
+    }
+
+    /// Resuming failed: the session ends as its connection did.
+    fn give_up(&mut self) {
+        self.resume = None;
+        self.ended = true;
+        self.requests
+            .session()
+            .handle_input(Input::TransportClosed(now()));
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) {
@@ -439,8 +621,11 @@ impl Session {
 
     /// Moves the core's outputs to the socket and the event queue; the next event.
     fn drain(&mut self) -> Option<Event> {
-        let ws = &mut self.ws;
+        let (ws, resume) = (&mut self.ws, &mut self.resume);
         self.requests.drain(|t| {
+            if let (Some(r), Transmit::Text(text)) = (resume.as_mut(), &t) {
+                r.state.on_sent(text);
+            }
             let message = match t {
                 Transmit::Text(s) => Message::Text(s.into()),
                 Transmit::Ping => Message::Ping(Default::default()),
@@ -450,6 +635,42 @@ impl Session {
                 tracing::debug!(error = %e, "write failed");
             }
         })
+    }
+}
+
+/// How one reconnection went.
+enum Attempt {
+    /// The runtime took the session back; it processed this many of the client's frames.
+    Resumed(Box<Socket>, u64),
+    /// The runtime refused: the session is gone.
+    Refused(Refusal),
+    /// It did not work this time.
+    Failed(Error),
+}
+
+/// One reconnection of a resumable session.
+fn attempt(client: &Client, state: &Resumption) -> Attempt {
+    let mut ws = match client.connect(&state.resume_headers()) {
+        Ok((ws, _)) => ws,
+        Err(Error::WebSocket(tungstenite::Error::Http(response))) => {
+            return match Resumption::refused(&response) {
+                Some(refusal) => Attempt::Refused(refusal),
+                None => Attempt::Failed(Error::WebSocket(tungstenite::Error::Http(response))),
+            };
+        }
+        Err(e) => return Attempt::Failed(e),
+    };
+    if let Some(t) = tcp(&ws) {
+        let _ = t.set_read_timeout(Some(client.settings().connect_timeout));
+    }
+    // The runtime's first frame is its count of the client's frames.
+    match ws.read() {
+        Ok(message) => match Resumption::first_frame(&message) {
+            Ok(count) => Attempt::Resumed(Box::new(ws), count),
+            Err(Some(refusal)) => Attempt::Refused(refusal),
+            Err(None) => Attempt::Failed(Error::ConnectionClosed),
+        },
+        Err(e) => Attempt::Failed(Error::WebSocket(e)),
     }
 }
 
