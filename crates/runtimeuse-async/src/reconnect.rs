@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use runtimeuse_client_core::resume::Resumption;
+use runtimeuse_client_core::resume::{self, Resumption};
 use runtimeuse_proto::Transmit;
 use runtimeuse_proto::resume::Refusal;
 
@@ -70,6 +70,7 @@ impl<B: Backend> Resuming<B> {
                     }
                     Attempt::Failed(e) => {
                         tracing::debug!(error = %e, attempt = self.state.attempts(), "reconnection failed");
+                        self.state.failed(resume::connect_refused(&e));
                     }
                 }
             }

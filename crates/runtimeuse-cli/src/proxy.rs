@@ -298,6 +298,9 @@ async fn accept(
             .headers()
             .iter()
             .filter(|(name, _)| !HANDSHAKE_HEADERS.contains(&name.as_str()))
+            // Resumption (docs/resume.md) is between the client and the runtime over one
+            // connection each; the proxy's two connections cannot carry it, so it is not asked.
+            .filter(|(name, _)| !name.as_str().starts_with("runtimeuse-"))
             .filter_map(|(name, v)| Some((name.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
         opened = Some(Opened {

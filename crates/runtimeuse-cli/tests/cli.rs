@@ -656,3 +656,34 @@ fn a_session_notices_a_runtime_that_goes_away_while_it_waits_for_input() {
     );
     drop(stdin);
 }
+
+#[test]
+fn exec_resumes_a_cut_connection_and_no_resume_does_not() {
+    use runtimeuse_scenarios::cut::{Cut, CutProxy};
+    let rt = scripted();
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let target = format!("ws://127.0.0.1:{}", rt.port);
+    let command = "for i in $(seq 1 30); do echo $i; sleep 0.003; done";
+    let want: String = (1..=30).map(|i| format!("{i}\n")).collect();
+    let via = |proxy: &CutProxy, extra: &[&str]| {
+        bin()
+            .args(["exec", command, "--url", &proxy.url()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let proxy = tokio.block_on(CutProxy::start(&target, 10, 1, Cut::Reset));
+    let out = via(&proxy, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), want);
+    assert!(
+        text(&out.stderr).contains("connection lost; resumed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let proxy = tokio.block_on(CutProxy::start(&target, 10, 1, Cut::Reset));
+    let out = via(&proxy, &["--no-resume"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+}

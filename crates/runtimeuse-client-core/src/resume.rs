@@ -21,6 +21,9 @@ pub const ACK_INTERVAL: Duration = Duration::from_secs(1);
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between two reconnections.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Reconnections stop after this many in a row were refused at the TCP level: nothing
+/// listens at the runtime's address any more, so its sessions are gone with it.
+pub const MAX_REFUSED: u32 = 3;
 
 /// A resumable session's state on the client.
 #[derive(Debug)]
@@ -36,6 +39,8 @@ pub struct Resumption {
     sent: ReplayBuffer<String>,
     /// Since when the connection is lost, and the reconnections tried.
     lost: Option<(Instant, u32)>,
+    /// Reconnections refused at the TCP level in a row.
+    refused: u32,
 }
 
 impl Resumption {
@@ -54,6 +59,7 @@ impl Resumption {
             acked_at: now,
             sent: ReplayBuffer::new(),
             lost: None,
+            refused: 0,
         })
     }
 
@@ -109,6 +115,9 @@ impl Resumption {
     /// How long to wait before the next reconnection, counting it; `None` once the grace
     /// period (from the loss) is over: the session is gone.
     pub fn next_attempt(&mut self, now: Instant) -> Option<Duration> {
+        if self.refused >= MAX_REFUSED {
+            return None;
+        }
         let (since, attempts) = self.lost.as_mut()?;
         let deadline = *since + self.grace;
         if now >= deadline {
@@ -122,6 +131,11 @@ impl Resumption {
         };
         *attempts += 1;
         Some(wait.min(deadline - now))
+    }
+
+    /// A reconnection failed; `refused`: its TCP connection was refused (nothing listens).
+    pub fn failed(&mut self, refused: bool) {
+        self.refused = if refused { self.refused + 1 } else { 0 };
     }
 
     /// The reconnections tried since the loss.
@@ -146,6 +160,7 @@ impl Resumption {
     pub fn resumed(&mut self, runtime_received: u64, now: Instant) -> Result<Vec<String>, Refusal> {
         let frames = self.sent.replay_after(runtime_received)?;
         self.lost = None;
+        self.refused = 0;
         self.acked_at = now;
         Ok(frames)
     }
@@ -181,6 +196,12 @@ impl Resumption {
             _ => Err(None),
         }
     }
+}
+
+/// Whether connecting failed because nothing listens at the runtime's address (what
+/// [`Resumption::failed`] counts).
+pub fn connect_refused(e: &crate::Error) -> bool {
+    matches!(e, crate::Error::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// Whether a connection that ended with this close code from the runtime (if any) may be
@@ -275,6 +296,26 @@ mod tests {
             "no wait past the grace"
         );
         assert_eq!(r.next_attempt(t0 + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn a_runtime_that_refuses_connections_is_given_up_at_once() {
+        let t0 = Instant::now();
+        let mut r = granted(t0);
+        r.lost(t0);
+        for _ in 0..MAX_REFUSED - 1 {
+            assert!(r.next_attempt(t0).is_some());
+            r.failed(true);
+        }
+        r.failed(false);
+        assert!(
+            r.next_attempt(t0).is_some(),
+            "a failure of another kind resets the count"
+        );
+        for _ in 0..MAX_REFUSED {
+            r.failed(true);
+        }
+        assert_eq!(r.next_attempt(t0), None);
     }
 
     #[test]

@@ -57,7 +57,7 @@ async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Share
     let owner = match kind {
         Kind::Plain => None,
         Kind::New(owner) => {
-            conn.enable_resume(Arc::clone(&owner.window));
+            conn.enable_resume(Arc::clone(&owner.window), shared.options.max_replay);
             Some(owner)
         }
         Kind::Resume(attach, received) => {

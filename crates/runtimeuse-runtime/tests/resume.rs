@@ -338,3 +338,34 @@ async fn a_resumption_closes_the_connection_still_attached() {
     assert_eq!(seen.stdout, expected_stdout());
     runtime.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_acknowledges_still_gets_everything() {
+    // As behind a proxy that passed the request for resumption on but not the grant.
+    // Output waits at 8 KiB held for the client: unacknowledged frames held until then would
+    // stall the stream for good.
+    let mut options = quick();
+    options.max_buffered = 8 << 10;
+    options.max_replay = 4 << 10;
+    let runtime = start(options).await;
+    let (mut ws, _id) = resumable(&runtime.url()).await;
+    let mut stdout = String::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame within 20 s: the stream must not stall")
+            .expect("open")
+            .expect("read");
+        let Message::Text(t) = message else { continue };
+        let v: Value = serde_json::from_str(&t).expect("json");
+        match v["message_type"].as_str() {
+            Some("command_output_message") => {
+                stdout.push_str(v["text"].as_str().unwrap_or_default())
+            }
+            Some("command_execution_result_message") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(stdout, expected_stdout());
+    runtime.shutdown().await;
+}

@@ -186,6 +186,8 @@ pub struct RuntimeConnection<S> {
     received: u64,
     /// The socket was lost and the session goes on without one.
     detached: bool,
+    /// Most bytes kept for an attached client's acknowledgement.
+    replay_limit: usize,
     events: VecDeque<RuntimeEvent>,
     deadline: std::time::Instant,
     backlog: Backlog,
@@ -425,6 +427,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             replay: None,
             received: 0,
             detached: false,
+            replay_limit: usize::MAX,
             events: VecDeque::new(),
             deadline: now,
             backlog,
@@ -558,8 +561,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
     /// Makes the session resumable: every data frame sent is kept until the client
     /// acknowledges it, and the client's frames are acknowledged; `window` follows what is
     /// kept. Call right after the handshake that granted resumption, before anything was sent.
-    pub fn enable_resume(&mut self, window: Arc<ReplayWindow>) {
+    ///
+    /// A client that does not acknowledge (one behind a proxy that passed its request for
+    /// resumption on but not the runtime's answer, say) would hold its own stream up: once
+    /// more than `limit` bytes wait for its acknowledgement while it is attached, the session
+    /// stops being resumable instead.
+    pub fn enable_resume(&mut self, window: Arc<ReplayWindow>, limit: usize) {
         self.replay = Some((ReplayBuffer::new(), window));
+        self.replay_limit = limit;
     }
 
     /// Whether the session goes on without a socket ([`Step::Detached`]).
@@ -712,6 +721,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                     {
                         replay.push(message.clone(), message.len());
                         window.set(replay.acked(), replay.sent());
+                        if !self.detached && replay.bytes() > self.replay_limit {
+                            tracing::warn!(
+                                limit = self.replay_limit,
+                                "the client does not acknowledge what it receives; the session is no longer resumable"
+                            );
+                            window.set(u64::MAX, 0);
+                            self.replay = None;
+                        }
                     }
                     if !self.detached {
                         self.conn.queue_message(message);

@@ -25,7 +25,7 @@ use crate::{AbortHandle, Client, Error};
 use runtimeuse_client_core::callbacks::{
     BlockingCallbacks as Callbacks, BlockingUploader as UploaderFn, upload_with,
 };
-use runtimeuse_client_core::resume::{Resumption, resumable_after};
+use runtimeuse_client_core::resume::{Resumption, connect_refused, resumable_after};
 use runtimeuse_proto::resume::Refusal;
 
 /// The blocking client's WebSocket: over TLS when the URL is `wss://`, reading through a
@@ -545,6 +545,7 @@ impl Session {
                 }
                 Attempt::Failed(e) => {
                     tracing::debug!(error = %e, "reconnection failed");
+                    r.state.failed(connect_refused(&e));
                 }
             }
         }

@@ -48,6 +48,11 @@ pub(crate) struct ClientArgs {
     /// Print one JSON object per event per line on stdout (see `--help` of the command).
     #[arg(long)]
     pub(super) json: bool,
+    /// Do not ask the runtime for a resumable session. By default a lost connection is
+    /// resumed within the runtime's grace period (60 s for `serve`) and the request goes on;
+    /// with this flag it ends the request at once.
+    #[arg(long)]
+    pub(super) no_resume: bool,
 }
 
 /// `query`'s arguments.
@@ -180,7 +185,9 @@ pub(super) fn client(args: &ClientArgs) -> Result<Client, Failure> {
         (c, t) => c.or(t),
     };
     // No limit: a duration too long to be an instant is none.
-    let mut builder = Client::builder(url).connect_timeout(connect.unwrap_or(Duration::MAX));
+    let mut builder = Client::builder(url)
+        .connect_timeout(connect.unwrap_or(Duration::MAX))
+        .resume(!args.no_resume);
     if let Some(t) = &args.token {
         builder = builder.header("Authorization", format!("Bearer {t}"));
     }

@@ -75,6 +75,9 @@ impl Renderer for Human {
             }
             RequestEvent::CommandOutput(o) => emit(o.stream == OutputStream::Stderr, &o.text),
             RequestEvent::RuntimeError(e) => self.runtime_errors.push(e.error),
+            RequestEvent::Reconnected { attempts, .. } => {
+                note(&format!("connection lost; resumed (attempt {attempts})"));
+            }
             _ => {}
         }
     }
@@ -143,6 +146,9 @@ impl Renderer for Json {
             }
             RequestEvent::RuntimeError(e) => {
                 json!({"type": "runtime_error", "error": e.error, "metadata": e.metadata})
+            }
+            RequestEvent::Reconnected { attempts, received } => {
+                json!({"type": "reconnected", "attempts": attempts, "received": received})
             }
             _ => return,
         };
