@@ -592,6 +592,7 @@ impl<B: Backend> Session<B> {
         if !r.state.is_lost() {
             tracing::info!("connection lost; resuming the session");
             r.state.lost(now);
+            self.requests.session().pause_keepalive(now);
         }
         true
     }
@@ -617,8 +618,7 @@ impl<B: Backend> Session<B> {
                         r.reconnected = Some((attempts, r.state.received()));
                         self.reconnect_timer = None;
                         tracing::info!(attempts, received = r.state.received(), "session resumed");
-                        // The new connection is alive: a ping that waited on the old one is answered.
-                        self.requests.session().handle_input(Input::Pong(now));
+                        self.requests.session().resume_keepalive(now);
                     }
                     Err(refusal) => {
                         tracing::info!(why = refusal.token(), "could not resume the session");

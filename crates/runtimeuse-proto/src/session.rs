@@ -376,6 +376,28 @@ impl Session {
         Ok(())
     }
 
+    /// The adapter lost the connection of a resumable session and is re-establishing it
+    /// (the repository's `docs/resume.md`): keepalive pauses, since the adapter's
+    /// reconnections already find out whether the runtime is there, and a ping that waited for
+    /// its pong is forgotten. The request's own time limits run on. Call
+    /// [`resume_keepalive`](Self::resume_keepalive) once a new connection carries the session.
+    pub fn pause_keepalive(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        self.timers.stop(Timer::KeepAlive);
+        self.timers.stop(Timer::PongDeadline);
+    }
+
+    /// A new connection carries the session again: keepalive goes on from `now` (the next
+    /// ping an interval from now).
+    pub fn resume_keepalive(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        self.last_activity = now;
+        self.timers.stop(Timer::PongDeadline);
+        if let Some(interval) = self.config.keepalive_interval {
+            self.timers.set_opt(Timer::KeepAlive, after(now, interval));
+        }
+    }
+
     /// Ends the session gracefully: sends `end_session_message`, keeps surfacing artifact
     /// upload requests, and finishes on `end_session_confirm_message`, the connection closing,
     /// or [`Config::end_session_timeout`].

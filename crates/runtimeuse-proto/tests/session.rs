@@ -784,3 +784,45 @@ fn events_route_to_the_request_that_waits_for_them() {
         Routed::SessionEnded(SessionEnd::TransportClosed)
     ));
 }
+
+#[test]
+fn keepalive_pauses_while_the_adapter_reconnects_a_resumable_session() {
+    let mut config = Config::default();
+    config.keepalive_interval = Some(ms(100));
+    config.keepalive_timeout = ms(100);
+    config.request_idle_timeout = None;
+    let mut h = Harness::new(config);
+    let now = h.at(0);
+    h.session
+        .execute_commands(
+            CommandBatch::new(["sleep 60"]),
+            RequestOptions::default(),
+            now,
+        )
+        .unwrap();
+    h.drain();
+    // The ping goes out; its pong would be due 100 ms later, but the connection is lost.
+    h.tick(100);
+    assert_eq!(h.pings, 1);
+    let now = h.at(150);
+    h.session.pause_keepalive(now);
+    h.drain();
+    // Long past the pong's deadline and several intervals: no ping, no end.
+    for t in [200, 400, 1000, 5000] {
+        h.tick(t);
+    }
+    assert_eq!(h.pings, 1);
+    assert!(!h.session.is_finished());
+    assert_eq!(h.terminals(), 0);
+    // A new connection carries the session: keepalive resumes an interval later.
+    let now = h.at(5000);
+    h.session.resume_keepalive(now);
+    h.drain();
+    h.tick(5099);
+    assert_eq!(h.pings, 1);
+    h.tick(5100);
+    assert_eq!(h.pings, 2);
+    // And a dead connection is still noticed.
+    h.tick(5200);
+    assert!(h.session.is_finished());
+}

@@ -29,6 +29,22 @@ impl CutProxy {
     ///
     /// If no loopback port can be bound, or `target` has no `host:port`.
     pub async fn start(target: &str, after: u64, times: usize, cut: Cut) -> Self {
+        Self::start_delayed(target, after, times, cut, std::time::Duration::ZERO).await
+    }
+
+    /// As [`start`](Self::start), and every connection after the first waits `delay` before
+    /// it is forwarded (its handshake waits): a runtime that is unreachable for a while.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_delayed(
+        target: &str,
+        after: u64,
+        times: usize,
+        cut: Cut,
+        delay: std::time::Duration,
+    ) -> Self {
         let upstream = target
             .trim_start_matches("ws://")
             .split('/')
@@ -42,8 +58,17 @@ impl CutProxy {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
                 let limit = (served < times).then_some(after);
+                let wait = if served == 0 {
+                    std::time::Duration::ZERO
+                } else {
+                    delay
+                };
                 served += 1;
-                connections.spawn(forward(client, upstream.clone(), limit, cut));
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    forward(client, upstream, limit, cut).await;
+                });
             }
         });
         Self { addr, task }

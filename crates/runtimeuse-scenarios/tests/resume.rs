@@ -218,3 +218,33 @@ fn the_blocking_client_resumes_too() {
         let _ = session.close().expect("close");
     }
 }
+
+#[tokio::test]
+async fn keepalive_waits_for_a_reconnection_that_takes_longer_than_its_deadline() {
+    let rt = runtimeuse_scenarios::served();
+    // The runtime is unreachable for 800 ms after the cut; pings are due every 100 ms and
+    // unanswered ones fail the connection after 100 ms more.
+    let delay = std::time::Duration::from_millis(800);
+    let proxy = CutProxy::start_delayed(&rt.url(), 5, 1, Cut::Reset, delay).await;
+    let mut config = runtimeuse_tokio::Config::default();
+    config.keepalive_interval = Some(std::time::Duration::from_millis(100));
+    config.keepalive_timeout = std::time::Duration::from_millis(100);
+    let client = Client::builder(proxy.url())
+        .resume(true)
+        .session_config(config)
+        .build();
+    let mut session = client.session().await.expect("session");
+    let mut events = session
+        .execute_commands_events([command()], ExecuteCommandsOptions::new())
+        .expect("start");
+    let (mut stdout, mut reconnected) = (String::new(), 0);
+    while let Some(item) = events.next().await {
+        match item.expect("resumed despite the keepalive") {
+            RequestEvent::CommandOutput(o) => stdout.push_str(&o.text),
+            RequestEvent::Reconnected { .. } => reconnected += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(stdout, expected());
+    assert_eq!(reconnected, 1);
+}

@@ -493,6 +493,7 @@ impl Session {
         if !r.state.is_lost() {
             tracing::info!("connection lost; resuming the session");
             r.state.lost(now());
+            self.requests.session().pause_keepalive(now());
         }
         true
     }
@@ -533,7 +534,7 @@ impl Session {
                             tracing::debug!(error = %e, "write failed");
                         }
                     }
-                    self.requests.session().handle_input(Input::Pong(now));
+                    self.requests.session().resume_keepalive(now);
                     return;
                 }
                 Attempt::Refused(refusal) => {
