@@ -10,6 +10,10 @@
 //! 3. twenty clients whose commands write 100 MB each, never reading; then they leave, and
 //!    the RSS 10 s later;
 //! 4. twenty clients sending pings without reading;
+//! 5. twenty clients of resumable sessions (docs/resume.md) whose commands write 100 MB each,
+//!    never reading; their connections drop, and the sessions wait to be resumed (the memory
+//!    a session waiting to be resumed holds); then the grace (`--grace-secs`, default 5)
+//!    passes and they are given up;
 //!
 //! and during each, the time a fresh client's query takes. Options: `--secs N` (how long each
 //! row runs, default 8), `--clients N` (default 20), `--ping-secs N` (default 20).
@@ -23,6 +27,7 @@ mod common;
 use common::Serve;
 use common::raw::{PING, RawWs, TEXT, commands};
 use runtimeuse_scenarios::bench::arg;
+use std::net::Shutdown;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -120,6 +125,7 @@ fn main() {
     println!("runtime memory against clients that do not read ({bin}); RSS above idle");
     let mut queries = Vec::new();
 
+    let grace: f64 = arg("--grace-secs", 5.0);
     let row = Row::start(&bin);
     let clients = row.silent_clients(1, "yes | head -c 500000000");
     let peak = row.peak_during(secs.min(3.0));
@@ -183,6 +189,39 @@ fn main() {
     for t in threads {
         let _ = t.join();
     }
+
+    let grace_arg = format!("{grace}");
+    let rt = Serve::start_bin(&bin, None, &["--resume-grace", &grace_arg], &[]);
+    let mut row = Row { rt, idle: 0.0 };
+    row.query_secs();
+    row.idle = row.rss();
+    let clients: Vec<RawWs> = (0..n)
+        .map(|_| {
+            let mut ws = RawWs::connect_resumable(row.rt.port);
+            ws.text(&commands("yes | head -c 100000000"));
+            ws
+        })
+        .collect();
+    let attached = row.peak_during(secs);
+    // The connections drop without a close frame (a proxy cut them).
+    for ws in &clients {
+        let _ = ws.0.shutdown(Shutdown::Both);
+    }
+    drop(clients);
+    let parked = row.peak_during(grace.min(secs));
+    queries.push(row.query_secs());
+    let name = format!("{n} resumable clients, 100 MB each, never read: peak");
+    print(&name, attached, 256.0, "MiB");
+    let name = format!("  the {n} sessions waiting to be resumed: peak");
+    print(&name, parked, 4.0 * n as f64, "MiB");
+    // The grace passes; the sessions are given up, their commands killed, memory handed back.
+    std::thread::sleep(Duration::from_secs_f64(grace + 2.0));
+    print(
+        "  2 s after the grace passed (given up)",
+        row.above_idle(),
+        8.0,
+        "MiB",
+    );
 
     println!("  a fresh client's query during each row:");
     for (i, q) in queries.into_iter().enumerate() {

@@ -20,12 +20,22 @@ impl RawWs {
     }
 
     pub(crate) fn try_connect(port: u16) -> std::io::Result<Self> {
+        Self::try_connect_with(port, "")
+    }
+
+    /// A client that asks for a resumable session (docs/resume.md); it never acknowledges.
+    pub(crate) fn connect_resumable(port: u16) -> Self {
+        Self::try_connect_with(port, "runtimeuse-resume: 1\r\n").unwrap()
+    }
+
+    /// Connects with these extra header lines (each ending in CRLF).
+    fn try_connect_with(port: u16, extra: &str) -> std::io::Result<Self> {
         let mut tcp = TcpStream::connect(("127.0.0.1", port))?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
             tcp,
             "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         )?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
