@@ -34,6 +34,7 @@
 mod backend;
 mod client;
 pub mod conn;
+mod connect;
 mod options;
 mod reconnect;
 mod session;

@@ -11,7 +11,7 @@ use runtimeuse_proto::Transmit;
 use runtimeuse_proto::resume::Refusal;
 
 use crate::backend::{Backend, timeout};
-use crate::client::connect;
+use crate::connect::connect;
 use crate::options::BoxFuture;
 use crate::{ClientSettings, Error};
 

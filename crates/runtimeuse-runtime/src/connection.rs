@@ -11,7 +11,6 @@ use runtimeuse_tokio::server::{Backlog, RuntimeConnection, Step};
 use serde_json::json;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -21,15 +20,7 @@ use crate::artifacts::Watcher;
 use crate::mailbox::{Cmd, Mailbox, Outbox, Room, Terminal};
 use crate::request::{Env, env, run_commands, run_query};
 use crate::sessions::{Attach, Kind, Owner};
-
-/// A connection's byte stream: TCP, or an in-memory one in tests. Boxed, so that a resuming
-/// client's socket can be handed to the task that owns its session.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// A boxed [`Io`].
-pub(crate) type BoxIo = Box<dyn Io>;
+use crate::stream::BoxIo;
 
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {

@@ -39,6 +39,7 @@ mod mailbox;
 mod request;
 mod scripted;
 mod sessions;
+mod stream;
 mod uploads;
 
 use std::fmt;

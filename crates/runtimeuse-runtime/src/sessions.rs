@@ -15,7 +15,7 @@ use runtimeuse_tokio::server::{Admit, ReplayWindow, RuntimeConnection};
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio::sync::mpsc;
 
-use crate::connection::BoxIo;
+use crate::stream::BoxIo;
 
 /// Sessions gone (expired, overflowed, ended) are remembered this long, to tell a client that
 /// comes back why, instead of "unknown".

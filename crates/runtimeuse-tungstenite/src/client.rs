@@ -2,19 +2,16 @@
 
 use runtimeuse_client_core::resume::Resumption;
 use runtimeuse_proto::resume::{RESUME_HEADER, RESUME_VERSION};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
 
 use runtimeuse_client_core::ClientSettings;
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{CommandExecutionResult, QueryResult};
-use tungstenite::protocol::WebSocketConfig;
 
 use crate::Error;
+use crate::connect::connect;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
-use runtimeuse_client_core::read_ahead::ReadAheadStream;
 use runtimeuse_client_core::requests::{OneShotClose, close_after_one_shot};
 
 /// Builds a [`Client`] with non-default settings (headers, connect timeout, frame limit, root
@@ -75,72 +72,15 @@ impl Client {
         let s = &self.inner;
         let ask = [(RESUME_HEADER, RESUME_VERSION.to_owned())];
         let extra: &[_] = if s.resume { &ask } else { &[] };
-        let (ws, headers) = self.connect(extra)?;
+        let (ws, headers) = connect(s, extra)?;
         let mut session = Session::new(ws, s.session.clone());
         if s.resume {
             match Resumption::granted(&headers, crate::session::now()) {
-                Some(granted) => session.make_resumable(granted, self.clone()),
+                Some(granted) => session.make_resumable(granted, Arc::clone(&self.inner)),
                 None => tracing::debug!("the runtime did not grant resumption"),
             }
         }
         Ok(session)
-    }
-
-    /// Connects with these extra handshake headers: the socket and the response's headers.
-    pub(crate) fn connect(
-        &self,
-        extra: &[(&'static str, String)],
-    ) -> Result<(crate::session::Socket, tungstenite::http::HeaderMap), Error> {
-        let s = &self.inner;
-        let (request, config) = s.handshake_with(extra)?;
-        let (host, port) = s.host_and_port(&request)?;
-        s.require_tls(&request, cfg!(feature = "__rustls"))?;
-        let tcp = connect_tcp(&host, port, s.connect_timeout)?;
-        // The handshake gets the same limit; reads are timed per call afterwards.
-        tcp.set_read_timeout(Some(s.connect_timeout))
-            .map_err(Error::Connect)?;
-        tcp.set_write_timeout(Some(s.connect_timeout))
-            .map_err(Error::Connect)?;
-        let (ws, response) = self.handshake(request, tcp, config)?;
-        if let Some(t) = crate::session::tcp(&ws) {
-            let _ = t.set_write_timeout(None);
-        }
-        Ok((ws, response.into_parts().0.headers))
-    }
-
-    fn handshake(
-        &self,
-        request: tungstenite::handshake::client::Request,
-        tcp: TcpStream,
-        config: WebSocketConfig,
-    ) -> Result<
-        (
-            crate::session::Socket,
-            tungstenite::handshake::client::Response,
-        ),
-        Error,
-    > {
-        #[cfg(feature = "__rustls")]
-        let handshake = {
-            let connector = tungstenite::Connector::Rustls(Arc::new(self.inner.tls_config()?));
-            tungstenite::client_tls_with_config(
-                request,
-                ReadAheadStream::new(tcp),
-                Some(config),
-                Some(connector),
-            )
-        };
-        #[cfg(not(feature = "__rustls"))]
-        let handshake = {
-            let stream = tungstenite::stream::MaybeTlsStream::Plain(ReadAheadStream::new(tcp));
-            tungstenite::client::client_with_config(request, stream, Some(config))
-        };
-        handshake.map_err(|e| match e {
-            tungstenite::HandshakeError::Failure(e) => Error::WebSocket(e),
-            tungstenite::HandshakeError::Interrupted(_) => {
-                Error::ConnectTimeout(self.inner.connect_timeout)
-            }
-        })
     }
 
     /// Connects, runs one query, and closes.
@@ -207,22 +147,4 @@ fn finish(mut session: Session, close: OneShotClose) {
         }
         OneShotClose::Immediate(wait) => session.close_socket(wait),
     }
-}
-
-fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
-    let addrs = (host, port).to_socket_addrs().map_err(Error::Connect)?;
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(tcp) => {
-                let _ = tcp.set_nodelay(true);
-                return Ok(tcp);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                last = Some(Error::ConnectTimeout(timeout));
-            }
-            Err(e) => last = Some(Error::Connect(e)),
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::Config(format!("{host}: no address"))))
 }

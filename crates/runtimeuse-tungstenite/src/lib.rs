@@ -136,6 +136,7 @@
 #![warn(missing_debug_implementations)]
 
 mod client;
+mod connect;
 mod options;
 mod session;
 

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io::ErrorKind;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use runtimeuse_client_core::requests::{self, Between, Ending, Requests, Step};
@@ -13,34 +12,22 @@ use runtimeuse_proto::{
 };
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::stream::MaybeTlsStream;
 
-use runtimeuse_client_core::read_ahead::ReadAheadStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_code, close_wait};
 
+pub use crate::connect::Socket;
+use crate::connect::connect;
+use crate::connect::tcp;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
-use crate::{AbortHandle, Client, Error};
+use crate::{AbortHandle, ClientSettings, Error};
 use runtimeuse_client_core::callbacks::{
     BlockingCallbacks as Callbacks, BlockingUploader as UploaderFn, upload_with,
 };
 use runtimeuse_client_core::resume::{Resumption, connect_refused, resumable_after};
 use runtimeuse_proto::resume::Refusal;
-
-/// The blocking client's WebSocket: over TLS when the URL is `wss://`, reading through a
-/// read-ahead buffer.
-pub type Socket = WebSocket<MaybeTlsStream<ReadAheadStream<TcpStream>>>;
-
-/// The TCP socket under the WebSocket (and TLS), for its timeouts.
-pub(crate) fn tcp(ws: &Socket) -> Option<&TcpStream> {
-    match ws.get_ref() {
-        MaybeTlsStream::Plain(s) => Some(s.get_ref()),
-        #[cfg(feature = "__rustls")]
-        MaybeTlsStream::Rustls(s) => Some(s.sock.get_ref()),
-        _ => None,
-    }
-}
+use std::sync::Arc;
 
 /// While a request runs, a blocked read wakes at least this often to notice an abort from
 /// another thread (a blocking socket cannot be woken otherwise).
@@ -70,10 +57,10 @@ pub struct Session {
     resume: Option<Box<Resuming>>,
 }
 
-/// A resumable session's client side: the bookkeeping, and the client to reconnect with.
+/// A resumable session's client side: the bookkeeping, and the settings to reconnect with.
 struct Resuming {
     state: Resumption,
-    client: Client,
+    settings: Arc<ClientSettings>,
     /// A resumption that succeeded, until the caller's iterator shows it.
     reconnected: Option<(u32, u64)>,
 }
@@ -111,10 +98,10 @@ impl Session {
     }
 
     /// Makes this session resumable, as the runtime granted at the handshake.
-    pub(crate) fn make_resumable(&mut self, granted: Resumption, client: Client) {
+    pub(crate) fn make_resumable(&mut self, granted: Resumption, settings: Arc<ClientSettings>) {
         self.resume = Some(Box::new(Resuming {
             state: granted,
-            client,
+            settings,
             reconnected: None,
         }));
     }
@@ -514,7 +501,7 @@ impl Session {
             let Some(r) = &mut self.resume else {
                 return;
             };
-            match attempt(&r.client, &r.state) {
+            match attempt(&r.settings, &r.state) {
                 Attempt::Resumed(ws, count) => {
                     let now = now();
                     let attempts = r.state.attempts();
@@ -651,8 +638,8 @@ enum Attempt {
 }
 
 /// One reconnection of a resumable session.
-fn attempt(client: &Client, state: &Resumption) -> Attempt {
-    let mut ws = match client.connect(&state.resume_headers()) {
+fn attempt(settings: &ClientSettings, state: &Resumption) -> Attempt {
+    let mut ws = match connect(settings, &state.resume_headers()) {
         Ok((ws, _)) => ws,
         Err(Error::WebSocket(tungstenite::Error::Http(response))) => {
             return match Resumption::refused(&response) {
@@ -663,7 +650,7 @@ fn attempt(client: &Client, state: &Resumption) -> Attempt {
         Err(e) => return Attempt::Failed(e),
     };
     if let Some(t) = tcp(&ws) {
-        let _ = t.set_read_timeout(Some(client.settings().connect_timeout));
+        let _ = t.set_read_timeout(Some(settings.connect_timeout));
     }
     // The runtime's first frame is its count of the client's frames.
     match ws.read() {

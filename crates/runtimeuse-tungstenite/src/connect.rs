@@ -1,0 +1,96 @@
+//! Connecting to a runtime, for a new session and for a resumed one.
+
+use std::net::{TcpStream, ToSocketAddrs};
+#[cfg(feature = "__rustls")]
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtimeuse_client_core::ClientSettings;
+use runtimeuse_client_core::read_ahead::ReadAheadStream;
+use tungstenite::WebSocket;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::stream::MaybeTlsStream;
+
+use crate::Error;
+
+/// The blocking client's WebSocket: over TLS when the URL is `wss://`, reading through a
+/// read-ahead buffer.
+pub type Socket = WebSocket<MaybeTlsStream<ReadAheadStream<TcpStream>>>;
+
+/// The TCP socket under the WebSocket (and TLS), for its timeouts.
+pub(crate) fn tcp(ws: &Socket) -> Option<&TcpStream> {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => Some(s.get_ref()),
+        #[cfg(feature = "__rustls")]
+        MaybeTlsStream::Rustls(s) => Some(s.sock.get_ref()),
+        _ => None,
+    }
+}
+
+/// Connects with these extra handshake headers: the socket and the response's headers.
+pub(crate) fn connect(
+    s: &ClientSettings,
+    extra: &[(&'static str, String)],
+) -> Result<(Socket, tungstenite::http::HeaderMap), Error> {
+    let (request, config) = s.handshake_with(extra)?;
+    let (host, port) = s.host_and_port(&request)?;
+    s.require_tls(&request, cfg!(feature = "__rustls"))?;
+    let socket = connect_tcp(&host, port, s.connect_timeout)?;
+    // The handshake gets the same limit; reads are timed per call afterwards.
+    socket
+        .set_read_timeout(Some(s.connect_timeout))
+        .map_err(Error::Connect)?;
+    socket
+        .set_write_timeout(Some(s.connect_timeout))
+        .map_err(Error::Connect)?;
+    let (ws, response) = handshake(s, request, socket, config)?;
+    if let Some(t) = tcp(&ws) {
+        let _ = t.set_write_timeout(None);
+    }
+    Ok((ws, response.into_parts().0.headers))
+}
+
+fn handshake(
+    s: &ClientSettings,
+    request: tungstenite::handshake::client::Request,
+    tcp: TcpStream,
+    config: WebSocketConfig,
+) -> Result<(Socket, tungstenite::handshake::client::Response), Error> {
+    #[cfg(feature = "__rustls")]
+    let handshake = {
+        let connector = tungstenite::Connector::Rustls(Arc::new(s.tls_config()?));
+        tungstenite::client_tls_with_config(
+            request,
+            ReadAheadStream::new(tcp),
+            Some(config),
+            Some(connector),
+        )
+    };
+    #[cfg(not(feature = "__rustls"))]
+    let handshake = {
+        let stream = tungstenite::stream::MaybeTlsStream::Plain(ReadAheadStream::new(tcp));
+        tungstenite::client::client_with_config(request, stream, Some(config))
+    };
+    handshake.map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => Error::WebSocket(e),
+        tungstenite::HandshakeError::Interrupted(_) => Error::ConnectTimeout(s.connect_timeout),
+    })
+}
+
+fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+    let addrs = (host, port).to_socket_addrs().map_err(Error::Connect)?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                last = Some(Error::ConnectTimeout(timeout));
+            }
+            Err(e) => last = Some(Error::Connect(e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Config(format!("{host}: no address"))))
+}
