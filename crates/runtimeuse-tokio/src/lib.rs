@@ -15,6 +15,7 @@
 //!   style ([`CallOptions::on_assistant_message`] and friends);
 //! - cancellation from anywhere ([`AbortHandle`]), overall and idle timeouts, keepalive pings;
 //! - structured output into a Rust type;
+//! - sessions that survive a lost connection ([resumable sessions](#resumable-sessions));
 //! - artifact uploads answered with presigned URLs;
 //! - `wss://` with rustls (ring) and the webpki roots, extra root certificates, extra headers.
 //!
@@ -202,6 +203,32 @@
 //! Client::new("ws://localhost:8080")
 //!     .execute_commands(["make report && cp report.pdf /workspace/out/"], options)
 //!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Resumable sessions
+//!
+//! Asked for with [`ClientBuilder::resume`], a session survives a lost connection (a proxy's
+//! idle timeout, a network blip): the runtime keeps it for its grace period with the request
+//! running, the client reconnects and gets everything it missed. An event stream shows it as
+//! [`RequestEvent::Reconnected`]; nothing is lost or repeated. The extension is specified in
+//! the repository's `docs/resume.md`; a runtime that does not know it sees no difference.
+//!
+//! ```no_run
+//! use runtimeuse_tokio::{Client, ExecuteCommandsOptions, RequestEvent};
+//!
+//! # async fn run() -> Result<(), runtimeuse_tokio::Error> {
+//! let client = Client::builder("wss://sandbox.example.com/runtime").resume(true).build();
+//! let mut session = client.session().await?;
+//! println!("resumable: {}", session.is_resumable());
+//! let mut events = session.execute_commands_events(["make test"], ExecuteCommandsOptions::new())?;
+//! while let Some(item) = events.next().await {
+//!     match item? {
+//!         RequestEvent::CommandOutput(o) => print!("{}", o.text),
+//!         RequestEvent::Reconnected { attempts, .. } => eprintln!("resumed after {attempts} attempt(s)"),
+//!         _ => {}
+//!     }
+//! }
 //! # Ok(()) }
 //! ```
 //!
