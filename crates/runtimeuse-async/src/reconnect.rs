@@ -6,9 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use runtimeuse_client_core::resume::{self, Resumption};
-use runtimeuse_proto::Transmit;
-use runtimeuse_proto::resume::Refusal;
+use runtimeuse_client_core::resume::{Attempt, Resumption};
 
 use crate::backend::{Backend, timeout};
 use crate::connect::connect;
@@ -20,19 +18,7 @@ use crate::{ClientSettings, Error};
 pub(crate) struct Resuming<B: Backend> {
     pub(crate) state: Resumption,
     settings: Arc<ClientSettings>,
-    attempt: Option<BoxFuture<Attempt<B>>>,
-    /// A resumption that succeeded, until the caller's event stream shows it.
-    pub(crate) reconnected: Option<(u32, u64)>,
-}
-
-/// How one reconnection went.
-pub(crate) enum Attempt<B: Backend> {
-    /// The runtime took the session back; it processed this many of the client's frames.
-    Resumed(B::Socket, u64),
-    /// The runtime refused: the session is gone.
-    Refused(Refusal),
-    /// It did not work this time (the runtime unreachable, a connection cut short).
-    Failed(Error),
+    attempt: Option<BoxFuture<Attempt<B::Socket>>>,
 }
 
 impl<B: Backend> Resuming<B> {
@@ -41,14 +27,6 @@ impl<B: Backend> Resuming<B> {
             state,
             settings,
             attempt: None,
-            reconnected: None,
-        }
-    }
-
-    /// Notes a frame the client sends.
-    pub(crate) fn on_transmit(&mut self, t: &Transmit) {
-        if let Transmit::Text(text) = t {
-            self.state.on_sent(text);
         }
     }
 
@@ -68,10 +46,7 @@ impl<B: Backend> Resuming<B> {
                         );
                         return Poll::Ready(Err(Error::ConnectionClosed));
                     }
-                    Attempt::Failed(e) => {
-                        tracing::debug!(error = %e, attempt = self.state.attempts(), "reconnection failed");
-                        self.state.failed(resume::connect_refused(&e));
-                    }
+                    Attempt::Failed(e) => self.state.failed(&e),
                 }
             }
             let Some(wait) = self.state.next_attempt(B::now()) else {
@@ -90,28 +65,17 @@ async fn attempt<B: Backend>(
     settings: Arc<ClientSettings>,
     headers: [(&'static str, String); 2],
     wait: Duration,
-) -> Attempt<B> {
+) -> Attempt<B::Socket> {
     if !wait.is_zero() {
         timeout::<B, _>(wait, std::future::pending::<()>()).await;
     }
     let mut socket = match connect::<B>(&settings, &headers).await {
         Ok((socket, _)) => socket,
-        Err(Error::WebSocket(tungstenite::Error::Http(response))) => {
-            return match Resumption::refused(&response) {
-                Some(refusal) => Attempt::Refused(refusal),
-                None => Attempt::Failed(Error::WebSocket(tungstenite::Error::Http(response))),
-            };
-        }
-        Err(e) => return Attempt::Failed(e),
+        Err(e) => return Attempt::from_error(e),
     };
     // The runtime's first frame is its count of the client's frames.
     match timeout::<B, _>(settings.connect_timeout, socket.next()).await {
-        Some(Some(Ok(message))) => match Resumption::first_frame(&message) {
-            Ok(count) => Attempt::Resumed(socket, count),
-            Err(Some(refusal)) => Attempt::Refused(refusal),
-            Err(None) => Attempt::Failed(Error::ConnectionClosed),
-        },
-        Some(Some(Err(e))) => Attempt::Failed(Error::WebSocket(e)),
+        Some(Some(first)) => Attempt::from_first_frame(socket, first),
         _ => Attempt::Failed(Error::ConnectionClosed),
     }
 }

@@ -13,7 +13,7 @@ use runtimeuse_client_core::requests::{
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, Event, Input, QueryResult,
-    RequestEvent, RequestId, SessionEnd,
+    RequestEvent, RequestId, SessionEnd, Transmit,
 };
 use tracing::Instrument;
 
@@ -26,7 +26,7 @@ use crate::conn::{Conn, Incoming};
 use crate::options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
 use crate::reconnect::Resuming;
 use runtimeuse_client_core::callbacks::{AsyncCallbacks as Callbacks, AsyncUploader as UploaderFn};
-use runtimeuse_client_core::resume::{Resumption, resumable_after};
+use runtimeuse_client_core::resume::Resumption;
 use std::sync::Arc;
 
 /// A persistent session over one connection: sequential queries and command batches, then a
@@ -455,8 +455,10 @@ impl<B: Backend> Session<B> {
         uploader: Option<&UploaderFn>,
     ) -> Poll<Option<Result<RequestEvent, Error>>> {
         loop {
-            if let Some((attempts, received)) =
-                self.resume.as_mut().and_then(|r| r.reconnected.take())
+            if let Some((attempts, received)) = self
+                .resume
+                .as_mut()
+                .and_then(|r| r.state.take_reconnected())
             {
                 return Poll::Ready(Some(Ok(RequestEvent::Reconnected { attempts, received })));
             }
@@ -542,12 +544,7 @@ impl<B: Backend> Session<B> {
                     // out at once. The deadline is brought up to date by the next call's
                     // drain, before the socket is read again.
                     let (conn, resume) = (&mut self.conn, &mut self.resume);
-                    let quick = self.requests.quick_event(|t| {
-                        if let Some(r) = resume {
-                            r.on_transmit(&t);
-                        }
-                        conn.queue(t);
-                    });
+                    let quick = self.requests.quick_event(|t| send(conn, resume, t));
                     if let Some(e) = quick {
                         return Poll::Ready(Ok(e));
                     }
@@ -571,30 +568,20 @@ impl<B: Backend> Session<B> {
     /// next event, if any.
     fn drain(&mut self) -> Option<Event> {
         let (conn, resume) = (&mut self.conn, &mut self.resume);
-        self.requests.drain(|t| {
-            if let Some(r) = resume {
-                r.on_transmit(&t);
-            }
-            conn.queue(t);
-        })
+        self.requests.drain(|t| send(conn, resume, t))
     }
 
     /// The connection ended or failed: whether the session goes on reconnecting (resumable,
     /// not ending, and the runtime did not close it on purpose) rather than closing.
     fn lose_connection(&mut self, now: std::time::Instant) -> bool {
         let ending = self.requests.session().is_ending() || self.requests.is_finished();
-        let Some(r) = &mut self.resume else {
-            return false;
-        };
-        if ending || !resumable_after(self.conn.peer_close_code()) {
-            return false;
-        }
-        if !r.state.is_lost() {
-            tracing::info!("connection lost; resuming the session");
-            r.state.lost(now);
+        let code = self.conn.peer_close_code();
+        let lost =
+            (self.resume.as_mut()).is_some_and(|r| r.state.connection_lost(ending, code, now));
+        if lost {
             self.requests.session().pause_keepalive(now);
         }
-        true
+        lost
     }
 
     /// Drives a reconnection and the session's timers meanwhile: `Ready` once the session
@@ -607,7 +594,6 @@ impl<B: Backend> Session<B> {
         match r.poll(cx) {
             Poll::Ready(Ok((socket, count))) => {
                 let now = B::now();
-                let attempts = r.state.attempts();
                 match r.state.resumed(count, now) {
                     Ok(frames) => {
                         self.conn = Conn::new(socket);
@@ -615,9 +601,8 @@ impl<B: Backend> Session<B> {
                             self.conn
                                 .queue_message(tungstenite::Message::Text(frame.into()));
                         }
-                        r.reconnected = Some((attempts, r.state.received()));
                         self.reconnect_timer = None;
-                        tracing::info!(attempts, received = r.state.received(), "session resumed");
+                        tracing::info!(received = r.state.received(), "session resumed");
                         self.requests.session().resume_keepalive(now);
                     }
                     Err(refusal) => {
@@ -711,6 +696,18 @@ impl<B: Backend> Session<B> {
     ) -> Result<(), Error> {
         self.requests.respond(req, upload, B::now())
     }
+}
+
+/// Sends a transmit of the core, noting it for a resumable session.
+fn send<B: Backend>(
+    conn: &mut Conn<B::Socket, B>,
+    resume: &mut Option<Box<Resuming<B>>>,
+    t: Transmit,
+) {
+    if let Some(r) = resume {
+        r.state.on_transmit(&t);
+    }
+    conn.queue(t);
 }
 
 /// The events of one request, as a [`Stream`]; the last item is the result (or an error).

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Error;
+use runtimeuse_proto::Transmit;
 use runtimeuse_proto::resume::{
     self, GRACE_HEADER, RECEIVED_HEADER, REFUSED_HEADER, Refusal, ReplayBuffer, SESSION_HEADER,
     SessionId,
@@ -41,6 +43,8 @@ pub struct Resumption {
     lost: Option<(Instant, u32)>,
     /// Reconnections refused at the TCP level in a row.
     refused: u32,
+    /// A resumption not yet shown to the caller.
+    reconnected: Option<(u32, u64)>,
 }
 
 impl Resumption {
@@ -60,6 +64,7 @@ impl Resumption {
             sent: ReplayBuffer::new(),
             lost: None,
             refused: 0,
+            reconnected: None,
         })
     }
 
@@ -73,9 +78,11 @@ impl Resumption {
         self.received
     }
 
-    /// A data frame goes out: it is kept until the runtime acknowledges it.
-    pub fn on_sent(&mut self, text: &str) {
-        self.sent.push(text.to_owned(), text.len());
+    /// A frame goes out: a data frame is kept until the runtime acknowledges it.
+    pub fn on_transmit(&mut self, t: &Transmit) {
+        if let Transmit::Text(text) = t {
+            self.sent.push(text.clone(), text.len());
+        }
     }
 
     /// A data frame of the runtime was processed. Returns the payload of an acknowledgement
@@ -102,9 +109,35 @@ impl Resumption {
         }
     }
 
-    /// The connection was lost: reconnections start (if they had not).
-    pub fn lost(&mut self, now: Instant) {
-        self.lost.get_or_insert((now, 0));
+    /// The connection ended (with this close code from the runtime, if any) or failed, while
+    /// the session was `ending` or not: whether to reconnect. Not when the session was ending,
+    /// nor after a close the runtime meant (1000, 4000, 4009). Reconnections start at the
+    /// first loss.
+    pub fn connection_lost(&mut self, ending: bool, code: Option<CloseCode>, now: Instant) -> bool {
+        if ending || !resumable_after(code) {
+            return false;
+        }
+        if self.lost.is_none() {
+            tracing::info!("connection lost; resuming the session");
+            self.lost = Some((now, 0));
+        }
+        true
+    }
+
+    /// A reconnection failed with `e` (several refused TCP connections in a row end them).
+    pub fn failed(&mut self, e: &Error) {
+        tracing::debug!(error = %e, attempt = self.attempts(), "reconnection failed");
+        self.refused = if connect_refused(e) {
+            self.refused + 1
+        } else {
+            0
+        };
+    }
+
+    /// A resumption that succeeded, once, for the caller's event stream: the attempts it took
+    /// and the runtime's frames processed then.
+    pub fn take_reconnected(&mut self) -> Option<(u32, u64)> {
+        self.reconnected.take()
     }
 
     /// Whether the connection is lost and not resumed yet.
@@ -133,11 +166,6 @@ impl Resumption {
         Some(wait.min(deadline - now))
     }
 
-    /// A reconnection failed; `refused`: its TCP connection was refused (nothing listens).
-    pub fn failed(&mut self, refused: bool) {
-        self.refused = if refused { self.refused + 1 } else { 0 };
-    }
-
     /// The reconnections tried since the loss.
     pub fn attempts(&self) -> u32 {
         self.lost.map_or(0, |(_, n)| n)
@@ -159,6 +187,7 @@ impl Resumption {
     /// [`Refusal::OutOfWindow`] when the count is not one the client can serve.
     pub fn resumed(&mut self, runtime_received: u64, now: Instant) -> Result<Vec<String>, Refusal> {
         let frames = self.sent.replay_after(runtime_received)?;
+        self.reconnected = Some((self.attempts(), self.received));
         self.lost = None;
         self.refused = 0;
         self.acked_at = now;
@@ -171,43 +200,69 @@ impl Resumption {
         let token = headers.get(REFUSED_HEADER)?.to_str().ok()?;
         Refusal::from_token(token)
     }
+}
 
-    /// Whether a resuming handshake answered with this response (not a `101`) ends the
-    /// session: a refusal, or a refused token (trying again would not change it). `None`:
-    /// worth another try.
-    pub fn refused(response: &tungstenite::handshake::client::Response) -> Option<Refusal> {
-        Self::refusal(response.headers())
-            .or((response.status().as_u16() == 401).then_some(Refusal::UnknownSession))
+/// How one reconnection went; `S` is the adapter's socket.
+#[derive(Debug)]
+pub enum Attempt<S> {
+    /// The runtime took the session back; it processed this many of the client's frames.
+    Resumed(S, u64),
+    /// The runtime refused: the session is gone.
+    Refused(Refusal),
+    /// It did not work this time (the runtime unreachable, a connection cut short).
+    Failed(Error),
+}
+
+impl<S> Attempt<S> {
+    /// A resuming connection failed before its `101`: a refusal ends the session (so does a
+    /// refused token: trying again would not change it); anything else is worth another try.
+    pub fn from_error(e: Error) -> Self {
+        match e {
+            Error::WebSocket(tungstenite::Error::Http(response)) => {
+                let refusal =
+                    Resumption::refusal(response.headers())
+                        .or((response.status().as_u16() == 401).then_some(Refusal::UnknownSession));
+                match refusal {
+                    Some(refusal) => Self::Refused(refusal),
+                    None => Self::Failed(Error::WebSocket(tungstenite::Error::Http(response))),
+                }
+            }
+            e => Self::Failed(e),
+        }
     }
 
     /// What the first frame after a resuming `101` says: the count of the client's frames the
-    /// runtime processed (`Ok`), a refusal that ends the session (`Err(Some(..))`), or nothing
-    /// usable, worth another try (`Err(None)`).
-    pub fn first_frame(message: &tungstenite::Message) -> Result<u64, Option<Refusal>> {
-        match message {
-            tungstenite::Message::Ping(payload) => resume::parse_ack(payload).ok_or(None),
-            tungstenite::Message::Close(Some(frame))
+    /// runtime processed, a refusal, or nothing usable (worth another try).
+    pub fn from_first_frame(
+        socket: S,
+        first: Result<tungstenite::Message, tungstenite::Error>,
+    ) -> Self {
+        match first {
+            Ok(tungstenite::Message::Ping(payload)) => match resume::parse_ack(&payload) {
+                Some(count) => Self::Resumed(socket, count),
+                None => Self::Failed(Error::ConnectionClosed),
+            },
+            Ok(tungstenite::Message::Close(Some(frame)))
                 if u16::from(frame.code) == resume::CLOSE_REFUSED =>
             {
-                Err(Some(
-                    Refusal::from_token(&frame.reason).unwrap_or(Refusal::OutOfWindow),
-                ))
+                Self::Refused(Refusal::from_token(&frame.reason).unwrap_or(Refusal::OutOfWindow))
             }
-            _ => Err(None),
+            Ok(_) => Self::Failed(Error::ConnectionClosed),
+            Err(e) => Self::Failed(Error::WebSocket(e)),
         }
     }
 }
 
 /// Whether connecting failed because nothing listens at the runtime's address (what
 /// [`Resumption::failed`] counts).
-pub fn connect_refused(e: &crate::Error) -> bool {
-    matches!(e, crate::Error::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
+fn connect_refused(e: &Error) -> bool {
+    matches!(e, Error::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// Whether a connection that ended with this close code from the runtime (if any) may be
 /// resumed: not after a normal close (the runtime ended the session) nor after another
 /// connection took the session over or the runtime refused this one.
-pub fn resumable_after(code: Option<CloseCode>) -> bool {
+fn resumable_after(code: Option<CloseCode>) -> bool {
     match code {
         Some(CloseCode::Normal) => false,
         Some(code) => {
@@ -261,15 +316,18 @@ mod tests {
     fn what_the_runtime_did_not_acknowledge_is_sent_again() {
         let t0 = Instant::now();
         let mut r = granted(t0);
-        r.on_sent("a");
-        r.on_sent("b");
-        r.on_sent("c");
+        for text in ["a", "b", "c"] {
+            r.on_transmit(&Transmit::Text(text.to_owned()));
+        }
+        r.on_transmit(&Transmit::Ping);
         r.on_ping(&resume::ack_payload(1));
         r.on_ping(b"not an ack");
-        r.lost(t0);
+        assert!(r.connection_lost(false, None, t0));
         assert_eq!(r.resumed(2, t0), Ok(vec!["c".to_owned()]));
         assert!(!r.is_lost());
-        r.lost(t0);
+        assert_eq!(r.take_reconnected(), Some((0, 0)));
+        assert_eq!(r.take_reconnected(), None, "shown once");
+        assert!(r.connection_lost(false, None, t0));
         assert_eq!(
             r.resumed(0, t0),
             Err(Refusal::OutOfWindow),
@@ -282,7 +340,17 @@ mod tests {
         let t0 = Instant::now();
         let mut r = granted(t0);
         assert_eq!(r.next_attempt(t0), None, "not lost");
-        r.lost(t0);
+        assert!(
+            !r.connection_lost(true, None, t0),
+            "not while the session ends"
+        );
+        assert!(
+            !r.connection_lost(false, Some(CloseCode::Normal), t0),
+            "not after a close 1000"
+        );
+        assert!(!r.connection_lost(false, Some(CloseCode::from(resume::CLOSE_SUPERSEDED)), t0));
+        assert_eq!(r.next_attempt(t0), None);
+        assert!(r.connection_lost(false, Some(CloseCode::Away), t0));
         let waits: Vec<_> = (0..8).map(|_| r.next_attempt(t0).unwrap()).collect();
         assert_eq!(waits[0], Duration::ZERO);
         assert_eq!(waits[1], FIRST_BACKOFF);
@@ -302,18 +370,19 @@ mod tests {
     fn a_runtime_that_refuses_connections_is_given_up_at_once() {
         let t0 = Instant::now();
         let mut r = granted(t0);
-        r.lost(t0);
+        let refused = || Error::Connect(std::io::ErrorKind::ConnectionRefused.into());
+        assert!(r.connection_lost(false, None, t0));
         for _ in 0..MAX_REFUSED - 1 {
             assert!(r.next_attempt(t0).is_some());
-            r.failed(true);
+            r.failed(&refused());
         }
-        r.failed(false);
+        r.failed(&Error::ConnectionClosed);
         assert!(
             r.next_attempt(t0).is_some(),
             "a failure of another kind resets the count"
         );
         for _ in 0..MAX_REFUSED {
-            r.failed(true);
+            r.failed(&refused());
         }
         assert_eq!(r.next_attempt(t0), None);
     }

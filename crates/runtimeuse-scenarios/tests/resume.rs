@@ -31,7 +31,12 @@ struct Outcome {
 }
 
 async fn run(url: String, resume: bool) -> Result<Outcome, Error> {
-    let client = Client::builder(url).resume(resume).build();
+    run_with(Client::builder(url).resume(resume).build()).await
+}
+
+/// Runs the batch with `client`, collecting what its event stream showed.
+async fn run_with(client: Client) -> Result<Outcome, Error> {
+    let resume = client.settings().resume;
     let mut session = client.session().await?;
     assert_eq!(
         session.is_resumable(),
@@ -233,18 +238,9 @@ async fn keepalive_waits_for_a_reconnection_that_takes_longer_than_its_deadline(
         .resume(true)
         .session_config(config)
         .build();
-    let mut session = client.session().await.expect("session");
-    let mut events = session
-        .execute_commands_events([command()], ExecuteCommandsOptions::new())
-        .expect("start");
-    let (mut stdout, mut reconnected) = (String::new(), 0);
-    while let Some(item) = events.next().await {
-        match item.expect("resumed despite the keepalive") {
-            RequestEvent::CommandOutput(o) => stdout.push_str(&o.text),
-            RequestEvent::Reconnected { .. } => reconnected += 1,
-            _ => {}
-        }
-    }
-    assert_eq!(stdout, expected());
-    assert_eq!(reconnected, 1);
+    let got = run_with(client)
+        .await
+        .expect("resumed despite the keepalive");
+    assert_eq!(got.stdout, expected());
+    assert_eq!(got.reconnected, 1);
 }

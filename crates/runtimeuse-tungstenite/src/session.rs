@@ -25,8 +25,7 @@ use crate::{AbortHandle, ClientSettings, Error};
 use runtimeuse_client_core::callbacks::{
     BlockingCallbacks as Callbacks, BlockingUploader as UploaderFn, upload_with,
 };
-use runtimeuse_client_core::resume::{Resumption, connect_refused, resumable_after};
-use runtimeuse_proto::resume::Refusal;
+use runtimeuse_client_core::resume::{Attempt, Resumption};
 use std::sync::Arc;
 
 /// While a request runs, a blocked read wakes at least this often to notice an abort from
@@ -61,8 +60,6 @@ pub struct Session {
 struct Resuming {
     state: Resumption,
     settings: Arc<ClientSettings>,
-    /// A resumption that succeeded, until the caller's iterator shows it.
-    reconnected: Option<(u32, u64)>,
 }
 
 /// What the close still owes the peer.
@@ -102,7 +99,6 @@ impl Session {
         self.resume = Some(Box::new(Resuming {
             state: granted,
             settings,
-            reconnected: None,
         }));
     }
 
@@ -350,8 +346,10 @@ impl Session {
     /// The next item of request `id`; `None` once its terminal was handed out.
     fn next_item(&mut self, id: RequestId) -> Option<Result<RequestEvent, Error>> {
         loop {
-            if let Some((attempts, received)) =
-                self.resume.as_mut().and_then(|r| r.reconnected.take())
+            if let Some((attempts, received)) = self
+                .resume
+                .as_mut()
+                .and_then(|r| r.state.take_reconnected())
             {
                 return Some(Ok(RequestEvent::Reconnected { attempts, received }));
             }
@@ -471,18 +469,13 @@ impl Session {
     /// not close it on purpose) rather than closing.
     fn lose_connection(&mut self, code: Option<CloseCode>) -> bool {
         let ending = self.requests.session().is_ending() || self.requests.is_finished();
-        let Some(r) = &mut self.resume else {
-            return false;
-        };
-        if ending || !resumable_after(code) {
-            return false;
+        let now = now();
+        let lost =
+            (self.resume.as_mut()).is_some_and(|r| r.state.connection_lost(ending, code, now));
+        if lost {
+            self.requests.session().pause_keepalive(now);
         }
-        if !r.state.is_lost() {
-            tracing::info!("connection lost; resuming the session");
-            r.state.lost(now());
-            self.requests.session().pause_keepalive(now());
-        }
-        true
+        lost
     }
 
     /// Reconnects within the grace period, serving the session's timers and aborts
@@ -504,7 +497,6 @@ impl Session {
             match attempt(&r.settings, &r.state) {
                 Attempt::Resumed(ws, count) => {
                     let now = now();
-                    let attempts = r.state.attempts();
                     let frames = match r.state.resumed(count, now) {
                         Ok(frames) => frames,
                         Err(refusal) => {
@@ -512,8 +504,7 @@ impl Session {
                             return self.give_up();
                         }
                     };
-                    r.reconnected = Some((attempts, r.state.received()));
-                    tracing::info!(attempts, received = r.state.received(), "session resumed");
+                    tracing::info!(received = r.state.received(), "session resumed");
                     self.ws = *ws;
                     self.read_timeout = None;
                     for frame in frames {
@@ -531,10 +522,7 @@ impl Session {
                     );
                     return self.give_up();
                 }
-                Attempt::Failed(e) => {
-                    tracing::debug!(error = %e, "reconnection failed");
-                    r.state.failed(connect_refused(&e));
-                }
+                Attempt::Failed(e) => r.state.failed(&e),
             }
         }
     }
@@ -566,8 +554,8 @@ impl Session {
     fn drain_kept(&mut self) {
         let resume = &mut self.resume;
         let next = self.requests.drain(|t| {
-            if let (Some(r), Transmit::Text(text)) = (resume.as_mut(), &t) {
-                r.state.on_sent(text);
+            if let Some(r) = resume {
+                r.state.on_transmit(&t);
             }
         });
         if let Some(e) = next {
@@ -612,8 +600,8 @@ impl Session {
     fn drain(&mut self) -> Option<Event> {
         let (ws, resume) = (&mut self.ws, &mut self.resume);
         self.requests.drain(|t| {
-            if let (Some(r), Transmit::Text(text)) = (resume.as_mut(), &t) {
-                r.state.on_sent(text);
+            if let Some(r) = resume {
+                r.state.on_transmit(&t);
             }
             let message = match t {
                 Transmit::Text(s) => Message::Text(s.into()),
@@ -627,40 +615,18 @@ impl Session {
     }
 }
 
-/// How one reconnection went.
-enum Attempt {
-    /// The runtime took the session back; it processed this many of the client's frames.
-    Resumed(Box<Socket>, u64),
-    /// The runtime refused: the session is gone.
-    Refused(Refusal),
-    /// It did not work this time.
-    Failed(Error),
-}
-
-/// One reconnection of a resumable session.
-fn attempt(settings: &ClientSettings, state: &Resumption) -> Attempt {
+/// One reconnection of a resumable session (its socket boxed: it is large).
+fn attempt(settings: &ClientSettings, state: &Resumption) -> Attempt<Box<Socket>> {
     let mut ws = match connect(settings, &state.resume_headers()) {
         Ok((ws, _)) => ws,
-        Err(Error::WebSocket(tungstenite::Error::Http(response))) => {
-            return match Resumption::refused(&response) {
-                Some(refusal) => Attempt::Refused(refusal),
-                None => Attempt::Failed(Error::WebSocket(tungstenite::Error::Http(response))),
-            };
-        }
-        Err(e) => return Attempt::Failed(e),
+        Err(e) => return Attempt::from_error(e),
     };
     if let Some(t) = tcp(&ws) {
         let _ = t.set_read_timeout(Some(settings.connect_timeout));
     }
     // The runtime's first frame is its count of the client's frames.
-    match ws.read() {
-        Ok(message) => match Resumption::first_frame(&message) {
-            Ok(count) => Attempt::Resumed(Box::new(ws), count),
-            Err(Some(refusal)) => Attempt::Refused(refusal),
-            Err(None) => Attempt::Failed(Error::ConnectionClosed),
-        },
-        Err(e) => Attempt::Failed(Error::WebSocket(e)),
-    }
+    let first = ws.read();
+    Attempt::from_first_frame(Box::new(ws), first)
 }
 
 /// The events of one request, as an [`Iterator`]; the last item is the result (or an error).
