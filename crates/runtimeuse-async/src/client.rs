@@ -4,7 +4,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use runtimeuse_client_core::resume::Resumption;
+use std::time::Duration;
+
+use runtimeuse_client_core::resume::{Attempt, ResumeToken, Resumption};
 use runtimeuse_proto as proto;
 use runtimeuse_proto::resume::{RESUME_HEADER, RESUME_VERSION};
 use runtimeuse_proto::{CommandExecutionResult, QueryResult};
@@ -13,6 +15,7 @@ use crate::Error;
 use crate::backend::Backend;
 use crate::connect::connect;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
+use crate::reconnect::attempt;
 use crate::session::Session;
 use crate::{ClientBuilder, ClientSettings};
 
@@ -101,6 +104,37 @@ impl<B: Backend> Client<B> {
             }
         }
         Ok(session)
+    }
+
+    /// Takes over a resumable session from a [`ResumeToken`] that another session (perhaps in
+    /// another process, which may have died since) handed out with
+    /// [`Session::resume_token`]: connects to the token's URL with this client's other
+    /// settings (its headers and token, TLS, timeouts, keepalive), resumes the session, and
+    /// returns it. The request in flight when the token was taken goes on:
+    /// [`Session::request_events`] gives its events after the token's count, then its result.
+    ///
+    /// One attempt: a failure to connect is returned as it is (try again within the
+    /// session's grace period).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ResumeRefused`] when the runtime refuses (the session is gone, or the
+    /// token's counts are outside what it still holds); [`Error::Config`] for a token of
+    /// another format; and the connection errors of [`session`](Self::session).
+    pub async fn resume(&self, token: ResumeToken) -> Result<Session<B>, Error> {
+        let mut settings = (*self.inner).clone();
+        settings.url = token.url().to_owned();
+        let settings = Arc::new(settings);
+        let (resumption, state) = Resumption::from_token(token, B::now())?;
+        let headers = resumption.resume_headers();
+        match attempt::<B>(Arc::clone(&settings), headers, Duration::ZERO).await {
+            Attempt::Resumed(socket, count) => {
+                tracing::debug!(url = %settings.display_url(), "session taken over");
+                Session::take_over(socket, settings, resumption, state, count)
+            }
+            Attempt::Refused(refusal) => Err(Error::ResumeRefused(refusal)),
+            Attempt::Failed(e) => Err(e),
+        }
     }
 
     /// Connects, runs one query, and closes: the Python client's `query`.

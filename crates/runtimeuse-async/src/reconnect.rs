@@ -6,7 +6,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use runtimeuse_client_core::resume::{Attempt, Resumption};
+use runtimeuse_client_core::resume::{Attempt, ResumeToken, Resumption};
+use runtimeuse_proto::SessionState;
 
 use crate::backend::{Backend, timeout};
 use crate::connect::connect;
@@ -32,6 +33,11 @@ impl<B: Backend> Resuming<B> {
 
     /// Polls the reconnection: `Ready(Ok(..))` once one resumed the session, `Ready(Err(..))`
     /// once the session is gone (refused, or the grace period over).
+    /// A resume token of the session with the request layer's `state`.
+    pub(crate) fn token(&mut self, state: SessionState) -> ResumeToken {
+        self.state.token(&self.settings.url, state)
+    }
+
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(B::Socket, u64), Error>> {
         loop {
             if let Some(attempt) = &mut self.attempt {
@@ -61,7 +67,7 @@ impl<B: Backend> Resuming<B> {
 }
 
 /// One reconnection, after `wait`.
-async fn attempt<B: Backend>(
+pub(crate) async fn attempt<B: Backend>(
     settings: Arc<ClientSettings>,
     headers: [(&'static str, String); 2],
     wait: Duration,

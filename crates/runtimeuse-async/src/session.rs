@@ -93,6 +93,70 @@ impl<B: Backend> Session<B> {
         self.resume = Some(Box::new(Resuming::new(granted, settings)));
     }
 
+    /// A session taken over from a resume token ([`Client::resume`](crate::Client::resume)),
+    /// on a socket the runtime resumed it on after processing `runtime_received` of the
+    /// client's frames.
+    pub(crate) fn take_over(
+        socket: B::Socket,
+        settings: Arc<ClientSettings>,
+        mut resumption: Resumption,
+        state: proto::SessionState,
+        runtime_received: u64,
+    ) -> Result<Self, Error> {
+        let now = B::now();
+        let frames = (resumption.resumed(runtime_received, now)).map_err(Error::ResumeRefused)?;
+        // A new session to the caller, not a reconnection.
+        resumption.take_reconnected();
+        let mut conn = Conn::new(socket);
+        for frame in frames {
+            conn.queue_message(tungstenite::Message::Text(frame.into()));
+        }
+        Ok(Self {
+            conn,
+            requests: Requests::import(settings.session.clone(), state, now),
+            abort: AbortHandle::default(),
+            uploading: None,
+            upload_timeout: None,
+            span: tracing::Span::none(),
+            clock: None,
+            resume: Some(Box::new(Resuming::new(resumption, settings))),
+            reconnect_timer: None,
+        })
+    }
+
+    /// A [`ResumeToken`](crate::ResumeToken) of this session as it stands: what another
+    /// process needs to take it over with [`Client::resume`](crate::Client::resume), the
+    /// request in flight included. Store it (serde) where that process finds it; taking a
+    /// token pins the runtime's replay at its count, so take a new one each time you store
+    /// one (see [`ResumeToken`](crate::ResumeToken)). Frames the session sends meanwhile are
+    /// in the token too, and sent again by its taker if the runtime never processed them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotResumable`] when the runtime did not grant resumption, while the session
+    /// ends, and while events of frames already read wait to be handed out (rare: a frame
+    /// that made two events; read the next one first).
+    pub fn resume_token(&mut self) -> Result<crate::ResumeToken, Error> {
+        if self.resume.is_none() {
+            return Err(Error::NotResumable(
+                "the runtime did not grant resumption to this session",
+            ));
+        }
+        let (conn, resume) = (&mut self.conn, &mut self.resume);
+        let state = self.requests.export(|t| send(conn, resume, t), B::now())?;
+        let r = (self.resume.as_mut()).ok_or(Error::NotResumable("the session was given up"))?;
+        Ok(r.token(state))
+    }
+
+    /// The events of the request in flight, if any, as a [`Stream`]: for a session taken
+    /// over with [`Client::resume`](crate::Client::resume), the rest of the request that was
+    /// in flight when its token was taken (artifact upload requests come out as items, to
+    /// answer with [`RequestEvents::respond_artifact_upload`]).
+    pub fn request_events(&mut self) -> Option<RequestEvents<'_, B>> {
+        let id = self.requests.current()?;
+        Some(RequestEvents::new(self, id, None))
+    }
+
     /// Whether the runtime granted resumption to this session (see
     /// [`ClientBuilder::resume`](crate::ClientBuilder::resume)).
     pub fn is_resumable(&self) -> bool {
@@ -771,6 +835,16 @@ impl<'a, B: Backend> RequestEvents<'a, B> {
     /// Cancels the request (as [`AbortHandle::abort`]); keep polling for the outcome.
     pub fn abort(&self) {
         self.session.abort();
+    }
+
+    /// A resume token of the session, between two items of this stream: as
+    /// [`Session::resume_token`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::resume_token`].
+    pub fn resume_token(&mut self) -> Result<crate::ResumeToken, Error> {
+        self.session.resume_token()
     }
 }
 

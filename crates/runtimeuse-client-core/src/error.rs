@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use runtimeuse_proto::resume::Refusal;
 use runtimeuse_proto::{
     DecodeError, Diagnostics, FailReason, MessageKind, RuntimeError, TimeoutKind, UsageError,
 };
@@ -70,6 +71,15 @@ pub enum Error {
     /// The API was misused (e.g. artifact directories without an uploader).
     #[error("the client was misused")]
     Usage(#[from] UsageError),
+    /// The runtime refused to resume the session of a resume token (it is gone, or the
+    /// token's counts are outside what the runtime still holds).
+    #[error("the runtime refused to resume the session")]
+    ResumeRefused(#[source] Refusal),
+    /// No resume token can be taken now; the text says why (the runtime did not grant
+    /// resumption, the session is ending, or events of a frame already read wait to be handed
+    /// out: read the next one first).
+    #[error("no resume token: {0}")]
+    NotResumable(&'static str),
     /// The structured result does not fit the requested type (what
     /// `QueryResult::deserialize` returns converts into it, so `?` works).
     #[error("structured output does not fit the requested type")]

@@ -41,6 +41,7 @@ pub use abort::AbortHandle;
 /// adapter's root (`runtimeuse_tokio::SessionEnd`, …) so that no user has to name
 /// `runtimeuse_proto`.
 pub mod types {
+    pub use runtimeuse_proto::resume::Refusal;
     pub use runtimeuse_proto::{
         ArtifactRequest, ArtifactUpload, ArtifactUploadRequest, Command, CommandBatch,
         CommandExecutionResult, CommandOutput, CommandResultItem, Config, DecodeError, Diagnostics,
@@ -48,6 +49,8 @@ pub mod types {
         RequestEvent, RequestOptions, ResultData, RuntimeError, SessionEnd, TimeoutKind,
         UsageError,
     };
+
+    pub use crate::resume::ResumeToken;
 }
 pub use error::Error;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use runtimeuse_proto::{
     ArtifactUpload, ArtifactUploadRequest, CommandBatch, CommandExecutionResult, Config, Event,
     Invocation, MessageKind, Output, QueryResult, RequestEvent, RequestId, RequestOptions, Routed,
-    Session, SessionEnd, Transmit,
+    Session, SessionEnd, SessionState, Transmit,
 };
 
 use crate::Error;
@@ -260,6 +260,48 @@ impl<U: Clone> Requests<U> {
                 None
             }
         }
+    }
+
+    /// The session's state for a resume token: the frames due go to `send` first. Refused
+    /// while events of frames already read wait to be handed out (the token would count
+    /// those frames as processed; read the next event first), and while the session ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotResumable`].
+    pub fn export(
+        &mut self,
+        send: impl FnMut(Transmit),
+        now: Instant,
+    ) -> Result<SessionState, Error> {
+        if let Some(event) = self.drain(send) {
+            self.unread(event);
+            return Err(Error::NotResumable(
+                "events of frames already read wait to be handed out; read the next one first",
+            ));
+        }
+        self.session
+            .export(now)
+            .map_err(|_| Error::NotResumable("the session is ending"))
+    }
+
+    /// The request layer of a session taken over from a resume token's `state`: the request
+    /// in flight is the current call's.
+    pub fn import(config: Config, state: SessionState, now: Instant) -> Self {
+        let current = state.request();
+        Self {
+            session: Session::import(config, state, now),
+            events: VecDeque::new(),
+            deadline: now,
+            current,
+            uploader: None,
+        }
+    }
+
+    /// The request in flight of the current call (or of a session taken over), if any.
+    pub fn current(&self) -> Option<RequestId> {
+        self.current
+            .filter(|id| self.session.request_in_flight() == Some(*id))
     }
 
     /// Puts an event back at the front of the queue.

@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use runtimeuse_proto::Transmit;
 use runtimeuse_proto::resume::{
     self, GRACE_HEADER, RECEIVED_HEADER, REFUSED_HEADER, Refusal, ReplayBuffer, SESSION_HEADER,
     SessionId,
 };
+use runtimeuse_proto::{RequestId, SessionState, Transmit};
 use tungstenite::http::HeaderMap;
 use tungstenite::protocol::frame::coding::CloseCode;
 
@@ -45,6 +45,12 @@ pub struct Resumption {
     refused: u32,
     /// A resumption not yet shown to the caller.
     reconnected: Option<(u32, u64)>,
+    /// The count of the newest resume token handed out: acknowledgements go no further, so
+    /// that the runtime keeps every frame its holder may need.
+    pin: Option<u64>,
+    /// Taken over from a resume token: the runtime may have processed frames of the client
+    /// that its first owner sent after taking the token.
+    adopted: bool,
 }
 
 impl Resumption {
@@ -65,6 +71,8 @@ impl Resumption {
             lost: None,
             refused: 0,
             reconnected: None,
+            pin: None,
+            adopted: false,
         })
     }
 
@@ -89,6 +97,10 @@ impl Resumption {
     /// ping to send, when one is due.
     pub fn on_received(&mut self, now: Instant) -> Option<Vec<u8>> {
         self.received += 1;
+        if self.pin.is_some() {
+            // Held at the token's count: nothing new to acknowledge.
+            return None;
+        }
         let due = self.received - self.acked >= ACK_EVERY
             || now.saturating_duration_since(self.acked_at) >= ACK_INTERVAL;
         due.then(|| self.ack_now(now))
@@ -97,9 +109,9 @@ impl Resumption {
     /// The payload of an acknowledgement of every frame processed so far (for a connection
     /// that goes quiet, say).
     pub fn ack_now(&mut self, now: Instant) -> Vec<u8> {
-        self.acked = self.received;
+        self.acked = self.pin.unwrap_or(self.received);
         self.acked_at = now;
-        resume::ack_payload(self.received)
+        resume::ack_payload(self.acked)
     }
 
     /// A ping of the runtime arrived: an acknowledgement forgets the frames it covers.
@@ -186,6 +198,11 @@ impl Resumption {
     ///
     /// [`Refusal::OutOfWindow`] when the count is not one the client can serve.
     pub fn resumed(&mut self, runtime_received: u64, now: Instant) -> Result<Vec<String>, Refusal> {
+        if std::mem::take(&mut self.adopted) && runtime_received > self.sent.sent() {
+            // The token's first owner sent more after taking it, and the runtime processed
+            // it: nothing of this process is missing.
+            self.sent = ReplayBuffer::restore(runtime_received, []);
+        }
         let frames = self.sent.replay_after(runtime_received)?;
         self.reconnected = Some((self.attempts(), self.received));
         self.lost = None;
@@ -199,6 +216,125 @@ impl Resumption {
     pub fn refusal(headers: &HeaderMap) -> Option<Refusal> {
         let token = headers.get(REFUSED_HEADER)?.to_str().ok()?;
         Refusal::from_token(token)
+    }
+}
+
+/// A resumable session written down, for another process to take it over
+/// (the adapters' `Client::resume`): the runtime's URL, the session's identifier and grace
+/// period, the counts of frames on both sides, the client's frames the runtime may not have
+/// processed, and the request layer's state ([`SessionState`]: the request in flight).
+///
+/// Serialize it with serde (JSON, say) and store it where the next process finds it. **The
+/// session identifier in it is a secret**: whoever holds the token (and the runtime's token,
+/// when one is set) can take the session over. `Debug` does not show it.
+///
+/// Taking a token pins the session: the client acknowledges the runtime's frames no further
+/// than the newest token's count, so that the runtime keeps every frame its holder will ask
+/// for. Those frames count against the runtime's output budget and replay limit: a session
+/// whose newest token lags far behind stalls its stream (or stops being resumable), so take a
+/// new token each time you store one.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct ResumeToken {
+    /// The format's version.
+    v: u32,
+    url: String,
+    session: String,
+    grace_ms: u64,
+    /// The runtime's data frames processed.
+    received: u64,
+    /// The client's data frames the runtime acknowledged, then those it did not.
+    sent_acked: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unacked: Vec<String>,
+    state: SessionState,
+}
+
+/// The version of [`ResumeToken`]'s format.
+const TOKEN_VERSION: u32 = 1;
+
+impl std::fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumeToken")
+            .field("url", &self.url)
+            .field("session", &"<secret>")
+            .field("received", &self.received)
+            .field("unacked", &self.unacked.len())
+            .field("request", &self.state.request())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResumeToken {
+    /// The runtime's URL: where the session lives.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The request in flight when the token was taken, if any.
+    pub fn request(&self) -> Option<RequestId> {
+        self.state.request()
+    }
+
+    /// How many of the runtime's frames the token's owner had processed: a session taken
+    /// over from it receives every frame after these.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+impl Resumption {
+    /// A resume token of this session at this point, with the request layer's `state`: from
+    /// now on acknowledgements go no further than its count (see [`ResumeToken`]).
+    pub fn token(&mut self, url: &str, state: SessionState) -> ResumeToken {
+        self.pin = Some(self.received);
+        ResumeToken {
+            v: TOKEN_VERSION,
+            url: url.to_owned(),
+            session: self.id.to_string(),
+            grace_ms: u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
+            received: self.received,
+            sent_acked: self.sent.acked(),
+            unacked: self.sent.frames().cloned().collect(),
+            state,
+        }
+    }
+
+    /// The client side of a session taken over from `token`, lost (to be resumed) as of
+    /// `now`, and the request layer's state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a token of another format version or with a malformed session
+    /// identifier.
+    pub fn from_token(token: ResumeToken, now: Instant) -> Result<(Self, SessionState), Error> {
+        if token.v != TOKEN_VERSION {
+            return Err(Error::Config(format!(
+                "resume token of format {} (this client reads {TOKEN_VERSION})",
+                token.v
+            )));
+        }
+        let id = token
+            .session
+            .parse()
+            .map_err(|_| Error::Config("resume token with a malformed session id".into()))?;
+        let unacked = token.unacked.into_iter().map(|f| {
+            let len = f.len();
+            (f, len)
+        });
+        let resumption = Self {
+            id,
+            grace: Duration::from_millis(token.grace_ms),
+            received: token.received,
+            acked: token.received,
+            acked_at: now,
+            sent: ReplayBuffer::restore(token.sent_acked, unacked),
+            lost: Some((now, 0)),
+            refused: 0,
+            reconnected: None,
+            pin: None,
+            adopted: true,
+        };
+        Ok((resumption, token.state))
     }
 }
 
@@ -385,6 +521,62 @@ mod tests {
             r.failed(&refused());
         }
         assert_eq!(r.next_attempt(t0), None);
+    }
+
+    #[test]
+    fn a_token_pins_the_acknowledgements_and_carries_the_counts() {
+        let t0 = Instant::now();
+        let mut r = granted(t0);
+        for text in ["a", "b"] {
+            r.on_transmit(&Transmit::Text(text.to_owned()));
+        }
+        r.on_ping(&resume::ack_payload(1));
+        for _ in 0..10 {
+            r.on_received(t0);
+        }
+        let state = runtimeuse_proto::Session::new(runtimeuse_proto::Config::default(), t0)
+            .export(t0)
+            .expect("export");
+        let token = r.token("ws://127.0.0.1:1", state);
+        assert!(
+            !format!("{token:?}").contains("0123456789abcdef"),
+            "the id is secret"
+        );
+        // Past the token, nothing is acknowledged beyond its count.
+        let acks: Vec<_> = (0..200)
+            .filter_map(|_| r.on_received(t0 + ACK_INTERVAL))
+            .collect();
+        assert!(acks.is_empty());
+        assert_eq!(r.ack_now(t0), resume::ack_payload(10));
+
+        let json = serde_json::to_string(&token).expect("serialize");
+        let token: ResumeToken = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!((token.url(), token.received()), ("ws://127.0.0.1:1", 10));
+        let (mut taken, _) = Resumption::from_token(token.clone(), t0).expect("from token");
+        assert!(taken.is_lost());
+        assert_eq!(
+            taken.resume_headers()[1],
+            (RECEIVED_HEADER, "10".to_owned())
+        );
+        assert_eq!(taken.resumed(1, t0), Ok(vec!["b".to_owned()]), "b again");
+        // The first owner sent more, which the runtime processed.
+        let (mut taken, _) = Resumption::from_token(token.clone(), t0).expect("from token");
+        assert_eq!(taken.resumed(5, t0), Ok(vec![]));
+        taken.on_transmit(&Transmit::Text("c".to_owned()));
+        assert!(taken.connection_lost(false, None, t0));
+        assert_eq!(
+            taken.resumed(5, t0),
+            Ok(vec!["c".to_owned()]),
+            "counted on from 5"
+        );
+
+        let mut bad: serde_json::Value = serde_json::from_str(&json).expect("json");
+        bad["v"] = 2.into();
+        let bad: ResumeToken = serde_json::from_value(bad).expect("token");
+        assert!(matches!(
+            Resumption::from_token(bad, t0),
+            Err(Error::Config(_))
+        ));
     }
 
     #[test]

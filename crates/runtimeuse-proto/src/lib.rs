@@ -111,6 +111,6 @@ pub use event::{
 pub use request::{
     ArtifactUpload, Command, CommandBatch, Downloadable, IntoSchema, Invocation, RequestOptions,
 };
-pub use session::{Input, Output, Session, Transmit};
+pub use session::{Input, Output, Session, SessionState, Transmit};
 pub use timer::Timer;
 pub use wire::{ClientMessageKind, DecodeError, MessageKind};

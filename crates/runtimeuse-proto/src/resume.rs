@@ -215,6 +215,25 @@ impl<F: Clone> ReplayBuffer<F> {
         Self::default()
     }
 
+    /// A buffer that goes on from another's (in another process, say): `acked` frames were
+    /// acknowledged, and these (with their lengths) were sent after them and not yet.
+    pub fn restore(acked: u64, frames: impl IntoIterator<Item = (F, usize)>) -> Self {
+        let frames: VecDeque<_> = frames.into_iter().collect();
+        let bytes = frames.iter().map(|(_, len)| *len).sum();
+        let sent = acked.saturating_add(u64::try_from(frames.len()).unwrap_or(u64::MAX));
+        Self {
+            frames,
+            sent,
+            acked,
+            bytes,
+        }
+    }
+
+    /// The frames held, oldest first (numbered from [`acked`](Self::acked) + 1).
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = &F> {
+        self.frames.iter().map(|(f, _)| f)
+    }
+
     /// Keeps a frame that goes out now (of `len` bytes); returns its number.
     pub fn push(&mut self, frame: F, len: usize) -> u64 {
         self.sent += 1;
@@ -258,6 +277,7 @@ impl<F: Clone> ReplayBuffer<F> {
     }
 
     /// Frames sent since the session started.
+    #[inline]
     pub fn sent(&self) -> u64 {
         self.sent
     }
@@ -335,6 +355,16 @@ mod tests {
             assert!(matches!(r.status(), 404 | 409 | 410));
         }
         assert_eq!(Refusal::from_token("nonsense"), None);
+    }
+
+    #[test]
+    fn a_restored_buffer_goes_on_from_the_counts() {
+        let mut b = ReplayBuffer::restore(5, [("f6", 2), ("f7", 3)]);
+        assert_eq!((b.acked(), b.sent(), b.bytes(), b.len()), (5, 7, 5, 2));
+        assert_eq!(b.frames().copied().collect::<Vec<_>>(), ["f6", "f7"]);
+        assert_eq!(b.push("f8", 1), 8);
+        assert_eq!(b.replay_after(6), Ok(vec!["f7", "f8"]));
+        assert_eq!(b.replay_after(4), Err(Refusal::OutOfWindow));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The client [`Session`]: the protocol state machine of the program that talks to a runtime.
 
 use std::borrow::Cow;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,9 @@ use crate::event::{
 use crate::request::{ArtifactUpload, CommandBatch, Invocation, RequestOptions};
 use crate::timer::{Timer, TimerTable};
 use crate::wire::{self, DecodeError, Decoded, Frame, MessageKind, RuntimeMessage, WireResultData};
+
+mod export;
+pub use export::SessionState;
 
 /// Input to a session: something that happened on the connection, or time passing.
 #[derive(Debug, Clone, Copy)]
@@ -165,7 +168,9 @@ pub struct Session {
     ending: bool,
     finished: bool,
     end: Option<SessionEnd>,
-    pending_artifacts: HashSet<u64>,
+    /// The artifact upload requests not answered yet: their file names and paths (kept for
+    /// [`export`](Self::export)).
+    pending_artifacts: HashMap<u64, (String, String)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     timers: TimerTable,
@@ -197,7 +202,7 @@ impl Session {
             ending: false,
             finished: false,
             end: None,
-            pending_artifacts: HashSet::new(),
+            pending_artifacts: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             timers,
@@ -333,7 +338,7 @@ impl Session {
         if self.finished {
             return Err(UsageError::SessionFinished);
         }
-        if !self.pending_artifacts.remove(&request.id) {
+        if self.pending_artifacts.remove(&request.id).is_none() {
             return Err(UsageError::UnknownArtifactRequest);
         }
         self.transmits
@@ -484,7 +489,7 @@ impl Session {
     ) -> RequestId {
         self.last_now = now;
         let id = RequestId(self.next_request);
-        self.next_request += 1;
+        self.next_request = self.next_request.saturating_add(1);
         tracing::debug!(request = id.0, ?kind, "request started");
         if let Some(timeout) = options.timeout {
             self.timers.set_opt(Timer::Overall, after(now, timeout));
@@ -973,8 +978,9 @@ impl Session {
             return;
         }
         let id = self.next_artifact;
-        self.next_artifact += 1;
-        self.pending_artifacts.insert(id);
+        self.next_artifact = self.next_artifact.saturating_add(1);
+        self.pending_artifacts
+            .insert(id, (filename.clone(), filepath.clone()));
         self.events
             .push_back(Event::ArtifactUploadRequest(ArtifactUploadRequest {
                 id,

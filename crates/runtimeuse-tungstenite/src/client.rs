@@ -1,6 +1,6 @@
 //! Connecting: [`Client`].
 
-use runtimeuse_client_core::resume::Resumption;
+use runtimeuse_client_core::resume::{Attempt, Resumption};
 use runtimeuse_proto::resume::{RESUME_HEADER, RESUME_VERSION};
 use std::sync::Arc;
 
@@ -81,6 +81,33 @@ impl Client {
             }
         }
         Ok(session)
+    }
+
+    /// Takes over a resumable session from a [`ResumeToken`](crate::ResumeToken) that another
+    /// session (perhaps in another process, which may have died since) handed out with
+    /// [`Session::resume_token`]: connects to the token's URL with this client's other
+    /// settings, resumes the session, and returns it. The request in flight when the token
+    /// was taken goes on: [`Session::request_events`] gives its events after the token's
+    /// count, then its result. One attempt: a failure to connect is returned as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ResumeRefused`] when the runtime refuses (the session is gone, or the
+    /// token's counts are outside what it still holds); [`Error::Config`] for a token of
+    /// another format; and the connection errors of [`session`](Self::session).
+    pub fn resume(&self, token: crate::ResumeToken) -> Result<Session, Error> {
+        let mut settings = (*self.inner).clone();
+        settings.url = token.url().to_owned();
+        let settings = Arc::new(settings);
+        let (resumption, state) = Resumption::from_token(token, crate::session::now())?;
+        match crate::session::attempt(&settings, &resumption) {
+            Attempt::Resumed(ws, count) => {
+                tracing::debug!(url = %settings.display_url(), "session taken over");
+                Session::take_over(*ws, settings, resumption, state, count)
+            }
+            Attempt::Refused(refusal) => Err(Error::ResumeRefused(refusal)),
+            Attempt::Failed(e) => Err(e),
+        }
     }
 
     /// Connects, runs one query, and closes.

@@ -102,6 +102,76 @@ impl Session {
         }));
     }
 
+    /// A session taken over from a resume token ([`Client::resume`](crate::Client::resume)),
+    /// on a socket the runtime resumed it on after processing `runtime_received` of the
+    /// client's frames.
+    pub(crate) fn take_over(
+        ws: Socket,
+        settings: Arc<ClientSettings>,
+        mut resumption: Resumption,
+        state: proto::SessionState,
+        runtime_received: u64,
+    ) -> Result<Self, Error> {
+        let now = now();
+        let frames = (resumption.resumed(runtime_received, now)).map_err(Error::ResumeRefused)?;
+        // A new session to the caller, not a reconnection.
+        resumption.take_reconnected();
+        let mut session = Self {
+            ws,
+            requests: Requests::import(settings.session.clone(), state, now),
+            abort: AbortHandle::default(),
+            read_timeout: None,
+            ended: false,
+            owed: Owed::Nothing,
+            resume: Some(Box::new(Resuming {
+                state: resumption,
+                settings,
+            })),
+        };
+        for frame in frames {
+            if let Err(e) = session.ws.write(Message::Text(frame.into())) {
+                tracing::debug!(error = %e, "write failed");
+            }
+        }
+        Ok(session)
+    }
+
+    /// A [`ResumeToken`](crate::ResumeToken) of this session as it stands: what another
+    /// process needs to take it over with [`Client::resume`](crate::Client::resume), the
+    /// request in flight included. Store it (serde) where that process finds it; taking a
+    /// token pins the runtime's replay at its count, so take a new one each time you store
+    /// one (see [`ResumeToken`](crate::ResumeToken)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotResumable`] when the runtime did not grant resumption, while the session
+    /// ends, and while events of frames already read wait to be handed out (rare: a frame
+    /// that made two events; read the next one first).
+    pub fn resume_token(&mut self) -> Result<crate::ResumeToken, Error> {
+        if self.resume.is_none() {
+            return Err(Error::NotResumable(
+                "the runtime did not grant resumption to this session",
+            ));
+        }
+        let (ws, resume) = (&mut self.ws, &mut self.resume);
+        let state = self.requests.export(|t| send(ws, resume, t), now())?;
+        let r = (self.resume.as_mut()).ok_or(Error::NotResumable("the session was given up"))?;
+        Ok(r.state.token(&r.settings.url, state))
+    }
+
+    /// The events of the request in flight, if any, as an [`Iterator`]: for a session taken
+    /// over with [`Client::resume`](crate::Client::resume), the rest of the request that was
+    /// in flight when its token was taken (artifact upload requests come out as items, to
+    /// answer with [`RequestEvents::respond_artifact_upload`]).
+    pub fn request_events(&mut self) -> Option<RequestEvents<'_>> {
+        let id = self.requests.current()?;
+        Some(RequestEvents {
+            session: self,
+            id,
+            done: false,
+        })
+    }
+
     /// Whether the runtime granted resumption to this session (see
     /// [`ClientBuilder::resume`](crate::ClientBuilder::resume)).
     pub fn is_resumable(&self) -> bool {
@@ -375,6 +445,10 @@ impl Session {
             let mut next = self.drain();
             if let Err(e) = self.flush() {
                 tracing::debug!(error = %e, "send failed");
+                // The event taken is the caller's whatever happens to the connection.
+                if let Some(event) = next.take() {
+                    self.requests.unread(event);
+                }
                 if self.lose_connection(None) {
                     self.reconnect();
                     continue;
@@ -382,9 +456,6 @@ impl Session {
                 self.requests
                     .session()
                     .handle_input(Input::TransportClosed(now()));
-                if let Some(event) = next.take() {
-                    self.requests.unread(event);
-                }
                 next = self.drain();
             }
             if let Some(e) = next {
@@ -599,24 +670,27 @@ impl Session {
     /// Moves the core's outputs to the socket and the event queue; the next event.
     fn drain(&mut self) -> Option<Event> {
         let (ws, resume) = (&mut self.ws, &mut self.resume);
-        self.requests.drain(|t| {
-            if let Some(r) = resume {
-                r.state.on_transmit(&t);
-            }
-            let message = match t {
-                Transmit::Text(s) => Message::Text(s.into()),
-                Transmit::Ping => Message::Ping(Default::default()),
-            };
-            // Queued in tungstenite's buffer; errors show up at the next flush or read.
-            if let Err(e) = ws.write(message) {
-                tracing::debug!(error = %e, "write failed");
-            }
-        })
+        self.requests.drain(|t| send(ws, resume, t))
+    }
+}
+
+/// Sends a transmit of the core, noting it for a resumable session.
+fn send(ws: &mut Socket, resume: &mut Option<Box<Resuming>>, t: Transmit) {
+    if let Some(r) = resume {
+        r.state.on_transmit(&t);
+    }
+    let message = match t {
+        Transmit::Text(s) => Message::Text(s.into()),
+        Transmit::Ping => Message::Ping(Default::default()),
+    };
+    // Queued in tungstenite's buffer; errors show up at the next flush or read.
+    if let Err(e) = ws.write(message) {
+        tracing::debug!(error = %e, "write failed");
     }
 }
 
 /// One reconnection of a resumable session (its socket boxed: it is large).
-fn attempt(settings: &ClientSettings, state: &Resumption) -> Attempt<Box<Socket>> {
+pub(crate) fn attempt(settings: &ClientSettings, state: &Resumption) -> Attempt<Box<Socket>> {
     let mut ws = match connect(settings, &state.resume_headers()) {
         Ok((ws, _)) => ws,
         Err(e) => return Attempt::from_error(e),
@@ -675,6 +749,16 @@ impl RequestEvents<'_> {
     /// [`Error::Cancelled`].
     pub fn abort(&self) {
         self.session.abort();
+    }
+
+    /// A resume token of the session, between two items of this iterator: as
+    /// [`Session::resume_token`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::resume_token`].
+    pub fn resume_token(&mut self) -> Result<crate::ResumeToken, Error> {
+        self.session.resume_token()
     }
 }
 
