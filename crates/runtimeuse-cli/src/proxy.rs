@@ -6,17 +6,21 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
+use runtimeuse_proto::resume;
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::Message;
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use runtimeuse_tokio::tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use runtimeuse_tokio::tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use runtimeuse_tokio::tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use runtimeuse_tokio::tokio_tungstenite::{self, WebSocketStream};
+use runtimeuse_tokio::tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use runtimeuse_tokio::tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
+use runtimeuse_tokio::tokio_tungstenite::tungstenite::protocol::{
+    CloseFrame, Role, WebSocketConfig,
+};
+use runtimeuse_tokio::tokio_tungstenite::{self, MaybeTlsStream, WebSocketStream};
 use serde_json::{Map, Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// `proxy`'s arguments.
@@ -34,6 +38,15 @@ pub(crate) struct ProxyArgs {
     /// A string replaced by `[REDACTED]` in the transcripts and the live view (repeatable).
     #[arg(long = "redact", value_name = "TEXT")]
     redact: Vec<String>,
+    /// Cut each connection after the runtime's N-th data frame through it, as a flaky
+    /// network or a load balancer does: both TCP connections end without a close frame. A
+    /// resumable session resumes through the proxy. `kill -USR1` the proxy to cut every open
+    /// connection at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    cut_after: Option<u64>,
+    /// How `--cut-after` and SIGUSR1 cut: `reset` (a TCP reset) or `close` (a TCP close).
+    #[arg(long, value_name = "HOW", default_value = "reset", value_parser = ["reset", "close"])]
+    cut: String,
     /// Do not show frames on stderr (set by the global `-q`).
     #[arg(skip)]
     pub(crate) quiet: bool,
@@ -58,15 +71,23 @@ pub(crate) async fn proxy(args: ProxyArgs) -> Result<(), Box<dyn std::error::Err
     }
     let args = Arc::new(args);
     let next = Arc::new(AtomicU64::new(1));
+    // SIGUSR1 cuts every open connection: each relay watches this count.
+    let (cuts, cut_now) = tokio::sync::watch::channel(0u64);
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
+            Some(()) = usr1.recv() => {
+                tracing::info!("SIGUSR1: cutting every open connection");
+                cuts.send_modify(|n| *n += 1);
+            }
             accepted = listener.accept() => {
                 let Ok((tcp, peer)) = accepted else { continue };
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let args = Arc::clone(&args);
+                let cut_now = cut_now.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(tcp, n, &args).await {
+                    if let Err(e) = connection(tcp, n, &args, cut_now).await {
                         tracing::warn!(%peer, error = %e, "proxied connection failed");
                     }
                 });
@@ -114,10 +135,14 @@ impl Recorder {
                             .map(str::to_owned)
                     })
                     .unwrap_or_else(|| t.chars().take(60).collect()),
-                None => line
-                    .get("code")
-                    .map(|c| format!("code {c}"))
-                    .unwrap_or_default(),
+                None => match line.get("code") {
+                    Some(c) => format!("code {c}"),
+                    // A resumable session's acknowledgement (`docs/resume.md`), by its count.
+                    None => line
+                        .get("ack")
+                        .map(|n| format!("ack {n}"))
+                        .unwrap_or_default(),
+                },
             };
             let bytes = line
                 .get("bytes")
@@ -149,7 +174,12 @@ impl Recorder {
             Message::Ping(b) | Message::Pong(b) => {
                 f.insert("bytes".into(), json!(b.len()));
                 f.insert("data_b64".into(), json!(base64(b)));
-                f.insert("forwarded".into(), json!(false));
+                let ack = resume::parse_ack(b);
+                let forwarded = matches!(m, Message::Ping(_)) && ack.is_some();
+                f.insert("forwarded".into(), json!(forwarded));
+                if let Some(n) = ack {
+                    f.insert("ack".into(), json!(n));
+                }
                 if matches!(m, Message::Ping(_)) {
                     "ping"
                 } else {
@@ -195,18 +225,29 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 type Ws = WebSocketStream<TcpStream>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The longest upgrade request the proxy reads.
+const MAX_HEAD: usize = 16 << 10;
 
 async fn connection(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     n: u64,
     args: &ProxyArgs,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    cut_now: tokio::sync::watch::Receiver<u64>,
+) -> Result<(), BoxError> {
     let _ = tcp.set_nodelay(true);
     // No size limit on either leg, as the golden recorder.
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
-    let (client, opened) = accept(tcp, config).await?;
+    let (opened, rest) = match read_upgrade(&mut tcp).await {
+        Ok(read) => read,
+        Err(e) => {
+            respond(&mut tcp, 400, &[], &format!("{e}\n")).await;
+            return Err(e);
+        }
+    };
     let mut rec = Recorder {
         n,
         seq: 0,
@@ -222,7 +263,7 @@ async fn connection(
     );
     open.insert(
         "client_request_headers".into(),
-        Value::Object(opened.headers),
+        Value::Object(opened.headers.clone()),
     );
     rec.record("meta", "open", open);
     let target = match args
@@ -242,10 +283,141 @@ async fn connection(
             upstream.headers_mut().append(name, value);
         }
     }
-    let (runtime, _) =
-        tokio_tungstenite::connect_async_with_config(upstream, Some(config), true).await?;
-    relay(client, runtime, &mut rec).await;
+    let (runtime, response) =
+        match tokio_tungstenite::connect_async_with_config(upstream, Some(config), true).await {
+            Ok(connected) => connected,
+            Err(tokio_tungstenite::tungstenite::Error::Http(refused)) => {
+                // The runtime's refusal (a token, a resumption) reaches the client as it is.
+                let status = refused.status().as_u16();
+                let body = refused
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let mut note = Map::new();
+                note.insert("status".into(), json!(status));
+                rec.record("meta", "refused", note);
+                respond(&mut tcp, status, &ours(refused.headers()), &body).await;
+                return Ok(());
+            }
+            Err(e) => {
+                respond(&mut tcp, 502, &[], "the runtime cannot be reached\n").await;
+                return Err(e.into());
+            }
+        };
+    // The runtime's answer to the upgrade, with its resumption headers, to the client.
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Accept: {}\r\n",
+        derive_accept_key(opened.key.as_bytes())
+    );
+    for (name, value) in ours(response.headers()) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).await?;
+    let client = WebSocketStream::from_partially_read(tcp, rest, Role::Server, Some(config)).await;
+    let cut = Cutter {
+        after: args.cut_after,
+        reset: args.cut == "reset",
+        now: cut_now,
+    };
+    if relay(client, runtime, &mut rec, cut).await == Relayed::Cut {
+        rec.record("meta", "cut", Map::new());
+    }
     Ok(())
+}
+
+/// The client's upgrade request, read off its socket: what to record and pass on, and the
+/// bytes after it.
+async fn read_upgrade(tcp: &mut TcpStream) -> Result<(Opened, Vec<u8>), BoxError> {
+    let mut buf = Vec::with_capacity(1024);
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(format!("an upgrade request longer than {MAX_HEAD} bytes").into());
+        }
+        let mut chunk = [0u8; 2048];
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+            .await
+            .map_err(|_| "no upgrade request within 10 s")??;
+        if read == 0 {
+            return Err("the connection ended before its upgrade request".into());
+        }
+        buf.extend_from_slice(&chunk[..read]);
+    };
+    let mut parsed = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut parsed);
+    request.parse(&buf[..end])?;
+    let path = request.path.unwrap_or("/").to_owned();
+    let value = |h: &httparse::Header<'_>| String::from_utf8_lossy(h.value).into_owned();
+    let key = (request.headers.iter())
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
+        .map(value)
+        .ok_or("not a WebSocket upgrade (no Sec-WebSocket-Key)")?;
+    let mut headers = Map::new();
+    for name in [
+        "User-Agent",
+        "Sec-WebSocket-Version",
+        "Sec-WebSocket-Extensions",
+        "Sec-WebSocket-Protocol",
+    ] {
+        if let Some(h) = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+        {
+            headers.insert(name.into(), json!(value(h)));
+        }
+    }
+    let forward = (request.headers.iter())
+        .filter(|h| !HANDSHAKE_HEADERS.contains(&h.name.to_ascii_lowercase().as_str()))
+        .map(|h| (h.name.to_owned(), value(h)))
+        .collect();
+    let opened = Opened {
+        at: Instant::now(),
+        path,
+        headers,
+        forward,
+        key,
+    };
+    Ok((opened, buf[end..].to_vec()))
+}
+
+/// The runtime's own response headers (`runtimeuse-*`: resumption), to pass on.
+fn ours(headers: &HeaderMap) -> Vec<(String, String)> {
+    (headers.iter())
+        .filter(|(name, _)| name.as_str().starts_with("runtimeuse-"))
+        .filter_map(|(name, v)| Some((name.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// Answers the client's upgrade request with a plain HTTP response and closes.
+async fn respond(tcp: &mut TcpStream, status: u16, headers: &[(String, String)], body: &str) {
+    let reason = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        409 => "Conflict",
+        410 => "Gone",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Refused",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; \
+         charset=utf-8\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    let _ = tcp.write_all(head.as_bytes()).await;
+    let _ = tcp.shutdown().await;
 }
 
 /// What the client's upgrade request said, for the transcript.
@@ -253,9 +425,12 @@ struct Opened {
     at: Instant,
     path: String,
     headers: Map<String, Value>,
-    /// The client's headers to pass on to the runtime: its credentials (`Authorization`)
-    /// and any header of its own, but not those of the WebSocket handshake itself.
+    /// The client's headers to pass on to the runtime: its credentials (`Authorization`),
+    /// its resumption headers, and any header of its own, but not those of the WebSocket
+    /// handshake itself.
     forward: Vec<(String, String)>,
+    /// Its `Sec-WebSocket-Key`.
+    key: String,
 }
 
 /// Headers of the handshake itself, which the proxy's own connection to the runtime makes.
@@ -269,53 +444,6 @@ const HANDSHAKE_HEADERS: [&str; 8] = [
     "sec-websocket-accept",
     "content-length",
 ];
-
-/// Accepts the client's WebSocket, noting its path and the headers worth recording.
-async fn accept(
-    tcp: TcpStream,
-    config: WebSocketConfig,
-) -> Result<(Ws, Opened), Box<dyn std::error::Error + Send + Sync>> {
-    let mut opened = None;
-    // The shape of this callback (and its large error type) is tungstenite's.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, response: Response| {
-        let mut headers = Map::new();
-        for name in [
-            "User-Agent",
-            "Sec-WebSocket-Version",
-            "Sec-WebSocket-Extensions",
-            "Sec-WebSocket-Protocol",
-        ] {
-            if let Some(v) = request.headers().get(name).and_then(|v| v.to_str().ok()) {
-                headers.insert(name.into(), json!(v));
-            }
-        }
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/".to_owned(), |p| p.as_str().to_owned());
-        let forward = request
-            .headers()
-            .iter()
-            .filter(|(name, _)| !HANDSHAKE_HEADERS.contains(&name.as_str()))
-            // Resumption (docs/resume.md) is between the client and the runtime over one
-            // connection each; the proxy's two connections cannot carry it, so it is not asked.
-            .filter(|(name, _)| !name.as_str().starts_with("runtimeuse-"))
-            .filter_map(|(name, v)| Some((name.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect();
-        opened = Some(Opened {
-            at: Instant::now(),
-            path,
-            headers,
-            forward,
-        });
-        Ok(response)
-    };
-    let client: Ws =
-        tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)).await?;
-    let opened = opened.ok_or("no upgrade request")?;
-    Ok((client, opened))
-}
 
 /// The transcript file of connection `n`, under `--record`.
 fn record_file(
@@ -333,17 +461,42 @@ fn record_file(
     Ok(Some(std::io::BufWriter::new(std::fs::File::create(name)?)))
 }
 
-/// Forwards frames both ways, recording each, until both sides are done.
-async fn relay<S>(mut client: Ws, mut runtime: WebSocketStream<S>, rec: &mut Recorder)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+/// When a connection is cut (`--cut-after`, SIGUSR1).
+struct Cutter {
+    after: Option<u64>,
+    /// A TCP reset rather than a close.
+    reset: bool,
+    /// Bumped by SIGUSR1.
+    now: tokio::sync::watch::Receiver<u64>,
+}
+
+/// How a relay ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Relayed {
+    /// Both sides are done.
+    Ended,
+    /// The proxy cut both connections.
+    Cut,
+}
+
+/// Forwards frames both ways, recording each, until both sides are done or the connection is
+/// cut.
+async fn relay(
+    mut client: Ws,
+    mut runtime: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    rec: &mut Recorder,
+    mut cut: Cutter,
+) -> Relayed {
     let (mut client_done, mut runtime_done) = (false, false);
     // Whether each side sent its close frame: a side whose stream ends after one ended the
     // connection properly; one that ends without takes the other side's connection with it.
     let (mut client_closed, mut runtime_closed) = (false, false);
+    // The runtime's data frames passed to the client.
+    let mut passed = 0u64;
+    cut.now.mark_unchanged();
     while !(client_done && runtime_done) {
-        tokio::select! {
+        let cut_now = tokio::select! {
+            Ok(()) = cut.now.changed() => true,
             m = client.next(), if !client_done => match m {
                 Some(Ok(m)) => {
                     rec.frame("c2r", &m);
@@ -351,6 +504,7 @@ where
                     if !runtime_done && forward(&mut runtime, m).await.is_err() {
                         runtime_done = true;
                     }
+                    false
                 }
                 _ => {
                     client_done = true;
@@ -358,14 +512,22 @@ where
                         rec.record("meta", "tcp_closed_without_close_frame", side("c2r"));
                         runtime_done = true;
                     }
+                    false
                 }
             },
             m = runtime.next(), if !runtime_done => match m {
                 Some(Ok(m)) => {
-                    rec.frame("r2c", &m);
-                    runtime_closed |= matches!(m, Message::Close(_));
-                    if !client_done && forward(&mut client, m).await.is_err() {
-                        client_done = true;
+                    let data = matches!(m, Message::Text(_) | Message::Binary(_));
+                    if data && cut.after == Some(passed) {
+                        true
+                    } else {
+                        passed += u64::from(data);
+                        rec.frame("r2c", &m);
+                        runtime_closed |= matches!(m, Message::Close(_));
+                        if !client_done && forward(&mut client, m).await.is_err() {
+                            client_done = true;
+                        }
+                        false
                     }
                 }
                 _ => {
@@ -374,10 +536,22 @@ where
                         rec.record("meta", "tcp_closed_without_close_frame", side("r2c"));
                         client_done = true;
                     }
+                    false
                 }
             },
+        };
+        if cut_now {
+            // Both connections end without a close frame: to each peer, the other vanished.
+            if cut.reset {
+                let _ = client.get_ref().set_zero_linger();
+                if let MaybeTlsStream::Plain(tcp) = runtime.get_ref() {
+                    let _ = tcp.set_zero_linger();
+                }
+            }
+            return Relayed::Cut;
         }
     }
+    Relayed::Ended
 }
 
 /// `path` with the value of a `token` query parameter masked: the transcript keeps no
@@ -402,7 +576,8 @@ fn side(s: &str) -> Map<String, Value> {
     m
 }
 
-/// Passes a data or close frame on unchanged; pings and pongs are answered by each leg.
+/// Passes a data or close frame on unchanged, and an acknowledgement ping of a resumable
+/// session (`docs/resume.md`); other pings and pongs are answered by each leg.
 async fn forward<S>(
     to: &mut WebSocketStream<S>,
     m: Message,
@@ -412,6 +587,9 @@ where
 {
     match m {
         Message::Text(_) | Message::Binary(_) => to.send(m).await,
+        Message::Ping(payload) if resume::parse_ack(&payload).is_some() => {
+            to.send(Message::Ping(payload)).await
+        }
         Message::Close(frame) => {
             let frame = frame.map(|f| CloseFrame {
                 code: f.code,

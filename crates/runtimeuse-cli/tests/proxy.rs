@@ -28,13 +28,18 @@ impl Proxy {
 
     /// The proxy, its live view of the frames on stderr (piped) when `show`.
     fn start_showing(to: u16, dir: &std::path::Path, show: bool) -> Self {
+        let record = [std::ffi::OsStr::new("--record"), dir.as_os_str()];
+        Self::start_with(to, &record, show)
+    }
+
+    /// The proxy with these arguments besides its addresses.
+    fn start_with(to: u16, args: &[&std::ffi::OsStr], show: bool) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
             .args(if show { None } else { Some("--quiet") })
             .args(["proxy", "--listen", "127.0.0.1:0", "--redact", "s3cr3t"])
             .arg("--to")
             .arg(format!("ws://127.0.0.1:{to}"))
-            .arg("--record")
-            .arg(dir)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(if show {
                 Stdio::piped()
@@ -284,12 +289,16 @@ fn the_readmes_proxy_sample_is_what_the_proxy_shows() {
     let mut shown = String::new();
     std::io::Read::read_to_string(&mut proxy.child.stderr.take().unwrap(), &mut shown).unwrap();
     let live: Vec<String> = shown.lines().filter_map(frame_of).collect();
-    // The closes may pass in either order; the rest is the exchange itself.
+    // The closes, and the acknowledgements of the resumable session with their pongs, may
+    // pass in any order among the rest; the rest is the exchange itself.
     let sorted = |v: &[String]| {
-        let (mut closes, rest): (Vec<String>, Vec<String>) =
-            v.iter().cloned().partition(|l| l.contains(" close "));
-        closes.sort();
-        (rest, closes)
+        let (mut control, rest): (Vec<String>, Vec<String>) = v.iter().cloned().partition(|l| {
+            [" close ", " ping ", " pong "]
+                .iter()
+                .any(|k| l.contains(k))
+        });
+        control.sort();
+        (rest, control)
     };
     assert_eq!(
         sorted(&sample),
@@ -297,4 +306,94 @@ fn the_readmes_proxy_sample_is_what_the_proxy_shows() {
         "README:\n{sample:#?}\nproxy:\n{shown}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `runtimeuse exec` through the proxy, with stdout piped.
+fn exec_via(proxy: &Proxy, command: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args(["exec", command, "--url"])
+        .arg(format!("ws://127.0.0.1:{}", proxy.port))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn the_proxy_cuts_every_connection_after_n_frames_and_the_session_resumes_through_it() {
+    let rt = Serve::start(&[], &[]);
+    let args = ["--cut-after", "7"].map(std::ffi::OsStr::new);
+    let proxy = Proxy::start_with(rt.port, &args, false);
+    let command = "for i in $(seq 1 30); do echo $i; sleep 0.003; done";
+    let out = exec_via(&proxy, command).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let want: String = (1..=30).map(|i| format!("{i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    // Cut every 7 frames of about 30: several times, each resumed.
+    let resumed = stderr.matches("connection lost; resumed").count();
+    assert!(resumed >= 2, "{stderr}");
+}
+
+#[test]
+fn sigusr1_cuts_every_open_connection_at_once() {
+    let rt = Serve::start(&[], &[]);
+    let dir = std::env::temp_dir().join(format!("runtimeuse-proxy-usr1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let mut proxy = Proxy::start_with(rt.port, &[], true);
+    let mut shown = BufReader::new(proxy.child.stderr.take().unwrap()).lines();
+    let command = format!(
+        "echo start; while [ ! -e {go} ]; do sleep 0.01; done; echo end",
+        go = go.display()
+    );
+    let mut exec = exec_via(&proxy, &command);
+    let mut stdout = BufReader::new(exec.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "start\n");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(proxy.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    // The live view says when it cut.
+    shown
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains("meta cut"))
+        .expect("the proxy cut");
+    std::fs::write(&go, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = exec.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(rest, "end\n");
+    assert!(stderr.contains("connection lost; resumed"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_runtimes_refusal_of_a_resumption_reaches_the_client_as_it_is() {
+    use runtimeuse_tokio::tokio_tungstenite::tungstenite;
+    use tungstenite::client::IntoClientRequest;
+    let rt = Serve::start(&[], &[]);
+    let proxy = Proxy::start_with(rt.port, &[], false);
+    let mut request = format!("ws://127.0.0.1:{}", proxy.port)
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "runtimeuse-session",
+        "0123456789abcdef0123456789abcdef".parse().unwrap(),
+    );
+    headers.insert("runtimeuse-received", "0".parse().unwrap());
+    let Err(tungstenite::Error::Http(response)) = tungstenite::connect(request) else {
+        panic!("a resumption of an unknown session must be refused");
+    };
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(
+        response.headers()["runtimeuse-resume-refused"],
+        "unknown-session"
+    );
 }

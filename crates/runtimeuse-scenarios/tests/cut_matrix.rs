@@ -32,6 +32,19 @@ struct Seen {
     reconnected: u32,
 }
 
+impl Seen {
+    /// Notes an event of the stream (the three clients' events are the same type).
+    fn note(&mut self, event: runtimeuse_tokio::RequestEvent) {
+        use runtimeuse_tokio::RequestEvent;
+        match event {
+            RequestEvent::AssistantMessage(m) => self.messages.extend(m),
+            RequestEvent::Result(r) => self.result = r.text().map(str::to_owned),
+            RequestEvent::Reconnected { .. } => self.reconnected += 1,
+            _ => {}
+        }
+    }
+}
+
 /// One run's query: the pre-command writes the two artifacts, the agent streams.
 struct Query {
     dir: String,
@@ -63,74 +76,51 @@ fn options() -> RuntimeOptions {
     o
 }
 
-fn tokio_run(url: String, q: &Query) -> Seen {
-    use runtimeuse_tokio::{ArtifactUpload, Client, QueryOptions, RequestEvent};
-    let base = q.upload_base.clone();
-    let options = QueryOptions::new("", "echo")
-        .pre_command(q.pre_command())
-        .artifacts_dir(q.dir.clone())
-        .on_artifact_upload_request(move |req| {
-            let url = format!("{base}{}", req.filename);
-            async move { ArtifactUpload::new(url, "text/plain") }
-        });
+/// The run of an async client: `$krate` is its crate, `$block_on` how a thread waits for a
+/// future on its executor.
+macro_rules! async_run {
+    ($name:ident, $krate:ident, $block_on:expr) => {
+        fn $name(url: String, q: &Query) -> Seen {
+            use $krate::{ArtifactUpload, Client, QueryOptions};
+            let base = q.upload_base.clone();
+            let options = QueryOptions::new("", "echo")
+                .pre_command(q.pre_command())
+                .artifacts_dir(q.dir.clone())
+                .on_artifact_upload_request(move |req| {
+                    let url = format!("{base}{}", req.filename);
+                    async move { ArtifactUpload::new(url, "text/plain") }
+                });
+            $block_on(async {
+                let client = Client::builder(url).resume(true).build();
+                let mut session = client.session().await.expect("session");
+                let mut seen = Seen::default();
+                let mut events = session
+                    .query_events(Query::prompt(), options)
+                    .expect("start");
+                while let Some(item) = events.next().await {
+                    seen.note(item.expect("item"));
+                }
+                drop(events);
+                let _ = session.close().await.expect("close");
+                seen
+            })
+        }
+    };
+}
+
+fn tokio_block_on<F: std::future::Future>(f: F) -> F::Output {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio");
-    rt.block_on(async {
-        let client = Client::builder(url).resume(true).build();
-        let mut session = client.session().await.expect("session");
-        let mut seen = Seen::default();
-        let mut events = session
-            .query_events(Query::prompt(), options)
-            .expect("start");
-        while let Some(item) = events.next().await {
-            match item.expect("item") {
-                RequestEvent::AssistantMessage(m) => seen.messages.extend(m),
-                RequestEvent::Result(r) => seen.result = r.text().map(str::to_owned),
-                RequestEvent::Reconnected { .. } => seen.reconnected += 1,
-                _ => {}
-            }
-        }
-        drop(events);
-        let _ = session.close().await.expect("close");
-        seen
-    })
+    rt.block_on(f)
 }
 
-fn async_std_run(url: String, q: &Query) -> Seen {
-    use runtimeuse_async_std::{ArtifactUpload, Client, QueryOptions, RequestEvent};
-    let base = q.upload_base.clone();
-    let options = QueryOptions::new("", "echo")
-        .pre_command(q.pre_command())
-        .artifacts_dir(q.dir.clone())
-        .on_artifact_upload_request(move |req| {
-            let url = format!("{base}{}", req.filename);
-            async move { ArtifactUpload::new(url, "text/plain") }
-        });
-    async_io::block_on(async {
-        let client = Client::builder(url).resume(true).build();
-        let mut session = client.session().await.expect("session");
-        let mut seen = Seen::default();
-        let mut events = session
-            .query_events(Query::prompt(), options)
-            .expect("start");
-        while let Some(item) = events.next().await {
-            match item.expect("item") {
-                RequestEvent::AssistantMessage(m) => seen.messages.extend(m),
-                RequestEvent::Result(r) => seen.result = r.text().map(str::to_owned),
-                RequestEvent::Reconnected { .. } => seen.reconnected += 1,
-                _ => {}
-            }
-        }
-        drop(events);
-        let _ = session.close().await.expect("close");
-        seen
-    })
-}
+async_run!(tokio_run, runtimeuse_tokio, tokio_block_on);
+async_run!(async_std_run, runtimeuse_async_std, async_io::block_on);
 
 fn blocking_run(url: String, q: &Query) -> Seen {
-    use runtimeuse_tungstenite::{ArtifactUpload, Client, QueryOptions, RequestEvent};
+    use runtimeuse_tungstenite::{ArtifactUpload, Client, QueryOptions};
     let base = q.upload_base.clone();
     let options = QueryOptions::new("", "echo")
         .pre_command(q.pre_command())
@@ -145,12 +135,7 @@ fn blocking_run(url: String, q: &Query) -> Seen {
         .query_events(Query::prompt(), options)
         .expect("start")
     {
-        match item.expect("item") {
-            RequestEvent::AssistantMessage(m) => seen.messages.extend(m),
-            RequestEvent::Result(r) => seen.result = r.text().map(str::to_owned),
-            RequestEvent::Reconnected { .. } => seen.reconnected += 1,
-            _ => {}
-        }
+        seen.note(item.expect("item"));
     }
     let _ = session.close().expect("close");
     seen

@@ -244,28 +244,22 @@ impl Session {
                     });
                     session.timers.stop(Timer::Overall);
                 }
-                Some(frame) if session.drain.is_some() => {
-                    session.queued = Some(Queued {
+                Some(frame) => {
+                    let queued = Queued {
                         id,
                         kind: r.kind.into(),
                         frame,
                         started,
                         timeout,
                         idle_timeout,
-                    });
+                    };
+                    if session.drain.is_some() {
+                        session.queued = Some(queued);
+                    } else {
+                        // Held back behind nothing: it goes out now.
+                        session.send_queued(queued, now);
+                    }
                 }
-                // Held back behind nothing: it goes out now (the drain ended meanwhile).
-                Some(frame) => session.send_queued(
-                    Queued {
-                        id,
-                        kind: r.kind.into(),
-                        frame,
-                        started,
-                        timeout,
-                        idle_timeout,
-                    },
-                    now,
-                ),
                 None => {
                     session
                         .timers
