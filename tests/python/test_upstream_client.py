@@ -392,3 +392,46 @@ async def test_an_artifact_written_by_a_post_command_is_uploaded_before_the_sess
             break
         await asyncio.sleep(0.05)
     assert files.handler.uploads.get("/late/late.txt") == b"late"
+
+
+async def test_the_wire_is_unchanged_for_a_client_that_does_not_ask_for_resumption(runtime, tmp_path):
+    """Resumption (docs/resume.md) only when asked: the upstream client's handshake gets no
+    `runtimeuse-*` header, and its session no acknowledgement pings, recorded by the proxy."""
+    import subprocess
+
+    from conftest import _binary
+
+    async with websockets.connect(runtime) as ws:
+        assert not [k for k in ws.response.headers if k.lower().startswith("runtimeuse-")]
+
+    proxy = subprocess.Popen(
+        [_binary(), "--quiet", "proxy", "--listen", "127.0.0.1:0", "--to", runtime,
+         "--record", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proxy.stdout.readline()
+        port = int(line.split("port ")[1].split(",")[0])
+        client = RuntimeUseClient(f"ws://127.0.0.1:{port}")
+        result = await client.query("ECHO:hello", opts())
+        assert result.data.text == "hello"
+        batch = await client.execute_commands(
+            [CommandInterface(command="echo hi")], ExecuteCommandsOptions()
+        )
+        assert batch.results[0].stdout == "hi\n"
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+    records = [
+        json.loads(line)
+        for path in sorted(tmp_path.glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    opens = [r for r in records if r["kind"] == "open"]
+    assert len(opens) == 2
+    for o in opens:
+        assert not [k for k in o["client_request_headers"] if k.lower().startswith("runtimeuse-")]
+    kinds = {r["kind"] for r in records if r["dir"] == "r2c"}
+    assert kinds <= {"text", "close"}, kinds
+    assert not [r for r in records if r["kind"] in ("ping", "pong")]
