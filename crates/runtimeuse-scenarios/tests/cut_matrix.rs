@@ -60,8 +60,14 @@ impl Query {
         }
     }
 
+    /// Each artifact appears whole (written beside the directory, then renamed into it): the
+    /// watcher reports a file again when it changes, so one caught half written (created
+    /// empty, then filled) would be asked for twice, cut or not.
     fn pre_command(&self) -> String {
-        format!("echo one > {d}/a.txt; echo two > {d}/b.txt", d = self.dir)
+        format!(
+            "echo one > {d}.a; mv {d}.a {d}/a.txt; echo two > {d}.b; mv {d}.b {d}/b.txt",
+            d = self.dir
+        )
     }
 
     fn prompt() -> String {
