@@ -68,6 +68,11 @@ struct Cli {
     /// Only errors in the log (RUST_LOG, when set, decides); `proxy` shows no frames.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// The log's form on stderr: `text` for people, `json` for machines (one object per
+    /// line: timestamp, level, target, message, fields, and the spans' fields, e.g. a
+    /// connection's id).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,16 +135,26 @@ async fn run(cli: Cli) -> u8 {
         (base + usize::from(cli.verbose)).min(levels.len() - 1)
     };
     let default = levels[level];
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .with_ansi(stderr_tty && std::env::var_os("NO_COLOR").is_none())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        log.json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .flatten_event(true)
+            .init();
+    } else {
+        log.with_ansi(stderr_tty && std::env::var_os("NO_COLOR").is_none())
+            .init();
+    }
     let outcome = match cli.command {
-        Command::Serve(args) => served(serve::serve(args).await),
+        Command::Serve(mut args) => {
+            args.json_log = cli.log_format == "json";
+            served(serve::serve(args).await)
+        }
         Command::Proxy(mut args) => {
             args.quiet = quiet;
             served(proxy::proxy(args).await)

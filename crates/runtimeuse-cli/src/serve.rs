@@ -74,6 +74,14 @@ pub(crate) struct ServeArgs {
     /// resume it; its request goes on meanwhile (0: resumption off). See docs/resume.md.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     resume_grace: u64,
+    /// How long (in seconds) requests in flight may finish after SIGTERM or SIGINT before
+    /// they are cancelled; meanwhile `/readyz` answers 503 and nothing new is accepted. A
+    /// second signal exits at once.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    shutdown_grace: u64,
+    /// The log is JSON (set from the global `--log-format`).
+    #[arg(skip)]
+    pub(crate) json_log: bool,
     /// The agent that answers queries.
     #[arg(
         long,
@@ -131,6 +139,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
     options.write_stall_timeout = (args.write_stall_timeout_ms > 0)
         .then(|| Duration::from_millis(args.write_stall_timeout_ms));
     options.resume_grace = Duration::from_secs(args.resume_grace);
+    options.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     raise_file_limit();
     crate::trim::start();
     let handler = agent_handler(&args)?;
@@ -149,13 +158,13 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
             env!("CARGO_PKG_VERSION")
         );
     }
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!(
-            "runtimeuse: clients connect to {} (runtimeuse query --url {0} ...)",
+    note(
+        &args,
+        &format!(
+            "clients connect to {} (runtimeuse query --url {0} ...)",
             runtime.url()
-        );
-    }
+        ),
+    );
     runtime.serve(shutdown_signal()).await?;
     Ok(())
 }
@@ -174,12 +183,24 @@ fn raise_file_limit() {
     }
 }
 
+/// A note for the person who started the runtime, on stderr: a line of its own in the text
+/// log, a log record in the JSON one (where every line must be JSON).
+fn note(args: &ServeArgs, text: &str) {
+    if args.json_log {
+        tracing::info!(target: "runtimeuse", "{text}");
+    } else {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("runtimeuse: {text}");
+        }
+    }
+}
+
 /// Builds the agent; says which on stderr.
-#[allow(clippy::print_stderr)]
 fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std::error::Error>> {
     let mut provider = match args.agent {
         AgentKind::Scripted => {
-            eprintln!("runtimeuse: agent: scripted (deterministic directives)");
+            note(args, "agent: scripted (deterministic directives)");
             return Ok(Arc::new(ScriptedHandler));
         }
         AgentKind::Command => {
@@ -192,7 +213,7 @@ fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std:
             } else {
                 PromptInput::Stdin
             };
-            eprintln!("runtimeuse: agent: command `{command}`");
+            note(args, &format!("agent: command `{command}`"));
             return Ok(Arc::new(CommandAgent::new(command).prompt_input(how)));
         }
         AgentKind::Openai => ProviderConfig::openai_from_env(match args.openai_api {
@@ -215,30 +236,48 @@ fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std:
     options.tool_timeout = Duration::from_millis(args.tool_timeout_ms);
     options.web_search = args.web_search;
     let api = provider.api;
-    eprintln!(
-        "runtimeuse: agent: {} ({} API at {})",
-        api.provider(),
-        api.name(),
-        provider.base_url
+    note(
+        args,
+        &format!(
+            "agent: {} ({} API at {})",
+            api.provider(),
+            api.name(),
+            provider.base_url
+        ),
     );
     if provider.api_key.is_none() {
-        eprintln!(
-            "runtimeuse: warning: {} is not set; queries will fail until it is (or pass --api-key)",
-            api.key_variable()
+        note(
+            args,
+            &format!(
+                "warning: {} is not set; queries will fail until it is (or pass --api-key)",
+                api.key_variable()
+            ),
         );
     }
     Ok(Arc::new(ModelAgent::new(provider, options)?))
 }
 
+/// Resolves at the first SIGTERM or SIGINT; a second one exits at once (the graceful
+/// shutdown the first began is cut short), with 128 + the signal's number.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot watch for signals; stop the runtime with SIGKILL");
+        return std::future::pending().await;
     };
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully (again: at once)"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully (again: at once)"),
     }
+    tokio::spawn(async move {
+        let code = tokio::select! {
+            _ = term.recv() => 128 + 15,
+            _ = int.recv() => 128 + 2,
+        };
+        tracing::warn!("a second signal: exiting at once");
+        std::process::exit(code);
+    });
 }

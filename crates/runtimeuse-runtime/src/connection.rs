@@ -14,18 +14,52 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::Shared;
 use crate::artifacts::Watcher;
 use crate::mailbox::{Cmd, Mailbox, Outbox, Room, Terminal};
+use crate::ops::{self, ConnectionOutcome, Drain, Outcome, RequestKind, RequestOutcome};
 use crate::request::{Env, env, run_commands, run_query};
 use crate::sessions::{Attach, Kind, Owner};
 use crate::stream::BoxIo;
 
-/// Serves one accepted TCP connection until it ends.
-pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+/// Serves one accepted TCP connection until it ends: a WebSocket session, or the answer to
+/// a plain HTTP request for one of the runtime's endpoints (`ops`).
+pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let peer = stream.peer_addr().ok();
-    serve_stream(Box::new(stream), peer, shared).await;
+    let metrics = &shared.ops.metrics;
+    let head = match tokio::time::timeout(
+        shared.options.handshake_timeout,
+        ops::read_head(&mut stream),
+    )
+    .await
+    {
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => {
+            tracing::info!(peer = %Peer(peer), error = %e, "no request; dropped");
+            metrics.connection(ConnectionOutcome::refused);
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %Peer(peer), "no request in time; dropped");
+            metrics.connection(ConnectionOutcome::refused);
+            return;
+        }
+    };
+    if let Some(endpoint) = head.endpoint() {
+        metrics.connection(ConnectionOutcome::http);
+        let token = shared.options.token.as_deref();
+        ops::answer(stream, endpoint, &head, &shared.ops, token).await;
+        return;
+    }
+    if !shared.ops.is_ready() {
+        tracing::info!(peer = %Peer(peer), "a session while the runtime shuts down; refused");
+        metrics.connection(ConnectionOutcome::refused);
+        ops::refuse_draining(stream).await;
+        return;
+    }
+    serve_stream(Box::new(head.replay(stream)), peer, shared).await;
 }
 
 /// Serves one connection over any byte stream (`peer` for the log) until it ends.
@@ -38,10 +72,12 @@ async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Share
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::info!(peer = %Peer(peer), error = %crate::with_causes(e.to_string(), &e), "handshake refused or failed");
+            shared.ops.metrics.connection(ConnectionOutcome::refused);
             return;
         }
         Err(_) => {
             tracing::info!(peer = %Peer(peer), "handshake not completed in time; dropped");
+            shared.ops.metrics.connection(ConnectionOutcome::refused);
             return;
         }
     };
@@ -54,6 +90,7 @@ async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Share
         Kind::Resume(attach, received) => {
             // The socket goes to the task that owns the session; this one is done.
             tracing::info!(peer = %Peer(peer), "connection resumes a session");
+            shared.ops.metrics.connection(ConnectionOutcome::served);
             if attach.send(Attach { conn, received }).await.is_err() {
                 tracing::debug!("the session ended while its client resumed it");
             }
@@ -62,6 +99,7 @@ async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Share
     };
     tracing::info!(peer = %Peer(peer), resumable = owner.is_some(), "connection accepted");
     let opened = tokio::time::Instant::now();
+    shared.ops.metrics.connection_opened();
     let mut state = State::new(conn.backlog().clone(), shared);
     let why = match owner {
         Some(owner) => serve_resumable(&mut conn, &mut state, owner).await,
@@ -73,6 +111,8 @@ async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Share
     if let Some(c) = &state.cancel {
         let _ = c.send(true);
     }
+    state.abandoned();
+    state.shared.ops.metrics.connection_closed();
     tracing::debug!(why = why.token(), "session over");
     tracing::info!(
         peer = %Peer(peer),
@@ -94,8 +134,13 @@ async fn serve_plain(conn: &mut RuntimeConnection<BoxIo>, state: &mut State) {
                 }
             }
             Some((request, cmd)) = state.mailbox.recv() => {
-                apply(conn.session(), &state.watcher, request, cmd);
+                state.apply(conn.session(), request, cmd);
             }
+            Ok(()) = state.drain.changed() => state.on_drain(),
+        }
+        if state.closing && conn.session().request_in_flight().is_none() {
+            conn.go_away().await;
+            break;
         }
     }
 }
@@ -130,7 +175,7 @@ async fn serve_resumable(
                 }
             },
             Some((request, cmd)) = state.mailbox.recv() => {
-                apply(conn.session(), &state.watcher, request, cmd);
+                state.apply(conn.session(), request, cmd);
                 if conn.is_detached() && conn.replay_bytes() > max_replay {
                     tracing::info!(limit = max_replay, "replay buffer full while no client was attached; request cancelled");
                     give_up(conn, state, &owner, Refusal::Overflowed, &mut over);
@@ -155,6 +200,18 @@ async fn serve_resumable(
                 give_up(conn, state, &owner, Refusal::Expired, &mut over);
                 parked_until = None;
             }
+            Ok(()) = state.drain.changed() => {
+                state.on_drain();
+                if conn.is_detached() && over.is_none() {
+                    tracing::info!("the runtime shuts down; the session waiting to be resumed is given up");
+                    give_up(conn, state, &owner, Refusal::Ended, &mut over);
+                    parked_until = None;
+                }
+            }
+        }
+        if state.closing && !conn.is_detached() && conn.session().request_in_flight().is_none() {
+            conn.go_away().await;
+            break;
         }
     }
     let why = over.unwrap_or(Refusal::Ended);
@@ -203,6 +260,12 @@ struct State {
     tasks: JoinSet<()>,
     /// Requests served, for the log.
     requests: u64,
+    /// The request in flight, its kind and its start, for the metrics.
+    running: Option<(RequestId, RequestKind, tokio::time::Instant)>,
+    /// The runtime's shutdown, as it goes on.
+    drain: watch::Receiver<Drain>,
+    /// The runtime drains: the connection closes (1001) once no request is in flight.
+    closing: bool,
 }
 
 impl State {
@@ -215,23 +278,83 @@ impl State {
             cancel: None,
             tasks: JoinSet::new(),
             requests: 0,
+            running: None,
+            drain: shared.ops.watch_drain(),
+            closing: false,
             shared,
+        }
+    }
+
+    /// The runtime's shutdown moved on: from now on the connection closes once no request is
+    /// in flight; once the grace is over, the request in flight is cancelled.
+    fn on_drain(&mut self) {
+        match *self.drain.borrow_and_update() {
+            Drain::Serving => {}
+            Drain::Draining => self.closing = true,
+            Drain::Cancelling => {
+                self.closing = true;
+                if let Some(c) = &self.cancel {
+                    tracing::info!("the runtime shuts down; the request in flight is cancelled");
+                    let _ = c.send(true);
+                }
+            }
+        }
+    }
+
+    /// Applies a request task's message to the session, noting a request's end.
+    fn apply(&mut self, session: &mut RuntimeSession, request: Option<RequestId>, cmd: Cmd) {
+        if let (Cmd::Finish(terminal), Some(id)) = (&cmd, request)
+            && let Some((running, kind, started)) = self.running
+            && running == id
+        {
+            let outcome = match terminal {
+                Terminal::Query(_) | Terminal::Commands(_) => RequestOutcome::ok,
+                Terminal::Cancelled => RequestOutcome::cancelled,
+                Terminal::Fail(_, metadata) if is_timeout(metadata) => RequestOutcome::timeout,
+                Terminal::Fail(..) => RequestOutcome::error,
+            };
+            self.running = None;
+            (self.shared.ops.metrics).request_ended(kind, outcome, started.elapsed());
+        }
+        apply(session, &self.watcher, request, cmd);
+    }
+
+    /// The connection ended: a request still running is counted as cancelled.
+    fn abandoned(&mut self) {
+        if let Some((_, kind, started)) = self.running.take() {
+            (self.shared.ops.metrics).request_ended(
+                kind,
+                RequestOutcome::cancelled,
+                started.elapsed(),
+            );
         }
     }
 
     /// Handles one event of the client; `false` once the connection ends.
     fn on_event(&mut self, session: &mut RuntimeSession, event: RuntimeEvent) -> bool {
         match event {
+            RuntimeEvent::Invocation { request, .. } | RuntimeEvent::Commands { request, .. }
+                if self.closing =>
+            {
+                tracing::info!("a request while the runtime shuts down; refused");
+                let metadata = json!({ "error_name": "ShuttingDown" });
+                if let Err(e) = session.fail("the runtime is shutting down", &metadata) {
+                    tracing::debug!(error = %e, request = request.as_u64(), "could not refuse");
+                }
+            }
             RuntimeEvent::Invocation {
                 request,
                 invocation,
             } => {
-                let env = self.env(request);
-                self.tasks.spawn(run_query(invocation, env));
+                let env = self.env(request, RequestKind::query);
+                let span = request_span(request, RequestKind::query);
+                self.tasks
+                    .spawn(run_query(invocation, env).instrument(span));
             }
             RuntimeEvent::Commands { request, batch } => {
-                let env = self.env(request);
-                self.tasks.spawn(run_commands(batch, env));
+                let env = self.env(request, RequestKind::commands);
+                let span = request_span(request, RequestKind::commands);
+                self.tasks.spawn(run_commands(batch, env).instrument(span));
             }
             RuntimeEvent::Cancel { .. } => {
                 if let Some(c) = &self.cancel {
@@ -254,8 +377,11 @@ impl State {
         true
     }
 
-    fn env(&mut self, request: RequestId) -> Env {
+    fn env(&mut self, request: RequestId, kind: RequestKind) -> Env {
         self.requests += 1;
+        self.abandoned();
+        self.running = Some((request, kind, tokio::time::Instant::now()));
+        self.shared.ops.metrics.request_started();
         env(
             &mut self.mailbox,
             request,
@@ -273,7 +399,13 @@ impl State {
         // Counted as running before it counts as answered: a request that waits for its
         // uploads sees it either way.
         match self.watcher.uploads() {
-            Some(uploads) => uploads.start(filepath, upload, redactor),
+            Some(uploads) => {
+                let shared = Arc::clone(&self.shared);
+                uploads.start(filepath, upload, redactor, move |ok| {
+                    let outcome = if ok { Outcome::ok } else { Outcome::failed };
+                    shared.ops.metrics.artifact_upload(outcome);
+                });
+            }
             None => tracing::debug!("upload answer without a watcher; ignored"),
         }
         self.watcher.reported().answered(&path);
@@ -332,6 +464,20 @@ fn apply(session: &mut RuntimeSession, watcher: &Watcher, request: Option<Reques
     if let Err(e) = result {
         tracing::debug!(error = %e, "runtime session refused a message");
     }
+}
+
+/// The span of a request's task: its id and kind on every line it logs (inside the
+/// connection's span).
+fn request_span(request: RequestId, kind: RequestKind) -> tracing::Span {
+    tracing::info_span!("request", id = request.as_u64(), kind = ?kind)
+}
+
+/// Whether a failure's metadata names a timeout (`TimeoutError`, `ProviderTimeout`, …).
+fn is_timeout(metadata: &serde_json::Value) -> bool {
+    metadata
+        .get("error_name")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|name| name.to_ascii_lowercase().contains("timeout"))
 }
 
 /// How long the end-of-session drain may wait for artifacts, by default.

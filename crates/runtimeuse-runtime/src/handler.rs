@@ -58,6 +58,8 @@ pub struct HandlerContext {
     pub(crate) cancel: CancelSignal,
     pub(crate) reported: Reported,
     pub(crate) artifacts_dirs: Vec<PathBuf>,
+    /// The runtime's metrics (the model agent counts its turns, tool calls and tokens).
+    pub(crate) metrics: std::sync::Arc<crate::ops::Metrics>,
 }
 
 impl HandlerContext {

@@ -36,6 +36,7 @@ mod connection;
 mod handler;
 mod http;
 mod mailbox;
+mod ops;
 mod request;
 mod scripted;
 mod sessions;
@@ -136,6 +137,9 @@ pub struct RuntimeOptions {
     /// [`max_buffered`](Self::max_buffered) as for any client, so only what cannot wait (a
     /// terminal, heartbeats, artifact requests) goes past that. Default 2 MiB.
     pub max_replay: usize,
+    /// How long [`BoundRuntime::serve`] lets requests in flight finish once its shutdown
+    /// future resolved, before it cancels them. Default 30 s.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -158,6 +162,7 @@ impl Default for RuntimeOptions {
             read_buffer_size: runtimeuse_tokio::server::DEFAULT_SERVER_READ_BUFFER,
             resume_grace: Duration::from_secs(60),
             max_replay: 2 << 20,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -180,6 +185,8 @@ pub(crate) struct Shared {
     server: ServerConfig,
     /// The resumable sessions.
     sessions: sessions::Sessions,
+    /// Health, metrics and the drain.
+    ops: ops::Ops,
 }
 
 impl Shared {
@@ -196,12 +203,16 @@ impl Shared {
         // Producers stop at `max_buffered`; the client's frames are read while the queue is
         // under that and 1 MiB of answers to them.
         server.max_queued_for_reading = options.max_buffered.saturating_add(1 << 20);
-        server.total_backlog = Some(runtimeuse_tokio::server::Backlog::new());
+        let queued = runtimeuse_tokio::server::Backlog::new();
+        server.total_backlog = Some(queued.clone());
+        let sent = runtimeuse_tokio::server::SentTally::new();
+        server.sent = Some(sent.clone());
         Self {
             handler,
             options,
             server,
             sessions: sessions::Sessions::default(),
+            ops: ops::Ops::new(sent, queued),
         }
     }
 }
@@ -303,15 +314,33 @@ impl BoundRuntime {
         url(self.listener.local_addr().ok())
     }
 
-    /// Accepts connections until `shutdown` resolves; then stops accepting and ends the open
-    /// connections (their running commands are killed).
+    /// Accepts connections until `shutdown` resolves, then shuts down gracefully: readiness
+    /// (`/readyz`) goes false, no connection is accepted any more, connections with no
+    /// request in flight close (code 1001, going away), requests in flight get
+    /// [`RuntimeOptions::shutdown_grace`] to finish; then the rest are cancelled (each client
+    /// gets its cancel confirmed) and their connections close with 1001.
+    ///
+    /// Besides WebSocket sessions, the port answers plain `GET /healthz` (alive),
+    /// `GET /readyz` (accepting sessions) and `GET /metrics` (the Prometheus text format;
+    /// behind the token when one is set).
     ///
     /// # Errors
     ///
     /// Never for a single failed accept (logged); only if the listener itself fails.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        if self.shared.options.token.is_none()
-            && let Ok(addr) = self.listener.local_addr()
+        let grace = self.shared.options.shutdown_grace;
+        self.serve_until(async {
+            shutdown.await;
+            grace
+        })
+        .await
+    }
+
+    /// [`serve`](Self::serve), with the grace that `shutdown` resolves to.
+    async fn serve_until(self, shutdown: impl Future<Output = Duration>) -> std::io::Result<()> {
+        let Self { listener, shared } = self;
+        if shared.options.token.is_none()
+            && let Ok(addr) = listener.local_addr()
             && !addr.ip().is_loopback()
         {
             tracing::warn!(
@@ -324,46 +353,92 @@ impl BoundRuntime {
         tokio::pin!(shutdown);
         let mut connections = JoinSet::new();
         let mut backoff = AcceptBackoff::default();
-        let max = connection_cap(self.shared.options.max_connections);
-        loop {
+        let max = connection_cap(shared.options.max_connections);
+        let mut next_id = 0u64;
+        let grace = loop {
             while connections.try_join_next().is_some() {}
             tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
+                grace = &mut shutdown => break grace,
+                accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         backoff.reset();
                         if connections.len() >= max {
                             // Closing at once frees the descriptor and tells the client.
                             tracing::debug!(%peer, max, "connection limit reached; refused");
+                            shared.ops.metrics.connection(ops::ConnectionOutcome::over_limit);
                             drop(stream);
                             continue;
                         }
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(connection::serve(stream, Arc::clone(&self.shared)));
+                        next_id += 1;
+                        let span = tracing::info_span!("connection", id = next_id);
+                        let served = connection::serve(stream, Arc::clone(&shared));
+                        connections.spawn(tracing::Instrument::instrument(served, span));
                     }
                     Err(e) => backoff.wait(&e).await,
                 },
             }
+        };
+        // Readiness goes false first: from now on new sessions are refused (503), while the
+        // port still answers the probes.
+        shared.ops.drain(ops::Drain::Draining);
+        tracing::info!(
+            open = connections.len(),
+            ?grace,
+            "shutting down: requests in flight may finish within the grace"
+        );
+        let mut probes = JoinSet::new();
+        let graced = tokio::time::Instant::now() + grace;
+        let mut cancel_by = None;
+        while !connections.is_empty() {
+            let deadline = cancel_by.unwrap_or(graced);
+            tokio::select! {
+                _ = connections.join_next() => {}
+                accepted = listener.accept() => if let Ok((stream, _)) = accepted {
+                    probes.spawn(connection::serve(stream, Arc::clone(&shared)));
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    if cancel_by.is_some() {
+                        tracing::warn!(
+                            open = connections.len(),
+                            "connections still open after their requests were cancelled; dropped"
+                        );
+                        break;
+                    }
+                    tracing::info!(
+                        open = connections.len(),
+                        "the grace is over; cancelling the requests still running"
+                    );
+                    shared.ops.drain(ops::Drain::Cancelling);
+                    cancel_by = Some(tokio::time::Instant::now() + CANCEL_WAIT);
+                }
+            }
         }
-        tracing::info!("shutting down");
+        drop(listener);
         connections.shutdown().await;
+        probes.shutdown().await;
+        tracing::info!("shut down");
         Ok(())
     }
 
     /// Serves in a background task; the handle stops it.
     pub fn spawn(self) -> RuntimeHandle {
         let addr = self.listener.local_addr().ok();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(self.serve(async {
-            let _ = rx.await;
-        }));
+        let grace = self.shared.options.shutdown_grace;
+        let (tx, rx) = oneshot::channel::<Duration>();
+        let task = tokio::spawn(self.serve_until(async move { rx.await.unwrap_or(grace) }));
         RuntimeHandle {
             addr,
+            grace,
             shutdown: Some(tx),
             task,
         }
     }
 }
+
+/// How long connections get to close once their requests were cancelled at the end of a
+/// shutdown's grace (their tasks end as soon as the cancels are confirmed).
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// A listening socket on `addr` (address reuse on, as `TcpListener::bind` does) with room
 /// for `backlog` connections waiting to be accepted.
@@ -440,7 +515,8 @@ fn url(addr: Option<SocketAddr>) -> String {
 #[derive(Debug)]
 pub struct RuntimeHandle {
     addr: Option<SocketAddr>,
-    shutdown: Option<oneshot::Sender<()>>,
+    grace: Duration,
+    shutdown: Option<oneshot::Sender<Duration>>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -455,19 +531,39 @@ impl RuntimeHandle {
         url(self.addr)
     }
 
-    /// Stops the runtime and waits until it has.
-    pub async fn shutdown(mut self) {
+    /// Stops the runtime gracefully (as [`BoundRuntime::serve`] does, with
+    /// [`RuntimeOptions::shutdown_grace`]) and waits until it has.
+    pub async fn shutdown(self) {
+        let grace = self.grace;
+        self.shutdown_within(grace).await;
+    }
+
+    /// Stops the runtime, letting requests in flight finish within `grace` (zero: they are
+    /// cancelled at once, each cancel confirmed to its client), and waits until it has.
+    pub async fn shutdown_within(mut self, grace: Duration) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(grace);
         }
         let _ = (&mut self.task).await;
     }
 }
 
+impl RuntimeHandle {
+    /// Stops the runtime at once, as a crash would: its connections are dropped without a
+    /// close frame (their commands' process groups are killed), nothing is confirmed to the
+    /// clients. Waits until it has stopped.
+    pub async fn abort(mut self) {
+        self.shutdown.take();
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 impl Drop for RuntimeHandle {
+    /// Stops the runtime at once (requests in flight are cancelled) without waiting.
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(Duration::ZERO);
         }
     }
 }

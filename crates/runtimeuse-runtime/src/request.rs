@@ -14,6 +14,7 @@ use crate::artifacts::Watcher;
 use crate::commands::{self, Budget, Collect, RunError};
 use crate::handler::{CancelSignal, HandlerContext};
 use crate::mailbox::{Cmd, Mailbox, Outbox, Terminal};
+use crate::ops::CommandStatus;
 use crate::{Shared, http};
 
 /// What a request's task works with.
@@ -41,6 +42,23 @@ pub(crate) fn env(
         watcher: watcher.clone(),
         shared: Arc::clone(shared),
     }
+}
+
+/// Runs one command of the request, counting how it ended.
+async fn run_command(
+    env: &Env,
+    command: &runtimeuse_proto::Command,
+    collect: Collect,
+) -> Result<commands::Exit, RunError> {
+    let ran = commands::run(command, Some(&env.outbox), &env.cancel, collect).await;
+    let status = match &ran {
+        Ok(exit) if exit.code == 0 => CommandStatus::ok,
+        Ok(_) => CommandStatus::failed,
+        Err(RunError::Cancelled) => CommandStatus::cancelled,
+        Err(RunError::Spawn(_)) => CommandStatus::not_started,
+    };
+    env.shared.ops.metrics.command(status);
+    ran
 }
 
 fn failure(message: String) -> Terminal {
@@ -78,7 +96,7 @@ async fn hooks(
     when: &str,
 ) -> Result<(), Terminal> {
     for c in list.into_iter().flatten() {
-        match commands::run(c, Some(&env.outbox), &env.cancel, Collect::default()).await {
+        match run_command(env, c, Collect::default()).await {
             Ok(exit) if exit.code == 0 => {}
             Ok(exit) => {
                 return Err(failure(format!(
@@ -96,6 +114,7 @@ async fn hooks(
 }
 
 pub(crate) async fn run_query(invocation: Invocation, env: Env) {
+    tracing::debug!("request started");
     let watched = !invocation.artifacts_dirs.is_empty();
     let terminal = query_terminal(invocation, &env).await;
     finish(&env, terminal, watched).await;
@@ -125,6 +144,7 @@ async fn query_terminal(invocation: Invocation, env: &Env) -> Terminal {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            metrics: Arc::clone(&env.shared.ops.metrics),
         };
         let post = invocation.post_agent_invocation_commands.clone();
         let handler = Arc::clone(&env.shared.handler);
@@ -143,6 +163,7 @@ async fn query_terminal(invocation: Invocation, env: &Env) -> Terminal {
 }
 
 pub(crate) async fn run_commands(batch: CommandBatch, env: Env) {
+    tracing::debug!(commands = batch.commands.len(), "request started");
     let watched = !batch.artifacts_dirs.is_empty();
     let terminal = commands_terminal(batch, &env).await;
     finish(&env, terminal, watched).await;
@@ -175,6 +196,12 @@ async fn finish(env: &Env, terminal: Terminal, watched: bool) {
             }
         }
     };
+    let how = match &terminal {
+        Terminal::Query(_) | Terminal::Commands(_) => "ok",
+        Terminal::Fail(..) => "failed",
+        Terminal::Cancelled => "cancelled",
+    };
+    tracing::info!(outcome = how, "request ended");
     let _ = env.outbox.send(Cmd::Finish(terminal)).await;
 }
 
@@ -220,7 +247,7 @@ async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {
             },
             stderr: Budget::default(),
         };
-        match commands::run(c, Some(&env.outbox), &env.cancel, collect).await {
+        match run_command(env, c, collect).await {
             Ok(exit) => {
                 let failed = exit.code != 0;
                 let cut = exit.stdout.cut();

@@ -49,9 +49,15 @@ impl Drop for Running {
 }
 
 impl Uploads {
-    /// Starts uploading `filepath` as the client answered. The upload goes on if the
-    /// connection ends: the client asked for the file.
-    pub(crate) fn start(&self, filepath: String, upload: ArtifactUpload, redactor: Redactor) {
+    /// Starts uploading `filepath` as the client answered, telling `done` whether it worked.
+    /// The upload goes on if the connection ends: the client asked for the file.
+    pub(crate) fn start(
+        &self,
+        filepath: String,
+        upload: ArtifactUpload,
+        redactor: Redactor,
+        done: impl FnOnce(bool) + Send + 'static,
+    ) {
         self.0.running.fetch_add(1, Ordering::AcqRel);
         let running = Running(Arc::clone(&self.0));
         tokio::spawn(async move {
@@ -59,7 +65,9 @@ impl Uploads {
             let Ok(_slot) = inner.slots.acquire().await else {
                 return;
             };
-            if let Err(e) = http::upload(&filepath, &upload, &redactor).await {
+            let uploaded = http::upload(&filepath, &upload, &redactor).await;
+            done(uploaded.is_ok());
+            if let Err(e) = uploaded {
                 tracing::warn!(error = %e, "artifact upload failed");
                 if let Ok(mut failures) = inner.failures.lock() {
                     failures.push(e);

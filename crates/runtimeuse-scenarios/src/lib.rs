@@ -107,10 +107,17 @@ impl Served {
         self.handle.as_ref().expect("running").url()
     }
 
-    /// Stops the runtime: its connections close at once.
+    /// Stops the runtime: its connections close at once (requests in flight are cancelled).
     pub fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
-            on(self.rt(), h.shutdown());
+            on(self.rt(), h.shutdown_within(std::time::Duration::ZERO));
+        }
+    }
+
+    /// Stops the runtime as a crash would: its connections drop without a close frame.
+    pub fn kill(&mut self) {
+        if let Some(h) = self.handle.take() {
+            on(self.rt(), h.abort());
         }
     }
 

@@ -80,6 +80,37 @@ pub struct ServerConfig {
     pub max_queued_for_reading: usize,
     /// When set, each connection's [`Backlog`] also counts into this one: the server's total.
     pub total_backlog: Option<Backlog>,
+    /// When set, every connection counts the data frames it sends, and their bytes, here (a
+    /// server's metrics).
+    pub sent: Option<SentTally>,
+}
+
+/// A count of data frames sent and their bytes, shared by the connections of a server
+/// ([`ServerConfig::sent`]). Cloning shares the count.
+#[derive(Clone, Debug, Default)]
+pub struct SentTally(Arc<[std::sync::atomic::AtomicU64; 2]>);
+
+impl SentTally {
+    /// A tally from zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Data frames sent so far.
+    pub fn frames(&self) -> u64 {
+        self.0[0].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Their bytes (the payloads).
+    pub fn bytes(&self) -> u64 {
+        self.0[1].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0[0].fetch_add(1, Relaxed);
+        self.0[1].fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Relaxed);
+    }
 }
 
 /// The default [`ServerConfig::max_queued_for_reading`]: 2 MiB.
@@ -103,6 +134,7 @@ impl Default for ServerConfig {
             write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
             max_queued_for_reading: DEFAULT_MAX_QUEUED_FOR_READING,
             total_backlog: None,
+            sent: None,
         }
     }
 }
@@ -196,6 +228,8 @@ pub struct RuntimeConnection<S> {
     stall_limit: Option<Duration>,
     read_limit: usize,
     stall: Stall,
+    /// The server's tally of what is sent, when it keeps one.
+    sent: Option<SentTally>,
 }
 
 /// While a flush waits on the client: since when the socket took no bytes, and the timer
@@ -283,7 +317,7 @@ fn add_headers(
 /// presented must be right, and each way at most once: a repeated `token` parameter or
 /// `Authorization` header is refused, whatever its values (a proxy or a log may see only one
 /// of them).
-fn authorized(request: &Request, token: &str) -> bool {
+pub fn authorized(request: &Request, token: &str) -> bool {
     let headers: Vec<&[u8]> = request
         .headers()
         .get_all("authorization")
@@ -433,6 +467,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             backlog,
             counted: 0,
             stall_limit: config.write_stall_timeout,
+            sent: config.sent.clone(),
             read_limit: config.max_queued_for_reading,
             stall: Stall::default(),
         })
@@ -633,6 +668,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
         Ok(())
     }
 
+    /// Sends what is queued (within the write stall limit), then closes the connection with
+    /// code 1001 (going away): for a server that shuts down. The session ends.
+    pub async fn go_away(&mut self) {
+        if let Err(e) = self.flush().await {
+            tracing::debug!(error = %e, "could not send everything before going away");
+        }
+        self.conn
+            .close_with(1001, "the runtime is shutting down", CLOSE_AFTER_SUCCESS)
+            .await;
+        self.session
+            .handle_input(Input::TransportClosed(Tokio::now()));
+        self.drain();
+    }
+
     /// Refuses the resumption this connection's handshake asked for: closes it with code
     /// [`CLOSE_REFUSED`](resume::CLOSE_REFUSED) and the refusal's token as the reason.
     pub async fn refuse(mut self, refusal: Refusal) {
@@ -729,6 +778,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                             window.set(u64::MAX, 0);
                             self.replay = None;
                         }
+                    }
+                    if let Some(sent) = &self.sent
+                        && message.is_text()
+                    {
+                        sent.count(message.len());
                     }
                     if !self.detached {
                         self.conn.queue_message(message);

@@ -398,6 +398,7 @@ impl ModelAgent {
             let mut results = Vec::with_capacity(calls.len());
             for c in &calls {
                 run.tool_calls += 1;
+                ctx.metrics.tool_call(self.provider.api.provider());
                 tracing::debug!(tool = %c.name, "tool call");
                 results.push((c.id.clone(), tools::call(c, env).await));
             }
@@ -412,9 +413,11 @@ impl ModelAgent {
         ctx: &HandlerContext,
         usage: &mut Usage,
     ) -> Result<Vec<Part>, AgentError> {
-        let mut stream = provider::start(&self.http, &self.provider, &self.options, request)
-            .await
-            .map_err(|e| self.fail(&e))?;
+        let metrics = &ctx.metrics;
+        let mut stream =
+            provider::start(&self.http, &self.provider, &self.options, request, metrics)
+                .await
+                .map_err(|e| self.fail(&e))?;
         let mut parts = Vec::new();
         while let Some(part) = stream.next().await.map_err(|e| self.fail(&e))? {
             if let Part::Text(t) = &part {
@@ -422,8 +425,11 @@ impl ModelAgent {
             }
             parts.push(part);
         }
-        usage.input += stream.usage().input;
-        usage.output += stream.usage().output;
+        let turn = stream.usage();
+        usage.input += turn.input;
+        usage.output += turn.output;
+        let provider = self.provider.api.provider();
+        metrics.turn(provider, request.model, turn.input, turn.output);
         Ok(parts)
     }
 }

@@ -1,6 +1,7 @@
 //! One model turn over HTTP: the request each wire API makes, retries, server-sent events and
 //! their bounds. The provider-neutral conversation and events it speaks are in `model`.
 
+use crate::ops::Metrics;
 use std::fmt;
 use std::time::Duration;
 
@@ -27,8 +28,10 @@ pub(crate) async fn start(
     provider: &ProviderConfig,
     options: &AgentOptions,
     request: &TurnRequest<'_>,
+    metrics: &Metrics,
 ) -> Result<TurnStream, ProviderError> {
     let wire = wire(provider.api);
+    let name = provider.api.provider();
     let api = wire.api();
     let url = join(&provider.base_url, wire.path());
     let body = wire.body(request).to_string();
@@ -48,6 +51,7 @@ pub(crate) async fn start(
                 let retry = should_retry(&r);
                 let delay = retry_after(r.headers());
                 let status = r.status().as_u16();
+                metrics.provider_error(name, Some(status));
                 let text = read_bounded(r).await;
                 let mut error = error_from_body(api, status, &text);
                 error.attempts = attempt;
@@ -57,6 +61,7 @@ pub(crate) async fn start(
                 (error, delay)
             }
             Err(e) => {
+                metrics.provider_error(name, None);
                 let mut error = ProviderError::stream(api, transport_message(&e, &url));
                 error.attempts = attempt;
                 (error, None)
@@ -69,6 +74,7 @@ pub(crate) async fn start(
             .unwrap_or_else(|| backoff(options.retry_base_delay, attempt))
             .min(options.max_retry_delay);
         tracing::info!(%error, ?delay, attempt, "provider request failed; retrying");
+        metrics.provider_retry(name);
         tokio::time::sleep(delay).await;
     };
     let decoder = wire.decoder();

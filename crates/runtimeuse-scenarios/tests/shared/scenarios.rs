@@ -232,7 +232,7 @@ scenario! {
         });
         running.recv().expect("the query started");
         let stopped = Instant::now();
-        rt.stop();
+        rt.kill();
         let outcome = done_rx
             .recv_timeout(Duration::from_secs(1))
             .expect("the call ends within a second of the connection dropping");

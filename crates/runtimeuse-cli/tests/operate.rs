@@ -1,0 +1,271 @@
+//! The runtime in production, tested on the real binary: `/healthz` and `/readyz` by a plain
+//! HTTP client, `/metrics` parsed by a Prometheus text-format parser after a known workload,
+//! the graceful shutdown on SIGTERM (a request that finishes within the grace, one that is
+//! cancelled after it), and `--log-format json`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Serve;
+use common::raw::{self, CLOSE, RawWs, TEXT};
+use serde_json::Value;
+
+/// A plain HTTP GET: status and body.
+fn get(port: u16, path: &str, extra: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn exec(port: u16, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .arg("exec")
+        .args(args)
+        .arg("--url")
+        .arg(format!("ws://127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn sigterm(rt: &Serve) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(rt.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+#[test]
+fn health_and_readiness_answer_plain_http_without_the_token() {
+    let rt = Serve::start(&["--token", "s3cr3t"], &[]);
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = get(rt.port, path, "");
+        assert_eq!(status, 200, "{path}: {body}");
+        let health: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["status"], "ok");
+        assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+        assert!(health["uptime_seconds"].as_f64().unwrap() >= 0.0);
+        assert_eq!(health["connections"], 0);
+        assert_eq!(health["requests_in_flight"], 0);
+    }
+    // The WebSocket path is undisturbed, and still needs the token.
+    let out = exec(rt.port, &["echo hi", "--token", "s3cr3t"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert!(RawWs::try_connect(rt.port).is_err(), "no token, no session");
+    // Metrics are behind the token.
+    assert_eq!(get(rt.port, "/metrics", "").0, 401);
+    let (status, _) = get(rt.port, "/metrics", "Authorization: Bearer s3cr3t\r\n");
+    assert_eq!(status, 200);
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn sample(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<_> = samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect();
+    match found.as_slice() {
+        [s] => match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name}: not a number"),
+        },
+        other => panic!("{name} {labels:?}: {} samples", other.len()),
+    }
+}
+
+#[test]
+fn metrics_count_a_known_workload() {
+    let rt = Serve::start(&[], &[]);
+    // Two command batches (one command fails), one query, one refused handshake, two probes.
+    assert!(exec(rt.port, &["echo one"]).status.success());
+    assert_eq!(exec(rt.port, &["exit 3"]).status.code(), Some(3));
+    let out = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args(["query", "ECHO:hi", "--url"])
+        .arg(format!("ws://127.0.0.1:{}", rt.port))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut junk = TcpStream::connect(("127.0.0.1", rt.port)).unwrap();
+    junk.write_all(b"not http at all\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = junk.read_to_end(&mut rest);
+    assert_eq!(get(rt.port, "/healthz", "").0, 200);
+    assert_eq!(get(rt.port, "/readyz", "").0, 200);
+
+    let (status, text) = get(rt.port, "/metrics", "");
+    assert_eq!(status, 200);
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format");
+    let s = &scrape.samples;
+    let requests = "runtimeuse_requests_total";
+    assert_eq!(
+        sample(s, requests, &[("kind", "commands"), ("outcome", "ok")]),
+        2.0
+    );
+    assert_eq!(
+        sample(s, requests, &[("kind", "query"), ("outcome", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        sample(s, "runtimeuse_commands_total", &[("status", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        sample(s, "runtimeuse_commands_total", &[("status", "failed")]),
+        1.0
+    );
+    let connections = "runtimeuse_connections_total";
+    assert_eq!(sample(s, connections, &[("outcome", "served")]), 3.0);
+    assert_eq!(sample(s, connections, &[("outcome", "refused")]), 1.0);
+    // The two probes; this scrape counts once its answer is made.
+    assert_eq!(sample(s, connections, &[("outcome", "http")]), 3.0);
+    assert_eq!(sample(s, "runtimeuse_connections_open", &[]), 0.0);
+    assert_eq!(sample(s, "runtimeuse_requests_in_flight", &[]), 0.0);
+    let durations = "runtimeuse_request_duration_seconds_count";
+    assert_eq!(sample(s, durations, &[("kind", "commands")]), 2.0);
+    // Per exec: output, result, confirm of the end; per query: result, confirm. At least.
+    assert!(sample(s, "runtimeuse_sent_frames_total", &[]) >= 6.0);
+    assert!(sample(s, "runtimeuse_sent_bytes_total", &[]) > 100.0);
+    assert_eq!(sample(s, "runtimeuse_queued_bytes", &[]), 0.0);
+    for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+        assert!(line.starts_with("# TYPE runtimeuse_"), "{line}");
+    }
+}
+
+#[test]
+fn sigterm_lets_a_request_finish_within_the_grace_and_exits_0() {
+    let mut rt = Serve::start(&["--shutdown-grace", "20"], &[]);
+    let mut exec = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args(["exec", "echo started; sleep 3; echo done", "--url"])
+        .arg(format!("ws://127.0.0.1:{}", rt.port))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(exec.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let signalled = Instant::now();
+    sigterm(&rt);
+    // Readiness goes false at once; the port stops accepting right after.
+    let ready = get(rt.port, "/readyz", "");
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "done\n");
+    assert!(exec.wait().unwrap().success());
+    let status = rt.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn sigterm_cancels_what_outlives_the_grace_confirms_it_and_goes_away() {
+    let mut rt = Serve::start(&["--shutdown-grace", "1"], &[]);
+    let dir = std::env::temp_dir().join(format!("runtimeuse-operate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("pid");
+    let mut ws = RawWs::connect(rt.port);
+    let marker = format!("sleep 61{}", std::process::id() % 1000);
+    ws.text(&raw::commands(&format!(
+        "{marker} & echo $! > {pid}; echo started; wait",
+        pid = pid_file.display()
+    )));
+    // The command runs once its first output arrives.
+    loop {
+        let (op, payload) = ws.read().unwrap();
+        if op == TEXT && String::from_utf8_lossy(&payload).contains("started") {
+            break;
+        }
+    }
+    let signalled = Instant::now();
+    sigterm(&rt);
+    let (mut cancelled, mut code) = (None, None);
+    while code.is_none() {
+        let (op, payload) = ws.read().unwrap();
+        match op {
+            TEXT => {
+                let m: Value = serde_json::from_slice(&payload).unwrap();
+                if m["message_type"] == "error_message" {
+                    cancelled = Some(m["error"].as_str().unwrap().to_owned());
+                }
+            }
+            CLOSE => code = Some(u16::from_be_bytes([payload[0], payload[1]])),
+            _ => {}
+        }
+    }
+    assert!(
+        cancelled.as_deref().is_some_and(|e| e.contains("cancel")),
+        "{cancelled:?}"
+    );
+    assert_eq!(code, Some(1001), "going away");
+    assert_eq!(rt.child.wait().unwrap().code(), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Gone, or a zombie waiting for a parent that reaps (its own parent died with it).
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let alive = state
+        .rsplit(')')
+        .next()
+        .is_some_and(|rest| !rest.trim_start().starts_with('Z'));
+    assert!(!alive, "the command's process group is gone: {state}");
+    assert_eq!(raw::processes_with(&marker), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn json_logs_parse_carry_the_ids_and_keep_secrets_out() {
+    let rt = Serve::start(&["--log-format", "json", "-vv"], &[]);
+    let out = exec(
+        rt.port,
+        &[
+            "echo the password is hunter2-xyz",
+            "--secret",
+            "hunter2-xyz",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[REDACTED]"));
+    let log = rt.stop();
+    let mut with_request = 0;
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(v.get(key).is_some(), "{key} in {line}");
+        }
+        assert!(!line.contains("hunter2-xyz"), "a secret in the log: {line}");
+        let spans = v["spans"].as_array().cloned().unwrap_or_default();
+        let named = |name: &str| {
+            spans
+                .iter()
+                .any(|s| s["name"] == name && s.get("id").is_some())
+        };
+        if named("request") {
+            assert!(named("connection"), "{line}");
+            with_request += 1;
+        }
+    }
+    assert!(
+        with_request > 0,
+        "lines of the request carry its id:\n{log}"
+    );
+}
