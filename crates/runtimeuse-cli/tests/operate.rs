@@ -162,9 +162,25 @@ fn sigterm_lets_a_request_finish_within_the_grace_and_exits_0() {
     assert_eq!(line, "started\n");
     let signalled = Instant::now();
     sigterm(&rt);
-    // Readiness goes false at once; the port stops accepting right after.
-    let ready = get(rt.port, "/readyz", "");
-    assert_eq!(ready.0, 503, "{}", ready.1);
+    // Readiness goes false once the signal is handled, while the port still answers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = get(rt.port, "/readyz", "");
+        if status == 503 {
+            assert!(body.contains("draining"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready 5 s after SIGTERM: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(get(rt.port, "/healthz", "").0, 200, "alive while it drains");
+    assert!(
+        RawWs::try_connect(rt.port).is_err(),
+        "no new session while it drains"
+    );
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "done\n");
@@ -268,4 +284,108 @@ fn json_logs_parse_carry_the_ids_and_keep_secrets_out() {
         with_request > 0,
         "lines of the request carry its id:\n{log}"
     );
+}
+
+#[test]
+fn metrics_count_the_agents_turns_tools_retries_tokens_and_uploads() {
+    use runtimeuse_scenarios::{Api, MockProvider, Reply};
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let shell = serde_json::json!({"command": "echo from-the-tool"});
+    let replies = vec![
+        Api::Responses.rate_limited(0),
+        Reply::stream(Api::Responses.tool_call("call_1", "shell", &shell)),
+        Reply::stream(Api::Responses.text("done")),
+    ];
+    let mock = tokio.block_on(MockProvider::start(replies));
+    let base = format!("{}/v1", mock.url());
+    let rt = Serve::start(
+        &["--agent", "openai", "--base-url", &base, "--api-key", "k"],
+        &[],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args(["query", "use the shell", "--model", "gpt-test", "--url"])
+        .arg(format!("ws://127.0.0.1:{}", rt.port))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An artifact upload: to a server that takes it, with the runtime's scripted agent.
+    let files = tokio.block_on(runtimeuse_scenarios::HttpServer::start(
+        std::collections::HashMap::new(),
+        Duration::ZERO,
+    ));
+    let dir = std::env::temp_dir().join(format!("runtimeuse-operate-up-{}", std::process::id()));
+    let scripted = Serve::start(&[], &[]);
+    let base = files.url("/up/");
+    let options = runtimeuse_tokio::ExecuteCommandsOptions::new()
+        .artifacts_dir(dir.display().to_string())
+        .on_artifact_upload_request(move |req| {
+            let url = format!("{base}{}", req.filename);
+            async move { runtimeuse_tokio::ArtifactUpload::new(url, "text/plain") }
+        });
+    let client = runtimeuse_tokio::Client::new(format!("ws://127.0.0.1:{}", scripted.port));
+    let command = format!("echo x > {}/a.txt", dir.display());
+    tokio
+        .block_on(client.execute_commands([command], options))
+        .expect("the batch");
+    assert_eq!(files.uploads_to("/up/a.txt"), 1);
+
+    let scrape = |port| {
+        let (_, text) = get(port, "/metrics", "");
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    };
+    let s = &scrape(rt.port).samples;
+    let openai = ("provider", "openai");
+    assert_eq!(sample(s, "runtimeuse_agent_turns_total", &[openai]), 2.0);
+    assert_eq!(sample(s, "runtimeuse_tool_calls_total", &[openai]), 1.0);
+    assert_eq!(
+        sample(s, "runtimeuse_provider_retries_total", &[openai]),
+        1.0
+    );
+    let errors = "runtimeuse_provider_errors_total";
+    assert_eq!(sample(s, errors, &[openai, ("status", "429")]), 1.0);
+    let tokens = "runtimeuse_tokens_total";
+    // The mock counts 20 in and 7 out per turn.
+    let model = ("model", "gpt-test");
+    assert_eq!(
+        sample(s, tokens, &[openai, model, ("direction", "in")]),
+        40.0
+    );
+    assert_eq!(
+        sample(s, tokens, &[openai, model, ("direction", "out")]),
+        14.0
+    );
+    let s = &scrape(scripted.port).samples;
+    let uploads = "runtimeuse_artifact_uploads_total";
+    assert_eq!(sample(s, uploads, &[("outcome", "ok")]), 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The image binary of the README (CI builds it and names it in `RUNTIMEUSE_STATIC_BIN`): it
+/// serves with nothing around it (an empty environment, the root as its directory), answers
+/// `/healthz`, runs a command batch, and stops on SIGTERM with 0. Without the variable, the
+/// debug binary stands in.
+#[test]
+fn the_static_binary_serves_with_nothing_around_it() {
+    let bin = std::env::var("RUNTIMEUSE_STATIC_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_runtimeuse").to_owned());
+    use runtimeuse_scenarios::bench::{ServerChild, scripted_serve};
+    let mut serve = scripted_serve(&bin);
+    serve.env_clear().current_dir("/");
+    let mut server = ServerChild::start_serve(serve);
+    let port = server.port();
+    assert_eq!(get(port, "/healthz", "").0, 200);
+    let out = exec(port, &["echo from the image"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from the image\n");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(server.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(server.wait(), Some(0));
 }

@@ -57,16 +57,13 @@ impl ServerChild {
     /// Starts `bin serve --agent scripted` (a `runtimeuse` binary) on an ephemeral loopback
     /// port, and reads the port from the line it prints.
     pub fn start_cli(bin: &str) -> Self {
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--agent",
-                "scripted",
-            ])
+        Self::start_serve(scripted_serve(bin))
+    }
+
+    /// Starts `serve`, a `runtimeuse serve` command line, and reads the port from the line
+    /// it prints.
+    pub fn start_serve(mut serve: Command) -> Self {
+        let mut child = serve
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -86,6 +83,37 @@ impl ServerChild {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The port of the child's URL.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits for the child to exit (after a signal sent with [`pid`](Self::pid), say); its
+    /// exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+/// `bin serve --agent scripted` on an ephemeral loopback port: the command line of
+/// [`ServerChild::start_cli`], to change before [`ServerChild::start_serve`].
+pub fn scripted_serve(bin: &str) -> Command {
+    let mut serve = Command::new(bin);
+    serve.args([
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--agent",
+        "scripted",
+    ]);
+    serve
 }
 
 impl Drop for ServerChild {
