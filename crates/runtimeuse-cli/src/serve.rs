@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use runtimeuse_runtime::{
-    AgentHandler, AgentOptions, CommandAgent, ModelAgent, ModelApi, PromptInput, ProviderConfig,
-    Runtime, RuntimeOptions, ScriptedHandler,
+    AgentHandler, AgentOptions, ClaudeAgent, CommandAgent, ModelAgent, ModelApi, PromptInput,
+    ProviderConfig, Runtime, RuntimeOptions, ScriptedHandler,
 };
 
 /// Which agent answers queries.
@@ -16,8 +16,12 @@ pub(crate) enum AgentKind {
     /// with `--openai-api chat`, for any OpenAI-compatible server).
     Openai,
     /// The same over the Anthropic Messages API.
-    #[value(alias = "claude")]
     Anthropic,
+    /// Claude Code's CLI (`claude`, installed with `npm install -g @anthropic-ai/claude-code`)
+    /// per query, as the upstream runtime's `claude` agent: its full tool preset, permissions
+    /// bypassed inside the sandbox. `--agent-command PATH` names the CLI when it is not
+    /// `claude` in PATH.
+    Claude,
     /// Runs `--agent-command CMD` (sh -c) per query.
     Command,
     /// Deterministic, for tests and demos, driven by the prompt: `ECHO:text` (answers the
@@ -215,6 +219,15 @@ fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std:
             };
             note(args, &format!("agent: command `{command}`"));
             return Ok(Arc::new(CommandAgent::new(command).prompt_input(how)));
+        }
+        AgentKind::Claude => {
+            let mut agent = ClaudeAgent::new();
+            if let Some(program) = &args.agent_command {
+                agent = agent.program(program);
+            }
+            let found = agent.check()?;
+            note(args, &format!("agent: Claude Code ({})", found.display()));
+            return Ok(Arc::new(agent));
         }
         AgentKind::Openai => ProviderConfig::openai_from_env(match args.openai_api {
             OpenAiApi::Responses => ModelApi::OpenAiResponses,

@@ -54,7 +54,9 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use agents::{AgentOptions, CommandAgent, ModelAgent, ModelApi, PromptInput, ProviderConfig};
+pub use agents::{
+    AgentOptions, ClaudeAgent, CommandAgent, ModelAgent, ModelApi, PromptInput, ProviderConfig,
+};
 pub use artifacts::DEFAULT_IGNORE;
 pub use handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
 pub use scripted::ScriptedHandler;

@@ -101,7 +101,8 @@ struct State {
     closed: usize,
 }
 
-/// The mock provider; it stops when dropped.
+/// The mock provider; it stops when dropped. Each `POST` gets the next reply; other methods
+/// (reachability probes) get an empty `200`.
 #[derive(Debug)]
 pub struct MockProvider {
     addr: std::net::SocketAddr,
@@ -193,11 +194,20 @@ async fn serve(
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     let crate::HttpRequest {
+        method,
         path,
         headers,
         body,
-        ..
     } = crate::read_request(&mut reader).await?;
+    if method != "POST" {
+        // A client's reachability probe (Claude Code sends one to the base URL before its
+        // first turn): answered, neither recorded nor given a reply meant for a turn.
+        let stream = reader.get_mut();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await?;
+        return stream.shutdown().await;
+    }
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut reply = None;
     update(state, |s| {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod agents;
 pub(crate) mod raw;
 
 use std::io::{BufRead, BufReader};

@@ -190,7 +190,7 @@ async fn stream_lines(
 }
 
 /// The end of the agent's stderr, for the error when it fails.
-async fn stderr_tail(mut stderr: impl tokio::io::AsyncRead + Unpin) -> Capture {
+pub(super) async fn stderr_tail(mut stderr: impl tokio::io::AsyncRead + Unpin) -> Capture {
     let mut kept = Capture::new(Budget {
         head: 0,
         tail: 4096,

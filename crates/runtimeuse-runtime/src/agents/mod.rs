@@ -26,6 +26,7 @@
 //! ```
 
 mod anthropic;
+mod claude;
 mod command;
 mod model;
 mod openai;
@@ -42,6 +43,7 @@ use serde_json::{Value, json};
 use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
 use model::{Item, Part, ProviderError, ToolCall, ToolSpec, TurnRequest, Usage};
 
+pub use claude::ClaudeAgent;
 pub use command::{CommandAgent, PromptInput};
 pub use model::ModelApi;
 

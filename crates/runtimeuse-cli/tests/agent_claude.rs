@@ -1,0 +1,224 @@
+//! `serve --agent claude`: the real Claude Code CLI (from npm, pinned) per query, pointed at
+//! the project's mock Anthropic provider. A plain answer, a shell tool call whose output
+//! reaches the model, structured output, a provider 401, a cancel mid-run (the process group
+//! gone), and the same query through the three Rust clients.
+
+use std::time::Duration;
+
+mod common;
+use common::Serve;
+use common::agents::{claude, claude_env};
+use runtimeuse_scenarios::{Api, MockProvider, Reply};
+use serde_json::{Value, json};
+
+/// The mock, and a runtime whose `claude` agent talks to it.
+struct Setup {
+    mock: MockProvider,
+    rt: Serve,
+    _config: std::path::PathBuf,
+    // Last: the mock serves on it.
+    _tokio: tokio::runtime::Runtime,
+}
+
+fn setup(name: &str, replies: Vec<Reply>) -> Setup {
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let mock = tokio.block_on(MockProvider::start(replies));
+    let config =
+        std::env::temp_dir().join(format!("runtimeuse-claude-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config);
+    std::fs::create_dir_all(&config).unwrap();
+    let cli = claude();
+    let env = claude_env(&mock.url(), &config);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let rt = Serve::start(
+        &[
+            "--agent",
+            "claude",
+            "--agent-command",
+            cli.to_str().unwrap(),
+        ],
+        &env,
+    );
+    Setup {
+        mock,
+        rt,
+        _config: config,
+        _tokio: tokio,
+    }
+}
+
+/// `runtimeuse query --json` against the setup's runtime: the JSON lines it printed and its
+/// exit code.
+fn query(s: &Setup, args: &[&str]) -> (Vec<Value>, Option<i32>) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args(["query", "--json", "--url"])
+        .arg(format!("ws://127.0.0.1:{}", s.rt.port))
+        .args(args)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (lines, out.status.code())
+}
+
+fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["type"] == kind).collect()
+}
+
+#[test]
+fn a_plain_answer_streams_and_carries_the_metadata() {
+    let s = setup(
+        "plain",
+        vec![Reply::stream(Api::Anthropic.text("hello from the mock"))],
+    );
+    let (lines, code) = query(&s, &["--model", "claude-test", "say hello"]);
+    assert_eq!(code, Some(0), "{lines:?}");
+    let said = of_type(&lines, "assistant_message");
+    assert_eq!(said.len(), 1, "{lines:?}");
+    assert_eq!(said[0]["text"], "hello from the mock");
+    let result = of_type(&lines, "result")[0];
+    assert_eq!(result["text"], "hello from the mock");
+    let m = &result["metadata"];
+    for key in [
+        "duration_ms",
+        "duration_api_ms",
+        "num_turns",
+        "total_cost_usd",
+        "usage",
+        "session_id",
+    ] {
+        assert!(!m[key].is_null(), "{key} in {m}");
+    }
+    assert_eq!(m["num_turns"], 1);
+    // What the CLI sent: the prompt, the model named, streaming.
+    let sent = &s.mock.requests()[0];
+    assert_eq!(sent.body["model"], "claude-test");
+    assert_eq!(sent.body["stream"], true);
+    assert!(sent.body.to_string().contains("say hello"));
+}
+
+#[test]
+fn a_shell_tool_call_runs_and_its_output_reaches_the_model() {
+    let marker = format!("tool-said-{}", std::process::id());
+    let bash = json!({"command": format!("echo {marker}"), "description": "say it"});
+    let replies = vec![
+        Reply::stream(Api::Anthropic.tool_call("toolu_1", "Bash", &bash)),
+        Reply::stream(Api::Anthropic.text("done")),
+    ];
+    let s = setup("tool", replies);
+    let (lines, code) = query(&s, &["run the command"]);
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(of_type(&lines, "result")[0]["text"], "done");
+    let requests = s.mock.requests();
+    assert_eq!(requests.len(), 2);
+    let results = requests[1].body["messages"].to_string();
+    assert!(results.contains("tool_result"), "{results}");
+    assert!(
+        results.contains(&marker),
+        "the command's output went back: {results}"
+    );
+}
+
+#[test]
+fn structured_output_goes_through_the_clis_schema() {
+    let answer = json!({"n": 42});
+    let replies = vec![
+        Reply::stream(Api::Anthropic.tool_call("toolu_1", "StructuredOutput", &answer)),
+        Reply::stream(Api::Anthropic.text("done")),
+    ];
+    let s = setup("structured", replies);
+    let schema = r#"{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}"#;
+    let (lines, code) = query(&s, &["--output-schema", schema, "a number"]);
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(of_type(&lines, "result")[0]["structured_output"], answer);
+    let tools = s.mock.requests()[0].body["tools"].to_string();
+    assert!(
+        tools.contains("StructuredOutput"),
+        "the schema went to the CLI"
+    );
+}
+
+#[test]
+fn a_provider_401_is_a_clear_error() {
+    let s = setup("401", vec![Api::Anthropic.unauthorized()]);
+    let (lines, code) = query(&s, &["hello"]);
+    assert_eq!(code, Some(3), "the runtime reported an error: {lines:?}");
+    let error = of_type(&lines, "error")[0];
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("Agent ended with an error"), "{message}");
+    assert!(message.contains("401"), "{message}");
+    assert!(
+        of_type(&lines, "assistant_message").is_empty(),
+        "no error text as the answer"
+    );
+}
+
+#[test]
+fn a_cancel_mid_run_kills_the_process_group() {
+    let replies = vec![Reply::Stream {
+        events: Api::Anthropic.text("never finished"),
+        stall_after: Some(2),
+    }];
+    let s = setup("cancel", replies);
+    let marker = format!("claude-cancel-{}", std::process::id());
+    let url = format!("ws://127.0.0.1:{}", s.rt.port);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let abort = runtimeuse_tokio::AbortHandle::default();
+    let options = runtimeuse_tokio::QueryOptions::new("", marker.clone()).abort_handle(&abort);
+    let call = tokio.spawn(async move {
+        runtimeuse_tokio::Client::new(url)
+            .query("wait", options)
+            .await
+    });
+    assert!(
+        s.mock.wait_stalled(Duration::from_secs(60)),
+        "the CLI reached the provider"
+    );
+    assert!(common::raw::processes_with(&marker) > 0, "the CLI runs");
+    abort.abort();
+    let outcome = tokio.block_on(call).unwrap();
+    assert!(
+        matches!(outcome, Err(runtimeuse_tokio::Error::Cancelled)),
+        "{outcome:?}"
+    );
+    // The runtime sent SIGKILL to the group before it confirmed the cancel; the processes
+    // are gone once the kernel has torn them down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while common::raw::processes_with(&marker) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process group is still there"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_three_clients_get_the_same_answer() {
+    let replies = (0..3)
+        .map(|_| Reply::stream(Api::Anthropic.text("same for all")))
+        .collect();
+    let s = setup("clients", replies);
+    let url = format!("ws://127.0.0.1:{}", s.rt.port);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let options = || runtimeuse_tokio::QueryOptions::new("", "claude-test");
+    let r = tokio
+        .block_on(runtimeuse_tokio::Client::new(&url).query("hi", options()))
+        .unwrap();
+    assert_eq!(r.text(), Some("same for all"));
+    let r = async_io::block_on(runtimeuse_async_std::Client::new(&url).query(
+        "hi",
+        runtimeuse_async_std::QueryOptions::new("", "claude-test"),
+    ))
+    .unwrap();
+    assert_eq!(r.text(), Some("same for all"));
+    let r = runtimeuse_tungstenite::Client::new(&url)
+        .query(
+            "hi",
+            runtimeuse_tungstenite::QueryOptions::new("", "claude-test"),
+        )
+        .unwrap();
+    assert_eq!(r.text(), Some("same for all"));
+}

@@ -1,0 +1,80 @@
+//! The real coding agents the `claude` and `acp` agents drive, from npm: a pinned version
+//! installed once under `target/agents` (or named by `RUNTIMEUSE_CLAUDE` /
+//! `RUNTIMEUSE_CLAUDE_ACP`), pointed at the project's mock provider.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The packages and the versions the tests were written against.
+pub(crate) const CLAUDE_CODE: &str = "@anthropic-ai/claude-code@2.1.197";
+pub(crate) const CLAUDE_CODE_ACP: &str = "@zed-industries/claude-code-acp@0.16.2";
+
+fn agents_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    target.join("agents")
+}
+
+/// The executable `bin` of the npm packages under `target/agents`, installed first when
+/// missing (one install at a time across the test binaries: a lock file serializes them).
+fn npm_bin(bin: &str, packages: &[&str]) -> PathBuf {
+    let dir = agents_dir();
+    let path = dir.join("node_modules/.bin").join(bin);
+    if path.is_file() {
+        return path;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map(|held| {
+            if !path.is_file() {
+                let status = Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                    .arg(&dir)
+                    .args(packages)
+                    .status()
+                    .unwrap_or_else(|e| {
+                        panic!("the agent tests need npm to install {packages:?}: {e}")
+                    });
+                assert!(status.success(), "npm install {packages:?} failed");
+            }
+            drop(held);
+        })
+        .unwrap_or_else(|(_, e)| panic!("locking {}: {e}", dir.display()));
+    assert!(path.is_file(), "{} after npm install", path.display());
+    path
+}
+
+/// Claude Code's CLI.
+pub(crate) fn claude() -> PathBuf {
+    std::env::var_os("RUNTIMEUSE_CLAUDE").map_or_else(
+        || npm_bin("claude", &[CLAUDE_CODE, CLAUDE_CODE_ACP]),
+        PathBuf::from,
+    )
+}
+
+/// The Claude Code ACP adapter.
+pub(crate) fn claude_acp() -> PathBuf {
+    std::env::var_os("RUNTIMEUSE_CLAUDE_ACP").map_or_else(
+        || npm_bin("claude-code-acp", &[CLAUDE_CODE, CLAUDE_CODE_ACP]),
+        PathBuf::from,
+    )
+}
+
+/// The environment that points Claude Code (directly or through the ACP adapter) at the mock
+/// provider at `base`, with a configuration directory of its own and nothing sent elsewhere.
+pub(crate) fn claude_env(base: &str, config: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("ANTHROPIC_BASE_URL", base.to_owned()),
+        ("ANTHROPIC_API_KEY", "sk-test".to_owned()),
+        ("CLAUDE_CONFIG_DIR", config.display().to_string()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned()),
+        // A provider's error is not retried ten times with backoff.
+        ("CLAUDE_CODE_MAX_RETRIES", "0".to_owned()),
+        ("DISABLE_AUTOUPDATER", "1".to_owned()),
+    ]
+}
