@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use runtimeuse_runtime::{
-    AgentHandler, AgentOptions, ClaudeAgent, CommandAgent, ModelAgent, ModelApi, PromptInput,
-    ProviderConfig, Runtime, RuntimeOptions, ScriptedHandler,
+    AcpAgent, AgentHandler, AgentOptions, ClaudeAgent, CommandAgent, ModelAgent, ModelApi,
+    Permissions, PromptInput, ProviderConfig, Runtime, RuntimeOptions, ScriptedHandler,
 };
 
 /// Which agent answers queries.
@@ -22,6 +22,10 @@ pub(crate) enum AgentKind {
     /// bypassed inside the sandbox. `--agent-command PATH` names the CLI when it is not
     /// `claude` in PATH.
     Claude,
+    /// An agent that speaks the Agent Client Protocol over its stdio, started per query with
+    /// `--agent-command CMD` (sh -c): `gemini --experimental-acp`, `claude-code-acp`,
+    /// `codex-acp`, … Its permission requests are allowed (`--deny-permissions` rejects them).
+    Acp,
     /// Runs `--agent-command CMD` (sh -c) per query.
     Command,
     /// Deterministic, for tests and demos, driven by the prompt: `ECHO:text` (answers the
@@ -83,6 +87,9 @@ pub(crate) struct ServeArgs {
     /// second signal exits at once.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     shutdown_grace: u64,
+    /// With `--agent acp`: reject the agent's permission requests instead of allowing them.
+    #[arg(long)]
+    deny_permissions: bool,
     /// The log is JSON (set from the global `--log-format`).
     #[arg(skip)]
     pub(crate) json_log: bool,
@@ -124,7 +131,7 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     web_search: bool,
     /// The agent CLI `--agent command` runs (through `sh -c`).
-    #[arg(long, required_if_eq("agent", "command"))]
+    #[arg(long, required_if_eq_any([("agent", "command"), ("agent", "acp")]))]
     agent_command: Option<String>,
     /// Pass the prompt to the agent command as its last argument instead of on stdin.
     #[arg(long)]
@@ -228,6 +235,22 @@ fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std:
             let found = agent.check()?;
             note(args, &format!("agent: Claude Code ({})", found.display()));
             return Ok(Arc::new(agent));
+        }
+        AgentKind::Acp => {
+            let command = args
+                .agent_command
+                .clone()
+                .ok_or("--agent acp needs --agent-command CMD (the ACP agent to start)")?;
+            let policy = if args.deny_permissions {
+                Permissions::Deny
+            } else {
+                Permissions::Allow
+            };
+            note(
+                args,
+                &format!("agent: ACP `{command}` (permissions: {policy:?})"),
+            );
+            return Ok(Arc::new(AcpAgent::new(command).permissions(policy)));
         }
         AgentKind::Openai => ProviderConfig::openai_from_env(match args.openai_api {
             OpenAiApi::Responses => ModelApi::OpenAiResponses,

@@ -6,65 +6,26 @@
 use std::time::Duration;
 
 mod common;
-use common::Serve;
-use common::agents::{claude, claude_env};
-use runtimeuse_scenarios::{Api, MockProvider, Reply};
+use common::agents::{AgentRuntime, agent_runtime, claude, of_type};
+use runtimeuse_scenarios::{Api, Reply};
 use serde_json::{Value, json};
 
-/// The mock, and a runtime whose `claude` agent talks to it.
-struct Setup {
-    mock: MockProvider,
-    rt: Serve,
-    _config: std::path::PathBuf,
-    // Last: the mock serves on it.
-    _tokio: tokio::runtime::Runtime,
-}
-
-fn setup(name: &str, replies: Vec<Reply>) -> Setup {
-    let tokio = tokio::runtime::Runtime::new().unwrap();
-    let mock = tokio.block_on(MockProvider::start(replies));
-    let config =
-        std::env::temp_dir().join(format!("runtimeuse-claude-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&config);
-    std::fs::create_dir_all(&config).unwrap();
+fn setup(name: &str, replies: Vec<Reply>) -> AgentRuntime {
     let cli = claude();
-    let env = claude_env(&mock.url(), &config);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let rt = Serve::start(
+    agent_runtime(
+        &format!("claude-{name}"),
+        replies,
         &[
             "--agent",
             "claude",
             "--agent-command",
             cli.to_str().unwrap(),
         ],
-        &env,
-    );
-    Setup {
-        mock,
-        rt,
-        _config: config,
-        _tokio: tokio,
-    }
+    )
 }
 
-/// `runtimeuse query --json` against the setup's runtime: the JSON lines it printed and its
-/// exit code.
-fn query(s: &Setup, args: &[&str]) -> (Vec<Value>, Option<i32>) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
-        .args(["query", "--json", "--url"])
-        .arg(format!("ws://127.0.0.1:{}", s.rt.port))
-        .args(args)
-        .output()
-        .unwrap();
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    (lines, out.status.code())
-}
-
-fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    lines.iter().filter(|l| l["type"] == kind).collect()
+fn query(s: &AgentRuntime, args: &[&str]) -> (Vec<Value>, Option<i32>) {
+    s.query(args)
 }
 
 #[test]
@@ -163,7 +124,7 @@ fn a_cancel_mid_run_kills_the_process_group() {
     }];
     let s = setup("cancel", replies);
     let marker = format!("claude-cancel-{}", std::process::id());
-    let url = format!("ws://127.0.0.1:{}", s.rt.port);
+    let url = s.url();
     let tokio = tokio::runtime::Runtime::new().unwrap();
     let abort = runtimeuse_tokio::AbortHandle::default();
     let options = runtimeuse_tokio::QueryOptions::new("", marker.clone()).abort_handle(&abort);
@@ -201,7 +162,7 @@ fn the_three_clients_get_the_same_answer() {
         .map(|_| Reply::stream(Api::Anthropic.text("same for all")))
         .collect();
     let s = setup("clients", replies);
-    let url = format!("ws://127.0.0.1:{}", s.rt.port);
+    let url = s.url();
     let tokio = tokio::runtime::Runtime::new().unwrap();
     let options = || runtimeuse_tokio::QueryOptions::new("", "claude-test");
     let r = tokio

@@ -9,8 +9,10 @@
 //! gives; the end-of-session drain; heartbeats; `secrets_to_redact` applied to everything
 //! sent. Agent behaviour comes from an [`AgentHandler`]: [`ModelAgent`] answers with a
 //! language model (OpenAI Responses, Chat Completions for OpenAI-compatible servers, Anthropic
-//! Messages) that works in the sandbox with a shell and file tools; [`CommandAgent`] runs an
-//! external agent CLI; [`ScriptedHandler`] is a deterministic one for tests and demos.
+//! Messages) that works in the sandbox with a shell and file tools; [`ClaudeAgent`] drives
+//! Claude Code's CLI and [`AcpAgent`] any Agent Client Protocol agent (Gemini CLI, Claude
+//! Code and Codex through their adapters); [`CommandAgent`] runs an external agent CLI;
+//! [`ScriptedHandler`] is a deterministic one for tests and demos.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -55,7 +57,8 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use agents::{
-    AgentOptions, ClaudeAgent, CommandAgent, ModelAgent, ModelApi, PromptInput, ProviderConfig,
+    AcpAgent, AgentOptions, ClaudeAgent, CommandAgent, ModelAgent, ModelApi, Permissions,
+    PromptInput, ProviderConfig,
 };
 pub use artifacts::DEFAULT_IGNORE;
 pub use handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};

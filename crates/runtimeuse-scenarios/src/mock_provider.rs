@@ -51,7 +51,7 @@ pub enum Reply {
         /// Stop after this many events and hold the connection.
         stall_after: Option<usize>,
     },
-    /// An error response with a JSON body.
+    /// A response with this status (an error, or a plain `200`) and a JSON body.
     Error {
         /// The status code.
         status: u16,
@@ -101,8 +101,10 @@ struct State {
     closed: usize,
 }
 
-/// The mock provider; it stops when dropped. Each `POST` gets the next reply; other methods
-/// (reachability probes) get an empty `200`.
+/// The mock provider; it stops when dropped. Each `POST` of a turn gets the next reply;
+/// other methods (reachability probes) get an empty `200`, and an Anthropic request that is
+/// not a streamed turn (a token count, a side request such as a title, which Claude Code
+/// makes) gets a small answer of the API's shape without using a reply.
 #[derive(Debug)]
 pub struct MockProvider {
     addr: std::net::SocketAddr,
@@ -208,22 +210,29 @@ async fn serve(
             .await?;
         return stream.shutdown().await;
     }
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut reply = None;
-    update(state, |s| {
-        s.requests.push(Recorded {
-            path,
-            headers,
-            body,
-        });
-        reply = s.replies.pop_front();
-    });
-    let reply = reply.unwrap_or_else(|| Reply::Error {
-        status: 500,
-        headers: Vec::new(),
-        body: r#"{"error":{"message":"the mock has no more replies","type":"server_error"}}"#
-            .to_owned(),
-    });
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let reply = match side_reply(&path, &body) {
+        // Not a turn: answered, not recorded, and no reply of the queue is used.
+        Some(side) => side,
+        None => {
+            let mut reply = None;
+            update(state, |s| {
+                s.requests.push(Recorded {
+                    path,
+                    headers,
+                    body,
+                });
+                reply = s.replies.pop_front();
+            });
+            reply.unwrap_or_else(|| Reply::Error {
+                status: 500,
+                headers: Vec::new(),
+                body:
+                    r#"{"error":{"message":"the mock has no more replies","type":"server_error"}}"#
+                        .to_owned(),
+            })
+        }
+    };
     match reply {
         Reply::Error {
             status,
@@ -557,4 +566,37 @@ fn anthropic_end(stop: &str) -> Vec<SseEvent> {
         ),
         SseEvent::named("message_stop", json!({"type": "message_stop"})),
     ]
+}
+
+/// The model of an agent's side requests (titles, summaries): point its small model at this
+/// one (Claude Code: `ANTHROPIC_DEFAULT_HAIKU_MODEL`), and they are answered without using the
+/// replies meant for the turns.
+pub const SIDE_MODEL: &str = "claude-side";
+
+/// The reply to an Anthropic request that is not a turn, if this is one: a token count, or a
+/// short message (for a request that is not streamed, or one of [`SIDE_MODEL`]).
+fn side_reply(path: &str, body: &Value) -> Option<Reply> {
+    let json = |v: Value| Reply::Error {
+        status: 200,
+        headers: Vec::new(),
+        body: v.to_string(),
+    };
+    if !path.starts_with("/v1/messages") {
+        return None;
+    }
+    if path.starts_with("/v1/messages/count_tokens") {
+        return Some(json(json!({"input_tokens": 20})));
+    }
+    let streamed = body.get("stream") == Some(&Value::Bool(true));
+    if streamed && body["model"] == SIDE_MODEL {
+        return Some(Reply::stream(Api::Anthropic.text("ok")));
+    }
+    if streamed {
+        return None;
+    }
+    Some(json(json!({
+        "id": "msg_side", "type": "message", "role": "assistant", "model": body["model"],
+        "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+        "stop_sequence": null, "usage": {"input_tokens": 20, "output_tokens": 1}
+    })))
 }

@@ -7,6 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use runtimeuse_scenarios::{MockProvider, Reply};
+use serde_json::Value;
+
+use super::Serve;
+
 /// The packages and the versions the tests were written against.
 pub(crate) const CLAUDE_CODE: &str = "@anthropic-ai/claude-code@2.1.197";
 pub(crate) const CLAUDE_CODE_ACP: &str = "@zed-industries/claude-code-acp@0.16.2";
@@ -76,5 +81,70 @@ pub(crate) fn claude_env(base: &str, config: &Path) -> Vec<(&'static str, String
         // A provider's error is not retried ten times with backoff.
         ("CLAUDE_CODE_MAX_RETRIES", "0".to_owned()),
         ("DISABLE_AUTOUPDATER", "1".to_owned()),
+        // Side requests (titles, summaries) go to a model the mock answers on its own.
+        (
+            "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+            runtimeuse_scenarios::SIDE_MODEL.to_owned(),
+        ),
+        (
+            "ANTHROPIC_SMALL_FAST_MODEL",
+            runtimeuse_scenarios::SIDE_MODEL.to_owned(),
+        ),
     ]
+}
+
+/// The mock provider, and a runtime whose agent (`agent_args`: `--agent …`) talks to it.
+pub(crate) struct AgentRuntime {
+    pub(crate) mock: MockProvider,
+    pub(crate) rt: Serve,
+    _config: PathBuf,
+    // Last: the mock serves on it.
+    _tokio: tokio::runtime::Runtime,
+}
+
+/// Starts the mock with `replies` and `runtimeuse serve` with `agent_args` and the
+/// environment of [`claude_env`] (a configuration directory of its own, named after `name`).
+pub(crate) fn agent_runtime(name: &str, replies: Vec<Reply>, agent_args: &[&str]) -> AgentRuntime {
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let mock = tokio.block_on(MockProvider::start(replies));
+    let config =
+        std::env::temp_dir().join(format!("runtimeuse-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config);
+    std::fs::create_dir_all(&config).unwrap();
+    let env = claude_env(&mock.url(), &config);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let rt = Serve::start(agent_args, &env);
+    AgentRuntime {
+        mock,
+        rt,
+        _config: config,
+        _tokio: tokio,
+    }
+}
+
+impl AgentRuntime {
+    /// The runtime's URL.
+    pub(crate) fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.rt.port)
+    }
+
+    /// `runtimeuse query --json` against the runtime: the JSON lines it printed and its exit
+    /// code.
+    pub(crate) fn query(&self, args: &[&str]) -> (Vec<Value>, Option<i32>) {
+        let out = Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+            .args(["query", "--json", "--url", &self.url()])
+            .args(args)
+            .output()
+            .unwrap();
+        let lines = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        (lines, out.status.code())
+    }
+}
+
+/// The lines of `--json` output of this `type`.
+pub(crate) fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["type"] == kind).collect()
 }

@@ -131,6 +131,17 @@ pub(crate) fn commands(command: &str) -> String {
 
 /// Processes whose command line contains `marker` (other than this test's own).
 pub(crate) fn processes_with(marker: &str) -> usize {
+    processes_whose("cmdline", marker)
+}
+
+/// Processes whose environment holds `marker` (other than this test's own): what a process
+/// started with a marked environment and all its children carry.
+pub(crate) fn processes_with_env(marker: &str) -> usize {
+    processes_whose("environ", marker)
+}
+
+/// Processes whose `/proc/<pid>/<file>` contains `marker` (other than this test's own).
+fn processes_whose(file: &str, marker: &str) -> usize {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .map(|dir| {
@@ -141,7 +152,7 @@ pub(crate) fn processes_with(marker: &str) -> usize {
                         .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()) && n != me)
                 })
                 .filter(|e| {
-                    std::fs::read(e.path().join("cmdline"))
+                    std::fs::read(e.path().join(file))
                         .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
                 })
                 .count()

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::schema;
 use crate::commands::GroupGuard;
-use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
+use crate::handler::{AgentError, HandlerContext};
 
 /// The longest line of the CLI's output read; a longer one is skipped (and logged).
 const MAX_LINE: usize = 64 << 20;
@@ -82,21 +82,14 @@ impl ClaudeAgent {
         invocation: Invocation,
         ctx: HandlerContext,
     ) -> Result<QueryResult, AgentError> {
-        let schema = match &invocation.output_format_json_schema {
-            Some(f) => Some(schema::answer_schema(f).map_err(AgentError::new)?),
-            None => None,
-        };
+        let schema = schema::of_invocation(&invocation)?;
         let program = self.check().map_err(AgentError::new)?;
-        let mut child = command(&program, &invocation, schema.as_ref())
-            .spawn()
-            .map_err(|e| AgentError::new(format!("Claude Code could not start: {e}")))?;
+        let (mut child, mut stdin, stdout, stderr) = super::command::spawn(
+            command(&program, &invocation, schema.as_ref()),
+            "Claude Code",
+        )?;
         // Kills the whole group when the query ends early (cancel, connection gone).
         let mut guard = GroupGuard(child.id());
-        let (Some(mut stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(AgentError::new("Claude Code has no pipes"));
-        };
         let prompt = invocation.user_prompt.clone();
         let feed = async move {
             // A CLI that exits without reading its stdin is not an error here.
@@ -286,7 +279,7 @@ fn find(program: &Path) -> Option<PathBuf> {
 }
 
 /// Lines of a byte stream, each at most [`MAX_LINE`] bytes (a longer one is skipped).
-struct Lines<R> {
+pub(super) struct Lines<R> {
     inner: R,
     buf: Vec<u8>,
     /// Bytes of `buf` already searched for a newline.
@@ -297,7 +290,7 @@ struct Lines<R> {
 }
 
 impl<R: AsyncRead + Unpin> Lines<R> {
-    fn new(inner: R) -> Self {
+    pub(super) fn new(inner: R) -> Self {
         Self {
             inner,
             buf: Vec::new(),
@@ -307,7 +300,7 @@ impl<R: AsyncRead + Unpin> Lines<R> {
         }
     }
 
-    async fn next(&mut self) -> Option<Vec<u8>> {
+    pub(super) async fn next(&mut self) -> Option<Vec<u8>> {
         loop {
             if let Some(i) = self.buf[self.searched..].iter().position(|&b| b == b'\n') {
                 let end = self.searched + i;
@@ -327,7 +320,9 @@ impl<R: AsyncRead + Unpin> Lines<R> {
             }
             if self.done {
                 let last = std::mem::take(&mut self.buf);
-                return (!last.is_empty() && !self.skipping).then_some(last);
+                self.searched = 0;
+                let skipped = std::mem::take(&mut self.skipping);
+                return (!last.is_empty() && !skipped).then_some(last);
             }
             let mut chunk = [0u8; 16 * 1024];
             match self.inner.read(&mut chunk).await {
@@ -338,15 +333,7 @@ impl<R: AsyncRead + Unpin> Lines<R> {
     }
 }
 
-impl AgentHandler for ClaudeAgent {
-    fn run<'a>(
-        &'a self,
-        invocation: Invocation,
-        ctx: HandlerContext,
-    ) -> BoxFuture<'a, Result<QueryResult, AgentError>> {
-        Box::pin(self.answer(invocation, ctx))
-    }
-}
+super::handler_by_answer!(ClaudeAgent);
 
 #[cfg(test)]
 mod tests {
@@ -361,6 +348,7 @@ mod tests {
             got.push(String::from_utf8(l).unwrap());
         }
         assert_eq!(got, ["one", "two", "", "three"]);
+        assert!(lines.next().await.is_none(), "and nothing after the end");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::schema;
 use crate::commands::{Budget, Capture, GroupGuard};
-use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
+use crate::handler::{AgentError, HandlerContext};
 
 /// How the prompt reaches the agent command.
 #[non_exhaustive]
@@ -70,21 +70,13 @@ impl CommandAgent {
         invocation: Invocation,
         ctx: HandlerContext,
     ) -> Result<QueryResult, AgentError> {
-        let schema = match &invocation.output_format_json_schema {
-            Some(f) => Some(schema::answer_schema(f).map_err(AgentError::new)?),
-            None => None,
-        };
-        let mut child = self
-            .command(&invocation, schema.as_ref())
-            .spawn()
-            .map_err(|e| AgentError::new(format!("the agent command could not start: {e}")))?;
+        let schema = schema::of_invocation(&invocation)?;
+        let (mut child, mut stdin, stdout, stderr) = spawn(
+            self.command(&invocation, schema.as_ref()),
+            "the agent command",
+        )?;
         // Kills the whole group when the query ends early (cancel, connection gone).
         let mut guard = GroupGuard(child.id());
-        let (Some(mut stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(AgentError::new("the agent command has no pipes"));
-        };
         let prompt = (self.prompt == PromptInput::Stdin).then(|| invocation.user_prompt.clone());
         let feed = async move {
             if let Some(p) = prompt {
@@ -157,6 +149,31 @@ impl CommandAgent {
             cmd.env("RUNTIMEUSE_OUTPUT_SCHEMA", s.to_string());
         }
         cmd
+    }
+}
+
+/// An agent's process, started with its three pipes (`what` names it in the errors).
+pub(super) fn spawn(
+    mut command: tokio::process::Command,
+    what: &str,
+) -> Result<
+    (
+        tokio::process::Child,
+        tokio::process::ChildStdin,
+        tokio::process::ChildStdout,
+        tokio::process::ChildStderr,
+    ),
+    AgentError,
+> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| AgentError::new(format!("{what} could not start: {e}")))?;
+    match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+        (Some(stdin), Some(stdout), Some(stderr)) => Ok((child, stdin, stdout, stderr)),
+        _ => Err(AgentError::new(format!("{what} has no pipes"))),
     }
 }
 
@@ -242,12 +259,4 @@ async fn emit(ctx: &HandlerContext, kept: &mut Capture, line: &mut Vec<u8>, newl
     }
 }
 
-impl AgentHandler for CommandAgent {
-    fn run<'a>(
-        &'a self,
-        invocation: Invocation,
-        ctx: HandlerContext,
-    ) -> BoxFuture<'a, Result<QueryResult, AgentError>> {
-        Box::pin(self.answer(invocation, ctx))
-    }
-}
+super::handler_by_answer!(CommandAgent);

@@ -25,6 +25,27 @@
 //! # }
 //! ```
 
+/// `impl AgentHandler` for an agent whose `async fn answer(&self, Invocation,
+/// HandlerContext) -> Result<QueryResult, AgentError>` does the work.
+macro_rules! handler_by_answer {
+    ($agent:ty) => {
+        impl $crate::handler::AgentHandler for $agent {
+            fn run<'a>(
+                &'a self,
+                invocation: runtimeuse_proto::Invocation,
+                ctx: $crate::handler::HandlerContext,
+            ) -> $crate::handler::BoxFuture<
+                'a,
+                Result<runtimeuse_proto::QueryResult, $crate::handler::AgentError>,
+            > {
+                Box::pin(self.answer(invocation, ctx))
+            }
+        }
+    };
+}
+pub(crate) use handler_by_answer;
+
+mod acp;
 mod anthropic;
 mod claude;
 mod command;
@@ -40,9 +61,10 @@ use std::time::{Duration, Instant};
 use runtimeuse_proto::{Invocation, QueryResult, ResultData};
 use serde_json::{Value, json};
 
-use crate::handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
+use crate::handler::{AgentError, HandlerContext};
 use model::{Item, Part, ProviderError, ToolCall, ToolSpec, TurnRequest, Usage};
 
+pub use acp::{AcpAgent, Permissions};
 pub use claude::ClaudeAgent;
 pub use command::{CommandAgent, PromptInput};
 pub use model::ModelApi;
@@ -503,12 +525,4 @@ enum Answer {
     Json(String),
 }
 
-impl AgentHandler for ModelAgent {
-    fn run<'a>(
-        &'a self,
-        invocation: Invocation,
-        ctx: HandlerContext,
-    ) -> BoxFuture<'a, Result<QueryResult, AgentError>> {
-        Box::pin(self.answer(invocation, ctx))
-    }
-}
+handler_by_answer!(ModelAgent);

@@ -23,6 +23,20 @@ pub(crate) fn answer_schema(format: &str) -> Result<Value, String> {
     }
 }
 
+/// The answer's schema of `invocation`, when it asks for structured output.
+///
+/// # Errors
+///
+/// As [`answer_schema`], as an agent's error.
+pub(crate) fn of_invocation(
+    invocation: &runtimeuse_proto::Invocation,
+) -> Result<Option<Value>, crate::handler::AgentError> {
+    (invocation.output_format_json_schema.as_deref())
+        .map(answer_schema)
+        .transpose()
+        .map_err(crate::handler::AgentError::new)
+}
+
 /// The schema in the strict form that OpenAI's structured outputs require: every object
 /// closed (`additionalProperties: false`) with every property required, recursively
 /// (properties, items, `anyOf`/`oneOf`/`allOf`, `$defs`/`definitions`), and no `title`.
