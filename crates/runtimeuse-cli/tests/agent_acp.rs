@@ -70,13 +70,14 @@ fn a_plain_answer_is_streamed_as_one_message() {
     assert!(turns(&s)[0].to_string().contains("say hello"));
 }
 
-/// A Bash call that writes `file` (and says its name), then "done".
+/// A Bash call that writes `file` (and says its name), then an answer that quotes its output.
 fn bash_then_done(file: &std::path::Path) -> Vec<Reply> {
     let command = format!("echo {0} | tee {0}", file.display());
     let bash = json!({"command": command, "description": "say it"});
     vec![
         Reply::stream(Api::Anthropic.tool_call("toolu_1", "Bash", &bash)),
-        Reply::stream(Api::Anthropic.text("done")),
+        // The model's answer quotes the tool's output it was given.
+        Reply::stream(Api::Anthropic.text_echoing_tool_result()),
     ]
 }
 
@@ -85,26 +86,30 @@ fn marker_file(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn an_allowed_shell_tool_call_runs_and_its_output_reaches_the_model() {
+fn an_allowed_shell_tool_call_runs_and_its_output_reaches_the_answer() {
     let file = marker_file("allowed");
     let _ = std::fs::remove_file(&file);
     let s = setup("tool", bash_then_done(&file), &[]);
     let (lines, code) = query(&s, &["run the command"]);
     assert_eq!(code, Some(0), "{lines:?}");
     let result = of_type(&lines, "result")[0];
-    assert_eq!(result["text"], "done");
+    let said = file.display().to_string();
+    let answer = result["text"].as_str().unwrap();
+    assert!(
+        answer.contains(&said),
+        "the command's output reached the answer: {answer}"
+    );
+    assert_eq!(
+        s.mock.refused(),
+        0,
+        "every request of the agent was one the mock knows"
+    );
     let calls = result["metadata"]["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 1, "{result}");
     assert_eq!(calls[0]["status"], "completed", "{result}");
     assert!(file.exists(), "the command ran");
     let turns = turns(&s);
     assert_eq!(turns.len(), 2);
-    let results = turns[1]["messages"].to_string();
-    let said = file.display().to_string();
-    assert!(
-        results.contains(&said),
-        "the command's output went back: {results}"
-    );
     let _ = std::fs::remove_file(&file);
 }
 

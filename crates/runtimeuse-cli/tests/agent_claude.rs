@@ -61,24 +61,30 @@ fn a_plain_answer_streams_and_carries_the_metadata() {
 }
 
 #[test]
-fn a_shell_tool_call_runs_and_its_output_reaches_the_model() {
+fn a_shell_tool_call_runs_and_its_output_reaches_the_answer() {
     let marker = format!("tool-said-{}", std::process::id());
     let bash = json!({"command": format!("echo {marker}"), "description": "say it"});
     let replies = vec![
         Reply::stream(Api::Anthropic.tool_call("toolu_1", "Bash", &bash)),
-        Reply::stream(Api::Anthropic.text("done")),
+        // The model's answer quotes the tool's output it was given.
+        Reply::stream(Api::Anthropic.text_echoing_tool_result()),
     ];
     let s = setup("tool", replies);
     let (lines, code) = query(&s, &["run the command"]);
     assert_eq!(code, Some(0), "{lines:?}");
-    assert_eq!(of_type(&lines, "result")[0]["text"], "done");
-    let requests = s.mock.requests();
-    assert_eq!(requests.len(), 2);
-    let results = requests[1].body["messages"].to_string();
-    assert!(results.contains("tool_result"), "{results}");
+    let answer = of_type(&lines, "result")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
-        results.contains(&marker),
-        "the command's output went back: {results}"
+        answer.contains(&marker),
+        "the command's output reached the answer: {answer}"
+    );
+    assert_eq!(s.mock.requests().len(), 2);
+    assert_eq!(
+        s.mock.refused(),
+        0,
+        "every request of the CLI was one the mock knows"
     );
 }
 

@@ -27,7 +27,7 @@ pub mod fault;
 pub mod flood;
 pub mod mock_provider;
 pub use fault::{Fault, FaultProxy};
-pub use mock_provider::{Api, MockProvider, Recorded, Reply, SIDE_MODEL, SseEvent};
+pub use mock_provider::{Api, MockProvider, Recorded, Reply, SIDE_MODEL, SseEvent, TOOL_RESULT};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;

@@ -99,6 +99,7 @@ struct State {
     requests: Vec<Recorded>,
     stalled: usize,
     closed: usize,
+    refused: usize,
 }
 
 /// The mock provider; it stops when dropped. Each `POST` of a turn gets the next reply;
@@ -153,6 +154,12 @@ impl MockProvider {
             .lock()
             .map(|s| s.requests.clone())
             .unwrap_or_default()
+    }
+
+    /// The requests refused so far: to a path the mock does not know, or with a body that
+    /// is not JSON.
+    pub fn refused(&self) -> usize {
+        self.state.0.lock().map(|s| s.refused).unwrap_or(0)
     }
 
     /// Blocks (at most `limit`) until a stalled stream is reached; whether it was.
@@ -210,7 +217,30 @@ async fn serve(
             .await?;
         return stream.shutdown().await;
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let parsed = serde_json::from_slice::<Value>(&body);
+    let known = KNOWN_PATHS.contains(&path.split('?').next().unwrap_or_default());
+    if !known || parsed.is_err() {
+        // Refused, so that a request the mock does not know fails the test that made it.
+        let why = if known {
+            "a body that is not JSON"
+        } else {
+            "a path it does not know"
+        };
+        let text = format!(
+            r#"{{"error":{{"type":"not_found_error","message":"the mock refuses {why}: {path}"}}}}"#
+        );
+        update(state, |s| s.refused += 1);
+        let head = format!(
+            "HTTP/1.1 404 Mock\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            text.len()
+        );
+        let stream = reader.get_mut();
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(text.as_bytes()).await?;
+        return stream.shutdown().await;
+    }
+    let body = parsed.unwrap_or(Value::Null);
+    let echo = last_tool_result(&body);
     let reply = match side_reply(&path, &body) {
         // Not a turn: answered, not recorded, and no reply of the queue is used.
         Some(side) => side,
@@ -270,7 +300,8 @@ async fn serve(
                 if let Some(name) = &e.event {
                     text.push_str(&format!("event: {name}\n"));
                 }
-                text.push_str(&format!("data: {}\n\n", e.data));
+                let data = e.data.replace(TOOL_RESULT, &escaped(&echo));
+                text.push_str(&format!("data: {data}\n\n"));
                 let chunk = format!("{:x}\r\n{text}\r\n", text.len());
                 stream.write_all(chunk.as_bytes()).await?;
                 stream.flush().await?;
@@ -324,9 +355,16 @@ impl Api {
         }
     }
 
+    /// A streamed answer that says what the last tool returned: "the tool said: <its
+    /// output>" (Anthropic requests; see [`TOOL_RESULT`]).
+    pub fn text_echoing_tool_result(self) -> Vec<SseEvent> {
+        self.text(&format!("the tool said: {TOOL_RESULT}"))
+    }
+
     /// A streamed answer: one assistant message of `text` (in two deltas), then the end.
     pub fn text(self, text: &str) -> Vec<SseEvent> {
-        let (a, b) = text.split_at(text.len() / 2);
+        // Two deltas, never splitting a [`TOOL_RESULT`] marker.
+        let (a, b) = text.split_at(text.find(TOOL_RESULT).unwrap_or(text.len() / 2));
         match self {
             Api::Responses => {
                 let msg = |status: &str, content: Value| json!({"id": "msg_1", "type": "message", "status": status, "content": content, "role": "assistant"});
@@ -599,4 +637,46 @@ fn side_reply(path: &str, body: &Value) -> Option<Reply> {
         "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
         "stop_sequence": null, "usage": {"input_tokens": 20, "output_tokens": 1}
     })))
+}
+
+/// The paths the mock answers (the turns of each API, and Anthropic's token count); a request
+/// to another is refused with `404`.
+const KNOWN_PATHS: [&str; 4] = [
+    "/v1/responses",
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+];
+
+/// In a reply's text, stands for the text of the last tool result the request carries: an
+/// answer that says what the tool returned ([`Api::text_echoing_tool_result`]).
+pub const TOOL_RESULT: &str = "{{tool_result}}";
+
+/// The text of the last tool result in an Anthropic request (a string, or text blocks).
+fn last_tool_result(body: &Value) -> String {
+    let blocks = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter(|b| b["type"] == "tool_result");
+    let Some(last) = blocks.last() else {
+        return String::new();
+    };
+    match &last["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// `text` as it goes inside a JSON string.
+fn escaped(text: &str) -> String {
+    let quoted = Value::String(text.to_owned()).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
 }
