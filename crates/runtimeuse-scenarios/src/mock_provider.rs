@@ -355,8 +355,8 @@ impl Api {
         }
     }
 
-    /// A streamed answer that says what the last tool returned: "the tool said: <its
-    /// output>" (Anthropic requests; see [`TOOL_RESULT`]).
+    /// A streamed answer that says what the last tool returned: "the tool said: " and its
+    /// output (Anthropic requests; see [`TOOL_RESULT`]).
     pub fn text_echoing_tool_result(self) -> Vec<SseEvent> {
         self.text(&format!("the tool said: {TOOL_RESULT}"))
     }
@@ -654,14 +654,14 @@ pub const TOOL_RESULT: &str = "{{tool_result}}";
 
 /// The text of the last tool result in an Anthropic request (a string, or text blocks).
 fn last_tool_result(body: &Value) -> String {
-    let blocks = body["messages"]
+    let mut blocks = body["messages"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|m| m["content"].as_array())
         .flatten()
         .filter(|b| b["type"] == "tool_result");
-    let Some(last) = blocks.last() else {
+    let Some(last) = blocks.next_back() else {
         return String::new();
     };
     match &last["content"] {
