@@ -138,8 +138,9 @@ const TEMPLATES: &[&str] = &[
 /// Drives a client session with the operations encoded in `data` and checks its invariants:
 /// (each operation is an opcode byte and an argument byte; opcode 0 is followed by a second
 /// length byte and that many bytes of a frame)
-/// every accepted request ends with exactly one terminal event, no event follows
-/// `SessionEnded`, and nothing is transmitted once the session has finished.
+/// every accepted request ends with exactly one terminal event (also across a hand-off of the
+/// session to another process: `export`, JSON, `import`), no event follows `SessionEnded`, and
+/// nothing is transmitted once the session has finished.
 pub fn session(data: &[u8]) {
     // An arbitrary epoch for the run; the session under test never reads a clock.
     #[allow(clippy::disallowed_methods)]
@@ -160,7 +161,7 @@ pub fn session(data: &[u8]) {
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
-        match op % 12 {
+        match op % 13 {
             0 => {
                 let len = usize::from(u16::from_le_bytes([arg, bytes.next().unwrap_or(0)]));
                 let frame: Vec<u8> = bytes.by_ref().take(len).collect();
@@ -224,6 +225,19 @@ pub fn session(data: &[u8]) {
             10 => {
                 let now = h.now;
                 h.session.handle_input(Input::Pong(now));
+            }
+            12 => {
+                // Handed to another process: exported, through JSON, imported. Every request
+                // still ends exactly once.
+                if let Ok(state) = h.session.export(h.now) {
+                    let json = serde_json::to_string(&state).expect("a state serializes");
+                    let state = serde_json::from_str(&json).expect("and deserializes");
+                    for token in h.tokens.drain(..) {
+                        h.session.decline_artifact_upload(token);
+                    }
+                    let config = h.session.config().clone();
+                    h.session = Session::import(config, state, h.now);
+                }
             }
             _ => {
                 if arg < 16 {
