@@ -313,7 +313,8 @@ async fn shutdown_signal() {
             _ = term.recv() => 128 + 15,
             _ = int.recv() => 128 + 2,
         };
-        tracing::warn!("a second signal: exiting at once");
+        tracing::warn!("a second signal: exiting at once, killing what still runs");
+        runtimeuse_runtime::kill_process_groups();
         std::process::exit(code);
     });
 }

@@ -389,3 +389,40 @@ fn the_static_binary_serves_with_nothing_around_it() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(server.wait(), Some(0));
 }
+
+#[test]
+fn a_second_sigterm_exits_at_once_and_leaves_no_command_behind() {
+    let mut rt = Serve::start(&["--shutdown-grace", "30"], &[]);
+    let mut ws = RawWs::connect(rt.port);
+    let marker = format!("sleep 62{}", std::process::id() % 1000);
+    ws.text(&raw::commands(&format!("echo started; {marker}")));
+    loop {
+        let (op, payload) = ws.read().unwrap();
+        if op == TEXT && String::from_utf8_lossy(&payload).contains("started") {
+            break;
+        }
+    }
+    sigterm(&rt);
+    // The first signal is handled once readiness turns false.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(rt.port, "/readyz", "").0 != 503 {
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let signalled = Instant::now();
+    sigterm(&rt);
+    assert_eq!(rt.child.wait().unwrap().code(), Some(128 + 15));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "at once, not after the grace"
+    );
+    // Killed with the process: the command's group is gone once the kernel tore it down.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while raw::processes_with(&marker) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the command outlived the runtime"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -168,7 +168,7 @@ pub(crate) async fn run(
     let mut child = child.spawn().map_err(RunError::Spawn)?;
     let pid = child.id();
     // Kills the whole group if this future is dropped (connection gone, runtime stopping).
-    let mut guard = GroupGuard(pid);
+    let mut guard = GroupGuard::new(pid);
     let name: Arc<str> = Arc::from(command.command.as_str());
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(RunError::Spawn(std::io::Error::other("no pipes")));
@@ -191,7 +191,7 @@ pub(crate) async fn run(
                 }
             };
             // The command ended; what it left running in its group may go on.
-            guard.0 = None;
+            guard.disarm();
             Ok(Exit { code, stdout, stderr })
         }
         () = cancel.clone().cancelled() => Err(RunError::Cancelled),
@@ -209,12 +209,52 @@ fn exit_code(status: std::process::ExitStatus) -> i64 {
     }
 }
 
-/// Kills the command's process group when dropped, unless disarmed.
-pub(crate) struct GroupGuard(pub(crate) Option<u32>);
+/// The process groups of the commands and agents running now, by their leaders' ids: what
+/// [`kill_process_groups`] kills.
+static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills the process groups of every command and agent the runtimes of this process run now
+/// (SIGKILL): for a process about to exit at once (a second SIGTERM), which would otherwise
+/// leave them running, since an exit runs no destructors.
+pub fn kill_process_groups() {
+    let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+    for pid in live {
+        kill_group(Some(pid));
+    }
+}
+
+/// Kills the command's process group when dropped, unless disarmed. Registered (for
+/// [`kill_process_groups`]) from its making to its drop or disarming.
+pub(crate) struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    /// The guard of the group that `pid` leads.
+    pub(crate) fn new(pid: Option<u32>) -> Self {
+        if let (Some(pid), Ok(mut live)) = (pid, LIVE.lock()) {
+            live.push(pid);
+        }
+        Self(pid)
+    }
+
+    /// The command ended: what it left running in its group may go on.
+    pub(crate) fn disarm(&mut self) {
+        self.forget();
+        self.0 = None;
+    }
+
+    fn forget(&self) {
+        if let (Some(pid), Ok(mut live)) = (self.0, LIVE.lock())
+            && let Some(i) = live.iter().position(|p| *p == pid)
+        {
+            live.swap_remove(i);
+        }
+    }
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.0);
+        self.forget();
     }
 }
 

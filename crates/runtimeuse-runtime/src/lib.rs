@@ -61,6 +61,7 @@ pub use agents::{
     PromptInput, ProviderConfig,
 };
 pub use artifacts::DEFAULT_IGNORE;
+pub use commands::kill_process_groups;
 pub use handler::{AgentError, AgentHandler, BoxFuture, HandlerContext};
 pub use scripted::ScriptedHandler;
 

@@ -108,6 +108,7 @@ impl AcpAgent {
         // Until the turn ends, dropping this (a cancel) cancels the turn gracefully.
         let mut turn = Turn {
             stdin: Some(stdin),
+            guard: Some(GroupGuard::new(child.id())),
             child: Some(child),
             session: None,
         };
@@ -137,6 +138,8 @@ impl AcpAgent {
 /// One query's agent process and conversation.
 struct Turn {
     stdin: Option<tokio::process::ChildStdin>,
+    /// Kills the agent's process group when dropped.
+    guard: Option<GroupGuard>,
     child: Option<tokio::process::Child>,
     /// The ACP session, once made.
     session: Option<String>,
@@ -313,15 +316,10 @@ impl Turn {
     async fn close(&mut self) {
         self.stdin = None;
         if let Some(mut child) = self.child.take() {
-            let guard = GroupGuard(child.id());
-            if tokio::time::timeout(CANCEL_GRACE, child.wait())
-                .await
-                .is_ok()
-            {
-                // Exited: what it left in its group goes with the guard all the same.
-            }
-            drop(guard);
+            // Exited or not, what is left in its group goes with the guard.
+            let _ = tokio::time::timeout(CANCEL_GRACE, child.wait()).await;
         }
+        self.guard = None;
     }
 }
 
@@ -334,12 +332,11 @@ impl Drop for Turn {
         };
         let session = self.session.take();
         let stdin = self.stdin.take();
+        let guard = self.guard.take();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            drop(GroupGuard(child.id()));
             return;
         };
         runtime.spawn(async move {
-            let guard = GroupGuard(child.id());
             if let (Some(session), Some(mut stdin)) = (session, stdin) {
                 let cancel = json!({"jsonrpc": "2.0", "method": "session/cancel",
                     "params": {"sessionId": session}});

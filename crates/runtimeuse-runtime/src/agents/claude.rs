@@ -89,7 +89,7 @@ impl ClaudeAgent {
             "Claude Code",
         )?;
         // Kills the whole group when the query ends early (cancel, connection gone).
-        let mut guard = GroupGuard(child.id());
+        let mut guard = GroupGuard::new(child.id());
         let prompt = invocation.user_prompt.clone();
         let feed = async move {
             // A CLI that exits without reading its stdin is not an error here.
@@ -105,7 +105,7 @@ impl ClaudeAgent {
             .wait()
             .await
             .map_err(|e| AgentError::new(format!("waiting for Claude Code: {e}")))?;
-        guard.0 = None;
+        guard.disarm();
         let Some(result) = result else {
             let code = status.code().map_or(-1, i64::from);
             let stderr = err.into_text(|n| format!("[... {n} bytes cut ...]\n"));

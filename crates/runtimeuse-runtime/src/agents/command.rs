@@ -76,7 +76,7 @@ impl CommandAgent {
             "the agent command",
         )?;
         // Kills the whole group when the query ends early (cancel, connection gone).
-        let mut guard = GroupGuard(child.id());
+        let mut guard = GroupGuard::new(child.id());
         let prompt = (self.prompt == PromptInput::Stdin).then(|| invocation.user_prompt.clone());
         let feed = async move {
             if let Some(p) = prompt {
@@ -98,7 +98,7 @@ impl CommandAgent {
             .wait()
             .await
             .map_err(|e| AgentError::new(format!("waiting for the agent command: {e}")))?;
-        guard.0 = None;
+        guard.disarm();
         let marker = |n: usize| format!("[... {n} bytes cut ...]\n");
         if !status.success() {
             let code = status.code().map_or(-1, i64::from);
