@@ -105,8 +105,6 @@ impl<B: Backend> Session<B> {
     ) -> Result<Self, Error> {
         let now = B::now();
         let frames = (resumption.resumed(runtime_received, now)).map_err(Error::ResumeRefused)?;
-        // A new session to the caller, not a reconnection.
-        resumption.take_reconnected();
         let mut conn = Conn::new(socket);
         for frame in frames {
             conn.queue_message(tungstenite::Message::Text(frame.into()));

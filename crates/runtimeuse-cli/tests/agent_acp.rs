@@ -195,14 +195,11 @@ fn a_cancel_mid_run_ends_the_agent() {
         "{outcome:?}"
     );
     // session/cancel first; the process group is killed if it has not stopped within 2 s.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while common::raw::processes_with_env(&marker) > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the agent is still there"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::raw::wait_gone(
+        || common::raw::processes_with_env(&marker),
+        Duration::from_secs(10),
+        "the agent is still there",
+    );
 }
 
 #[test]
@@ -211,23 +208,9 @@ fn the_three_clients_get_the_same_answer() {
         .map(|_| Reply::stream(Api::Anthropic.text("same for all")))
         .collect();
     let s = setup("clients", replies, &[]);
-    let url = s.url();
-    let tokio = tokio::runtime::Runtime::new().unwrap();
-    let r = tokio
-        .block_on(
-            runtimeuse_tokio::Client::new(&url)
-                .query("hi", runtimeuse_tokio::QueryOptions::new("", "m")),
-        )
-        .unwrap();
-    assert_eq!(r.text(), Some("same for all"));
-    let r = async_io::block_on(
-        runtimeuse_async_std::Client::new(&url)
-            .query("hi", runtimeuse_async_std::QueryOptions::new("", "m")),
-    )
-    .unwrap();
-    assert_eq!(r.text(), Some("same for all"));
-    let r = runtimeuse_tungstenite::Client::new(&url)
-        .query("hi", runtimeuse_tungstenite::QueryOptions::new("", "m"))
-        .unwrap();
-    assert_eq!(r.text(), Some("same for all"));
+    let same = Some("same for all".to_owned());
+    assert_eq!(
+        s.three_clients_answer("hi", "m"),
+        [same.clone(), same.clone(), same]
+    );
 }

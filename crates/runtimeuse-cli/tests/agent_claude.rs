@@ -152,14 +152,11 @@ fn a_cancel_mid_run_kills_the_process_group() {
     );
     // The runtime sent SIGKILL to the group before it confirmed the cancel; the processes
     // are gone once the kernel has torn them down.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while common::raw::processes_with(&marker) > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the process group is still there"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::raw::wait_gone(
+        || common::raw::processes_with(&marker),
+        Duration::from_secs(5),
+        "the process group is still there",
+    );
 }
 
 #[test]
@@ -168,24 +165,9 @@ fn the_three_clients_get_the_same_answer() {
         .map(|_| Reply::stream(Api::Anthropic.text("same for all")))
         .collect();
     let s = setup("clients", replies);
-    let url = s.url();
-    let tokio = tokio::runtime::Runtime::new().unwrap();
-    let options = || runtimeuse_tokio::QueryOptions::new("", "claude-test");
-    let r = tokio
-        .block_on(runtimeuse_tokio::Client::new(&url).query("hi", options()))
-        .unwrap();
-    assert_eq!(r.text(), Some("same for all"));
-    let r = async_io::block_on(runtimeuse_async_std::Client::new(&url).query(
-        "hi",
-        runtimeuse_async_std::QueryOptions::new("", "claude-test"),
-    ))
-    .unwrap();
-    assert_eq!(r.text(), Some("same for all"));
-    let r = runtimeuse_tungstenite::Client::new(&url)
-        .query(
-            "hi",
-            runtimeuse_tungstenite::QueryOptions::new("", "claude-test"),
-        )
-        .unwrap();
-    assert_eq!(r.text(), Some("same for all"));
+    let same = Some("same for all".to_owned());
+    assert_eq!(
+        s.three_clients_answer("hi", "claude-test"),
+        [same.clone(), same.clone(), same]
+    );
 }

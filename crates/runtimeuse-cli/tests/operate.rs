@@ -417,12 +417,9 @@ fn a_second_sigterm_exits_at_once_and_leaves_no_command_behind() {
         "at once, not after the grace"
     );
     // Killed with the process: the command's group is gone once the kernel tore it down.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while raw::processes_with(&marker) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the command outlived the runtime"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    raw::wait_gone(
+        || raw::processes_with(&marker),
+        Duration::from_secs(5),
+        "the command outlived the runtime",
+    );
 }

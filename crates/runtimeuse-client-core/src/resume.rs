@@ -198,13 +198,17 @@ impl Resumption {
     ///
     /// [`Refusal::OutOfWindow`] when the count is not one the client can serve.
     pub fn resumed(&mut self, runtime_received: u64, now: Instant) -> Result<Vec<String>, Refusal> {
-        if std::mem::take(&mut self.adopted) && runtime_received > self.sent.sent() {
+        let adopted = std::mem::take(&mut self.adopted);
+        if adopted && runtime_received > self.sent.sent() {
             // The token's first owner sent more after taking it, and the runtime processed
             // it: nothing of this process is missing.
             self.sent = ReplayBuffer::restore(runtime_received, []);
         }
         let frames = self.sent.replay_after(runtime_received)?;
-        self.reconnected = Some((self.attempts(), self.received));
+        // Taking a session over is a new session to the caller, not a reconnection.
+        if !adopted {
+            self.reconnected = Some((self.attempts(), self.received));
+        }
         self.lost = None;
         self.refused = 0;
         self.acked_at = now;
@@ -559,6 +563,11 @@ mod tests {
             (RECEIVED_HEADER, "10".to_owned())
         );
         assert_eq!(taken.resumed(1, t0), Ok(vec!["b".to_owned()]), "b again");
+        assert_eq!(
+            taken.take_reconnected(),
+            None,
+            "a take-over is no reconnection"
+        );
         // The first owner sent more, which the runtime processed.
         let (mut taken, _) = Resumption::from_token(token.clone(), t0).expect("from token");
         assert_eq!(taken.resumed(5, t0), Ok(vec![]));

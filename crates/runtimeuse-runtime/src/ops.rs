@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -33,10 +36,6 @@ pub(crate) struct Ops {
     started: Instant,
     draining: AtomicBool,
     pub(crate) metrics: std::sync::Arc<Metrics>,
-    /// The data frames sent by every connection (the server counts them).
-    pub(crate) sent: SentTally,
-    /// The bytes queued for every client.
-    pub(crate) queued: Backlog,
     /// Tells the connections how far the shutdown has gone.
     drain: watch::Sender<Drain>,
 }
@@ -59,9 +58,7 @@ impl Ops {
         Self {
             started: Instant::now(),
             draining: AtomicBool::new(false),
-            metrics: std::sync::Arc::new(Metrics::new()),
-            sent,
-            queued,
+            metrics: std::sync::Arc::new(Metrics::new(sent, queued)),
             drain: watch::channel(Drain::Serving).0,
         }
     }
@@ -95,17 +92,11 @@ impl Ops {
         .to_string()
     }
 
-    /// The metrics in the text format, brought up to date with the server's own counts.
+    /// The metrics in the text format.
     fn exposition(&self) -> String {
-        let m = &self.metrics;
-        let behind =
-            |counter: &Counter, now: u64| counter.inc_by(now.saturating_sub(counter.get()));
-        behind(&m.sent_frames, self.sent.frames());
-        behind(&m.sent_bytes, self.sent.bytes());
-        m.queued_bytes
-            .set(i64::try_from(self.queued.bytes()).unwrap_or(i64::MAX));
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry)
+        {
             tracing::warn!(error = %e, "could not encode the metrics");
         }
         out
@@ -222,9 +213,6 @@ pub(crate) struct Metrics {
     requests_in_flight: Gauge,
     requests: Family<RequestLabels, Counter>,
     request_duration: DurationFamily,
-    sent_frames: Counter,
-    sent_bytes: Counter,
-    queued_bytes: Gauge,
     commands: Family<CommandLabels, Counter>,
     artifact_uploads: Family<OutcomeLabels, Counter>,
     agent_turns: Family<ProviderLabels, Counter>,
@@ -243,7 +231,9 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    fn new() -> Self {
+    /// The metrics, the server's own counts (`sent`, `queued`) read where they are kept at
+    /// each scrape.
+    fn new(sent: SentTally, queued: Backlog) -> Self {
         let mut registry = Registry::with_prefix("runtimeuse");
         let m = Self {
             registry: Registry::default(),
@@ -254,9 +244,6 @@ impl Metrics {
             request_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 4.0, 10))
             }),
-            sent_frames: Counter::default(),
-            sent_bytes: Counter::default(),
-            queued_bytes: Gauge::default(),
             commands: Family::default(),
             artifact_uploads: Family::default(),
             agent_turns: Family::default(),
@@ -296,19 +283,19 @@ impl Metrics {
         r.register(
             "sent_frames",
             "Data frames sent to clients",
-            m.sent_frames.clone(),
+            Read::SentFrames(sent.clone()),
         );
         r.register_with_unit(
             "sent",
             "Bytes of the data frames sent to clients",
             Unit::Bytes,
-            m.sent_bytes.clone(),
+            Read::SentBytes(sent),
         );
         r.register_with_unit(
             "queued",
             "Bytes waiting to be sent to clients now",
             Unit::Bytes,
-            m.queued_bytes.clone(),
+            Read::Queued(queued),
         );
         r.register(
             "commands",
@@ -453,6 +440,34 @@ impl Metrics {
             return model.to_owned();
         }
         "other".to_owned()
+    }
+}
+
+/// A metric read at each scrape from where the server keeps the count, rather than copied.
+#[derive(Debug)]
+enum Read {
+    /// Data frames sent (a counter).
+    SentFrames(SentTally),
+    /// Their bytes (a counter).
+    SentBytes(SentTally),
+    /// Bytes queued for the clients now (a gauge).
+    Queued(Backlog),
+}
+
+impl EncodeMetric for Read {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::SentFrames(t) => encoder.encode_counter::<NoLabelSet, _, u64>(&t.frames(), None),
+            Self::SentBytes(t) => encoder.encode_counter::<NoLabelSet, _, u64>(&t.bytes(), None),
+            Self::Queued(q) => encoder.encode_gauge(&i64::try_from(q.bytes()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        match self {
+            Self::SentFrames(_) | Self::SentBytes(_) => MetricType::Counter,
+            Self::Queued(_) => MetricType::Gauge,
+        }
     }
 }
 
@@ -670,7 +685,7 @@ mod tests {
 
     #[test]
     fn model_labels_are_bounded() {
-        let m = Metrics::new();
+        let m = Metrics::new(SentTally::new(), Backlog::new());
         for i in 0..MAX_LABEL_VALUES {
             assert_eq!(m.model_label(&format!("m{i}")), format!("m{i}"));
         }

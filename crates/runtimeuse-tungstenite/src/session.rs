@@ -114,8 +114,6 @@ impl Session {
     ) -> Result<Self, Error> {
         let now = now();
         let frames = (resumption.resumed(runtime_received, now)).map_err(Error::ResumeRefused)?;
-        // A new session to the caller, not a reconnection.
-        resumption.take_reconnected();
         let mut session = Self {
             ws,
             requests: Requests::import(settings.session.clone(), state, now),

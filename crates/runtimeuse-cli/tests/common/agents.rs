@@ -144,6 +144,30 @@ impl AgentRuntime {
     }
 }
 
+impl AgentRuntime {
+    /// The text answers of one query `prompt` through the tokio, async-std and blocking
+    /// clients, in that order.
+    pub(crate) fn three_clients_answer(&self, prompt: &str, model: &str) -> [Option<String>; 3] {
+        let url = self.url();
+        let tokio = tokio::runtime::Runtime::new().unwrap();
+        let r = tokio
+            .block_on(
+                runtimeuse_tokio::Client::new(&url)
+                    .query(prompt, runtimeuse_tokio::QueryOptions::new("", model)),
+            )
+            .unwrap();
+        let a = async_io::block_on(
+            runtimeuse_async_std::Client::new(&url)
+                .query(prompt, runtimeuse_async_std::QueryOptions::new("", model)),
+        )
+        .unwrap();
+        let b = runtimeuse_tungstenite::Client::new(&url)
+            .query(prompt, runtimeuse_tungstenite::QueryOptions::new("", model))
+            .unwrap();
+        [r, a, b].map(|r| r.text().map(str::to_owned))
+    }
+}
+
 /// The lines of `--json` output of this `type`.
 pub(crate) fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["type"] == kind).collect()

@@ -140,6 +140,16 @@ pub(crate) fn processes_with_env(marker: &str) -> usize {
     processes_whose("environ", marker)
 }
 
+/// Waits (at most `limit`) until `count` says no process is left: a killed process is gone
+/// once the kernel has torn it down, a moment after the signal. Panics with `what` after.
+pub(crate) fn wait_gone(count: impl Fn() -> usize, limit: Duration, what: &str) {
+    let deadline = std::time::Instant::now() + limit;
+    while count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Processes whose `/proc/<pid>/<file>` contains `marker` (other than this test's own).
 fn processes_whose(file: &str, marker: &str) -> usize {
     let me = std::process::id().to_string();

@@ -2,13 +2,13 @@
 //! object per line over its stdio), started per query; the runtime is the ACP client.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use runtimeuse_proto::{Invocation, QueryResult, ResultData};
 use serde_json::{Value, json};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::lines::Lines;
 use super::schema;
 use crate::commands::GroupGuard;
 use crate::handler::{AgentError, HandlerContext};
@@ -93,9 +93,6 @@ impl AcpAgent {
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(&self.command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .process_group(0)
             // The process runs inside the sandbox: agents that check (Claude Code, as root,
             // bypasses permissions only then) may act without asking.
@@ -513,9 +510,6 @@ fn structured(text: &str, schema: &Value) -> Result<Value, AgentError> {
     })?;
     Ok(value)
 }
-
-/// Lines of the agent's stdout (JSON-RPC messages), each at most 64 MiB.
-type Lines<R> = super::claude::Lines<R>;
 
 super::handler_by_answer!(AcpAgent);
 

@@ -134,11 +134,7 @@ impl CommandAgent {
                     .arg(&invocation.user_prompt);
             }
         }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+        cmd.process_group(0).kill_on_drop(true);
         if let Some(env) = &invocation.agent_env {
             cmd.envs(env);
         }

@@ -49,6 +49,7 @@ mod acp;
 mod anthropic;
 mod claude;
 mod command;
+mod lines;
 mod model;
 mod openai;
 mod provider;
