@@ -541,8 +541,8 @@ impl<B: Backend> Session<B> {
     fn start_upload(&mut self, uploader: &UploaderFn, req: ArtifactUploadRequest) {
         let answer = uploader(req.to_request());
         let answer: BoxFuture<Option<ArtifactUpload>> = match self.upload_timeout {
-            Some(limit) => Box::pin(timeout::<B, _>(limit, answer)),
-            None => Box::pin(async move { Some(answer.await) }),
+            Some(limit) => Box::pin(async move { timeout::<B, _>(limit, answer).await.flatten() }),
+            None => answer,
         };
         self.uploading = Some((answer, req));
     }

@@ -68,8 +68,10 @@ where
     })
 }
 
-/// An async artifact uploader.
-pub type AsyncUploader = Arc<dyn Fn(ArtifactRequest) -> BoxFuture<ArtifactUpload> + Send + Sync>;
+/// An async artifact uploader: `None` declines the request (the runtime is told no upload will
+/// happen).
+pub type AsyncUploader =
+    Arc<dyn Fn(ArtifactRequest) -> BoxFuture<Option<ArtifactUpload>> + Send + Sync>;
 
 /// The callbacks of the async clients: async functions, each within an optional time limit.
 #[derive(Clone, Default)]
@@ -240,10 +242,27 @@ impl<W> crate::options::CallOptions<W, AsyncCallbacks> {
     /// exactly when artifacts directories are given. A persistent session keeps the last
     /// uploader given, to answer requests that arrive between calls and while it closes.
     #[must_use]
-    pub fn on_artifact_upload_request<F, Fut>(mut self, f: F) -> Self
+    pub fn on_artifact_upload_request<F, Fut>(self, f: F) -> Self
     where
         F: Fn(ArtifactRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ArtifactUpload> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.on_artifact_upload_request_or_decline(move |r| {
+            let answer = f(r);
+            async move { Some(answer.await) }
+        })
+    }
+
+    /// As [`on_artifact_upload_request`](Self::on_artifact_upload_request), with an uploader
+    /// that may decline: `None` tells the runtime that no upload will happen for this file
+    /// (the request goes on). For uploaders that can fail, or that hand the question to
+    /// another task and may get no answer (the Python package's callbacks).
+    #[must_use]
+    pub fn on_artifact_upload_request_or_decline<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(ArtifactRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<ArtifactUpload>> + Send + 'static,
     {
         self.callbacks.uploader = Some(Arc::new(move |r| Box::pin(f(r))));
         self.request.artifact_uploader = true;

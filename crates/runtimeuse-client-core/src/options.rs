@@ -197,6 +197,21 @@ impl<W: Wire, C> CallOptions<W, C> {
     }
 }
 
+impl<W, C: Default> CallOptions<W, C> {
+    /// Options that send exactly `wire` (its `user_prompt` or `commands` are replaced by the
+    /// call's), with the core's per-request options `request` and no callbacks: for bindings
+    /// that build the wire fields themselves, such as the Python package. `request`'s
+    /// `artifact_uploader` must say whether an uploader will be set.
+    pub fn from_wire(wire: W, request: RequestOptions) -> Self {
+        Self {
+            wire,
+            request,
+            callbacks: C::default(),
+            abort: None,
+        }
+    }
+}
+
 impl<C: Default> CallOptions<Invocation, C> {
     /// Query options with this system prompt and model.
     pub fn new(system_prompt: impl Into<String>, model: impl Into<String>) -> Self {

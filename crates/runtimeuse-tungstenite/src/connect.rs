@@ -17,14 +17,31 @@ use crate::Error;
 /// read-ahead buffer.
 pub type Socket = WebSocket<MaybeTlsStream<ReadAheadStream<TcpStream>>>;
 
-/// The TCP socket under the WebSocket (and TLS), for its timeouts.
-pub(crate) fn tcp(ws: &Socket) -> Option<&TcpStream> {
+/// The TCP socket under a [`Socket`] (and its TLS): for its timeouts, its blocking mode, its
+/// file descriptor.
+pub fn tcp(ws: &Socket) -> Option<&TcpStream> {
     match ws.get_ref() {
         MaybeTlsStream::Plain(s) => Some(s.get_ref()),
         #[cfg(feature = "__rustls")]
         MaybeTlsStream::Rustls(s) => Some(s.sock.get_ref()),
         _ => None,
     }
+}
+
+/// Connects a WebSocket with a client's settings (handshake headers, TLS, the connect timeout),
+/// without a session: for a driver of its own over the shared request layer
+/// ([`runtimeuse_client_core::requests`]), such as the Python package's event-loop
+/// connection. The socket is blocking, without timeouts.
+///
+/// # Errors
+///
+/// As [`Client::session`](crate::Client::session).
+pub fn connect_socket(settings: &ClientSettings) -> Result<Socket, Error> {
+    let (ws, _) = connect(settings, &[])?;
+    if let Some(t) = tcp(&ws) {
+        t.set_read_timeout(None).map_err(Error::Connect)?;
+    }
+    Ok(ws)
 }
 
 /// Connects with these extra handshake headers: the socket and the response's headers.

@@ -141,6 +141,7 @@ mod options;
 mod session;
 
 pub use client::{Client, ClientBuilder};
+pub use connect::{connect_socket, tcp};
 pub use options::{ExecuteCommandsOptions, QueryOptions};
 pub use runtimeuse_client_core::AbortHandle;
 pub use runtimeuse_client_core::callbacks::BlockingCallbacks;
