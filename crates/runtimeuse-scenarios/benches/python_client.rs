@@ -1,6 +1,8 @@
 //! The project's tokio client beside the upstream Python client (runtimeuse-client 0.15.1),
 //! against the same runtime in the same run: query round trip, command output frames/s, CPU per
-//! frame and peak memory, and the ratios.
+//! frame and peak memory, and the ratios. When the Python also has this repository's package
+//! (`runtimeuse_rs`, `crates/runtimeuse-python`), it runs the same script through it too, and
+//! a second table sets it beside the upstream client, whose figures are its floor.
 //!
 //! `cargo bench -p runtimeuse-scenarios --bench python_client` (add `-- --mb N` for the output
 //! volume, default 20; `-- --queries N`, default 500; `-- --frames N` for the flood, default
@@ -219,7 +221,11 @@ fn main() {
     let runtime = bench::ServerChild::start(&["--runtime"]);
     let url = runtime.url.clone();
 
-    let (mut rust, mut py) = (Vec::new(), Vec::new());
+    let has_rs = Command::new(&python)
+        .args(["-c", "import runtimeuse_rs"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (mut rust, mut py, mut rs_py, mut floor) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let mut c = Command::new(&exe);
         let tail = [
@@ -234,6 +240,14 @@ fn main() {
         let mut c = Command::new(&python);
         c.arg(&script).args(&tail);
         py.push(run(c));
+        if has_rs {
+            let mut c = Command::new(&python);
+            c.arg(&script).args(&tail).arg("runtimeuse_rs");
+            rs_py.push(run(c));
+            let mut c = Command::new(&python);
+            c.arg(&script).args(&tail).arg("floor");
+            floor.push(run(c));
+        }
     }
     drop(runtime);
 
@@ -308,4 +322,90 @@ fn main() {
         med(&py, |r| r.frames)
     );
     println!("  (ratio: how many times better the Rust client is; the floor is the Python client)");
+    if has_rs {
+        python_package_table(&rs_py, &py, &floor, flood_frames, queries);
+    } else {
+        println!("(runtimeuse_rs is not installed in this Python: its table is skipped)");
+    }
+}
+
+/// `runtimeuse_rs` beside the upstream client (its floor), with the issue's targets.
+fn python_package_table(rs: &[Run], up: &[Run], floor: &[Run], flood_frames: u64, queries: u64) {
+    fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+        median(runs.iter().map(f).collect())
+    }
+    let per_round =
+        |f: &dyn Fn(&Run, &Run) -> f64| median(rs.iter().zip(up).map(|(r, p)| f(r, p)).collect());
+    println!();
+    println!(
+        "Python: runtimeuse_rs (this repository, on the Rust core) vs runtimeuse-client 0.15.1 \
+         (the floor), same runtime, same script, medians of {ROUNDS} alternating rounds \
+         ({queries} queries)"
+    );
+    println!(
+        "  {:<28} {:>15} {:>15} {:>9}",
+        "", "runtimeuse_rs", "upstream", "ratio"
+    );
+    let row = |label: &str, r: f64, p: f64, unit: &str, ratio: f64, target: &str| {
+        println!("  {label:<28} {r:>10.1} {unit:<4} {p:>10.1} {unit:<4} {ratio:>8.2}x  {target}");
+    };
+    let rtt = per_round(&|r, p| r.rtt / p.rtt);
+    row(
+        "query round trip",
+        med(rs, |r| r.rtt) * 1e6,
+        med(up, |r| r.rtt) * 1e6,
+        "us",
+        rtt,
+        &format!(
+            "of upstream's (target <= 0.30x: {})",
+            if rtt <= 0.3 { "met" } else { "NOT met" }
+        ),
+    );
+    let raw = med(floor, |r| r.rtt);
+    println!(
+        "  {:<28} {:>10.1} us   = {:.2}x of upstream's: raw frames over an asyncio Protocol, no \
+         client (the asyncio part of any client's round trip)",
+        "  floor of asyncio",
+        raw * 1e6,
+        raw / med(up, |r| r.rtt)
+    );
+    let fps = |r: &Run| flood_frames as f64 / r.flood_s;
+    let flood = per_round(&|r, p| fps(r) / fps(p));
+    row(
+        "small frames/s (flood)",
+        med(rs, fps) / 1e3,
+        med(up, fps) / 1e3,
+        "k",
+        flood,
+        &format!(
+            "upstream's (target >= 5x: {})",
+            if flood >= 5.0 { "met" } else { "NOT met" }
+        ),
+    );
+    let cpu = |r: &Run| r.flood_cpu_s / flood_frames as f64 * 1e6;
+    row(
+        "client CPU per small frame",
+        med(rs, cpu),
+        med(up, cpu),
+        "us",
+        per_round(&|r, p| cpu(p) / cpu(r)),
+        "less",
+    );
+    let mbs = |r: &Run| r.bytes / r.output_s / 1e6;
+    row(
+        "command output via runtime",
+        med(rs, mbs),
+        med(up, mbs),
+        "MB/s",
+        per_round(&|r, p| mbs(r) / mbs(p)),
+        "upstream's",
+    );
+    row(
+        "client peak RSS",
+        med(rs, |r| r.rss_kib) / 1024.0,
+        med(up, |r| r.rss_kib) / 1024.0,
+        "MB",
+        per_round(&|r, p| p.rss_kib / r.rss_kib),
+        "less",
+    );
 }

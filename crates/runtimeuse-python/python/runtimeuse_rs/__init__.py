@@ -1,0 +1,106 @@
+"""runtimeuse_rs: the runtimeuse client for Python on the Rust core.
+
+The upstream ``runtimeuse_client`` 0.15.1 API, name for name (change the import line), plus a
+blocking client (``SyncRuntimeUseClient``), plain or async callbacks, ``output_type=``, the
+Rust client's timeouts and keepalive as keyword arguments, and typed errors
+(``runtimeuse_rs.exceptions``).
+"""
+
+from .client import RuntimeUseClient, RuntimeUseSession
+from .exceptions import (
+    AgentRuntimeError,
+    CallbackTimeoutError,
+    CancelledException,
+    ConnectTimeoutError,
+    IdleTimeoutError,
+    ProtocolError,
+    RequestTimeoutError,
+    RuntimeConnectionError,
+    RuntimeUseError,
+)
+from .sync import SyncRuntimeUseClient, SyncRuntimeUseSession
+from .transports import (
+    ConnectedTransport,
+    ConnectedWebSocketTransport,
+    PersistentTransport,
+    Transport,
+    WebSocketTransport,
+)
+from .types import (
+    AgentRuntimeMessageInterface,
+    ArtifactUploadRequestMessageInterface,
+    ArtifactUploadResponseMessageInterface,
+    ArtifactUploadResult,
+    AssistantMessageInterface,
+    CancelMessage,
+    CommandExecutionMessage,
+    CommandExecutionResult,
+    CommandExecutionResultMessageInterface,
+    CommandInterface,
+    CommandOutputMessageInterface,
+    CommandResultItem,
+    EndSessionConfirmMessage,
+    EndSessionMessage,
+    ErrorMessageInterface,
+    ExecuteCommandsOptions,
+    HeartbeatMessageInterface,
+    InvocationMessage,
+    OnArtifactUploadRequestCallback,
+    OnAssistantMessageCallback,
+    OnCommandOutputCallback,
+    QueryOptions,
+    QueryResult,
+    ResultMessageInterface,
+    RuntimeEnvironmentDownloadableInterface,
+    StructuredOutputResult,
+    TextResult,
+)
+
+__all__ = [
+    "RuntimeUseClient",
+    "RuntimeUseSession",
+    "ConnectedTransport",
+    "ConnectedWebSocketTransport",
+    "PersistentTransport",
+    "Transport",
+    "WebSocketTransport",
+    "AgentRuntimeError",
+    "CancelledException",
+    "AgentRuntimeMessageInterface",
+    "RuntimeEnvironmentDownloadableInterface",
+    "CommandInterface",
+    "InvocationMessage",
+    "CommandExecutionMessage",
+    "QueryOptions",
+    "ExecuteCommandsOptions",
+    "QueryResult",
+    "CommandResultItem",
+    "CommandExecutionResult",
+    "ResultMessageInterface",
+    "CommandExecutionResultMessageInterface",
+    "TextResult",
+    "StructuredOutputResult",
+    "AssistantMessageInterface",
+    "CommandOutputMessageInterface",
+    "HeartbeatMessageInterface",
+    "ArtifactUploadRequestMessageInterface",
+    "ArtifactUploadResponseMessageInterface",
+    "ErrorMessageInterface",
+    "CancelMessage",
+    "EndSessionMessage",
+    "EndSessionConfirmMessage",
+    "ArtifactUploadResult",
+    "OnAssistantMessageCallback",
+    "OnCommandOutputCallback",
+    "OnArtifactUploadRequestCallback",
+    # This package's extensions.
+    "SyncRuntimeUseClient",
+    "SyncRuntimeUseSession",
+    "RuntimeUseError",
+    "RequestTimeoutError",
+    "IdleTimeoutError",
+    "CallbackTimeoutError",
+    "ConnectTimeoutError",
+    "RuntimeConnectionError",
+    "ProtocolError",
+]

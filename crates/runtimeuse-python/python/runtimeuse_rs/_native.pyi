@@ -1,0 +1,73 @@
+"""Type stubs of the native module (``src/`` of the runtimeuse-python crate)."""
+
+from typing import Any
+
+__version__: str
+
+class NativeError(Exception):
+    """``args[0]`` is ``(kind, message, details)``."""
+
+Item = tuple[Any, ...]
+
+def set_models(output: type, assistant: type) -> None: ...
+
+class Conn:
+    @staticmethod
+    def connect(
+        url: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        connect_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        keepalive_interval: float | None = None,
+        max_frame_size: int | None = None,
+        blocking: bool = False,
+    ) -> Conn: ...
+    def fileno(self) -> int: ...
+    def query(
+        self,
+        prompt: str | None,
+        wire: dict[str, Any],
+        timeout: float | None,
+        idle_timeout: float | None,
+        uploader: bool,
+    ) -> None: ...
+    def execute_commands(
+        self,
+        wire: dict[str, Any],
+        timeout: float | None,
+        idle_timeout: float | None,
+        uploader: bool,
+    ) -> None: ...
+    def abort(self) -> None: ...
+    def respond(self, key: int, presigned_url: str, content_type: str) -> None: ...
+    def decline(self, key: int) -> None: ...
+    def end(self) -> tuple[list[Item], float, bool, bool, bool]: ...
+    def send(self) -> tuple[list[Item], float, bool, bool, bool]: ...
+    def pump(self) -> tuple[list[Item], float, bool, bool, bool]: ...
+    def pump_blocking(self) -> tuple[list[Item], float, bool, bool, bool]: ...
+    def close(self, ok: bool) -> None: ...
+
+class Driver:
+    def __init__(self, *, idle_timeout: float | None = None, max_frame_size: int | None = None) -> None: ...
+    def query(
+        self,
+        prompt: str,
+        wire: dict[str, Any],
+        timeout: float | None,
+        idle_timeout: float | None,
+        uploader: bool,
+    ) -> None: ...
+    def execute_commands(
+        self,
+        wire: dict[str, Any],
+        timeout: float | None,
+        idle_timeout: float | None,
+        uploader: bool,
+    ) -> None: ...
+    def receive(self, text: str) -> None: ...
+    def closed(self) -> None: ...
+    def abort(self) -> None: ...
+    def respond(self, key: int, presigned_url: str, content_type: str) -> None: ...
+    def decline(self, key: int) -> None: ...
+    def poll(self) -> tuple[list[str], list[Item], float]: ...

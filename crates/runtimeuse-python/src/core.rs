@@ -1,0 +1,226 @@
+//! What both drivers share: the request layer of one connection, and its events as items for
+//! Python. The socket connection ([`crate::conn::Conn`]) and the custom-transport driver
+//! ([`crate::driver::Driver`]) differ only in how messages move.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use pyo3::IntoPyObjectExt;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use runtimeuse_client_core::requests::{Between, Ending, Requests, Step};
+use runtimeuse_tungstenite::proto::{
+    ArtifactUpload, ArtifactUploadRequest, CommandOutput, Config, Event, RequestEvent, RequestId,
+};
+use runtimeuse_tungstenite::{CommandExecutionResult, Error, QueryResult, SessionEnd};
+
+use crate::convert::{self, ARTIFACT};
+use crate::wire;
+
+/// What a connection hands to Python.
+pub(crate) enum Item {
+    Assistant(Vec<String>),
+    Output(CommandOutput),
+    /// An artifact upload request, answered with `respond(key, …)` or `decline(key)`.
+    Artifact(String, String, u64),
+    Query(QueryResult),
+    Commands(CommandExecutionResult),
+    Failed(Error),
+    Ended(SessionEnd),
+}
+
+/// Items as a Python list of tuples (the codes of [`convert`]).
+pub(crate) fn to_py<'py>(py: Python<'py>, items: Vec<Item>) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for item in items {
+        match item {
+            Item::Assistant(blocks) => list.append(convert::assistant(py, blocks)?)?,
+            Item::Output(out) => list.append(convert::output(py, &out)?)?,
+            Item::Artifact(name, path, key) => {
+                list.append((ARTIFACT, name, path, key).into_bound_py_any(py)?)?;
+            }
+            Item::Query(r) => list.append(convert::query_result(py, &r)?)?,
+            Item::Commands(r) => list.append(convert::commands_result(py, &r)?)?,
+            Item::Failed(e) => list.append(convert::failed(py, &e)?)?,
+            Item::Ended(end) => list.append(convert::ended(py, end)?)?,
+        }
+    }
+    Ok(list)
+}
+
+/// One connection's request layer. The uploader type is `()`: "Python answers artifact
+/// requests" (the last call that had a callback makes it the session's).
+pub(crate) struct Core {
+    pub(crate) requests: Requests<()>,
+    current: Option<RequestId>,
+    pending: HashMap<u64, ArtifactUploadRequest>,
+    next_key: u64,
+    /// The graceful end was asked for.
+    ending: bool,
+    /// The session ended (reported once).
+    ended: bool,
+}
+
+impl Core {
+    pub(crate) fn new(config: Config) -> Self {
+        Self {
+            requests: Requests::new(config, Instant::now()),
+            current: None,
+            pending: HashMap::new(),
+            next_key: 0,
+            ending: false,
+            ended: false,
+        }
+    }
+
+    fn check_idle(&self) -> PyResult<()> {
+        if self.ending || self.ended {
+            return Err(PyValueError::new_err("the session has ended"));
+        }
+        Ok(())
+    }
+
+    /// Starts a query.
+    pub(crate) fn query(
+        &mut self,
+        prompt: String,
+        wire: &Bound<'_, PyDict>,
+        timeout: Option<f64>,
+        idle_timeout: Option<f64>,
+        uploader: bool,
+    ) -> PyResult<()> {
+        self.check_idle()?;
+        let invocation = wire::invocation(prompt, wire)?;
+        let options = wire::request_options(timeout, idle_timeout, uploader)?;
+        let id = self
+            .requests
+            .start_query(invocation, options, uploader.then_some(()), Instant::now())
+            .map_err(|e| convert::raise(&e))?;
+        self.current = Some(id);
+        Ok(())
+    }
+
+    /// Starts a command batch.
+    pub(crate) fn execute_commands(
+        &mut self,
+        wire: &Bound<'_, PyDict>,
+        timeout: Option<f64>,
+        idle_timeout: Option<f64>,
+        uploader: bool,
+    ) -> PyResult<()> {
+        self.check_idle()?;
+        let batch = wire::batch(wire)?;
+        let options = wire::request_options(timeout, idle_timeout, uploader)?;
+        let id = self
+            .requests
+            .start_commands(batch, options, uploader.then_some(()), Instant::now())
+            .map_err(|e| convert::raise(&e))?;
+        self.current = Some(id);
+        Ok(())
+    }
+
+    /// Cancels the request in flight.
+    pub(crate) fn abort(&mut self) {
+        self.requests.abort(Instant::now());
+    }
+
+    /// Starts the graceful end of the session (a request still in flight is cancelled and
+    /// read to its end first).
+    pub(crate) fn end(&mut self, out: &mut Vec<Item>) {
+        if self.ending || self.ended {
+            return;
+        }
+        self.ending = true;
+        self.current = None;
+        let step = self.requests.end(Instant::now());
+        self.on_ending(step, out);
+    }
+
+    fn on_ending(&mut self, step: Result<Ending<()>, Error>, out: &mut Vec<Item>) {
+        match step {
+            Ok(Ending::Read) => {}
+            Ok(Ending::Upload(req, ())) => self.hand_out(req, out),
+            Ok(Ending::Done(end)) => {
+                self.ended = true;
+                out.push(Item::Ended(end));
+            }
+            Err(e) => {
+                self.ended = true;
+                out.push(Item::Failed(e));
+            }
+        }
+    }
+
+    /// Whether the session ended (its end was reported).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Answers the artifact request handed out with `key`.
+    pub(crate) fn respond(&mut self, key: u64, url: String, content_type: String) -> PyResult<()> {
+        let req = self
+            .pending
+            .remove(&key)
+            .ok_or_else(|| PyValueError::new_err("no such artifact upload request"))?;
+        self.requests
+            .respond(req, ArtifactUpload::new(url, content_type), Instant::now())
+            .map_err(|e| convert::raise(&e))
+    }
+
+    /// Declines the artifact request handed out with `key` (unknown keys are ignored).
+    pub(crate) fn decline(&mut self, key: u64) {
+        if let Some(req) = self.pending.remove(&key) {
+            self.requests.decline(req);
+        }
+    }
+
+    fn hand_out(&mut self, req: ArtifactUploadRequest, out: &mut Vec<Item>) {
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        let item = Item::Artifact(req.filename().to_owned(), req.filepath().to_owned(), key);
+        self.pending.insert(key, req);
+        out.push(item);
+    }
+
+    /// What `event` means, as items.
+    pub(crate) fn route(&mut self, event: Event, out: &mut Vec<Item>) {
+        if self.ending {
+            let step = self.requests.end_on(event, Instant::now());
+            return self.on_ending(step, out);
+        }
+        let Some(id) = self.current else {
+            match self.requests.between_calls(event) {
+                Between::Upload(req, ()) => self.hand_out(req, out),
+                Between::Ended if !self.ended => {
+                    self.ended = true;
+                    out.push(Item::Failed(Error::ConnectionClosed));
+                }
+                _ => {}
+            }
+            return;
+        };
+        match self.requests.route(event, id, None) {
+            Step::Item(item) => match item {
+                RequestEvent::AssistantMessage(blocks) => out.push(Item::Assistant(blocks)),
+                RequestEvent::CommandOutput(o) => out.push(Item::Output(o)),
+                RequestEvent::ArtifactUploadRequest(req) => self.hand_out(req, out),
+                RequestEvent::Result(r) => {
+                    self.current = None;
+                    out.push(Item::Query(r));
+                }
+                RequestEvent::CommandResult(r) => {
+                    self.current = None;
+                    out.push(Item::Commands(r));
+                }
+                _ => {}
+            },
+            Step::Upload(req, ()) => self.hand_out(req, out),
+            Step::Failed(e) => {
+                self.current = None;
+                out.push(Item::Failed(e));
+            }
+            Step::Skip => {}
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Custom transports: Python moves the messages (dicts from the user's transport, as JSON
+//! text), the request layer keeps the rules.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use runtimeuse_tungstenite::proto::{Input, Transmit};
+
+use crate::core::{self, Core};
+use crate::wire;
+
+/// One custom-transport connection: feed it the runtime's messages (`receive`, `closed`),
+/// take what to send and what happened (`poll`).
+#[pyclass(module = "runtimeuse_rs._native", frozen)]
+pub(crate) struct Driver {
+    core: Mutex<Core>,
+}
+
+impl Driver {
+    fn with<T>(&self, f: impl FnOnce(&mut Core) -> PyResult<T>) -> PyResult<T> {
+        let mut core = self
+            .core
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("the driver failed earlier"))?;
+        f(&mut core)
+    }
+}
+
+#[pymethods]
+impl Driver {
+    /// A session with the core's defaults (no keepalive pings: a message transport has none)
+    /// and this default idle limit (`inf`: none).
+    #[new]
+    #[pyo3(signature = (*, idle_timeout=None, max_frame_size=None))]
+    fn new(idle_timeout: Option<f64>, max_frame_size: Option<usize>) -> PyResult<Self> {
+        let mut config = wire::config(idle_timeout, None, max_frame_size)?;
+        config.keepalive_interval = None;
+        Ok(Self {
+            core: Mutex::new(Core::new(config)),
+        })
+    }
+
+    /// Starts a query.
+    #[pyo3(signature = (prompt, wire, timeout, idle_timeout, uploader))]
+    fn query(
+        &self,
+        prompt: String,
+        wire: &Bound<'_, PyDict>,
+        timeout: Option<f64>,
+        idle_timeout: Option<f64>,
+        uploader: bool,
+    ) -> PyResult<()> {
+        self.with(|c| c.query(prompt, wire, timeout, idle_timeout, uploader))
+    }
+
+    /// Starts a command batch.
+    #[pyo3(signature = (wire, timeout, idle_timeout, uploader))]
+    fn execute_commands(
+        &self,
+        wire: &Bound<'_, PyDict>,
+        timeout: Option<f64>,
+        idle_timeout: Option<f64>,
+        uploader: bool,
+    ) -> PyResult<()> {
+        self.with(|c| c.execute_commands(wire, timeout, idle_timeout, uploader))
+    }
+
+    /// A message of the runtime, as JSON text.
+    fn receive(&self, text: &str) -> PyResult<()> {
+        self.with(|c| {
+            c.requests
+                .session()
+                .handle_input(Input::ReceiveText(Instant::now(), text));
+            Ok(())
+        })
+    }
+
+    /// The transport ended.
+    fn closed(&self) -> PyResult<()> {
+        self.with(|c| {
+            c.requests
+                .session()
+                .handle_input(Input::TransportClosed(Instant::now()));
+            Ok(())
+        })
+    }
+
+    /// Cancels the request in flight.
+    fn abort(&self) -> PyResult<()> {
+        self.with(|c| {
+            c.abort();
+            Ok(())
+        })
+    }
+
+    /// Answers the artifact request handed out with `key`.
+    fn respond(&self, key: u64, presigned_url: String, content_type: String) -> PyResult<()> {
+        self.with(|c| c.respond(key, presigned_url, content_type))
+    }
+
+    /// Declines the artifact request handed out with `key`.
+    fn decline(&self, key: u64) -> PyResult<()> {
+        self.with(|c| {
+            c.decline(key);
+            Ok(())
+        })
+    }
+
+    /// `(messages to send as JSON texts, items, seconds until poll is due again)`.
+    fn poll<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        self.with(|c| {
+            let sent = PyList::empty(py);
+            let mut items = Vec::new();
+            loop {
+                let mut texts = Vec::new();
+                let event = c.requests.drain(|t| {
+                    if let Transmit::Text(text) = t {
+                        texts.push(text);
+                    }
+                });
+                for text in texts {
+                    sent.append(text)?;
+                }
+                if let Some(event) = event {
+                    c.route(event, &mut items);
+                    continue;
+                }
+                let now = Instant::now();
+                let deadline = c.requests.deadline();
+                if deadline <= now {
+                    c.requests.session().handle_input(Input::Timeout(now));
+                    continue;
+                }
+                let wait = (deadline - now).as_secs_f64();
+                return (sent, core::to_py(py, items)?, wait).into_pyobject(py);
+            }
+        })
+    }
+}
