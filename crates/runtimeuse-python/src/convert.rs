@@ -5,7 +5,7 @@ use std::error::Error as _;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PySet, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PySet, PyTuple, PyType};
 use pyo3::{IntoPyObjectExt, intern};
 use runtimeuse_tungstenite::proto::{CommandOutput, OutputStream, TimeoutKind};
 use runtimeuse_tungstenite::{CommandExecutionResult, Error, QueryResult, ResultData, SessionEnd};
@@ -64,6 +64,12 @@ pub(crate) fn json<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, P
 struct Models {
     output: Py<PyType>,
     assistant: Py<PyType>,
+    /// Each class's `__pydantic_fields_set__`, shared by its instances: every field is set,
+    /// and pydantic only ever adds a field's name to it (on assignment), which is in it
+    /// already, so sharing it changes nothing anyone can see, and saves an allocation that
+    /// the garbage collector would have to track, per frame.
+    output_fields: Py<PySet>,
+    assistant_fields: Py<PySet>,
     new: Py<PyAny>,
     set: Py<PyAny>,
 }
@@ -78,7 +84,16 @@ pub(crate) fn set_models(
     assistant: Bound<'_, PyType>,
 ) -> PyResult<()> {
     let object = py.get_type::<PyAny>();
+    let fields = |cls: &Bound<'_, PyType>| -> PyResult<Py<PySet>> {
+        let names = cls
+            .getattr("model_fields")?
+            .try_iter()?
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(PySet::new(py, names)?.unbind())
+    };
     let models = Models {
+        output_fields: fields(&output)?,
+        assistant_fields: fields(&assistant)?,
         output: output.unbind(),
         assistant: assistant.unbind(),
         new: object.getattr("__new__")?.unbind(),
@@ -89,17 +104,17 @@ pub(crate) fn set_models(
     Ok(())
 }
 
-/// An instance of `cls` holding `values` (whose keys are `fields`), without validation.
+/// An instance of `cls` holding `values` (every field of the class), without validation.
 fn construct<'py>(
     py: Python<'py>,
     models: &Models,
     cls: &Py<PyType>,
     values: Bound<'py, PyDict>,
-    fields: &[&Bound<'py, PyString>],
+    fields: &Py<PySet>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let set = models.set.bind(py);
     let obj = models.new.bind(py).call1((cls.bind(py),))?;
-    let fields = PySet::new(py, fields)?;
+    let fields = fields.bind(py);
     set.call1((&obj, intern!(py, "__dict__"), values))?;
     set.call1((&obj, intern!(py, "__pydantic_fields_set__"), fields))?;
     set.call1((&obj, intern!(py, "__pydantic_extra__"), py.None()))?;
@@ -131,7 +146,7 @@ pub(crate) fn output<'py>(py: Python<'py>, out: &CommandOutput) -> PyResult<Boun
     values.set_item(keys[1], stream)?;
     values.set_item(keys[2], out.text.as_str())?;
     values.set_item(keys[3], &*out.command)?;
-    construct(py, m, &m.output, values, &keys)
+    construct(py, m, &m.output, values, &m.output_fields)
 }
 
 /// An `AssistantMessageInterface`: an item of its own.
@@ -141,7 +156,7 @@ pub(crate) fn assistant(py: Python<'_>, blocks: Vec<String>) -> PyResult<Bound<'
     let values = PyDict::new(py);
     values.set_item(keys[0], intern!(py, "assistant_message"))?;
     values.set_item(keys[1], blocks)?;
-    construct(py, m, &m.assistant, values, &keys)
+    construct(py, m, &m.assistant, values, &m.assistant_fields)
 }
 
 /// `(DONE, (kind, data, metadata))` for a query's result.

@@ -407,3 +407,25 @@ async def test_a_call_whose_task_was_cancelled_leaves_nothing_for_the_next(runti
         )
     assert batch.results[0].stdout == "new\n"
     assert seen == ["new\n"]
+
+
+async def test_messages_built_natively_behave_as_models():
+    out = {"message_type": "command_output_message", "stream": "stderr", "text": "a", "command": "c"}
+    transport = Recording(
+        [
+            out,
+            dict(out, text="b"),
+            {"message_type": "command_execution_result_message", "results": [{"command": "c", "exit_code": 0}]},
+        ]
+    )
+    seen = []
+    await RuntimeUseClient(transport=transport).execute_commands(
+        [CommandInterface(command="c")], ExecuteCommandsOptions(on_command_output=seen.append)
+    )
+    a, b = seen
+    assert a.model_dump() == out
+    a.text = "changed"  # an assignment touches this message only
+    assert (a.text, b.text) == ("changed", "b")
+    assert a.model_fields_set == b.model_fields_set == set(out)
+    assert b.model_dump() == dict(out, text="b") and b == type(b)(**dict(out, text="b"))
+    assert "text='b'" in repr(b)

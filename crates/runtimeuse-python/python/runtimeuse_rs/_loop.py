@@ -30,6 +30,8 @@ class LoopConn:
         self.writing = False
         self.finished = False
         self.reading = True
+        # An error of a pump run by the loop (not by a caller), for the waiting caller.
+        self.error: BaseException | None = None
         loop.add_reader(self.fd, self.pump)
 
     @classmethod
@@ -76,9 +78,20 @@ class LoopConn:
             waiter.set_result(None)
 
     def pump(self) -> None:
-        """Moves what is ready, both ways."""
-        if not self.finished:
-            self._apply(self.conn.pump())
+        """Moves what is ready, both ways. Run by the loop: an error ends the connection and
+        goes to the waiting caller rather than to the loop's exception handler."""
+        if self.finished:
+            return
+        try:
+            pumped = self.conn.pump()
+        except Exception as exc:
+            self.error = exc
+            self.finished = True
+            self._detach()
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+            return
+        self._apply(pumped)
 
     def send(self) -> None:
         """Sends what waits to be sent (a request, an answer, a cancel), without reading."""
@@ -105,6 +118,8 @@ class LoopConn:
     async def next_items(self) -> list[Any]:
         """The items so far, waiting for one; empty once the connection is over."""
         while not self.items:
+            if self.error is not None:
+                raise self.error
             if self.finished:
                 return []
             waiter = self.waiter = self.loop.create_future()
