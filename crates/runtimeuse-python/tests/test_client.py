@@ -429,3 +429,53 @@ async def test_messages_built_natively_behave_as_models():
     assert a.model_fields_set == b.model_fields_set == set(out)
     assert b.model_dump() == dict(out, text="b") and b == type(b)(**dict(out, text="b"))
     assert "text='b'" in repr(b)
+
+
+async def test_a_slow_consumer_stops_the_reading_instead_of_growing_memory():
+    """50,000 frames sent at once to a consumer that stalls on the first: the connection holds
+    at most its backlog (4,096 items, plus one pump's 1,024) and reads the rest as it drains."""
+    from runtimeuse_rs import _loop
+
+    n = 50_000
+    frame = json.dumps({"message_type": "command_output_message", "stream": "stdout", "text": "x" * 100,
+                        "command": "make"})
+    terminal = json.dumps({"message_type": "command_execution_result_message",
+                           "results": [{"command": "make", "exit_code": 0}]})
+
+    async def handler(ws):
+        await ws.recv()
+        for _ in range(n):
+            await ws.send(frame)
+        await ws.send(terminal)
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
+
+    conns, held, count = [], [], 0
+    original = _loop.LoopConn.__init__
+
+    def spy(self, *args):
+        original(self, *args)
+        conns.append(self)
+
+    async def on_output(msg):
+        nonlocal count
+        count += 1
+        if count == 1:
+            await asyncio.sleep(1.0)  # the sender goes on meanwhile
+        if count % 1000 == 0:
+            held.append(len(conns[0].items))
+
+    _loop.LoopConn.__init__ = spy
+    try:
+        async with websockets.serve(handler, "127.0.0.1", 0, compression=None) as server:
+            url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            await RuntimeUseClient(url).execute_commands(
+                [CommandInterface(command="make")], ExecuteCommandsOptions(on_command_output=on_output)
+            )
+    finally:
+        _loop.LoopConn.__init__ = original
+    assert count == n
+    assert held and max(held) <= 4096 + 1024, max(held)

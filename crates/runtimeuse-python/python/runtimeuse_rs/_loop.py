@@ -83,7 +83,9 @@ class LoopConn:
         if self.finished:
             return
         try:
-            pumped = self.conn.pump()
+            # Backlogged: timers and writes only; the socket is read again once the caller
+            # took the items.
+            pumped = self.conn.pump() if self.reading else self.conn.send()
         except Exception as exc:
             self.error = exc
             self.finished = True
