@@ -19,6 +19,7 @@ from runtimeuse_rs import (
     CallbackTimeoutError,
     CancelledException,
     CommandInterface,
+    ConnectedWebSocketTransport,
     ConnectTimeoutError,
     ExecuteCommandsOptions,
     IdleTimeoutError,
@@ -479,3 +480,47 @@ async def test_a_slow_consumer_stops_the_reading_instead_of_growing_memory():
         _loop.LoopConn.__init__ = original
     assert count == n
     assert held and max(held) <= 4096 + 1024, max(held)
+
+
+async def test_the_connected_transport_ends_the_session_and_answers_late_artifacts(runtime, files, tmp_path):
+    """`ConnectedWebSocketTransport.end_session`, the upstream protocol's way to end a session:
+    a late artifact request goes to `on_message` and its answer is sent back."""
+    from runtimeuse_rs import WebSocketTransport
+    from runtimeuse_rs.client import RuntimeUseSession
+
+    art = tmp_path / "late"
+    asked = []
+
+    async def on_message(message):
+        asked.append(message["filename"])
+        return {"presigned_url": f"{files.base}/end/{message['filename']}", "content_type": "text/plain"}
+
+    connected = ConnectedWebSocketTransport(await WebSocketTransport(runtime)._connect())
+    session = RuntimeUseSession(connected)
+    result = await session.query(
+        "ECHO:ok",
+        opts(
+            artifacts_dirs=[str(art)],
+            on_artifact_upload_request=lambda r: ArtifactUploadResult(presigned_url="unused", content_type="x"),
+            # Written after the result: the request for it arrives between calls.
+            post_agent_invocation_commands=[
+                CommandInterface(
+                    command=f"mkdir -p {art} && (sleep 0.3; printf end > {art}/t && mv {art}/t {art}/e.txt) "
+                    ">/dev/null 2>&1 &"
+                )
+            ],
+        ),
+    )
+    assert result.data.text == "ok"
+    for _ in range(200):  # the runtime drains its watcher before it confirms the end
+        if (art / "e.txt").exists():
+            break
+        await asyncio.sleep(0.05)
+    await connected.end_session(on_message=on_message, timeout_s=10)
+    await connected.close()
+    for _ in range(100):
+        if "/end/e.txt" in files.handler.uploads:
+            break
+        await asyncio.sleep(0.05)
+    assert asked == ["e.txt"]
+    assert files.handler.uploads["/end/e.txt"] == b"end"
