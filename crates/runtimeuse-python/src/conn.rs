@@ -3,7 +3,7 @@
 //! the GIL released. No other thread is involved, so a round trip costs no thread wake-ups.
 
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, TryLockError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
@@ -85,21 +85,17 @@ impl State {
                 self.core.abort();
             }
             let ws = &mut self.ws;
-            let event = self.core.requests.drain(|t| {
+            let send = |t| {
                 let message = match t {
                     Transmit::Text(s) => Message::Text(s.into()),
                     Transmit::Ping => Message::Ping(Default::default()),
                 };
                 // Queued; a failure shows at the flush or the next read.
                 let _ = ws.write(message);
-            });
-            if let Some(event) = event {
-                self.core.route(event, &mut items);
-                if items.len() >= MAX_ITEMS {
-                    more = true;
-                    break;
-                }
-                continue;
+            };
+            if self.core.settle(send, &mut items, MAX_ITEMS) {
+                more = true;
+                break;
             }
             want_write = false;
             if !self.finished {
@@ -111,15 +107,6 @@ impl State {
                         continue;
                     }
                 }
-            }
-            let now = Instant::now();
-            let deadline = self.core.requests.deadline();
-            if deadline <= now {
-                self.core
-                    .requests
-                    .session()
-                    .handle_input(Input::Timeout(now));
-                continue;
             }
             if self.finished || !read {
                 break;
@@ -133,7 +120,7 @@ impl State {
                 if left.is_zero() {
                     break;
                 }
-                let wait = (deadline - now).min(left).max(Duration::from_millis(1));
+                let wait = self.core.wait().min(left).max(Duration::from_millis(1));
                 self.set_read_timeout(wait);
             }
             match self.ws.read() {
@@ -161,10 +148,9 @@ impl State {
                 Err(_) => self.lost(),
             }
         }
-        let now = Instant::now();
         Pumped {
             items,
-            wait: self.core.requests.deadline().saturating_duration_since(now),
+            wait: self.core.wait(),
             want_write,
             more,
         }
@@ -180,18 +166,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Runs `f` on the state. The lock is never awaited with the GIL held: a blocking pump
-    /// holds it with the GIL released, and waits for the GIL when it returns.
     fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> PyResult<T>) -> PyResult<T> {
-        loop {
-            match self.state.try_lock() {
-                Ok(mut state) => return f(&mut state),
-                Err(TryLockError::WouldBlock) => py.detach(std::thread::yield_now),
-                Err(TryLockError::Poisoned(_)) => {
-                    return Err(PyRuntimeError::new_err("the connection failed earlier"));
-                }
-            }
-        }
+        core::locked(py, &self.state, f)
     }
 
     fn pumped<'py>(py: Python<'py>, state: &State, p: Pumped) -> PyResult<Bound<'py, PyTuple>> {

@@ -3,15 +3,17 @@
 //! ([`crate::driver::Driver`]) differ only in how messages move.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::{Mutex, TryLockError};
+use std::time::{Duration, Instant};
 
 use pyo3::IntoPyObjectExt;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use runtimeuse_client_core::requests::{Between, Ending, Requests, Step};
 use runtimeuse_tungstenite::proto::{
-    ArtifactUpload, ArtifactUploadRequest, CommandOutput, Config, Event, RequestEvent, RequestId,
+    ArtifactUpload, ArtifactUploadRequest, CommandOutput, Config, Event, Input, RequestEvent,
+    RequestId, Transmit,
 };
 use runtimeuse_tungstenite::{CommandExecutionResult, Error, QueryResult, SessionEnd};
 
@@ -47,6 +49,24 @@ pub(crate) fn to_py<'py>(py: Python<'py>, items: Vec<Item>) -> PyResult<Bound<'p
         }
     }
     Ok(list)
+}
+
+/// Runs `f` on the state behind `lock`, never waiting for the lock with the GIL held: a
+/// blocking pump holds it with the GIL released, and needs the GIL back when it returns.
+pub(crate) fn locked<S, T>(
+    py: Python<'_>,
+    lock: &Mutex<S>,
+    f: impl FnOnce(&mut S) -> PyResult<T>,
+) -> PyResult<T> {
+    loop {
+        match lock.try_lock() {
+            Ok(mut state) => return f(&mut state),
+            Err(TryLockError::WouldBlock) => py.detach(std::thread::yield_now),
+            Err(TryLockError::Poisoned(_)) => {
+                return Err(PyRuntimeError::new_err("the connection failed earlier"));
+            }
+        }
+    }
 }
 
 /// One connection's request layer. The uploader type is `()`: "Python answers artifact
@@ -118,6 +138,39 @@ impl Core {
             .map_err(|e| convert::raise(&e))?;
         self.current = Some(id);
         Ok(())
+    }
+
+    /// Moves the core's output until nothing is ready: frames to `send`, events into `out`,
+    /// expired timers fed. Stops early once `out` holds `max` items: then more may be ready,
+    /// and it returns `true`.
+    pub(crate) fn settle(
+        &mut self,
+        mut send: impl FnMut(Transmit),
+        out: &mut Vec<Item>,
+        max: usize,
+    ) -> bool {
+        loop {
+            if let Some(event) = self.requests.drain(&mut send) {
+                self.route(event, out);
+                if out.len() >= max {
+                    return true;
+                }
+                continue;
+            }
+            let now = Instant::now();
+            if self.requests.deadline() <= now {
+                self.requests.session().handle_input(Input::Timeout(now));
+                continue;
+            }
+            return false;
+        }
+    }
+
+    /// How long until the next timer is due.
+    pub(crate) fn wait(&self) -> Duration {
+        self.requests
+            .deadline()
+            .saturating_duration_since(Instant::now())
     }
 
     /// Cancels the request in flight.

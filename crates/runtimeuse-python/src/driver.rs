@@ -4,9 +4,8 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 use runtimeuse_tungstenite::proto::{Input, Transmit};
 
 use crate::core::{self, Core};
@@ -20,12 +19,8 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    fn with<T>(&self, f: impl FnOnce(&mut Core) -> PyResult<T>) -> PyResult<T> {
-        let mut core = self
-            .core
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("the driver failed earlier"))?;
-        f(&mut core)
+    fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Core) -> PyResult<T>) -> PyResult<T> {
+        core::locked(py, &self.core, f)
     }
 }
 
@@ -47,30 +42,36 @@ impl Driver {
     #[pyo3(signature = (prompt, wire, timeout, idle_timeout, uploader))]
     fn query(
         &self,
+        py: Python<'_>,
         prompt: String,
         wire: &Bound<'_, PyDict>,
         timeout: Option<f64>,
         idle_timeout: Option<f64>,
         uploader: bool,
     ) -> PyResult<()> {
-        self.with(|c| c.query(prompt, wire, timeout, idle_timeout, uploader))
+        self.with(py, |c| {
+            c.query(prompt, wire, timeout, idle_timeout, uploader)
+        })
     }
 
     /// Starts a command batch.
     #[pyo3(signature = (wire, timeout, idle_timeout, uploader))]
     fn execute_commands(
         &self,
+        py: Python<'_>,
         wire: &Bound<'_, PyDict>,
         timeout: Option<f64>,
         idle_timeout: Option<f64>,
         uploader: bool,
     ) -> PyResult<()> {
-        self.with(|c| c.execute_commands(wire, timeout, idle_timeout, uploader))
+        self.with(py, |c| {
+            c.execute_commands(wire, timeout, idle_timeout, uploader)
+        })
     }
 
     /// A message of the runtime, as JSON text.
-    fn receive(&self, text: &str) -> PyResult<()> {
-        self.with(|c| {
+    fn receive(&self, py: Python<'_>, text: &str) -> PyResult<()> {
+        self.with(py, |c| {
             c.requests
                 .session()
                 .handle_input(Input::ReceiveText(Instant::now(), text));
@@ -79,8 +80,8 @@ impl Driver {
     }
 
     /// The transport ended.
-    fn closed(&self) -> PyResult<()> {
-        self.with(|c| {
+    fn closed(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |c| {
             c.requests
                 .session()
                 .handle_input(Input::TransportClosed(Instant::now()));
@@ -89,21 +90,27 @@ impl Driver {
     }
 
     /// Cancels the request in flight.
-    fn abort(&self) -> PyResult<()> {
-        self.with(|c| {
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |c| {
             c.abort();
             Ok(())
         })
     }
 
     /// Answers the artifact request handed out with `key`.
-    fn respond(&self, key: u64, presigned_url: String, content_type: String) -> PyResult<()> {
-        self.with(|c| c.respond(key, presigned_url, content_type))
+    fn respond(
+        &self,
+        py: Python<'_>,
+        key: u64,
+        presigned_url: String,
+        content_type: String,
+    ) -> PyResult<()> {
+        self.with(py, |c| c.respond(key, presigned_url, content_type))
     }
 
     /// Declines the artifact request handed out with `key`.
-    fn decline(&self, key: u64) -> PyResult<()> {
-        self.with(|c| {
+    fn decline(&self, py: Python<'_>, key: u64) -> PyResult<()> {
+        self.with(py, |c| {
             c.decline(key);
             Ok(())
         })
@@ -111,32 +118,18 @@ impl Driver {
 
     /// `(messages to send as JSON texts, items, seconds until poll is due again)`.
     fn poll<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.with(|c| {
-            let sent = PyList::empty(py);
-            let mut items = Vec::new();
-            loop {
-                let mut texts = Vec::new();
-                let event = c.requests.drain(|t| {
+        self.with(py, |c| {
+            let (mut texts, mut items) = (Vec::new(), Vec::new());
+            c.settle(
+                |t| {
                     if let Transmit::Text(text) = t {
                         texts.push(text);
                     }
-                });
-                for text in texts {
-                    sent.append(text)?;
-                }
-                if let Some(event) = event {
-                    c.route(event, &mut items);
-                    continue;
-                }
-                let now = Instant::now();
-                let deadline = c.requests.deadline();
-                if deadline <= now {
-                    c.requests.session().handle_input(Input::Timeout(now));
-                    continue;
-                }
-                let wait = (deadline - now).as_secs_f64();
-                return (sent, core::to_py(py, items)?, wait).into_pyobject(py);
-            }
+                },
+                &mut items,
+                usize::MAX,
+            );
+            (texts, core::to_py(py, items)?, c.wait().as_secs_f64()).into_pyobject(py)
         })
     }
 }

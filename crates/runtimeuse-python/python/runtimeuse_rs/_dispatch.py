@@ -334,3 +334,47 @@ def start(target: Any, kind: str, prompt: str | None, commands: Any, options: An
         target.execute_commands(
             wire_fields(options, commands=commands), timeout, options.idle_timeout, uploader
         )
+
+
+def late_answerer(callback: Any) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]:
+    """The end-of-session message handler (the upstream's ``on_message``) of an artifact
+    callback, plain or async: a late artifact upload request's answer as an
+    ``artifact_upload_response_message`` dict; ``None`` (decline) without a callback."""
+
+    async def on_message(message: dict[str, Any]) -> dict[str, Any] | None:
+        if callback is None or message.get("message_type") != "artifact_upload_request_message":
+            return None
+        request = ArtifactUploadRequestMessageInterface.model_validate(message)
+        answer = callback(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return {
+            "message_type": "artifact_upload_response_message",
+            "filename": request.filename,
+            "filepath": request.filepath,
+            "presigned_url": answer.presigned_url,
+            "content_type": answer.content_type,
+        }
+
+    return on_message
+
+
+async def answer_late(
+    answers: Any, item: tuple[Any, ...], on_message: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]] | None
+) -> None:
+    """Answers a late artifact request item ``(ARTIFACT, filename, filepath, key)`` through
+    ``answers`` (``respond``/``decline``) with ``on_message``'s answer; a handler that fails
+    declines it (logged). The caller sends the answer."""
+    key = item[3]
+    answer = None
+    if on_message is not None:
+        try:
+            answer = await on_message(
+                {"message_type": "artifact_upload_request_message", "filename": item[1], "filepath": item[2]}
+            )
+        except Exception:
+            logger.exception("artifact upload callback failed while the session ended")
+    if answer is None:
+        answers.decline(key)
+    else:
+        answers.respond(key, answer["presigned_url"], answer["content_type"])

@@ -8,12 +8,10 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
 from . import _native
-from ._dispatch import ARTIFACT, ENDED, FAILED, Request, logger, start
+from ._dispatch import ARTIFACT, Request, late_answerer, start
 from ._loop import LoopConn
 from .transports import ConnectedWebSocketTransport, Transport, WebSocketTransport
 from .types import (
-    ArtifactUploadRequestMessageInterface,
-    ArtifactUploadResponseMessageInterface,
     CommandExecutionResult,
     CommandInterface,
     ExecuteCommandsOptions,
@@ -50,31 +48,6 @@ async def _loop_call(
         return await request.run(conn.next_items)
     finally:
         track(None)
-
-
-async def _end_loop(conn: LoopConn, uploader: Any) -> None:
-    """Ends a session gracefully: late artifact requests go to ``uploader``."""
-    conn.end()
-    dummy = Request(_EndOptions, kind="query", answers=conn.conn, flush=conn.pump, uploader=uploader)
-    while True:
-        items = await conn.next_items()
-        if not items:
-            return
-        for item in items:
-            if not isinstance(item, tuple):
-                continue  # a message of a request that was cancelled
-            if item[0] == ARTIFACT:
-                await dummy.artifact(item[1], item[2], item[3])
-            elif item[0] in (ENDED, FAILED):
-                return
-
-
-class _EndOptions:
-    """The options of the end of a session (no limits but the end's own)."""
-
-    artifact_upload_callback_timeout = None
-    logger = None
-    on_artifact_upload_request = None
 
 
 _WAKE = object()
@@ -209,37 +182,12 @@ class RuntimeUseSession:
         result: CommandExecutionResult = await self._call("commands", None, commands, options)
         return result
 
-    async def _on_late_message(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        if message.get("message_type") != "artifact_upload_request_message":
-            return None
-        callback = self._last_artifact_cb
-        if callback is None:
-            return None
-        request = ArtifactUploadRequestMessageInterface.model_validate(message)
-        answer: Any = callback(request)
-        if hasattr(answer, "__await__"):
-            answer = await answer
-        return ArtifactUploadResponseMessageInterface(
-            message_type="artifact_upload_response_message",
-            filename=request.filename,
-            filepath=request.filepath,
-            presigned_url=answer.presigned_url,
-            content_type=answer.content_type,
-        ).model_dump(mode="json")
-
     async def _end_session(self) -> None:
-        if isinstance(self._connected, ConnectedWebSocketTransport):
-            async with self._lock:
-                try:
-                    async with asyncio.timeout(self._end_session_timeout_s):
-                        await _end_loop(self._connected._conn, self._last_artifact_cb)
-                except TimeoutError:
-                    logger.warning("the runtime did not confirm the end of the session in time")
-            return
         end = getattr(self._connected, "end_session", None)
         if end is None:
             return
-        await end(on_message=self._on_late_message, timeout_s=self._end_session_timeout_s)
+        async with self._lock:
+            await end(on_message=late_answerer(self._last_artifact_cb), timeout_s=self._end_session_timeout_s)
 
 
 class RuntimeUseClient:
@@ -315,7 +263,9 @@ class RuntimeUseClient:
             ok = True
             # Artifacts written at the very end still upload: the end-of-session handshake.
             if options.artifacts_dirs:
-                await _end_loop(conn, options.on_artifact_upload_request)
+                await ConnectedWebSocketTransport(conn).end_session(
+                    on_message=late_answerer(options.on_artifact_upload_request)
+                )
             return result
         finally:
             await conn.close(ok)

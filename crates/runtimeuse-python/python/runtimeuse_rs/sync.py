@@ -9,10 +9,9 @@ from contextlib import contextmanager
 from typing import Any, Coroutine, Iterator
 
 from . import _native
-from ._dispatch import ARTIFACT, ENDED, FAILED, Request, from_native, logger, start
+from ._dispatch import ARTIFACT, ENDED, FAILED, Request, answer_late, from_native, late_answerer, start
 from .transports import settings
 from .types import (
-    ArtifactUploadRequestMessageInterface,
     CommandExecutionResult,
     CommandInterface,
     ExecuteCommandsOptions,
@@ -75,29 +74,14 @@ def _items(conn: Any) -> list[Any]:
 
 def _end(conn: Any, uploader: Any) -> None:
     """Ends a session gracefully: late artifact requests go to ``uploader`` (a plain function)."""
+    on_message = late_answerer(uploader)
     items = conn.end()[0]
     while True:
         for item in items:
             if not isinstance(item, tuple):
                 continue  # a message of a request that was cancelled
             if item[0] == ARTIFACT:
-                key = item[3]
-                if uploader is None:
-                    conn.decline(key)
-                    continue
-                try:
-                    answer = uploader(
-                        ArtifactUploadRequestMessageInterface(
-                            message_type="artifact_upload_request_message",
-                            filename=item[1],
-                            filepath=item[2],
-                        )
-                    )
-                except Exception:
-                    logger.exception("artifact upload callback failed while the session ended")
-                    conn.decline(key)
-                    continue
-                conn.respond(key, answer.presigned_url, answer.content_type)
+                _run(answer_late(conn, item, on_message))
             elif item[0] in (ENDED, FAILED):
                 return
         items = _items(conn)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncContextManager, AsyncGenerator, Awaitable, Callable, Protocol
 
-from ._dispatch import logger
+from ._dispatch import ARTIFACT, ENDED, FAILED, answer_late, logger
 
 __all__ = [
     "ConnectedTransport",
@@ -48,27 +48,6 @@ class PersistentTransport(Protocol):
     manager yielding a ``ConnectedTransport``."""
 
     def connect(self) -> AsyncContextManager[ConnectedTransport]: ...
-
-
-async def _answer_late(conn: Any, item: tuple[Any, ...], on_message: EndSessionMessageHandler | None) -> None:
-    key = item[3]
-    answer = None
-    if on_message is not None:
-        try:
-            answer = await on_message(
-                {
-                    "message_type": "artifact_upload_request_message",
-                    "filename": item[1],
-                    "filepath": item[2],
-                }
-            )
-        except Exception:
-            logger.exception("artifact upload callback failed while the session ended")
-    if answer is None:
-        conn.conn.decline(key)
-    else:
-        conn.conn.respond(key, answer["presigned_url"], answer["content_type"])
-    conn.pump()
 
 
 _DIRECT_USE = (
@@ -160,9 +139,10 @@ class ConnectedWebSocketTransport:
                     for item in items:
                         if not isinstance(item, tuple):
                             continue  # a message of a request that was cancelled
-                        if item[0] == 2:
-                            await _answer_late(conn, item, on_message)
-                        elif item[0] in (4, 5):
+                        if item[0] == ARTIFACT:
+                            await answer_late(conn.conn, item, on_message)
+                            conn.send()
+                        elif item[0] in (ENDED, FAILED):
                             return
         except TimeoutError:
             logger.warning("the runtime did not confirm the end of the session in time")
