@@ -1,6 +1,8 @@
 //! What the three runtimeuse client adapters (`runtimeuse-tokio`, `runtimeuse-async-std`,
 //! `runtimeuse-tungstenite`) share and that needs no async runtime:
 //!
+//! - [`connection`]: the client's sans-IO connection (the request layer, resumption,
+//!   acknowledgements, keepalive, every timer): each adapter is a pump over it;
 //! - [`requests`]: the sans-IO request layer over the core's session: the current request,
 //!   the cleanup after a dropped call, aborts, event routing, the uploader's answers, and the
 //!   end-of-session and one-shot close rules. The adapters add only their socket pump and the
@@ -28,6 +30,7 @@
 mod abort;
 pub mod callbacks;
 pub mod close;
+pub mod connection;
 mod error;
 pub mod options;
 pub mod read_ahead;

@@ -1,14 +1,15 @@
 //! The client's side of resumable sessions (the repository's `docs/resume.md`), sans-IO: what
 //! the runtime granted, the count of its frames processed and when to acknowledge them, the
 //! client's own frames kept until the runtime acknowledges them, and the reconnection schedule
-//! within the grace period. The adapters connect and move frames; every decision is here.
+//! within the grace period. [`Connection`](crate::connection::Connection) drives it; the
+//! adapters connect and move frames.
 
 use std::time::{Duration, Instant};
 
 use crate::Error;
 use runtimeuse_proto::resume::{
-    self, GRACE_HEADER, RECEIVED_HEADER, REFUSED_HEADER, Refusal, ReplayBuffer, SESSION_HEADER,
-    SessionId,
+    self, DEFAULT_WINDOW, GRACE_HEADER, RECEIVED_HEADER, REFUSED_HEADER, Refusal, ReplayBuffer,
+    SESSION_HEADER, SessionId, WINDOW_HEADER,
 };
 use runtimeuse_proto::{RequestId, SessionState, Transmit};
 use tungstenite::http::HeaderMap;
@@ -16,8 +17,14 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 /// The client acknowledges at least every this many frames of the runtime.
 pub const ACK_EVERY: u64 = 64;
-/// And at least this often while the runtime's frames arrive.
-pub const ACK_INTERVAL: Duration = Duration::from_secs(1);
+/// And once the bytes of the runtime's frames it has not acknowledged reach this fraction
+/// (1/`ACK_WINDOW_FRACTION`) of the runtime's replay window: the runtime never has to wait
+/// for an acknowledgement to free its window while the client keeps up.
+pub const ACK_WINDOW_FRACTION: u64 = 4;
+/// And at the latest this long after the first frame it has not acknowledged (a deadline of
+/// [`Resumption::ack_deadline`], not a check made when the next frame arrives: a quiet
+/// runtime is acknowledged too). QUIC's default `max_ack_delay`.
+pub const ACK_DELAY: Duration = Duration::from_millis(25);
 /// The first reconnection waits this long, each next one twice as long, up to
 /// [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -34,9 +41,14 @@ pub struct Resumption {
     grace: Duration,
     /// The runtime's data frames processed.
     received: u64,
-    /// The count last acknowledged, and when.
+    /// The count last acknowledged.
     acked: u64,
-    acked_at: Instant,
+    /// Bytes of the runtime's frames processed since the last acknowledgement.
+    unacked_bytes: u64,
+    /// Acknowledge once this many bytes are unacknowledged (a fraction of the window).
+    ack_bytes: u64,
+    /// When an acknowledgement is due at the latest (a frame is unacknowledged).
+    ack_due: Option<Instant>,
     /// The client's data frames, until the runtime acknowledges them.
     sent: ReplayBuffer<String>,
     /// Since when the connection is lost, and the reconnections tried.
@@ -55,18 +67,23 @@ pub struct Resumption {
 
 impl Resumption {
     /// What a `101` granted: `Some` when its headers carry a session identifier.
-    pub fn granted(headers: &HeaderMap, now: Instant) -> Option<Self> {
+    pub fn granted(headers: &HeaderMap) -> Option<Self> {
         let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
         let id = value(SESSION_HEADER)?.parse().ok()?;
         let grace = value(GRACE_HEADER)
             .and_then(|ms| ms.trim().parse().ok())
             .map_or(Duration::ZERO, Duration::from_millis);
+        let window = value(WINDOW_HEADER)
+            .and_then(|bytes| bytes.trim().parse().ok())
+            .unwrap_or(DEFAULT_WINDOW);
         Some(Self {
             id,
             grace,
             received: 0,
             acked: 0,
-            acked_at: now,
+            unacked_bytes: 0,
+            ack_bytes: ack_threshold(window),
+            ack_due: None,
             sent: ReplayBuffer::new(),
             lost: None,
             refused: 0,
@@ -93,24 +110,44 @@ impl Resumption {
         }
     }
 
-    /// A data frame of the runtime was processed. Returns the payload of an acknowledgement
-    /// ping to send, when one is due.
-    pub fn on_received(&mut self, now: Instant) -> Option<Vec<u8>> {
+    /// A data frame of the runtime, `len` bytes, was processed at `now`. Returns the payload
+    /// of an acknowledgement ping to send at once, when one is due by count or by bytes;
+    /// otherwise one is due by [`ack_deadline`](Self::ack_deadline) at the latest.
+    pub fn on_received(&mut self, now: Instant, len: usize) -> Option<Vec<u8>> {
         self.received += 1;
         if self.pin.is_some() {
             // Held at the token's count: nothing new to acknowledge.
             return None;
         }
-        let due = self.received - self.acked >= ACK_EVERY
-            || now.saturating_duration_since(self.acked_at) >= ACK_INTERVAL;
-        due.then(|| self.ack_now(now))
+        self.unacked_bytes = self
+            .unacked_bytes
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+        let due = self.received - self.acked >= ACK_EVERY || self.unacked_bytes >= self.ack_bytes;
+        if due {
+            return Some(self.ack_now());
+        }
+        self.ack_due.get_or_insert(now + ACK_DELAY);
+        None
     }
 
-    /// The payload of an acknowledgement of every frame processed so far (for a connection
-    /// that goes quiet, say).
-    pub fn ack_now(&mut self, now: Instant) -> Vec<u8> {
+    /// When an acknowledgement is due at the latest: [`ACK_DELAY`] after the first frame not
+    /// acknowledged; `None` when nothing is owed.
+    pub fn ack_deadline(&self) -> Option<Instant> {
+        self.ack_due
+    }
+
+    /// The timer fired at `now`: the payload of the acknowledgement due by then, if any.
+    pub fn on_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let due = self.ack_due.is_some_and(|at| at <= now);
+        due.then(|| self.ack_now())
+    }
+
+    /// The payload of an acknowledgement of every frame processed so far (or of the pinned
+    /// count, under a resume token).
+    pub fn ack_now(&mut self) -> Vec<u8> {
         self.acked = self.pin.unwrap_or(self.received);
-        self.acked_at = now;
+        self.unacked_bytes = 0;
+        self.ack_due = None;
         resume::ack_payload(self.acked)
     }
 
@@ -197,7 +234,7 @@ impl Resumption {
     /// # Errors
     ///
     /// [`Refusal::OutOfWindow`] when the count is not one the client can serve.
-    pub fn resumed(&mut self, runtime_received: u64, now: Instant) -> Result<Vec<String>, Refusal> {
+    pub fn resumed(&mut self, runtime_received: u64) -> Result<Vec<String>, Refusal> {
         let adopted = std::mem::take(&mut self.adopted);
         if adopted && runtime_received > self.sent.sent() {
             // The token's first owner sent more after taking it, and the runtime processed
@@ -211,7 +248,10 @@ impl Resumption {
         }
         self.lost = None;
         self.refused = 0;
-        self.acked_at = now;
+        // The runtime replays from the count the handshake named: acknowledged.
+        self.acked = self.pin.unwrap_or(self.received);
+        self.unacked_bytes = 0;
+        self.ack_due = None;
         Ok(frames)
     }
 
@@ -251,6 +291,10 @@ pub struct ResumeToken {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     unacked: Vec<String>,
     state: SessionState,
+    /// The runtime's replay window in bytes, as it announced it (absent in tokens of clients
+    /// that did not keep it: [`DEFAULT_WINDOW`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    window: Option<u64>,
 }
 
 /// The version of [`ResumeToken`]'s format.
@@ -300,6 +344,7 @@ impl Resumption {
             sent_acked: self.sent.acked(),
             unacked: self.sent.frames().cloned().collect(),
             state,
+            window: Some(self.ack_bytes.saturating_mul(ACK_WINDOW_FRACTION)),
         }
     }
 
@@ -330,7 +375,9 @@ impl Resumption {
             grace: Duration::from_millis(token.grace_ms),
             received: token.received,
             acked: token.received,
-            acked_at: now,
+            unacked_bytes: 0,
+            ack_bytes: ack_threshold(token.window.unwrap_or(DEFAULT_WINDOW)),
+            ack_due: None,
             sent: ReplayBuffer::restore(token.sent_acked, unacked),
             lost: Some((now, 0)),
             refused: 0,
@@ -393,6 +440,12 @@ impl<S> Attempt<S> {
     }
 }
 
+/// The unacknowledged bytes that make an acknowledgement due, for a runtime's replay window
+/// of `window` bytes (at least one byte: a window of 0 acknowledges every frame).
+fn ack_threshold(window: u64) -> u64 {
+    (window / ACK_WINDOW_FRACTION).max(1)
+}
+
 /// Whether connecting failed because nothing listens at the runtime's address (what
 /// [`Resumption::failed`] counts).
 fn connect_refused(e: &Error) -> bool {
@@ -418,19 +471,20 @@ mod tests {
     use super::*;
     use tungstenite::http::HeaderValue;
 
-    fn granted(now: Instant) -> Resumption {
+    fn granted(_now: Instant) -> Resumption {
         let mut headers = HeaderMap::new();
         headers.insert(
             SESSION_HEADER,
             HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
         );
         headers.insert(GRACE_HEADER, HeaderValue::from_static("60000"));
-        Resumption::granted(&headers, now).expect("granted")
+        headers.insert(WINDOW_HEADER, HeaderValue::from_static("4000"));
+        Resumption::granted(&headers).expect("granted")
     }
 
     #[test]
     fn nothing_is_granted_without_the_header() {
-        assert!(Resumption::granted(&HeaderMap::new(), Instant::now()).is_none());
+        assert!(Resumption::granted(&HeaderMap::new()).is_none());
         let t0 = Instant::now();
         let r = granted(t0);
         assert_eq!(r.grace(), Duration::from_secs(60));
@@ -438,18 +492,46 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_acknowledged_every_64_or_every_second() {
+    fn frames_are_acknowledged_every_64() {
         let t0 = Instant::now();
         let mut r = granted(t0);
-        let acks: Vec<_> = (0..130).filter_map(|_| r.on_received(t0)).collect();
+        let acks: Vec<_> = (0..130).filter_map(|_| r.on_received(t0, 1)).collect();
         assert_eq!(
             acks,
             vec![resume::ack_payload(64), resume::ack_payload(128)]
         );
-        assert_eq!(
-            r.on_received(t0 + ACK_INTERVAL),
-            Some(resume::ack_payload(131))
-        );
+    }
+
+    #[test]
+    fn frames_are_acknowledged_by_a_quarter_of_the_window() {
+        let t0 = Instant::now();
+        let mut r = granted(t0);
+        // A window of 4000 bytes: due at 1000 unacknowledged.
+        assert_eq!(r.on_received(t0, 600), None);
+        assert_eq!(r.on_received(t0, 399), None);
+        assert_eq!(r.on_received(t0, 1), Some(resume::ack_payload(3)));
+        assert_eq!(r.ack_deadline(), None, "nothing owed after it");
+        // A frame larger than the threshold is acknowledged at once.
+        assert_eq!(r.on_received(t0, 75_000), Some(resume::ack_payload(4)));
+    }
+
+    #[test]
+    fn a_frame_is_acknowledged_within_the_delay_whatever_arrives_next() {
+        let t0 = Instant::now();
+        let mut r = granted(t0);
+        assert_eq!(r.ack_deadline(), None);
+        assert_eq!(r.on_received(t0, 10), None);
+        assert_eq!(r.on_received(t0 + ms(10), 10), None);
+        // The deadline counts from the first frame not acknowledged.
+        assert_eq!(r.ack_deadline(), Some(t0 + ACK_DELAY));
+        assert_eq!(r.on_timeout(t0 + ms(24)), None, "early: nothing");
+        assert_eq!(r.on_timeout(t0 + ACK_DELAY), Some(resume::ack_payload(2)));
+        assert_eq!(r.ack_deadline(), None);
+        assert_eq!(r.on_timeout(t0 + ms(500)), None, "nothing owed");
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
@@ -463,13 +545,13 @@ mod tests {
         r.on_ping(&resume::ack_payload(1));
         r.on_ping(b"not an ack");
         assert!(r.connection_lost(false, None, t0));
-        assert_eq!(r.resumed(2, t0), Ok(vec!["c".to_owned()]));
+        assert_eq!(r.resumed(2), Ok(vec!["c".to_owned()]));
         assert!(!r.is_lost());
         assert_eq!(r.take_reconnected(), Some((0, 0)));
         assert_eq!(r.take_reconnected(), None, "shown once");
         assert!(r.connection_lost(false, None, t0));
         assert_eq!(
-            r.resumed(0, t0),
+            r.resumed(0),
             Err(Refusal::OutOfWindow),
             "frame 1 was acknowledged"
         );
@@ -536,7 +618,7 @@ mod tests {
         }
         r.on_ping(&resume::ack_payload(1));
         for _ in 0..10 {
-            r.on_received(t0);
+            r.on_received(t0, 1);
         }
         let state = runtimeuse_proto::Session::new(runtimeuse_proto::Config::default(), t0)
             .export(t0)
@@ -548,10 +630,13 @@ mod tests {
         );
         // Past the token, nothing is acknowledged beyond its count.
         let acks: Vec<_> = (0..200)
-            .filter_map(|_| r.on_received(t0 + ACK_INTERVAL))
+            .filter_map(|_| r.on_received(t0, 100_000))
             .collect();
         assert!(acks.is_empty());
-        assert_eq!(r.ack_now(t0), resume::ack_payload(10));
+        // The ten frames before the token are still owed; no more than them.
+        assert_eq!(r.on_timeout(t0 + ACK_DELAY), Some(resume::ack_payload(10)));
+        assert_eq!(r.on_timeout(t0 + ACK_DELAY * 2), None, "nothing owed past the pin");
+        assert_eq!(r.ack_now(), resume::ack_payload(10));
 
         let json = serde_json::to_string(&token).expect("serialize");
         let token: ResumeToken = serde_json::from_str(&json).expect("deserialize");
@@ -562,7 +647,7 @@ mod tests {
             taken.resume_headers()[1],
             (RECEIVED_HEADER, "10".to_owned())
         );
-        assert_eq!(taken.resumed(1, t0), Ok(vec!["b".to_owned()]), "b again");
+        assert_eq!(taken.resumed(1), Ok(vec!["b".to_owned()]), "b again");
         assert_eq!(
             taken.take_reconnected(),
             None,
@@ -570,11 +655,11 @@ mod tests {
         );
         // The first owner sent more, which the runtime processed.
         let (mut taken, _) = Resumption::from_token(token.clone(), t0).expect("from token");
-        assert_eq!(taken.resumed(5, t0), Ok(vec![]));
+        assert_eq!(taken.resumed(5), Ok(vec![]));
         taken.on_transmit(&Transmit::Text("c".to_owned()));
         assert!(taken.connection_lost(false, None, t0));
         assert_eq!(
-            taken.resumed(5, t0),
+            taken.resumed(5),
             Ok(vec!["c".to_owned()]),
             "counted on from 5"
         );

@@ -24,6 +24,14 @@ pub const RECEIVED_HEADER: &str = "runtimeuse-received";
 /// Response header of a granting runtime: how long, in milliseconds, a session outlives its
 /// connection.
 pub const GRACE_HEADER: &str = "runtimeuse-resume-grace-ms";
+/// Response header of a granting runtime: its replay window, the bytes of unacknowledged
+/// frames it holds for the client before what produces them waits. A client acknowledges well
+/// before that much is outstanding (`docs/resume.md`, "Acknowledgements"); absent, a client
+/// assumes [`DEFAULT_WINDOW`].
+pub const WINDOW_HEADER: &str = "runtimeuse-resume-window";
+/// The replay window a client assumes when the runtime announces none: what this project's
+/// runtime holds by default (1 MiB).
+pub const DEFAULT_WINDOW: u64 = 1 << 20;
 /// Response header of a refused resumption: the [`Refusal`]'s token.
 pub const REFUSED_HEADER: &str = "runtimeuse-resume-refused";
 

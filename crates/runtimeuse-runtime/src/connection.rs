@@ -65,8 +65,9 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
 /// Serves one connection over any byte stream (`peer` for the log) until it ends.
 async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Shared>) {
     let grace = shared.options.resume_grace;
+    let window = shared.options.max_buffered;
     let mut kind = Kind::Plain;
-    let admit = |request: &_| shared.sessions.admit(request, grace, &mut kind);
+    let admit = |request: &_| shared.sessions.admit(request, grace, window, &mut kind);
     let handshake = RuntimeConnection::accept_with(stream, shared.server.clone(), admit);
     let mut conn = match tokio::time::timeout(shared.options.handshake_timeout, handshake).await {
         Ok(Ok(c)) => c,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use runtimeuse_proto::resume::{
-    GRACE_HEADER, RECEIVED_HEADER, RESUME_HEADER, RESUME_VERSION, Refusal, SESSION_HEADER,
+    GRACE_HEADER, RECEIVED_HEADER, RESUME_HEADER, RESUME_VERSION, Refusal, SESSION_HEADER, WINDOW_HEADER,
     SessionId,
 };
 use runtimeuse_tokio::server::{Admit, ReplayWindow, RuntimeConnection};
@@ -74,8 +74,15 @@ struct Inner {
 impl Sessions {
     /// Judges a handshake: a plain connection, a new resumable session (granted when `grace`
     /// is not zero and the operating system gave random bytes), or the resumption of a live
-    /// one. Runs inside the handshake, after the token was checked.
-    pub(crate) fn admit(&self, request: &Request, grace: Duration, kind: &mut Kind) -> Admit {
+    /// one. Runs inside the handshake, after the token was checked. A grant announces the
+    /// grace and the replay `window` (the bytes held for the client before producers wait).
+    pub(crate) fn admit(
+        &self,
+        request: &Request,
+        grace: Duration,
+        window: usize,
+        kind: &mut Kind,
+    ) -> Admit {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
         if let Some(id) = header(SESSION_HEADER) {
             let received = header(RECEIVED_HEADER).and_then(|n| n.trim().parse::<u64>().ok());
@@ -113,6 +120,7 @@ impl Sessions {
         Admit::Accept(vec![
             (SESSION_HEADER, id.to_string()),
             (GRACE_HEADER, grace_ms.to_string()),
+            (WINDOW_HEADER, window.to_string()),
         ])
     }
 
