@@ -4,8 +4,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use runtimeuse_client_core::resume::{Attempt, ResumeToken, Resumption};
 use runtimeuse_proto as proto;
 use runtimeuse_proto::resume::{RESUME_HEADER, RESUME_VERSION};
@@ -15,7 +13,7 @@ use crate::Error;
 use crate::backend::Backend;
 use crate::connect::connect;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
-use crate::reconnect::attempt;
+use crate::pump::attempt;
 use crate::session::Session;
 use crate::{ClientBuilder, ClientSettings};
 
@@ -98,7 +96,7 @@ impl<B: Backend> Client<B> {
         tracing::debug!(url = %s.display_url(), "connected");
         let mut session = Session::new(ws, s.session.clone());
         if s.resume {
-            match Resumption::granted(&headers, B::now()) {
+            match Resumption::granted(&headers) {
                 Some(granted) => session.make_resumable(granted, Arc::clone(&self.inner)),
                 None => tracing::debug!("the runtime did not grant resumption"),
             }
@@ -127,7 +125,7 @@ impl<B: Backend> Client<B> {
         let settings = Arc::new(settings);
         let (resumption, state) = Resumption::from_token(token, B::now())?;
         let headers = resumption.resume_headers();
-        match attempt::<B>(Arc::clone(&settings), headers, Duration::ZERO).await {
+        match attempt::<B>(Arc::clone(&settings), headers).await {
             Attempt::Resumed(socket, count) => {
                 tracing::debug!(url = %settings.display_url(), "session taken over");
                 Session::take_over(socket, settings, resumption, state, count)

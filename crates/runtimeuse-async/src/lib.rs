@@ -35,8 +35,9 @@ mod backend;
 mod client;
 pub mod conn;
 mod connect;
+mod events;
 mod options;
-mod reconnect;
+mod pump;
 mod session;
 
 pub use backend::{Backend, timeout};

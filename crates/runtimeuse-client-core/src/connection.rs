@@ -191,6 +191,11 @@ impl<U: Clone> Connection<U> {
         self.requests.is_finished()
     }
 
+    /// Whether frames wait in [`poll_transmit`](Self::poll_transmit)'s queue.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// The runtime's data frames processed so far, on a resumable session.
     pub fn received(&self) -> Option<u64> {
         self.resume.as_ref().map(Resumption::received)

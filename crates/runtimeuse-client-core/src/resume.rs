@@ -635,7 +635,11 @@ mod tests {
         assert!(acks.is_empty());
         // The ten frames before the token are still owed; no more than them.
         assert_eq!(r.on_timeout(t0 + ACK_DELAY), Some(resume::ack_payload(10)));
-        assert_eq!(r.on_timeout(t0 + ACK_DELAY * 2), None, "nothing owed past the pin");
+        assert_eq!(
+            r.on_timeout(t0 + ACK_DELAY * 2),
+            None,
+            "nothing owed past the pin"
+        );
         assert_eq!(r.ack_now(), resume::ack_payload(10));
 
         let json = serde_json::to_string(&token).expect("serialize");

@@ -10,8 +10,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use runtimeuse_client_core::close::close_wait;
+use runtimeuse_client_core::connection::{Frame, Outgoing};
 use runtimeuse_client_core::{AbortHandle, ClientSettings};
-use runtimeuse_tungstenite::proto::{Input, Transmit};
 use runtimeuse_tungstenite::tungstenite::protocol::CloseFrame;
 use runtimeuse_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use runtimeuse_tungstenite::tungstenite::{self, Message};
@@ -57,10 +57,7 @@ impl State {
     fn lost(&mut self) {
         if !self.finished {
             self.finished = true;
-            self.core
-                .requests
-                .session()
-                .handle_input(Input::TransportClosed(Instant::now()));
+            self.core.conn.connection_lost(Instant::now(), None);
         }
     }
 
@@ -84,16 +81,16 @@ impl State {
             if self.abort.take() {
                 self.core.abort();
             }
-            let ws = &mut self.ws;
-            let send = |t| {
-                let message = match t {
-                    Transmit::Text(s) => Message::Text(s.into()),
-                    Transmit::Ping => Message::Ping(Default::default()),
+            let settled = self.core.settle(&mut items, MAX_ITEMS);
+            while let Some(frame) = self.core.conn.poll_transmit() {
+                let message = match frame {
+                    Outgoing::Text(s) => Message::Text(s.into()),
+                    Outgoing::Ping(payload) => Message::Ping(payload.into()),
                 };
                 // Queued; a failure shows at the flush or the next read.
-                let _ = ws.write(message);
-            };
-            if self.core.settle(send, &mut items, MAX_ITEMS) {
+                let _ = self.ws.write(message);
+            }
+            if settled {
                 more = true;
                 break;
             }
@@ -126,18 +123,19 @@ impl State {
             match self.ws.read() {
                 Ok(message) => {
                     let now = Instant::now();
-                    let session = self.core.requests.session();
+                    let conn = &mut self.core.conn;
                     match message {
-                        Message::Text(t) => session.handle_input(Input::ReceiveText(now, &t)),
-                        Message::Binary(b) => session.handle_input(Input::Receive(now, &b)),
-                        Message::Pong(_) => session.handle_input(Input::Pong(now)),
+                        Message::Text(t) => conn.handle_frame(now, Frame::Text(&t)),
+                        Message::Binary(b) => conn.handle_frame(now, Frame::Binary(&b)),
+                        Message::Pong(_) => conn.handle_frame(now, Frame::Pong),
+                        Message::Ping(p) => conn.handle_frame(now, Frame::Ping(&p)),
                         Message::Close(_) => {
                             // tungstenite queued the reply to the runtime's close: send it.
                             let _ = self.ws.flush();
                             self.lost();
                         }
-                        // tungstenite queues the pong itself; the next flush sends it.
-                        Message::Ping(_) | Message::Frame(_) => {}
+                        // tungstenite queues a ping's pong itself; the next flush sends it.
+                        Message::Frame(_) => {}
                     }
                 }
                 Err(e) if would_block(&e) => {

@@ -10,10 +10,10 @@ use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use runtimeuse_client_core::requests::{Between, Ending, Requests, Step};
+use runtimeuse_client_core::connection::Connection;
+use runtimeuse_client_core::requests::{Between, Ending, Step};
 use runtimeuse_tungstenite::proto::{
-    ArtifactUpload, ArtifactUploadRequest, CommandOutput, Config, Event, Input, RequestEvent,
-    RequestId, Transmit,
+    ArtifactUpload, ArtifactUploadRequest, CommandOutput, Config, Event, RequestEvent, RequestId,
 };
 use runtimeuse_tungstenite::{CommandExecutionResult, Error, QueryResult, SessionEnd};
 
@@ -72,7 +72,8 @@ pub(crate) fn locked<S, T>(
 /// One connection's request layer. The uploader type is `()`: "Python answers artifact
 /// requests" (the last call that had a callback makes it the session's).
 pub(crate) struct Core {
-    pub(crate) requests: Requests<()>,
+    /// The client's sans-IO connection (the request layer and every timer inside).
+    pub(crate) conn: Connection<()>,
     current: Option<RequestId>,
     pending: HashMap<u64, ArtifactUploadRequest>,
     next_key: u64,
@@ -85,7 +86,7 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) fn new(config: Config) -> Self {
         Self {
-            requests: Requests::new(config, Instant::now()),
+            conn: Connection::new(config, Instant::now()),
             current: None,
             pending: HashMap::new(),
             next_key: 0,
@@ -113,8 +114,7 @@ impl Core {
         self.check_idle()?;
         let invocation = wire::invocation(prompt, wire)?;
         let options = wire::request_options(timeout, idle_timeout, uploader)?;
-        let id = self
-            .requests
+        let id = (self.conn.requests())
             .start_query(invocation, options, uploader.then_some(()), Instant::now())
             .map_err(|e| convert::raise(&e))?;
         self.current = Some(id);
@@ -132,25 +132,19 @@ impl Core {
         self.check_idle()?;
         let batch = wire::batch(wire)?;
         let options = wire::request_options(timeout, idle_timeout, uploader)?;
-        let id = self
-            .requests
+        let id = (self.conn.requests())
             .start_commands(batch, options, uploader.then_some(()), Instant::now())
             .map_err(|e| convert::raise(&e))?;
         self.current = Some(id);
         Ok(())
     }
 
-    /// Moves the core's output until nothing is ready: frames to `send`, events into `out`,
-    /// expired timers fed. Stops early once `out` holds `max` items: then more may be ready,
-    /// and it returns `true`.
-    pub(crate) fn settle(
-        &mut self,
-        mut send: impl FnMut(Transmit),
-        out: &mut Vec<Item>,
-        max: usize,
-    ) -> bool {
+    /// Moves the connection's events into `out` until nothing is ready, expired timers fed
+    /// (its frames wait in `poll_transmit`). Stops early once `out` holds `max` items: then
+    /// more may be ready, and it returns `true`.
+    pub(crate) fn settle(&mut self, out: &mut Vec<Item>, max: usize) -> bool {
         loop {
-            if let Some(event) = self.requests.drain(&mut send) {
+            if let Some(event) = self.conn.poll_event() {
                 self.route(event, out);
                 if out.len() >= max {
                     return true;
@@ -158,8 +152,8 @@ impl Core {
                 continue;
             }
             let now = Instant::now();
-            if self.requests.deadline() <= now {
-                self.requests.session().handle_input(Input::Timeout(now));
+            if self.conn.poll_timeout() <= now {
+                self.conn.handle_timeout(now);
                 continue;
             }
             return false;
@@ -167,15 +161,15 @@ impl Core {
     }
 
     /// How long until the next timer is due.
-    pub(crate) fn wait(&self) -> Duration {
-        self.requests
-            .deadline()
+    pub(crate) fn wait(&mut self) -> Duration {
+        self.conn
+            .poll_timeout()
             .saturating_duration_since(Instant::now())
     }
 
     /// Cancels the request in flight.
     pub(crate) fn abort(&mut self) {
-        self.requests.abort(Instant::now());
+        self.conn.abort(Instant::now());
     }
 
     /// Starts the graceful end of the session (a request still in flight is cancelled and
@@ -186,7 +180,7 @@ impl Core {
         }
         self.ending = true;
         self.current = None;
-        let step = self.requests.end(Instant::now());
+        let step = self.conn.requests().end(Instant::now());
         self.on_ending(step, out);
     }
 
@@ -216,7 +210,7 @@ impl Core {
             .pending
             .remove(&key)
             .ok_or_else(|| PyValueError::new_err("no such artifact upload request"))?;
-        self.requests
+        (self.conn.requests())
             .respond(req, ArtifactUpload::new(url, content_type), Instant::now())
             .map_err(|e| convert::raise(&e))
     }
@@ -224,7 +218,7 @@ impl Core {
     /// Declines the artifact request handed out with `key` (unknown keys are ignored).
     pub(crate) fn decline(&mut self, key: u64) {
         if let Some(req) = self.pending.remove(&key) {
-            self.requests.decline(req);
+            self.conn.requests().decline(req);
         }
     }
 
@@ -239,11 +233,11 @@ impl Core {
     /// What `event` means, as items.
     pub(crate) fn route(&mut self, event: Event, out: &mut Vec<Item>) {
         if self.ending {
-            let step = self.requests.end_on(event, Instant::now());
+            let step = self.conn.requests().end_on(event, Instant::now());
             return self.on_ending(step, out);
         }
         let Some(id) = self.current else {
-            match self.requests.between_calls(event) {
+            match self.conn.requests().between_calls(event) {
                 Between::Upload(req, ()) => self.hand_out(req, out),
                 Between::Ended if !self.ended => {
                     self.ended = true;
@@ -253,7 +247,7 @@ impl Core {
             }
             return;
         };
-        match self.requests.route(event, id, None) {
+        match self.conn.requests().route(event, id, None) {
             Step::Item(item) => match item {
                 RequestEvent::AssistantMessage(blocks) => out.push(Item::Assistant(blocks)),
                 RequestEvent::CommandOutput(o) => out.push(Item::Output(o)),

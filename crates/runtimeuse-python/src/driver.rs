@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use runtimeuse_tungstenite::proto::{Input, Transmit};
+use runtimeuse_client_core::connection::{Frame, Outgoing};
 
 use crate::core::{self, Core};
 use crate::wire;
@@ -72,9 +72,7 @@ impl Driver {
     /// A message of the runtime, as JSON text.
     fn receive(&self, py: Python<'_>, text: &str) -> PyResult<()> {
         self.with(py, |c| {
-            c.requests
-                .session()
-                .handle_input(Input::ReceiveText(Instant::now(), text));
+            c.conn.handle_frame(Instant::now(), Frame::Text(text));
             Ok(())
         })
     }
@@ -82,9 +80,7 @@ impl Driver {
     /// The transport ended.
     fn closed(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |c| {
-            c.requests
-                .session()
-                .handle_input(Input::TransportClosed(Instant::now()));
+            c.conn.connection_lost(Instant::now(), None);
             Ok(())
         })
     }
@@ -120,15 +116,12 @@ impl Driver {
     fn poll<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         self.with(py, |c| {
             let (mut texts, mut items) = (Vec::new(), Vec::new());
-            c.settle(
-                |t| {
-                    if let Transmit::Text(text) = t {
-                        texts.push(text);
-                    }
-                },
-                &mut items,
-                usize::MAX,
-            );
+            c.settle(&mut items, usize::MAX);
+            while let Some(frame) = c.conn.poll_transmit() {
+                if let Outgoing::Text(text) = frame {
+                    texts.push(text);
+                }
+            }
             (texts, core::to_py(py, items)?, c.wait().as_secs_f64()).into_pyobject(py)
         })
     }

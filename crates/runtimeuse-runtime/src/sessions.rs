@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use runtimeuse_proto::resume::{
-    GRACE_HEADER, RECEIVED_HEADER, RESUME_HEADER, RESUME_VERSION, Refusal, SESSION_HEADER, WINDOW_HEADER,
-    SessionId,
+    GRACE_HEADER, RECEIVED_HEADER, RESUME_HEADER, RESUME_VERSION, Refusal, SESSION_HEADER,
+    SessionId, WINDOW_HEADER,
 };
 use runtimeuse_tokio::server::{Admit, ReplayWindow, RuntimeConnection};
 use runtimeuse_tokio::tokio_tungstenite::tungstenite::handshake::server::Request;
@@ -75,12 +75,12 @@ impl Sessions {
     /// Judges a handshake: a plain connection, a new resumable session (granted when `grace`
     /// is not zero and the operating system gave random bytes), or the resumption of a live
     /// one. Runs inside the handshake, after the token was checked. A grant announces the
-    /// grace and the replay `window` (the bytes held for the client before producers wait).
+    /// grace and the `replay_window` (the bytes held for the client before producers wait).
     pub(crate) fn admit(
         &self,
         request: &Request,
         grace: Duration,
-        window: usize,
+        replay_window: usize,
         kind: &mut Kind,
     ) -> Admit {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
@@ -120,7 +120,7 @@ impl Sessions {
         Admit::Accept(vec![
             (SESSION_HEADER, id.to_string()),
             (GRACE_HEADER, grace_ms.to_string()),
-            (WINDOW_HEADER, window.to_string()),
+            (WINDOW_HEADER, replay_window.to_string()),
         ])
     }
 

@@ -75,7 +75,7 @@ impl Client {
         let (ws, headers) = connect(s, extra)?;
         let mut session = Session::new(ws, s.session.clone());
         if s.resume {
-            match Resumption::granted(&headers, crate::session::now()) {
+            match Resumption::granted(&headers) {
                 Some(granted) => session.make_resumable(granted, Arc::clone(&self.inner)),
                 None => tracing::debug!("the runtime did not grant resumption"),
             }
@@ -100,7 +100,7 @@ impl Client {
         settings.url = token.url().to_owned();
         let settings = Arc::new(settings);
         let (resumption, state) = Resumption::from_token(token, crate::session::now())?;
-        match crate::session::attempt(&settings, &resumption) {
+        match crate::pump::attempt(&settings, &resumption.resume_headers()) {
             Attempt::Resumed(ws, count) => {
                 tracing::debug!(url = %settings.display_url(), "session taken over");
                 Session::take_over(*ws, settings, resumption, state, count)

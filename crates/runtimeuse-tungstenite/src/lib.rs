@@ -137,7 +137,9 @@
 
 mod client;
 mod connect;
+mod events;
 mod options;
+mod pump;
 mod session;
 
 pub use client::{Client, ClientBuilder};

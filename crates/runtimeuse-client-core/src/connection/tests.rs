@@ -137,7 +137,11 @@ fn a_quarter_of_the_window_is_acknowledged_at_once() {
     feed(&mut conn, t0, &assistant(&"x".repeat(1000)));
     assert_eq!(items(&mut conn, id).len(), 1);
     assert_eq!(pings(&mut conn), [resume::ack_payload(1)]);
-    assert_eq!(conn.poll_timeout(), t0 + Duration::from_secs(60), "idle only");
+    assert_eq!(
+        conn.poll_timeout(),
+        t0 + Duration::from_secs(60),
+        "idle only"
+    );
 }
 
 #[test]
@@ -255,7 +259,13 @@ fn the_idle_limit_counts_the_time_spent_reconnecting() {
     assert_eq!(now, t0 + ms(400), "idle since the last frame");
     let out = items(&mut conn, id);
     assert!(
-        matches!(out.as_slice(), [Err(Error::Timeout { kind: TimeoutKind::Idle(_), .. })]),
+        matches!(
+            out.as_slice(),
+            [Err(Error::Timeout {
+                kind: TimeoutKind::Idle(_),
+                ..
+            })]
+        ),
         "{out:?}"
     );
 }
@@ -278,7 +288,13 @@ fn the_overall_limit_runs_from_the_request_start_across_a_reconnection() {
     conn.handle_timeout(t0 + ms(1_000));
     let out = items(&mut conn, id);
     assert!(
-        matches!(out.last(), Some(Err(Error::Timeout { kind: TimeoutKind::Overall(_), .. }))),
+        matches!(
+            out.last(),
+            Some(Err(Error::Timeout {
+                kind: TimeoutKind::Overall(_),
+                ..
+            }))
+        ),
         "{out:?}"
     );
 }
@@ -292,8 +308,7 @@ fn a_cancel_is_drained_to_one_terminal() {
     conn.abort(t0 + ms(1));
     assert_eq!(texts(&mut conn), ["cancel_message"]);
     feed(&mut conn, t0 + ms(2), &assistant("late"));
-    let cancelled =
-        json!({"message_type": "error_message", "error": "cancelled", "metadata": {}});
+    let cancelled = json!({"message_type": "error_message", "error": "cancelled", "metadata": {}});
     feed(&mut conn, t0 + ms(3), &cancelled.to_string());
     let mut out = items(&mut conn, id);
     conn.handle_timeout(t0 + ms(1_000));
@@ -343,7 +358,11 @@ fn keepalive_pings_when_quiet_and_gives_up_without_an_answer() {
     conn.handle_timeout(t0 + ms(1_000));
     assert_eq!(written(&mut conn), [Outgoing::Ping(Vec::new())]);
     conn.handle_frame(t0 + ms(1_100), Frame::Pong);
-    assert_eq!(conn.poll_timeout(), t0 + ms(2_100), "an interval after the pong");
+    assert_eq!(
+        conn.poll_timeout(),
+        t0 + ms(2_100),
+        "an interval after the pong"
+    );
     conn.handle_timeout(t0 + ms(2_100));
     assert_eq!(written(&mut conn), [Outgoing::Ping(Vec::new())]);
     conn.handle_timeout(t0 + ms(2_600));

@@ -1,0 +1,106 @@
+//! The events of one request as a [`Stream`].
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::Stream;
+use runtimeuse_client_core::callbacks::AsyncUploader as UploaderFn;
+use runtimeuse_client_core::requests;
+use runtimeuse_proto::{ArtifactUpload, ArtifactUploadRequest, RequestEvent, RequestId};
+
+use crate::backend::Backend;
+use crate::session::Session;
+use crate::{AbortHandle, Error};
+
+/// The events of one request, as a [`Stream`]; the last item is the result (or an error).
+///
+/// Dropping it before the end leaves the session usable: the request is cancelled before the
+/// next call starts.
+pub struct RequestEvents<'a, B: Backend> {
+    session: &'a mut Session<B>,
+    id: RequestId,
+    uploader: Option<UploaderFn>,
+    done: bool,
+}
+
+impl<B: Backend> fmt::Debug for RequestEvents<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestEvents")
+            .field("request", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, B: Backend> RequestEvents<'a, B> {
+    pub(crate) fn new(
+        session: &'a mut Session<B>,
+        id: RequestId,
+        uploader: Option<UploaderFn>,
+    ) -> Self {
+        Self {
+            session,
+            id,
+            uploader,
+            done: false,
+        }
+    }
+
+    /// The next event; `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<RequestEvent, Error>> {
+        futures_util::StreamExt::next(self).await
+    }
+
+    /// Answers an artifact upload request handed out by this stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if the request is not pending on this session.
+    pub fn respond_artifact_upload(
+        &mut self,
+        request: ArtifactUploadRequest,
+        upload: ArtifactUpload,
+    ) -> Result<(), Error> {
+        self.session.respond(request, upload)
+    }
+
+    /// Declines an artifact upload request handed out by this stream: the runtime is told no
+    /// upload will happen.
+    pub fn decline_artifact_upload(&mut self, request: ArtifactUploadRequest) {
+        self.session.conn.requests().decline(request);
+    }
+
+    /// A handle that cancels this request from anywhere.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.session.abort_handle()
+    }
+
+    /// Cancels the request (as [`AbortHandle::abort`]); keep polling for the outcome.
+    pub fn abort(&self) {
+        self.session.abort();
+    }
+
+    /// A resume token of the session, between two items of this stream: as
+    /// [`Session::resume_token`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::resume_token`].
+    pub fn resume_token(&mut self) -> Result<crate::ResumeToken, Error> {
+        self.session.resume_token()
+    }
+}
+
+impl<B: Backend> Stream for RequestEvents<'_, B> {
+    type Item = Result<RequestEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let item = ready!(this.session.poll_item(cx, this.id, this.uploader.as_ref()));
+        this.done = requests::ends_stream(&item);
+        Poll::Ready(item)
+    }
+}
