@@ -32,6 +32,7 @@
 #![warn(missing_debug_implementations)]
 
 mod backend;
+mod calls;
 mod client;
 pub mod conn;
 mod connect;

@@ -1,7 +1,6 @@
 //! A persistent session: sequential requests over one connection.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,12 +8,10 @@ use runtimeuse_client_core::connection::Connection;
 use runtimeuse_client_core::requests::{self, Between, Ending, OneShotClose, close_after_one_shot};
 use runtimeuse_proto as proto;
 use runtimeuse_proto::{
-    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, QueryResult, RequestEvent,
-    RequestId, SessionEnd,
+    ArtifactUpload, ArtifactUploadRequest, CommandExecutionResult, QueryResult, SessionEnd,
 };
-use tracing::Instrument;
 
-use crate::backend::{Backend, timeout};
+use crate::backend::Backend;
 use crate::{AbortHandle, Error};
 use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_wait};
 
@@ -22,7 +19,7 @@ use crate::ClientSettings;
 use crate::conn::Conn;
 pub use crate::events::RequestEvents;
 use crate::options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
-use runtimeuse_client_core::callbacks::{AsyncCallbacks as Callbacks, AsyncUploader as UploaderFn};
+use runtimeuse_client_core::callbacks::AsyncUploader as UploaderFn;
 use runtimeuse_client_core::resume::{Attempt, Resumption};
 
 /// A persistent session over one connection: sequential queries and command batches, then a
@@ -47,7 +44,7 @@ pub struct Session<B: Backend> {
     /// The current call's time limit of the artifact uploader.
     pub(crate) upload_timeout: Option<Duration>,
     /// The span of the request in flight.
-    span: tracing::Span,
+    pub(crate) span: tracing::Span,
     /// A clock reading shared by frames read back to back, and how many used it.
     pub(crate) clock: Option<(std::time::Instant, u32)>,
     /// The settings to reconnect with, on a resumable session.
@@ -355,132 +352,5 @@ impl<B: Backend> Session<B> {
             let event = self.next_event().await?;
             step = self.conn.requests().end_on(event, B::now())?;
         }
-    }
-
-    // ----- internals -----
-
-    fn start_query(&mut self, prompt: String, options: QueryOptions) -> Result<RequestId, Error> {
-        let parts = options.into_parts();
-        let mut invocation = parts.wire;
-        invocation.user_prompt = prompt;
-        let span_id = invocation.source_id.clone();
-        let uploader = parts.callbacks.uploader().cloned();
-        let id =
-            (self.conn.requests()).start_query(invocation, parts.request, uploader, B::now())?;
-        self.begin(id, &parts.callbacks, "query", span_id);
-        Ok(id)
-    }
-
-    fn start_commands<I, C>(
-        &mut self,
-        commands: I,
-        options: ExecuteCommandsOptions,
-    ) -> Result<RequestId, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
-        let parts = options.into_parts();
-        let mut batch = parts.wire;
-        batch.commands = commands.into_iter().map(Into::into).collect();
-        let span_id = batch.source_id.clone();
-        let uploader = parts.callbacks.uploader().cloned();
-        let id = (self.conn.requests()).start_commands(batch, parts.request, uploader, B::now())?;
-        self.begin(id, &parts.callbacks, "execute_commands", span_id);
-        Ok(id)
-    }
-
-    fn begin(
-        &mut self,
-        id: RequestId,
-        callbacks: &Callbacks,
-        kind: &str,
-        source_id: Option<String>,
-    ) {
-        // No secrets in fields: the id, the kind and the caller's source id only.
-        self.span = tracing::debug_span!(
-            "request",
-            id = id.as_u64(),
-            kind,
-            source_id = source_id.as_deref()
-        );
-        tracing::debug!(parent: &self.span, "request started");
-        self.upload_timeout = callbacks.upload_limit();
-        // An abort requested while nothing was in flight does not apply to this request.
-        self.abort.take();
-    }
-
-    /// Runs the request to its end, calling the callbacks; returns the terminal item.
-    async fn run_with_callbacks(
-        &mut self,
-        id: RequestId,
-        callbacks: &Callbacks,
-    ) -> Result<RequestEvent, Error> {
-        let span = self.span.clone();
-        // This request's callback slots: one future allocation each, reused per message.
-        let mut on_assistant_message = callbacks.assistant_slot();
-        let mut on_command_output = callbacks.output_slot();
-        async {
-            loop {
-                let item = match self.next_item(id, callbacks.uploader()).await {
-                    Some(item) => item?,
-                    None => return Err(Error::ConnectionClosed),
-                };
-                let limit = callbacks.callback_limit();
-                match item {
-                    RequestEvent::AssistantMessage(blocks) => {
-                        if let Some(slot) = &mut on_assistant_message {
-                            slot.start(blocks);
-                            let done = std::future::poll_fn(|cx| slot.poll_done(cx));
-                            let limit = callbacks.assistant_limit();
-                            self.call(id, "on_assistant_message", limit, done).await?;
-                        }
-                    }
-                    RequestEvent::CommandOutput(output) => {
-                        if let Some(slot) = &mut on_command_output {
-                            slot.start(output);
-                            let done = std::future::poll_fn(|cx| slot.poll_done(cx));
-                            self.call(id, "on_command_output", limit, done).await?;
-                        }
-                    }
-                    RequestEvent::ArtifactUploadRequest(req) => {
-                        // No uploader for this call: decline (the runtime will not upload it).
-                        self.conn.requests().decline(req);
-                    }
-                    item if item.is_terminal() => return Ok(item),
-                    // Heartbeats, non-terminal errors: nothing to call.
-                    _ => {}
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Awaits a callback's future, within its time limit. Cancel safe: the session state is
-    /// untouched while it runs.
-    async fn call(
-        &mut self,
-        id: RequestId,
-        callback: &'static str,
-        limit: Option<Duration>,
-        fut: impl Future<Output = ()>,
-    ) -> Result<(), Error> {
-        let Some(limit) = limit else {
-            fut.await;
-            return Ok(());
-        };
-        if timeout::<B, _>(limit, fut).await.is_some() {
-            return Ok(());
-        }
-        Err((self.conn.requests()).callback_timed_out(id, callback, limit, B::now()))
-    }
-
-    pub(crate) fn respond(
-        &mut self,
-        req: ArtifactUploadRequest,
-        upload: ArtifactUpload,
-    ) -> Result<(), Error> {
-        self.conn.requests().respond(req, upload, B::now())
     }
 }
