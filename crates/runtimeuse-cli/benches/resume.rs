@@ -15,29 +15,19 @@
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use runtimeuse_scenarios::bench::{ServerChild, arg, median, scripted_serve};
-use runtimeuse_tokio::{Client, QueryOptions};
+use runtimeuse_scenarios::bench::{
+    ServerChild, arg, median, output_query, producer, scripted_serve,
+};
+use runtimeuse_tokio::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runtimeuse");
 
-fn producer(bytes: u64) -> String {
-    format!("yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c {bytes}")
-}
-
 /// One query streaming `bytes` through `client`: its throughput in MB/s.
 fn tokio_round(rt: &tokio::runtime::Runtime, client: &Client, bytes: u64) -> f64 {
-    let received = Arc::new(AtomicU64::new(0));
-    let r = Arc::clone(&received);
-    let options = QueryOptions::new("", "echo")
-        .pre_command(producer(bytes))
-        .on_command_output(move |o| {
-            r.fetch_add(o.text.len() as u64, Ordering::Relaxed);
-            std::future::ready(())
-        });
+    let (options, received) = output_query(bytes);
     let start = Instant::now();
     let result = rt
         .block_on(client.query("ECHO:done", options))

@@ -11,18 +11,13 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use runtimeuse_scenarios::bench::{self, ServerChild, arg, median};
-use runtimeuse_tokio::{Client, QueryOptions};
+use runtimeuse_scenarios::bench::{self, ServerChild, arg, median, producer};
+use runtimeuse_tokio::Client;
 
 const ROUNDS: usize = 7;
-
-fn producer(bytes: u64) -> String {
-    format!("yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c {bytes}")
-}
 
 fn floor_pipe(bytes: u64) -> f64 {
     let start = Instant::now();
@@ -96,14 +91,7 @@ fn main() {
     let client = Client::builder(&url).read_buffer_size(read_buffer).build();
     for _ in 0..ROUNDS {
         let f = floor_pipe(bytes);
-        let received = Arc::new(AtomicU64::new(0));
-        let r = Arc::clone(&received);
-        let options = QueryOptions::new("", "echo")
-            .pre_command(producer(bytes))
-            .on_command_output(move |o| {
-                r.fetch_add(o.text.len() as u64, Ordering::Relaxed);
-                std::future::ready(())
-            });
+        let (options, received) = bench::output_query(bytes);
         let (runtime_before, client_before) = (cpu_secs(runtime.pid()), cpu_secs(me));
         let start = Instant::now();
         let result = rt

@@ -151,3 +151,28 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+/// A shell command that writes `bytes` bytes of 64-byte lines, quickly.
+pub fn producer(bytes: u64) -> String {
+    format!("yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c {bytes}")
+}
+
+/// Options of a query whose pre-command writes `bytes` bytes (see [`producer`]), with the
+/// count of the command-output bytes received so far.
+pub fn output_query(
+    bytes: u64,
+) -> (
+    runtimeuse_tokio::QueryOptions,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let received = std::sync::Arc::new(AtomicU64::new(0));
+    let r = std::sync::Arc::clone(&received);
+    let options = runtimeuse_tokio::QueryOptions::new("", "echo")
+        .pre_command(producer(bytes))
+        .on_command_output(move |o| {
+            r.fetch_add(o.text.len() as u64, Ordering::Relaxed);
+            std::future::ready(())
+        });
+    (options, received)
+}

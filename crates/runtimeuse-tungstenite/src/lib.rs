@@ -105,9 +105,10 @@
 //! # Blocking and async clients
 //!
 //! The blocking client (`runtimeuse-tungstenite`) and the async ones (`runtimeuse-tokio` and
-//! `runtimeuse-async-std`, both over `runtimeuse-async`) share their request logic
-//! (`runtimeuse_client_core::requests`), their options type, [`AbortHandle`] and [`Error`],
-//! and behave the same. What differs is what blocking and async code can do:
+//! `runtimeuse-async-std`, both over `runtimeuse-async`) are pumps over one sans-IO
+//! connection (`runtimeuse_client_core::connection`: the request layer, resumption,
+//! acknowledgements, keepalive and every timer), share their options type, [`AbortHandle`]
+//! and [`Error`], and behave the same. What differs is what blocking and async code can do:
 //!
 //! - Callbacks: async functions with time limits in the async clients; closures without time
 //!   limits in the blocking one (a closure running on the reading thread cannot be
