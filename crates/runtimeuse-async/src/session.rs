@@ -125,7 +125,7 @@ impl<B: Backend> Session<B> {
         self.conn.resume_token(url, B::now())
     }
 
-    /// The events of the request in flight, if any, as a [`Stream`]: for a session taken
+    /// The events of the request in flight, if any, as a [`Stream`](futures_util::Stream): for a session taken
     /// over with [`Client::resume`](crate::Client::resume), the rest of the request that was
     /// in flight when its token was taken (artifact upload requests come out as items, to
     /// answer with [`RequestEvents::respond_artifact_upload`]).
@@ -212,7 +212,7 @@ impl<B: Backend> Session<B> {
         requests::commands_result(self.run_with_callbacks(id, &callbacks).await?)
     }
 
-    /// Starts a query and returns its events as a [`Stream`]; the last item is the result.
+    /// Starts a query and returns its events as a [`Stream`](futures_util::Stream); the last item is the result.
     /// Callbacks in the options are not called (except the artifact uploader, when given).
     ///
     /// # Errors
@@ -228,7 +228,7 @@ impl<B: Backend> Session<B> {
         Ok(RequestEvents::new(self, id, uploader))
     }
 
-    /// Starts a command batch and returns its events as a [`Stream`].
+    /// Starts a command batch and returns its events as a [`Stream`](futures_util::Stream).
     ///
     /// # Errors
     ///
