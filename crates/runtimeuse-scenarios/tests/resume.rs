@@ -244,3 +244,57 @@ async fn keepalive_waits_for_a_reconnection_that_takes_longer_than_its_deadline(
     assert_eq!(got.stdout, expected());
     assert_eq!(got.reconnected, 1);
 }
+
+/// With resumption on and no heartbeats, a command writing several times the runtime's replay
+/// window completes: the client acknowledges by bytes and on its own timer, so the runtime
+/// never waits for a frame that would let the client acknowledge. (Before, the stream stopped
+/// after about 1 MB and the request failed at its idle limit.) Each client, with a short idle
+/// limit so that a stall fails fast.
+#[test]
+fn a_quiet_runtime_streams_past_its_replay_window() {
+    use std::time::Duration;
+    let mut options = runtimeuse_runtime::RuntimeOptions::default();
+    options.heartbeat_interval = None;
+    let rt = runtimeuse_scenarios::Served::start(options);
+    let bytes: usize = 8 << 20;
+    let command = format!("head -c {bytes} /dev/zero | tr '\\0' x");
+    let idle = Duration::from_secs(5);
+
+    let tokio_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let streamed = tokio_rt.block_on(async {
+        let client = Client::builder(rt.url()).resume(true).build();
+        let mut session = client.session().await.expect("session");
+        assert!(session.is_resumable());
+        let options = ExecuteCommandsOptions::new().idle_timeout(idle);
+        let mut events =
+            (session.execute_commands_events([command.clone()], options)).expect("start");
+        let mut streamed = 0;
+        while let Some(item) = events.next().await {
+            if let RequestEvent::CommandOutput(o) = item.expect("no stall") {
+                streamed += o.text.len();
+            }
+        }
+        drop(events);
+        session.disconnect().await;
+        streamed
+    });
+    assert_eq!(streamed, bytes, "tokio: every byte");
+
+    let client = runtimeuse_tungstenite::Client::builder(rt.url())
+        .resume(true)
+        .build();
+    let mut session = client.session().expect("session");
+    assert!(session.is_resumable());
+    let options = runtimeuse_tungstenite::ExecuteCommandsOptions::new().idle_timeout(idle);
+    let mut streamed = 0;
+    for item in (session.execute_commands_events([command], options)).expect("start") {
+        if let RequestEvent::CommandOutput(o) = item.expect("no stall") {
+            streamed += o.text.len();
+        }
+    }
+    session.disconnect();
+    assert_eq!(streamed, bytes, "blocking: every byte");
+}
