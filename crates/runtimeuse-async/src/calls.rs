@@ -19,13 +19,11 @@ impl<B: Backend> Session<B> {
         prompt: String,
         options: QueryOptions,
     ) -> Result<RequestId, Error> {
-        let parts = options.into_parts();
-        let mut invocation = parts.wire;
-        invocation.user_prompt = prompt;
-        let span_id = invocation.source_id.clone();
+        let parts = options.into_query(prompt);
+        let span_id = parts.wire.source_id.clone();
         let uploader = parts.callbacks.uploader().cloned();
         let id =
-            (self.conn.requests()).start_query(invocation, parts.request, uploader, B::now())?;
+            (self.conn.requests()).start_query(parts.wire, parts.request, uploader, B::now())?;
         self.begin(id, &parts.callbacks, "query", span_id);
         Ok(id)
     }
@@ -39,12 +37,11 @@ impl<B: Backend> Session<B> {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let parts = options.into_parts();
-        let mut batch = parts.wire;
-        batch.commands = commands.into_iter().map(Into::into).collect();
-        let span_id = batch.source_id.clone();
+        let parts = options.into_batch(commands);
+        let span_id = parts.wire.source_id.clone();
         let uploader = parts.callbacks.uploader().cloned();
-        let id = (self.conn.requests()).start_commands(batch, parts.request, uploader, B::now())?;
+        let id =
+            (self.conn.requests()).start_commands(parts.wire, parts.request, uploader, B::now())?;
         self.begin(id, &parts.callbacks, "execute_commands", span_id);
         Ok(id)
     }

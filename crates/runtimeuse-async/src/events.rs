@@ -7,11 +7,59 @@ use std::task::{Context, Poll, ready};
 use futures_util::Stream;
 use runtimeuse_client_core::callbacks::AsyncUploader as UploaderFn;
 use runtimeuse_client_core::requests;
+use runtimeuse_proto as proto;
 use runtimeuse_proto::{ArtifactUpload, ArtifactUploadRequest, RequestEvent, RequestId};
 
 use crate::backend::Backend;
+use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
 use crate::{AbortHandle, Error};
+
+impl<B: Backend> Session<B> {
+    /// The events of the request in flight, if any, as a [`Stream`](futures_util::Stream): for a session taken
+    /// over with [`Client::resume`](crate::Client::resume), the rest of the request that was
+    /// in flight when its token was taken (artifact upload requests come out as items, to
+    /// answer with [`RequestEvents::respond_artifact_upload`]).
+    pub fn request_events(&mut self) -> Option<RequestEvents<'_, B>> {
+        let id = self.conn.requests().current()?;
+        Some(RequestEvents::new(self, id, None))
+    }
+
+    /// Starts a query and returns its events as a [`Stream`](futures_util::Stream); the last item is the result.
+    /// Callbacks in the options are not called (except the artifact uploader, when given).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
+    pub fn query_events(
+        &mut self,
+        prompt: impl Into<String>,
+        options: QueryOptions,
+    ) -> Result<RequestEvents<'_, B>, Error> {
+        let uploader = options.callbacks().uploader().cloned();
+        let id = self.start_query(prompt.into(), options)?;
+        Ok(RequestEvents::new(self, id, uploader))
+    }
+
+    /// Starts a command batch and returns its events as a [`Stream`](futures_util::Stream).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
+    pub fn execute_commands_events<I, C>(
+        &mut self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<RequestEvents<'_, B>, Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        let uploader = options.callbacks().uploader().cloned();
+        let id = self.start_commands(commands, options)?;
+        Ok(RequestEvents::new(self, id, uploader))
+    }
+}
 
 /// The events of one request, as a [`Stream`]; the last item is the result (or an error).
 ///

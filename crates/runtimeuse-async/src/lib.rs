@@ -43,6 +43,7 @@ mod session;
 
 pub use backend::{Backend, timeout};
 pub use client::Client;
+pub use events::RequestEvents;
 pub use options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
 pub use runtimeuse_client_core::callbacks::AsyncCallbacks;
 pub use runtimeuse_client_core::options::{CallOptions, Parts, Wire};
@@ -52,7 +53,7 @@ pub use runtimeuse_client_core::types::*;
 pub use runtimeuse_client_core::{
     AbortHandle, ClientBuilder, ClientSettings, DEFAULT_READ_BUFFER, Error,
 };
-pub use session::{RequestEvents, Session};
+pub use session::Session;
 
 pub use futures_util;
 pub use runtimeuse_proto as proto;

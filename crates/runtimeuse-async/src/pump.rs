@@ -164,10 +164,13 @@ impl<B: Backend> Session<B> {
 
     /// A reconnection the connection asked for, with these headers.
     fn start_attempt(&mut self, headers: [(&'static str, String); 2]) {
-        let Some(settings) = &self.settings else {
-            return;
-        };
-        self.attempt = Some(Box::pin(attempt::<B>(Arc::clone(settings), headers)));
+        match &self.settings {
+            Some(settings) => {
+                self.attempt = Some(Box::pin(attempt::<B>(Arc::clone(settings), headers)));
+            }
+            // A session made resumable is given its settings with it: not reached.
+            None => self.conn.cannot_reconnect(B::now()),
+        }
     }
 
     /// With no socket: drives the reconnection in progress and the connection's timer.

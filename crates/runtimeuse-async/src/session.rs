@@ -17,7 +17,6 @@ use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_wait};
 
 use crate::ClientSettings;
 use crate::conn::Conn;
-pub use crate::events::RequestEvents;
 use crate::options::{BoxFuture, ExecuteCommandsOptions, QueryOptions};
 use runtimeuse_client_core::callbacks::AsyncUploader as UploaderFn;
 use runtimeuse_client_core::resume::{Attempt, Resumption};
@@ -125,15 +124,6 @@ impl<B: Backend> Session<B> {
         self.conn.resume_token(url, B::now())
     }
 
-    /// The events of the request in flight, if any, as a [`Stream`](futures_util::Stream): for a session taken
-    /// over with [`Client::resume`](crate::Client::resume), the rest of the request that was
-    /// in flight when its token was taken (artifact upload requests come out as items, to
-    /// answer with [`RequestEvents::respond_artifact_upload`]).
-    pub fn request_events(&mut self) -> Option<RequestEvents<'_, B>> {
-        let id = self.conn.requests().current()?;
-        Some(RequestEvents::new(self, id, None))
-    }
-
     /// Whether the runtime granted resumption to this session (see
     /// [`ClientBuilder::resume`](crate::ClientBuilder::resume)).
     pub fn is_resumable(&self) -> bool {
@@ -210,41 +200,6 @@ impl<B: Backend> Session<B> {
         let callbacks = options.callbacks().clone();
         let id = self.start_commands(commands, options)?;
         requests::commands_result(self.run_with_callbacks(id, &callbacks).await?)
-    }
-
-    /// Starts a query and returns its events as a [`Stream`](futures_util::Stream); the last item is the result.
-    /// Callbacks in the options are not called (except the artifact uploader, when given).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
-    pub fn query_events(
-        &mut self,
-        prompt: impl Into<String>,
-        options: QueryOptions,
-    ) -> Result<RequestEvents<'_, B>, Error> {
-        let uploader = options.callbacks().uploader().cloned();
-        let id = self.start_query(prompt.into(), options)?;
-        Ok(RequestEvents::new(self, id, uploader))
-    }
-
-    /// Starts a command batch and returns its events as a [`Stream`](futures_util::Stream).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
-    pub fn execute_commands_events<I, C>(
-        &mut self,
-        commands: I,
-        options: ExecuteCommandsOptions,
-    ) -> Result<RequestEvents<'_, B>, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
-        let uploader = options.callbacks().uploader().cloned();
-        let id = self.start_commands(commands, options)?;
-        Ok(RequestEvents::new(self, id, uploader))
     }
 
     /// Ends the session gracefully: sends `end_session_message`, answers late artifact

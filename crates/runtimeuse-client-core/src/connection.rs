@@ -26,30 +26,38 @@
 //! Nothing is due "when the next frame arrives": an acknowledgement, a keepalive ping, a
 //! reconnection and every request timer are deadlines in `poll_timeout`.
 //!
-//! ```no_run
-//! # use std::time::Instant;
-//! # use runtimeuse_client_core::connection::{Connection, Frame, Outgoing};
-//! # fn write(_: Outgoing) {}
-//! # fn read_until(_: Instant) -> Option<String> { None }
-//! # fn now() -> Instant { unimplemented!() }
-//! let mut conn: Connection<()> = Connection::new(Default::default(), now());
-//! loop {
+//! ```
+//! use std::time::{Duration, Instant};
+//! use runtimeuse_client_core::connection::{Connection, Frame, Outgoing};
+//!
+//! /// One pass of a pump, at `now`: `read` waits for a text frame until the deadline it is
+//! /// given (`None`: the deadline passed), `write` writes and flushes a frame.
+//! fn pump(
+//!     conn: &mut Connection<()>,
+//!     now: impl Fn() -> Instant,
+//!     mut read: impl FnMut(Instant) -> Option<String>,
+//!     mut write: impl FnMut(Outgoing),
+//! ) {
 //!     while let Some(event) = conn.poll_event() {
-//!         // hand the event to the call it belongs to (Requests::route)
+//!         // hand the event to the call it belongs to (`Requests::route`)
 //! #       drop(event);
 //!     }
 //!     while let Some(frame) = conn.poll_transmit() {
 //!         write(frame);
 //!     }
-//!     if conn.is_finished() {
-//!         break;
-//!     }
-//!     let deadline = conn.poll_timeout();
-//!     match read_until(deadline) {
+//!     match read(conn.poll_timeout()) {
 //!         Some(text) => conn.handle_frame(now(), Frame::Text(&text)),
 //!         None => conn.handle_timeout(now()),
 //!     }
 //! }
+//!
+//! // In virtual time: a fresh connection with its keepalive due in 20 s pings then.
+//! let t0 = Instant::now();
+//! let mut conn: Connection<()> = Connection::new(Default::default(), t0);
+//! let mut sent = Vec::new();
+//! pump(&mut conn, || t0 + Duration::from_secs(20), |_| None, |f| sent.push(f));
+//! pump(&mut conn, || t0 + Duration::from_secs(20), |_| None, |f| sent.push(f));
+//! assert_eq!(sent, [Outgoing::Ping(Vec::new())]);
 //! ```
 
 use std::collections::VecDeque;
@@ -92,6 +100,8 @@ enum Link {
     Up,
     /// Lost; the next reconnection is due at this instant.
     Waiting(Instant),
+    /// Lost; a reconnection is due now, for [`Connection::poll_reconnect`].
+    Due,
     /// A reconnection was handed to the pump and has not been reported yet.
     Connecting,
     /// No WebSocket and none to come.
@@ -107,8 +117,6 @@ pub struct Connection<U> {
     /// Frames for the socket, in order.
     out: VecDeque<Outgoing>,
     link: Link,
-    /// A reconnection due, for [`poll_reconnect`](Self::poll_reconnect).
-    reconnect: bool,
     /// An input arrived since the core was last drained.
     dirty: bool,
 }
@@ -136,7 +144,6 @@ impl<U: Clone> Connection<U> {
             resume: None,
             out: VecDeque::new(),
             link: Link::Up,
-            reconnect: false,
             dirty: true,
         }
     }
@@ -248,8 +255,7 @@ impl<U: Clone> Connection<U> {
         if let Link::Waiting(at) = self.link
             && at <= now
         {
-            self.link = Link::Connecting;
-            self.reconnect = true;
+            self.link = Link::Due;
         }
         self.requests.session().handle_input(Input::Timeout(now));
     }
@@ -324,6 +330,14 @@ impl<U: Clone> Connection<U> {
         self.give_up(now);
     }
 
+    /// The pump cannot reconnect (it has no way to open a WebSocket): the session ends as its
+    /// connection did.
+    pub fn cannot_reconnect(&mut self, now: Instant) {
+        self.dirty = true;
+        tracing::debug!("no way to reconnect; the session ends with its connection");
+        self.give_up(now);
+    }
+
     /// Cancels the request in flight, if any (an abort handle fired).
     pub fn abort(&mut self, now: Instant) {
         self.dirty = true;
@@ -334,10 +348,7 @@ impl<U: Clone> Connection<U> {
     fn schedule(&mut self, now: Instant) {
         let next = self.resume.as_mut().and_then(|r| r.next_attempt(now));
         match next {
-            Some(wait) if wait.is_zero() => {
-                self.link = Link::Connecting;
-                self.reconnect = true;
-            }
+            Some(wait) if wait.is_zero() => self.link = Link::Due,
             Some(wait) => self.link = Link::Waiting(now + wait),
             None => {
                 if let Some(r) = &self.resume {
@@ -351,7 +362,6 @@ impl<U: Clone> Connection<U> {
     /// The session ends as its connection did.
     fn give_up(&mut self, now: Instant) {
         self.resume = None;
-        self.reconnect = false;
         self.link = Link::Down;
         self.out.clear();
         self.requests
@@ -414,9 +424,10 @@ impl<U: Clone> Connection<U> {
     /// Headers of a resuming handshake to open now, when a reconnection is due; the pump
     /// reports how it went. `None` otherwise.
     pub fn poll_reconnect(&mut self) -> Option<[(&'static str, String); 2]> {
-        if !std::mem::take(&mut self.reconnect) {
+        if self.link != Link::Due {
             return None;
         }
+        self.link = Link::Connecting;
         self.resume.as_ref().map(Resumption::resume_headers)
     }
 

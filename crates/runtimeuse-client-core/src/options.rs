@@ -197,6 +197,28 @@ impl<W: Wire, C> CallOptions<W, C> {
     }
 }
 
+impl<C> CallOptions<Invocation, C> {
+    /// Takes the options apart for a query of `prompt` (set in the invocation).
+    pub fn into_query(self, prompt: String) -> Parts<Invocation, C> {
+        let mut parts = self.into_parts();
+        parts.wire.user_prompt = prompt;
+        parts
+    }
+}
+
+impl<C> CallOptions<CommandBatch, C> {
+    /// Takes the options apart for a batch of `commands` (set in the batch).
+    pub fn into_batch<I, K>(self, commands: I) -> Parts<CommandBatch, C>
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<Command>,
+    {
+        let mut parts = self.into_parts();
+        parts.wire.commands = commands.into_iter().map(Into::into).collect();
+        parts
+    }
+}
+
 impl<W, C: Default> CallOptions<W, C> {
     /// Options that send exactly `wire` (its `user_prompt` or `commands` are replaced by the
     /// call's), with the core's per-request options `request` and no callbacks: for bindings

@@ -471,7 +471,7 @@ mod tests {
     use super::*;
     use tungstenite::http::HeaderValue;
 
-    fn granted(_now: Instant) -> Resumption {
+    fn granted() -> Resumption {
         let mut headers = HeaderMap::new();
         headers.insert(
             SESSION_HEADER,
@@ -485,8 +485,7 @@ mod tests {
     #[test]
     fn nothing_is_granted_without_the_header() {
         assert!(Resumption::granted(&HeaderMap::new()).is_none());
-        let t0 = Instant::now();
-        let r = granted(t0);
+        let r = granted();
         assert_eq!(r.grace(), Duration::from_secs(60));
         assert_eq!(r.resume_headers()[1], (RECEIVED_HEADER, "0".to_owned()));
     }
@@ -494,7 +493,7 @@ mod tests {
     #[test]
     fn frames_are_acknowledged_every_64() {
         let t0 = Instant::now();
-        let mut r = granted(t0);
+        let mut r = granted();
         let acks: Vec<_> = (0..130).filter_map(|_| r.on_received(t0, 1)).collect();
         assert_eq!(
             acks,
@@ -505,7 +504,7 @@ mod tests {
     #[test]
     fn frames_are_acknowledged_by_a_quarter_of_the_window() {
         let t0 = Instant::now();
-        let mut r = granted(t0);
+        let mut r = granted();
         // A window of 4000 bytes: due at 1000 unacknowledged.
         assert_eq!(r.on_received(t0, 600), None);
         assert_eq!(r.on_received(t0, 399), None);
@@ -518,7 +517,7 @@ mod tests {
     #[test]
     fn a_frame_is_acknowledged_within_the_delay_whatever_arrives_next() {
         let t0 = Instant::now();
-        let mut r = granted(t0);
+        let mut r = granted();
         assert_eq!(r.ack_deadline(), None);
         assert_eq!(r.on_received(t0, 10), None);
         assert_eq!(r.on_received(t0 + ms(10), 10), None);
@@ -537,7 +536,7 @@ mod tests {
     #[test]
     fn what_the_runtime_did_not_acknowledge_is_sent_again() {
         let t0 = Instant::now();
-        let mut r = granted(t0);
+        let mut r = granted();
         for text in ["a", "b", "c"] {
             r.on_transmit(&Transmit::Text(text.to_owned()));
         }
@@ -560,7 +559,7 @@ mod tests {
     #[test]
     fn reconnections_back_off_within_the_grace() {
         let t0 = Instant::now();
-        let mut r = granted(t0);
+        let mut r = granted();
         assert_eq!(r.next_attempt(t0), None, "not lost");
         assert!(
             !r.connection_lost(true, None, t0),
@@ -591,7 +590,7 @@ mod tests {
     #[test]
     fn a_runtime_that_refuses_connections_is_given_up_at_once() {
         let t0 = Instant::now();
-        let mut r = granted(t0);
+        let mut r = granted();
         let refused = || Error::Connect(std::io::ErrorKind::ConnectionRefused.into());
         assert!(r.connection_lost(false, None, t0));
         for _ in 0..MAX_REFUSED - 1 {
@@ -612,7 +611,7 @@ mod tests {
     #[test]
     fn a_token_pins_the_acknowledgements_and_carries_the_counts() {
         let t0 = Instant::now();
-        let mut r = granted(t0);
+        let mut r = granted();
         for text in ["a", "b"] {
             r.on_transmit(&Transmit::Text(text.to_owned()));
         }

@@ -3,10 +3,56 @@
 use std::fmt;
 
 use runtimeuse_client_core::requests;
+use runtimeuse_proto as proto;
 use runtimeuse_proto::{ArtifactUpload, ArtifactUploadRequest, RequestEvent, RequestId};
 
+use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::{Session, now};
 use crate::{AbortHandle, Error};
+
+impl Session {
+    /// The events of the request in flight, if any, as an [`Iterator`]: for a session taken
+    /// over with [`Client::resume`](crate::Client::resume), the rest of the request that was
+    /// in flight when its token was taken (artifact upload requests come out as items, to
+    /// answer with [`RequestEvents::respond_artifact_upload`]).
+    pub fn request_events(&mut self) -> Option<RequestEvents<'_>> {
+        let id = self.conn.requests().current()?;
+        Some(RequestEvents::new(self, id))
+    }
+
+    /// Starts a query and returns its events as an [`Iterator`]; the last item is the result.
+    /// Callbacks in the options are not called, except the artifact uploader.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
+    pub fn query_events(
+        &mut self,
+        prompt: impl Into<String>,
+        options: QueryOptions,
+    ) -> Result<RequestEvents<'_>, Error> {
+        let (id, _) = self.start_query(prompt.into(), options)?;
+        Ok(RequestEvents::new(self, id))
+    }
+
+    /// Starts a command batch and returns its events as an [`Iterator`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
+    pub fn execute_commands_events<I, C>(
+        &mut self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<RequestEvents<'_>, Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        let (id, _) = self.start_commands(commands, options)?;
+        Ok(RequestEvents::new(self, id))
+    }
+}
 
 /// The events of one request, as an [`Iterator`]; the last item is the result (or an error).
 /// Dropping it before the end leaves the session usable: the request is cancelled before the

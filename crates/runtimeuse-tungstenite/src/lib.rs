@@ -145,13 +145,14 @@ mod session;
 
 pub use client::{Client, ClientBuilder};
 pub use connect::{connect_socket, tcp};
+pub use events::RequestEvents;
 pub use options::{ExecuteCommandsOptions, QueryOptions};
 pub use runtimeuse_client_core::AbortHandle;
 pub use runtimeuse_client_core::callbacks::BlockingCallbacks;
 pub use runtimeuse_client_core::options::{CallOptions, Parts, Wire};
 pub use runtimeuse_client_core::read_ahead::ReadAheadStream;
 pub use runtimeuse_client_core::{ClientSettings, DEFAULT_READ_BUFFER, Error};
-pub use session::{RequestEvents, Session, Socket};
+pub use session::{Session, Socket};
 
 pub use runtimeuse_client_core;
 /// The core's types of the client's signatures ([`runtimeuse_client_core::types`]).

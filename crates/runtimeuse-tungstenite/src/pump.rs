@@ -146,7 +146,8 @@ impl Session {
     /// One reconnection, with these headers; the connection hears how it went.
     fn reconnect(&mut self, headers: [(&'static str, String); 2]) {
         let Some(settings) = self.settings.clone() else {
-            return;
+            // A session made resumable is given its settings with it: not reached.
+            return self.conn.cannot_reconnect(now());
         };
         match attempt(&settings, &headers) {
             Attempt::Resumed(ws, count) => {

@@ -15,7 +15,6 @@ use runtimeuse_client_core::close::{CLOSE_AFTER_FAILURE, close_wait};
 
 pub use crate::connect::Socket;
 use crate::connect::tcp;
-pub use crate::events::RequestEvents;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::{AbortHandle, ClientSettings, Error};
 use runtimeuse_client_core::callbacks::{
@@ -121,15 +120,6 @@ impl Session {
         self.conn.resume_token(url, now())
     }
 
-    /// The events of the request in flight, if any, as an [`Iterator`]: for a session taken
-    /// over with [`Client::resume`](crate::Client::resume), the rest of the request that was
-    /// in flight when its token was taken (artifact upload requests come out as items, to
-    /// answer with [`RequestEvents::respond_artifact_upload`]).
-    pub fn request_events(&mut self) -> Option<RequestEvents<'_>> {
-        let id = self.conn.requests().current()?;
-        Some(RequestEvents::new(self, id))
-    }
-
     /// Whether the runtime granted resumption to this session (see
     /// [`ClientBuilder::resume`](crate::ClientBuilder::resume)).
     pub fn is_resumable(&self) -> bool {
@@ -142,7 +132,7 @@ impl Session {
     }
 
     /// Cancels the request in flight (the same as [`AbortHandle::abort`]; from the session's
-    /// own thread, between two reads of a [`RequestEvents`], say).
+    /// own thread, between two reads of a [`RequestEvents`](crate::RequestEvents), say).
     pub fn abort(&self) {
         self.abort.abort();
     }
@@ -189,12 +179,8 @@ impl Session {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let parts = options.into_parts();
-        let mut invocation = parts.wire;
-        invocation.user_prompt = prompt.into();
-        let uploader = parts.callbacks.uploader().cloned();
-        let id = self.start(|r, now| r.start_query(invocation, parts.request, uploader, now))?;
-        requests::query_result(self.run(id, &parts.callbacks)?)
+        let (id, callbacks) = self.start_query(prompt.into(), options)?;
+        requests::query_result(self.run(id, &callbacks)?)
     }
 
     /// Runs a batch of shell commands and returns their results.
@@ -211,53 +197,8 @@ impl Session {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let parts = options.into_parts();
-        let mut batch = parts.wire;
-        batch.commands = commands.into_iter().map(Into::into).collect();
-        let uploader = parts.callbacks.uploader().cloned();
-        let id = self.start(|r, now| r.start_commands(batch, parts.request, uploader, now))?;
-        requests::commands_result(self.run(id, &parts.callbacks)?)
-    }
-
-    /// Starts a query and returns its events as an [`Iterator`]; the last item is the result.
-    /// Callbacks in the options are not called, except the artifact uploader.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
-    pub fn query_events(
-        &mut self,
-        prompt: impl Into<String>,
-        options: QueryOptions,
-    ) -> Result<RequestEvents<'_>, Error> {
-        let parts = options.into_parts();
-        let mut invocation = parts.wire;
-        invocation.user_prompt = prompt.into();
-        let uploader = parts.callbacks.uploader().cloned();
-        let id = self.start(|r, now| r.start_query(invocation, parts.request, uploader, now))?;
-        Ok(RequestEvents::new(self, id))
-    }
-
-    /// Starts a command batch and returns its events as an [`Iterator`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if the options are invalid; nothing is sent then.
-    pub fn execute_commands_events<I, C>(
-        &mut self,
-        commands: I,
-        options: ExecuteCommandsOptions,
-    ) -> Result<RequestEvents<'_>, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
-        let parts = options.into_parts();
-        let mut batch = parts.wire;
-        batch.commands = commands.into_iter().map(Into::into).collect();
-        let uploader = parts.callbacks.uploader().cloned();
-        let id = self.start(|r, now| r.start_commands(batch, parts.request, uploader, now))?;
-        Ok(RequestEvents::new(self, id))
+        let (id, callbacks) = self.start_commands(commands, options)?;
+        requests::commands_result(self.run(id, &callbacks)?)
     }
 
     /// Ends the session gracefully (end-of-session handshake, late artifact requests answered
@@ -339,6 +280,34 @@ impl Session {
     }
 
     // ----- internals -----
+
+    /// Starts a query for a call: its request, and the callbacks to run.
+    pub(crate) fn start_query(
+        &mut self,
+        prompt: String,
+        options: QueryOptions,
+    ) -> Result<(RequestId, Callbacks), Error> {
+        let parts = options.into_query(prompt);
+        let uploader = parts.callbacks.uploader().cloned();
+        let id = self.start(|r, now| r.start_query(parts.wire, parts.request, uploader, now))?;
+        Ok((id, parts.callbacks))
+    }
+
+    /// Starts a command batch for a call, as [`start_query`](Self::start_query).
+    pub(crate) fn start_commands<I, C>(
+        &mut self,
+        commands: I,
+        options: ExecuteCommandsOptions,
+    ) -> Result<(RequestId, Callbacks), Error>
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<proto::Command>,
+    {
+        let parts = options.into_batch(commands);
+        let uploader = parts.callbacks.uploader().cloned();
+        let id = self.start(|r, now| r.start_commands(parts.wire, parts.request, uploader, now))?;
+        Ok((id, parts.callbacks))
+    }
 
     fn start(
         &mut self,
