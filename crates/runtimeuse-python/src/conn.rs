@@ -2,165 +2,57 @@
 //! (the socket non-blocking, its file descriptor watched by the loop) or a blocking call with
 //! the GIL released. No other thread is involved, so a round trip costs no thread wake-ups.
 
-use std::os::fd::AsRawFd;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use runtimeuse_client_core::close::close_wait;
-use runtimeuse_client_core::connection::{Frame, Outgoing};
-use runtimeuse_client_core::{AbortHandle, ClientSettings};
+use runtimeuse_client_core::connection::Connection;
+use runtimeuse_client_core::resume::{Attempt, ResumeToken, Resumption};
+use runtimeuse_client_core::{AbortHandle, ClientSettings, Error};
 use runtimeuse_tungstenite::tungstenite::protocol::CloseFrame;
 use runtimeuse_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use runtimeuse_tungstenite::tungstenite::{self, Message};
-use runtimeuse_tungstenite::{Socket, connect_socket, tcp};
+use runtimeuse_tungstenite::{Socket, connect_session, resume_socket, tcp};
 
 use crate::convert;
-use crate::core::{self, Core, Item};
+use crate::core::{self, Core};
+use crate::pump::{Pumped, State};
 use crate::wire;
 
-/// Most items one pump hands out: the rest stays in the socket (and its buffer) until the
-/// next, which bounds what waits in Python.
-const MAX_ITEMS: usize = 1024;
 /// How often a blocking wait looks for a signal (Ctrl-C) to raise.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
-
-struct State {
-    core: Core,
-    abort: AbortHandle,
-    ws: Socket,
-    /// The connection is gone (closed, failed); nothing more is read or written.
-    finished: bool,
-    /// Blocking mode (the synchronous client); else the socket is non-blocking.
-    blocking: bool,
-    read_timeout: Option<Duration>,
-}
-
-/// What one pump did: items, when the next timer is due, whether writes wait for the socket.
-struct Pumped {
-    items: Vec<Item>,
-    wait: Duration,
-    want_write: bool,
-    /// It stopped at [`MAX_ITEMS`]: frames may wait in the WebSocket's buffer, where the event
-    /// loop cannot see them; pump again.
-    more: bool,
-}
-
-fn would_block(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io)
-        if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
-}
-
-impl State {
-    fn lost(&mut self) {
-        if !self.finished {
-            self.finished = true;
-            self.core.conn.connection_lost(Instant::now(), None);
-        }
-    }
-
-    fn set_read_timeout(&mut self, timeout: Duration) {
-        if self.read_timeout != Some(timeout) {
-            self.read_timeout = Some(timeout);
-            if let Some(t) = tcp(&self.ws) {
-                let _ = t.set_read_timeout(Some(timeout));
-            }
-        }
-    }
-
-    /// Moves frames both ways (only out, unless `read`) and runs the timers until nothing is
-    /// ready, or (blocking) until there are items or `block` passed.
-    fn pump(&mut self, block: Option<Duration>, read: bool) -> Pumped {
-        let mut items = Vec::new();
-        let mut want_write = false;
-        let mut more = false;
-        let started = Instant::now();
-        loop {
-            if self.abort.take() {
-                self.core.abort();
-            }
-            let settled = self.core.settle(&mut items, MAX_ITEMS);
-            while let Some(frame) = self.core.conn.poll_transmit() {
-                let message = match frame {
-                    Outgoing::Text(s) => Message::Text(s.into()),
-                    Outgoing::Ping(payload) => Message::Ping(payload.into()),
-                };
-                // Queued; a failure shows at the flush or the next read.
-                let _ = self.ws.write(message);
-            }
-            if settled {
-                more = true;
-                break;
-            }
-            want_write = false;
-            if !self.finished {
-                match self.ws.flush() {
-                    Ok(()) => {}
-                    Err(e) if would_block(&e) => want_write = true,
-                    Err(_) => {
-                        self.lost();
-                        continue;
-                    }
-                }
-            }
-            if self.finished || !read {
-                break;
-            }
-            if self.blocking {
-                let Some(block) = block else { break };
-                if !items.is_empty() {
-                    break;
-                }
-                let left = block.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    break;
-                }
-                let wait = self.core.wait().min(left).max(Duration::from_millis(1));
-                self.set_read_timeout(wait);
-            }
-            match self.ws.read() {
-                Ok(message) => {
-                    let now = Instant::now();
-                    let conn = &mut self.core.conn;
-                    match message {
-                        Message::Text(t) => conn.handle_frame(now, Frame::Text(&t)),
-                        Message::Binary(b) => conn.handle_frame(now, Frame::Binary(&b)),
-                        Message::Pong(_) => conn.handle_frame(now, Frame::Pong),
-                        Message::Ping(p) => conn.handle_frame(now, Frame::Ping(&p)),
-                        Message::Close(_) => {
-                            // tungstenite queued the reply to the runtime's close: send it.
-                            let _ = self.ws.flush();
-                            self.lost();
-                        }
-                        // tungstenite queues a ping's pong itself; the next flush sends it.
-                        Message::Frame(_) => {}
-                    }
-                }
-                Err(e) if would_block(&e) => {
-                    if !self.blocking {
-                        break;
-                    }
-                }
-                Err(_) => self.lost(),
-            }
-        }
-        Pumped {
-            items,
-            wait: self.core.wait(),
-            want_write,
-            more,
-        }
-    }
-}
 
 /// One connection to a runtime (see the module).
 #[pyclass(module = "runtimeuse_rs._native", frozen)]
 pub(crate) struct Conn {
     state: Mutex<State>,
     abort: AbortHandle,
-    fd: i32,
+}
+
+/// The client's settings from the package's keyword arguments.
+#[allow(clippy::too_many_arguments)]
+fn settings(
+    url: String,
+    headers: Option<Vec<(String, String)>>,
+    connect_timeout: Option<f64>,
+    idle_timeout: Option<f64>,
+    keepalive_interval: Option<f64>,
+    max_frame_size: Option<usize>,
+    resume: bool,
+) -> PyResult<ClientSettings> {
+    let mut settings = ClientSettings::new(url);
+    settings.session = wire::config(idle_timeout, keepalive_interval, max_frame_size)?;
+    if let Some(bytes) = max_frame_size {
+        settings.max_frame_size = bytes;
+    }
+    if let Some(limit) = wire::seconds("connect_timeout", connect_timeout)? {
+        settings.connect_timeout = limit;
+    }
+    settings.headers = headers.unwrap_or_default();
+    settings.resume = resume;
+    Ok(settings)
 }
 
 impl Conn {
@@ -168,19 +60,51 @@ impl Conn {
         core::locked(py, &self.state, f)
     }
 
+    /// A connection over `ws` (its mode set for `blocking`).
+    fn over(ws: Socket, core: Core, settings: ClientSettings, blocking: bool) -> PyResult<Self> {
+        let tcp = tcp(&ws).ok_or_else(|| PyRuntimeError::new_err("no TCP socket"))?;
+        let _ = tcp.set_read_timeout(None);
+        if !blocking {
+            tcp.set_nonblocking(true).map_err(|e| {
+                PyRuntimeError::new_err(format!("cannot make the socket non-blocking: {e}"))
+            })?;
+        }
+        let abort = AbortHandle::new();
+        let state = State::new(core, ws, Arc::new(settings), abort.clone(), blocking);
+        Ok(Self {
+            abort,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// `(items, seconds until the next timer, writes wait for the socket, the session is
+    /// over, frames wait to be taken, pump again soon, watch the socket for reading, the
+    /// socket's file descriptor or -1, a reconnection is due)`.
     fn pumped<'py>(py: Python<'py>, state: &State, p: Pumped) -> PyResult<Bound<'py, PyTuple>> {
         let items = core::to_py(py, p.items)?;
-        let over = state.finished || state.core.is_ended();
-        (items, p.wait.as_secs_f64(), p.want_write, over, p.more).into_pyobject(py)
+        let flags = (p.want_write, state.over(), p.ready, p.more, p.reading);
+        let (fd, due) = (state.fd().unwrap_or(-1), state.due.is_some());
+        (items, p.wait.as_secs_f64(), flags, fd, due).into_pyobject(py)
+    }
+
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        f: impl FnOnce(&mut State) -> Pumped,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        self.with(py, |s| {
+            let p = f(s);
+            Self::pumped(py, s, p)
+        })
     }
 }
 
 #[pymethods]
 impl Conn {
     /// Connects (blocking, the GIL released). `blocking`: for the synchronous client; else the
-    /// socket is made non-blocking for an event loop.
+    /// socket is made non-blocking for an event loop. `resume`: asks for a resumable session.
     #[staticmethod]
-    #[pyo3(signature = (url, *, headers=None, connect_timeout=None, idle_timeout=None, keepalive_interval=None, max_frame_size=None, blocking=false))]
+    #[pyo3(signature = (url, *, headers=None, connect_timeout=None, idle_timeout=None, keepalive_interval=None, max_frame_size=None, blocking=false, resume=false))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
@@ -191,45 +115,95 @@ impl Conn {
         keepalive_interval: Option<f64>,
         max_frame_size: Option<usize>,
         blocking: bool,
+        resume: bool,
     ) -> PyResult<Self> {
-        let mut settings = ClientSettings::new(url);
-        settings.session = wire::config(idle_timeout, keepalive_interval, max_frame_size)?;
-        if let Some(bytes) = max_frame_size {
-            settings.max_frame_size = bytes;
-        }
-        if let Some(limit) = wire::seconds("connect_timeout", connect_timeout)? {
-            settings.connect_timeout = limit;
-        }
-        settings.headers = headers.unwrap_or_default();
-        let config = settings.session.clone();
-        let ws = py
-            .detach(|| connect_socket(&settings))
+        let settings = settings(
+            url,
+            headers,
+            connect_timeout,
+            idle_timeout,
+            keepalive_interval,
+            max_frame_size,
+            resume,
+        )?;
+        let (ws, granted) = py
+            .detach(|| connect_session(&settings))
             .map_err(|e| convert::raise(&e))?;
-        let tcp = tcp(&ws).ok_or_else(|| PyRuntimeError::new_err("no TCP socket"))?;
-        let fd = tcp.as_raw_fd();
-        if !blocking {
-            tcp.set_nonblocking(true).map_err(|e| {
-                PyRuntimeError::new_err(format!("cannot make the socket non-blocking: {e}"))
-            })?;
+        let mut core = Core::new(settings.session.clone());
+        if let Some(granted) = granted {
+            core.conn.make_resumable(granted);
         }
-        let abort = AbortHandle::new();
-        Ok(Self {
-            abort: abort.clone(),
-            state: Mutex::new(State {
-                abort,
-                core: Core::new(config),
-                ws,
-                finished: false,
-                blocking,
-                read_timeout: None,
-            }),
-            fd,
-        })
+        Self::over(ws, core, settings, blocking)
     }
 
-    /// The socket's file descriptor, for the event loop.
-    fn fileno(&self) -> i32 {
-        self.fd
+    /// Takes over the session of a resume token (JSON text), with these settings for the
+    /// token's URL: the request in flight when it was taken becomes the current call's.
+    #[staticmethod]
+    #[pyo3(signature = (token, *, headers=None, connect_timeout=None, idle_timeout=None, keepalive_interval=None, max_frame_size=None, blocking=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn take_over(
+        py: Python<'_>,
+        token: &str,
+        headers: Option<Vec<(String, String)>>,
+        connect_timeout: Option<f64>,
+        idle_timeout: Option<f64>,
+        keepalive_interval: Option<f64>,
+        max_frame_size: Option<usize>,
+        blocking: bool,
+    ) -> PyResult<Self> {
+        let token: ResumeToken = serde_json::from_str(token)
+            .map_err(|e| PyValueError::new_err(format!("not a resume token: {e}")))?;
+        let settings = settings(
+            token.url().to_owned(),
+            headers,
+            connect_timeout,
+            idle_timeout,
+            keepalive_interval,
+            max_frame_size,
+            true,
+        )?;
+        let now = Instant::now();
+        let (resumption, state) =
+            Resumption::from_token(token, now).map_err(|e| convert::raise(&e))?;
+        let attempt = py.detach(|| resume_socket(&settings, &resumption.resume_headers()));
+        let (ws, count) = match attempt {
+            Attempt::Resumed(ws, count) => (*ws, count),
+            Attempt::Refused(refusal) => {
+                return Err(convert::raise(&Error::ResumeRefused(refusal)));
+            }
+            Attempt::Failed(e) => return Err(convert::raise(&e)),
+        };
+        let config = settings.session.clone();
+        let conn = Connection::take_over(config, resumption, state, count, Instant::now())
+            .map_err(|e| convert::raise(&e))?;
+        Self::over(ws, Core::taken_over(conn), settings, blocking)
+    }
+
+    /// The socket's file descriptor, for the event loop (`-1` while it is down).
+    fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
+        self.with(py, |s| Ok(s.fd().unwrap_or(-1)))
+    }
+
+    /// Whether the runtime granted resumption.
+    fn is_resumable(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |s| Ok(s.core.conn.is_resumable()))
+    }
+
+    /// Whether a call's request is in flight (after a take-over: the token's request).
+    fn following(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |s| Ok(s.core.is_calling()))
+    }
+
+    /// A resume token of the session as it stands (JSON text): its count is the runtime's
+    /// frames handed out so far.
+    fn resume_token(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |s| {
+            let url = s.settings.url.clone();
+            let token = (s.core.conn)
+                .resume_token(&url, Instant::now())
+                .map_err(|e| convert::raise(&e))?;
+            serde_json::to_string(&token).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        })
     }
 
     /// Starts a query (`pump` sends it).
@@ -292,43 +266,40 @@ impl Conn {
         })
     }
 
-    /// Starts the graceful end of the session; its end comes as an item.
+    /// Starts the graceful end of the session; its end comes as an item (`take`).
     fn end<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.with(py, |s| {
+        self.run(py, |s| {
             let mut items = Vec::new();
             s.core.end(&mut items);
             let mut p = s.pump(None, true);
             items.append(&mut p.items);
             p.items = items;
-            Self::pumped(py, s, p)
+            p
         })
     }
 
-    /// Sends what the session has to send (a request just started, an answer, a cancel)
-    /// without reading: `pump`'s tuple.
-    fn send<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.with(py, |s| {
-            let p = s.pump(None, false);
-            Self::pumped(py, s, p)
-        })
-    }
-
-    /// Moves what is ready without waiting: `(items, seconds until the next timer,
-    /// writes wait for the socket, the session is over, more may be ready at once)`.
+    /// Sends what the session has to send (a request just started, an answer, a cancel),
+    /// reads what is ready and runs the timers, without handing out items of frames: the
+    /// event loop's pump. The tuple of [`Conn::take`].
     fn pump<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        self.with(py, |s| {
-            let p = s.pump(None, true);
-            Self::pumped(py, s, p)
-        })
+        self.run(py, |s| s.pump(None, false))
     }
 
-    /// As `pump`, waiting (the GIL released) until there are items or the session is over; a
-    /// signal such as Ctrl-C raises meanwhile.
-    fn pump_blocking<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+    /// As `pump`, handing out the items of the frames read (one frame's on a resumable
+    /// session): `(items, seconds until the next timer, (writes wait, the session is over,
+    /// frames wait to be taken, pump again soon, watch for reading), the socket's file
+    /// descriptor or -1, a reconnection is due)`.
+    fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        self.run(py, |s| s.pump(None, true))
+    }
+
+    /// As `take`, waiting (the GIL released) until there are items or the session is over;
+    /// a signal such as Ctrl-C raises meanwhile. Reconnects itself.
+    fn take_blocking<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         self.with(py, |s| {
             loop {
                 let p = py.detach(|| s.pump(Some(SIGNAL_CHECK), true));
-                if !p.items.is_empty() || s.finished || s.core.is_ended() {
+                if !p.items.is_empty() || s.over() {
                     return Self::pumped(py, s, p);
                 }
                 py.check_signals()?;
@@ -336,37 +307,47 @@ impl Conn {
         })
     }
 
+    /// Runs the reconnection that is due (blocking, the GIL released; for the event loop, in
+    /// a worker thread). The state's lock is not held while it connects: the loop's pumps go
+    /// on meanwhile (the connection knows a reconnection is under way).
+    fn reconnect(&self, py: Python<'_>) -> PyResult<()> {
+        let job = self.with(py, |s| {
+            Ok(s.due.take().map(|h| (h, Arc::clone(&s.settings))))
+        })?;
+        let Some((headers, settings)) = job else {
+            return Ok(());
+        };
+        let attempt = py.detach(|| resume_socket(&settings, &headers));
+        self.with(py, |s| {
+            s.install(attempt);
+            Ok(())
+        })
+    }
+
     /// Closes the connection: a close frame (code 1000), then (the GIL released) a wait for
     /// the runtime's, of at most 1 s after a success (`ok`), 100 ms otherwise.
     fn close(&self, py: Python<'_>, ok: bool) -> PyResult<()> {
         self.with(py, |s| {
-            if s.finished {
-                // Gone already; a close reply tungstenite queued goes out, then the socket ends.
-                if let Some(t) = tcp(&s.ws) {
-                    let _ = t.set_nonblocking(false);
-                    let _ = t.set_write_timeout(Some(close_wait(false)));
-                }
-                let _ = s.ws.flush();
-                if let Some(t) = tcp(&s.ws) {
-                    let _ = t.shutdown(std::net::Shutdown::Both);
-                }
-                return Ok(());
-            }
-            s.finished = true;
-            let wait = close_wait(ok);
+            let up = std::mem::replace(&mut s.up, false);
+            let wait = close_wait(ok && up);
             py.detach(|| {
                 if let Some(t) = tcp(&s.ws) {
                     let _ = t.set_nonblocking(false);
                     let _ = t.set_write_timeout(Some(wait));
                     let _ = t.set_read_timeout(Some(wait));
                 }
-                let frame = CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                };
-                if s.ws.close(Some(frame)).is_ok() {
-                    let until = Instant::now() + wait;
-                    while Instant::now() < until && s.ws.read().is_ok() {}
+                if up {
+                    let frame = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    };
+                    if s.ws.close(Some(frame)).is_ok() {
+                        let until = Instant::now() + wait;
+                        while Instant::now() < until && s.ws.read().is_ok() {}
+                    }
+                } else {
+                    // Gone already; a close reply tungstenite queued goes out.
+                    let _ = s.ws.flush();
                 }
                 // The TCP connection ends now, whenever Python drops this object.
                 if let Some(t) = tcp(&s.ws) {

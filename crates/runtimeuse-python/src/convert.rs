@@ -238,7 +238,9 @@ pub(crate) fn error_parts<'py>(
                 diagnostics.last_message.map(|k| k.as_str()),
             )?;
             details.set_item("message_count", diagnostics.message_count)?;
-            details.set_item("phase", format!("{:?}", diagnostics.phase))?;
+            // The upstream's name for where the client stood: waiting for the next message
+            // (a callback's own limit is a `callback_timeout`).
+            details.set_item("phase", "waiting_for_message")?;
             name
         }
         Error::CallbackTimeout { callback, limit } => {
@@ -259,7 +261,14 @@ pub(crate) fn error_parts<'py>(
         Error::Config(_) | Error::Usage(_) => "usage",
         _ => "protocol",
     };
-    Ok((kind, message(e), details))
+    let text = match e {
+        // The upstream's words for a stream that ended without its terminal.
+        Error::ConnectionClosed => {
+            "No result message received: the connection closed before the request finished".into()
+        }
+        _ => message(e),
+    };
+    Ok((kind, text, details))
 }
 
 /// `(FAILED, (kind, message, details))` for a call that failed.

@@ -85,8 +85,20 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(config: Config) -> Self {
+        Self::with(Connection::new(config, Instant::now()))
+    }
+
+    /// The core of a connection taken over from a resume token: its current call is the
+    /// request that was in flight.
+    pub(crate) fn taken_over(conn: Connection<()>) -> Self {
+        let mut core = Self::with(conn);
+        core.current = core.conn.requests().current();
+        core
+    }
+
+    fn with(conn: Connection<()>) -> Self {
         Self {
-            conn: Connection::new(config, Instant::now()),
+            conn,
             current: None,
             pending: HashMap::new(),
             next_key: 0,
@@ -142,7 +154,9 @@ impl Core {
     /// Moves the connection's events into `out` until nothing is ready, expired timers fed
     /// (its frames wait in `poll_transmit`). Stops early once `out` holds `max` items: then
     /// more may be ready, and it returns `true`.
-    pub(crate) fn settle(&mut self, out: &mut Vec<Item>, max: usize) -> bool {
+    /// `timers`: whether expired timers run (a driver with frames still to feed holds them:
+    /// a frame waiting is news the timers have not heard yet).
+    pub(crate) fn settle(&mut self, out: &mut Vec<Item>, max: usize, timers: bool) -> bool {
         loop {
             if let Some(event) = self.conn.poll_event() {
                 self.route(event, out);
@@ -152,7 +166,7 @@ impl Core {
                 continue;
             }
             let now = Instant::now();
-            if self.conn.poll_timeout() <= now {
+            if timers && self.conn.poll_timeout() <= now {
                 self.conn.handle_timeout(now);
                 continue;
             }
@@ -197,6 +211,11 @@ impl Core {
                 out.push(Item::Failed(e));
             }
         }
+    }
+
+    /// Whether a call's request is in flight.
+    pub(crate) fn is_calling(&self) -> bool {
+        self.current.is_some()
     }
 
     /// Whether the session ended (its end was reported).

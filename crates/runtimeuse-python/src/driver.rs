@@ -116,7 +116,7 @@ impl Driver {
     fn poll<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         self.with(py, |c| {
             let (mut texts, mut items) = (Vec::new(), Vec::new());
-            c.settle(&mut items, usize::MAX);
+            c.settle(&mut items, usize::MAX, true);
             while let Some(frame) = c.conn.poll_transmit() {
                 if let Outgoing::Text(text) = frame {
                     texts.push(text);

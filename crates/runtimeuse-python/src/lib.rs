@@ -14,6 +14,7 @@ mod conn;
 mod convert;
 mod core;
 mod driver;
+mod pump;
 mod wire;
 
 use pyo3::prelude::*;

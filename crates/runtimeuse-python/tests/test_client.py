@@ -19,7 +19,6 @@ from runtimeuse_rs import (
     CallbackTimeoutError,
     CancelledException,
     CommandInterface,
-    ConnectedWebSocketTransport,
     ConnectTimeoutError,
     ExecuteCommandsOptions,
     IdleTimeoutError,
@@ -482,42 +481,47 @@ async def test_a_slow_consumer_stops_the_reading_instead_of_growing_memory():
     assert held and max(held) <= 4096 + 1024, max(held)
 
 
-async def test_the_connected_transport_ends_the_session_and_answers_late_artifacts(runtime, files, tmp_path):
-    """`ConnectedWebSocketTransport.end_session`, the upstream protocol's way to end a session:
-    a late artifact request goes to `on_message` and its answer is sent back."""
+async def test_the_plain_websocket_transport_ends_the_session_and_answers_late_artifacts(runtime, files, tmp_path):
+    """`WebSocketTransport` used directly (as the upstream's: a plain message stream over
+    `websockets`), under a transport of the user's: the session's calls run on the Rust request
+    layer over it, and `ConnectedWebSocketTransport.end_session` answers a late artifact
+    request through the session's last artifact callback."""
     from runtimeuse_rs import WebSocketTransport
-    from runtimeuse_rs.client import RuntimeUseSession
+
+    class Plain:
+        def __init__(self, url):
+            self.inner = WebSocketTransport(url)
+
+        def connect(self):
+            return self.inner.connect()
 
     art = tmp_path / "late"
     asked = []
 
-    async def on_message(message):
-        asked.append(message["filename"])
-        return {"presigned_url": f"{files.base}/end/{message['filename']}", "content_type": "text/plain"}
+    def on_artifact(request):
+        asked.append(request.filename)
+        return ArtifactUploadResult(presigned_url=f"{files.base}/end/{request.filename}", content_type="text/plain")
 
-    connected = ConnectedWebSocketTransport(await WebSocketTransport(runtime)._connect())
-    session = RuntimeUseSession(connected)
-    result = await session.query(
-        "ECHO:ok",
-        opts(
-            artifacts_dirs=[str(art)],
-            on_artifact_upload_request=lambda r: ArtifactUploadResult(presigned_url="unused", content_type="x"),
-            # Written after the result: the request for it arrives between calls.
-            post_agent_invocation_commands=[
-                CommandInterface(
-                    command=f"mkdir -p {art} && (sleep 0.3; printf end > {art}/t && mv {art}/t {art}/e.txt) "
-                    ">/dev/null 2>&1 &"
-                )
-            ],
-        ),
-    )
-    assert result.data.text == "ok"
-    for _ in range(200):  # the runtime drains its watcher before it confirms the end
-        if (art / "e.txt").exists():
-            break
-        await asyncio.sleep(0.05)
-    await connected.end_session(on_message=on_message, timeout_s=10)
-    await connected.close()
+    async with RuntimeUseClient(transport=Plain(runtime)).session() as session:
+        result = await session.query(
+            "ECHO:ok",
+            opts(
+                artifacts_dirs=[str(art)],
+                on_artifact_upload_request=on_artifact,
+                # Written after the result: the request for it arrives as the session ends.
+                post_agent_invocation_commands=[
+                    CommandInterface(
+                        command=f"mkdir -p {art} && (sleep 0.3; printf end > {art}/t && mv {art}/t {art}/e.txt) "
+                        ">/dev/null 2>&1 &"
+                    )
+                ],
+            ),
+        )
+        assert result.data.text == "ok"
+        for _ in range(200):  # the runtime drains its watcher before it confirms the end
+            if (art / "e.txt").exists():
+                break
+            await asyncio.sleep(0.05)
     for _ in range(100):
         if "/end/e.txt" in files.handler.uploads:
             break

@@ -1,7 +1,6 @@
 //! Connecting: [`Client`].
 
 use runtimeuse_client_core::resume::{Attempt, Resumption};
-use runtimeuse_proto::resume::{RESUME_HEADER, RESUME_VERSION};
 use std::sync::Arc;
 
 use runtimeuse_client_core::ClientSettings;
@@ -9,7 +8,7 @@ use runtimeuse_proto as proto;
 use runtimeuse_proto::{CommandExecutionResult, QueryResult};
 
 use crate::Error;
-use crate::connect::connect;
+use crate::connect::connect_session;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
 use runtimeuse_client_core::requests::{OneShotClose, close_after_one_shot};
@@ -69,16 +68,10 @@ impl Client {
     ///
     /// [`Error::Config`], [`Error::Connect`], [`Error::ConnectTimeout`], [`Error::WebSocket`].
     pub fn session(&self) -> Result<Session, Error> {
-        let s = &self.inner;
-        let ask = [(RESUME_HEADER, RESUME_VERSION.to_owned())];
-        let extra: &[_] = if s.resume { &ask } else { &[] };
-        let (ws, headers) = connect(s, extra)?;
-        let mut session = Session::new(ws, s.session.clone());
-        if s.resume {
-            match Resumption::granted(&headers) {
-                Some(granted) => session.make_resumable(granted, Arc::clone(&self.inner)),
-                None => tracing::debug!("the runtime did not grant resumption"),
-            }
+        let (ws, granted) = connect_session(&self.inner)?;
+        let mut session = Session::new(ws, self.inner.session.clone());
+        if let Some(granted) = granted {
+            session.make_resumable(granted, Arc::clone(&self.inner));
         }
         Ok(session)
     }
@@ -100,7 +93,7 @@ impl Client {
         settings.url = token.url().to_owned();
         let settings = Arc::new(settings);
         let (resumption, state) = Resumption::from_token(token, crate::session::now())?;
-        match crate::pump::attempt(&settings, &resumption.resume_headers()) {
+        match crate::connect::resume_socket(&settings, &resumption.resume_headers()) {
             Attempt::Resumed(ws, count) => {
                 tracing::debug!(url = %settings.display_url(), "session taken over");
                 Session::take_over(*ws, settings, resumption, state, count)

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use runtimeuse_client_core::ClientSettings;
 use runtimeuse_client_core::read_ahead::ReadAheadStream;
+use runtimeuse_client_core::resume::{Attempt, Resumption};
+use runtimeuse_proto::resume::{RESUME_HEADER, RESUME_VERSION};
 use tungstenite::WebSocket;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::stream::MaybeTlsStream;
@@ -42,6 +44,53 @@ pub fn connect_socket(settings: &ClientSettings) -> Result<Socket, Error> {
         t.set_read_timeout(None).map_err(Error::Connect)?;
     }
     Ok(ws)
+}
+
+/// Connects as [`Client::session`](crate::Client::session) does, without a session: the
+/// socket (blocking, without timeouts) and, when the settings ask for resumption
+/// ([`ClientSettings::resume`]) and the runtime granted it, the session's [`Resumption`], for
+/// a driver of its own over the shared [`Connection`](runtimeuse_client_core::connection)
+/// (`Connection::make_resumable`). Reconnect it with [`resume_socket`].
+///
+/// # Errors
+///
+/// As [`Client::session`](crate::Client::session).
+pub fn connect_session(settings: &ClientSettings) -> Result<(Socket, Option<Resumption>), Error> {
+    let ask = [(RESUME_HEADER, RESUME_VERSION.to_owned())];
+    let extra: &[_] = if settings.resume { &ask } else { &[] };
+    let (ws, headers) = connect(settings, extra)?;
+    if let Some(t) = tcp(&ws) {
+        t.set_read_timeout(None).map_err(Error::Connect)?;
+    }
+    let granted = settings
+        .resume
+        .then(|| Resumption::granted(&headers))
+        .flatten();
+    if settings.resume && granted.is_none() {
+        tracing::debug!("the runtime did not grant resumption");
+    }
+    Ok((ws, granted))
+}
+
+/// One attempt to resume a session on a new socket, with the handshake headers the
+/// connection asked for (`Connection::poll_reconnect`, or
+/// [`Resumption::resume_headers`] for a token): the socket and the count of the client's
+/// frames the runtime processed, its refusal, or a failure worth another try. Blocks for at
+/// most about twice the settings' connect timeout; the socket is left blocking with that
+/// read timeout.
+pub fn resume_socket(
+    settings: &ClientSettings,
+    headers: &[(&'static str, String)],
+) -> Attempt<Box<Socket>> {
+    let mut ws = match connect(settings, headers) {
+        Ok((ws, _)) => ws,
+        Err(e) => return Attempt::from_error(e),
+    };
+    if let Some(t) = tcp(&ws) {
+        let _ = t.set_read_timeout(Some(settings.connect_timeout));
+    }
+    let first = ws.read();
+    Attempt::from_first_frame(Box::new(ws), first)
 }
 
 /// Connects with these extra handshake headers: the socket and the response's headers.

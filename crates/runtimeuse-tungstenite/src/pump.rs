@@ -15,9 +15,9 @@ use runtimeuse_client_core::resume::Attempt;
 use runtimeuse_proto::{Event, RequestEvent, RequestId};
 use tungstenite::Message;
 
-use crate::connect::{Socket, connect, tcp};
+use crate::Error;
+use crate::connect::{resume_socket, tcp};
 use crate::session::{Owed, Session, now};
-use crate::{ClientSettings, Error};
 
 /// While a request runs, a blocked read wakes at least this often to notice an abort from
 /// another thread (a blocking socket cannot be woken otherwise).
@@ -149,7 +149,7 @@ impl Session {
             // A session made resumable is given its settings with it: not reached.
             return self.conn.cannot_reconnect(now());
         };
-        match attempt(&settings, &headers) {
+        match resume_socket(&settings, &headers) {
             Attempt::Resumed(ws, count) => {
                 self.ws = *ws;
                 self.read_timeout = None;
@@ -187,22 +187,4 @@ impl Session {
             tracing::debug!(error = %e, "could not set the read timeout");
         }
     }
-}
-
-/// One reconnection of a resumable session (its socket boxed: it is large): a resuming
-/// handshake with `headers`, then the runtime's count of the client's frames (its first
-/// frame).
-pub(crate) fn attempt(
-    settings: &ClientSettings,
-    headers: &[(&'static str, String)],
-) -> Attempt<Box<Socket>> {
-    let mut ws = match connect(settings, headers) {
-        Ok((ws, _)) => ws,
-        Err(e) => return Attempt::from_error(e),
-    };
-    if let Some(t) = tcp(&ws) {
-        let _ = t.set_read_timeout(Some(settings.connect_timeout));
-    }
-    let first = ws.read();
-    Attempt::from_first_frame(Box::new(ws), first)
 }

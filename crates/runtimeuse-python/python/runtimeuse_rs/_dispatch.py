@@ -80,6 +80,9 @@ def exception(parts: tuple[str, str, dict[str, Any]], cancelled_message: str) ->
         return CancelledException(cancelled_message)
     if kind == "usage":
         return ValueError(message)
+    if kind == "idle_timeout":
+        # The upstream's words (its number as Python writes it).
+        message = f"No message received from agent runtime for {details['idle_timeout']}s"
     cls = _KINDS.get(kind, ProtocolError)
     return cls(message, metadata=details or None)
 
@@ -97,10 +100,11 @@ _TIMEOUT_TYPES = {
 }
 
 
-def _limit_error(name: str, limit: float) -> CallbackTimeoutError:
+def _limit_error(name: str, limit: float, where: dict[str, Any]) -> CallbackTimeoutError:
+    """A callback's limit passed; ``where`` says what it was handling (the upstream's fields)."""
     return CallbackTimeoutError(
         f"{name} callback timed out",
-        metadata={"timeout_type": _TIMEOUT_TYPES[name], "timeout": limit},
+        metadata={"timeout_type": _TIMEOUT_TYPES[name], "timeout": limit, **where},
     )
 
 
@@ -130,6 +134,8 @@ class Request:
         self.failure: BaseException | None = None
         self.uploader = uploader if uploader is not None else options.on_artifact_upload_request
         self.log = options.logger or logger
+        # Messages handed to this request so far (the upstream's `message_count`).
+        self.handed = 0
 
     @property
     def cancelled_message(self) -> str:
@@ -157,7 +163,9 @@ class Request:
             "awaitable (use RuntimeUseClient for async callbacks)"
         )
 
-    async def _call(self, callback: Callable[..., Any], arg: Any, limit: float | None, name: str) -> Any:
+    async def _call(
+        self, callback: Callable[..., Any], arg: Any, limit: float | None, name: str, where: dict[str, Any]
+    ) -> Any:
         if limit is None or self.blocking:
             started = time.monotonic() if limit is not None else 0.0
             result = callback(arg)
@@ -166,7 +174,7 @@ class Request:
                     self._refuse(result)
                 result = await result
             if limit is not None and time.monotonic() - started > limit:
-                raise _limit_error(name, limit)
+                raise _limit_error(name, limit, where)
             return result
         try:
             async with asyncio.timeout(limit):
@@ -175,7 +183,7 @@ class Request:
                     result = await result
                 return result
         except TimeoutError as exc:
-            raise _limit_error(name, limit) from exc
+            raise _limit_error(name, limit, where) from exc
 
     async def artifact(self, filename: str, filepath: str, key: int) -> None:
         """Answers one artifact upload request (``respond``/``decline`` of ``answers``)."""
@@ -193,6 +201,7 @@ class Request:
                 request,
                 self.options.artifact_upload_callback_timeout,
                 "on_artifact_upload_request",
+                {"filename": filename, "filepath": filepath},
             )
         except Exception as exc:
             self.answers.decline(key)
@@ -214,8 +223,12 @@ class Request:
         while True:
             batch = await next_items()
             if not batch:
-                raise RuntimeConnectionError("connection closed before the request finished")
-            for item in batch:
+                raise RuntimeConnectionError(
+                    "No result message received: the connection closed before the request finished"
+                )
+            base = self.handed
+            self.handed += len(batch)
+            for index, item in enumerate(batch):
                 cls = type(item)
                 if cls is _Output:
                     if on_output is None or self.aborted or self.failure is not None:
@@ -235,7 +248,17 @@ class Request:
                     if on_assistant is None or self.aborted or self.failure is not None:
                         continue
                     try:
-                        await self._call(on_assistant, item, assistant_limit, "on_assistant_message")
+                        await self._call(
+                            on_assistant,
+                            item,
+                            assistant_limit,
+                            "on_assistant_message",
+                            {
+                                "last_message_type": "assistant_message",
+                                "message_count": base + index + 1,
+                                "phase": "assistant_callback",
+                            },
+                        )
                     except Exception as exc:
                         self._fail(exc)
                 else:
@@ -250,8 +273,9 @@ class Request:
                         raise ProtocolError(f"unexpected item {code} during a request")
 
     def _result(self, data: Any) -> Any:
-        # The Rust client decoded and checked these: constructed, not validated again.
-        if self.kind == "commands":
+        # The Rust client decoded and checked these: constructed, not validated again. A
+        # command batch's results are a list (what a followed request turns out to be).
+        if isinstance(data, list):
             return construct(
                 CommandExecutionResult,
                 {

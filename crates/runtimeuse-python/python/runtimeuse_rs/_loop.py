@@ -1,19 +1,16 @@
 """A native connection driven by the running asyncio event loop: the loop watches the socket
 and pumps it when readable (or writable, while writes wait), and when the session's next timer
-is due. Everything runs on the loop's thread."""
+is due; the caller takes the items of the frames read. A reconnection (a resumable session)
+runs in a worker thread while the loop goes on. Everything else runs on the loop's thread."""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, Callable
 
 from . import _native
 from ._dispatch import from_native
-
-# Items waiting for the caller beyond which the loop stops reading the socket (the runtime
-# then waits, through TCP's flow control): what bounds the client's memory.
-_BACKLOG = 4096
 
 
 class LoopConn:
@@ -22,83 +19,122 @@ class LoopConn:
     def __init__(self, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.conn = conn
         self.loop = loop
-        self.fd = conn.fileno()
+        self.fd = -1
         self.items: list[Any] = []
         self.waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf
         self.writing = False
+        self.reading = False
         self.finished = False
-        self.reading = True
+        self.reconnecting: asyncio.Future[None] | None = None
         # An error of a pump run by the loop (not by a caller), for the waiting caller.
         self.error: BaseException | None = None
-        loop.add_reader(self.fd, self.pump)
+        self.pump()
 
     @classmethod
     async def connect(cls, url: str, settings: dict[str, Any]) -> "LoopConn":
         """Connects in a worker thread (the handshake blocks), then joins the loop."""
+        return await cls._open(lambda: _native.Conn.connect(url, **settings))
+
+    @classmethod
+    async def take_over(cls, token: str, settings: dict[str, Any]) -> "LoopConn":
+        """Takes over the session of a resume token (in a worker thread), then joins the loop."""
+        options = {k: v for k, v in settings.items() if k != "resume"}
+        return await cls._open(lambda: _native.Conn.take_over(token, **options))
+
+    @classmethod
+    async def _open(cls, make: Callable[[], Any]) -> "LoopConn":
         loop = asyncio.get_running_loop()
         try:
-            conn = await loop.run_in_executor(None, lambda: _native.Conn.connect(url, **settings))
+            conn = await loop.run_in_executor(None, make)
         except _native.NativeError as err:
             raise from_native(err) from None
         return cls(conn, loop)
 
-    def _apply(self, pumped: tuple[list[Any], float, bool, bool, bool]) -> None:
-        items, wait, want_write, finished, more = pumped
-        if items:
-            if self.items:
-                self.items.extend(items)
+    def _watch(self, fd: int, reading: bool, writing: bool) -> None:
+        if fd != self.fd:
+            self._unwatch()
+            self.fd = fd
+        if fd < 0:
+            return
+        if reading != self.reading:
+            self.reading = reading
+            if reading:
+                self.loop.add_reader(fd, self.pump)
             else:
-                self.items = items
-        if finished:
+                self.loop.remove_reader(fd)
+        if writing != self.writing:
+            self.writing = writing
+            if writing:
+                self.loop.add_writer(fd, self.pump)
+            else:
+                self.loop.remove_writer(fd)
+
+    def _unwatch(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+
+    def _apply(self, pumped: tuple[Any, ...]) -> bool:
+        """What a native pump said; whether frames wait to be taken."""
+        items, wait, (want_write, over, ready, more, reading), fd, due = pumped
+        if items:
+            self.items.extend(items)
+        if over:
             self.finished = True
             self._detach()
         else:
+            self._watch(fd, reading, want_write)
             at = self.loop.time() + wait
             if at < self.timer_at:
                 if self.timer is not None:
                     self.timer.cancel()
                 self.timer = self.loop.call_at(at, self._on_timer)
                 self.timer_at = at
-            if want_write != self.writing:
-                self.writing = want_write
-                if want_write:
-                    self.loop.add_writer(self.fd, self.pump)
-                else:
-                    self.loop.remove_writer(self.fd)
-            if self.reading and len(self.items) >= _BACKLOG:
-                self.reading = False
-                self.loop.remove_reader(self.fd)
-            elif more and self.reading:
+            if more:
                 # Frames may wait in the WebSocket's buffer, which the loop cannot watch.
                 self.loop.call_soon(self.pump)
+            if due and self.reconnecting is None:
+                self.reconnecting = asyncio.ensure_future(self._reconnect())
         waiter = self.waiter
-        if (items or finished) and waiter is not None and not waiter.done():
+        if (items or ready or over) and waiter is not None and not waiter.done():
             waiter.set_result(None)
+        return bool(ready)
+
+    async def _reconnect(self) -> None:
+        try:
+            await self.loop.run_in_executor(None, self.conn.reconnect)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        finally:
+            self.reconnecting = None
+        self.pump()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc
+        self.finished = True
+        self._detach()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
     def pump(self) -> None:
-        """Moves what is ready, both ways. Run by the loop: an error ends the connection and
-        goes to the waiting caller rather than to the loop's exception handler."""
+        """Moves what is ready, both ways, and runs the timers. Run by the loop: an error ends
+        the connection and goes to the waiting caller rather than to the loop's handler."""
         if self.finished:
             return
         try:
-            # Backlogged: timers and writes only; the socket is read again once the caller
-            # took the items.
-            pumped = self.conn.pump() if self.reading else self.conn.send()
+            pumped = self.conn.pump()
         except Exception as exc:
-            self.error = exc
-            self.finished = True
-            self._detach()
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(None)
+            self._failed(exc)
             return
         self._apply(pumped)
 
-    def send(self) -> None:
-        """Sends what waits to be sent (a request, an answer, a cancel), without reading."""
-        if not self.finished:
-            self._apply(self.conn.send())
+    send = pump
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -106,24 +142,24 @@ class LoopConn:
         self.pump()
 
     def _detach(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.loop.remove_reader(self.fd)
-        if self.writing:
-            self.writing = False
-            self.loop.remove_writer(self.fd)
+        self._unwatch()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
             self.timer_at = math.inf
 
     async def next_items(self) -> list[Any]:
-        """The items so far, waiting for one; empty once the connection is over."""
+        """The items of the frames read so far, waiting for one; empty once the connection
+        is over."""
         while not self.items:
             if self.error is not None:
                 raise self.error
             if self.finished:
                 return []
+            if self._apply(self.conn.take()) or self.items:
+                continue
+            if self.finished:
+                continue
             waiter = self.waiter = self.loop.create_future()
             try:
                 await waiter
@@ -131,10 +167,6 @@ class LoopConn:
                 self.waiter = None
         items = self.items
         self.items = []
-        if not self.reading and not self.finished:
-            self.reading = True
-            self.loop.add_reader(self.fd, self.pump)
-            self.pump()
         return items
 
     def end(self) -> None:
@@ -146,4 +178,9 @@ class LoopConn:
         """Closes the connection (the close handshake runs in a worker thread)."""
         self.finished = True
         self._detach()
+        if self.reconnecting is not None:
+            try:
+                await self.reconnecting
+            except Exception:
+                pass
         await self.loop.run_in_executor(None, self.conn.close, ok)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncGenerator, AsyncIterator, Callable
 
 from . import _native
-from ._dispatch import ARTIFACT, Request, late_answerer, start
+from ._dispatch import ARTIFACT, ENDED, FAILED, Request, answer_late, from_native, late_answerer, logger, start
+from .exceptions import ProtocolError
 from ._loop import LoopConn
-from .transports import ConnectedWebSocketTransport, Transport, WebSocketTransport
+from .transports import Transport, WebSocketTransport
+from .transports.transport import EndSessionMessageHandler
 from .types import (
     CommandExecutionResult,
     CommandInterface,
@@ -35,12 +37,15 @@ async def _loop_call(
     default_timeout: float | None,
     track: Track,
     uploader: Any = None,
+    follow: bool = False,
 ) -> Any:
-    """One call on an event-loop connection."""
+    """One call on an event-loop connection (``follow``: the request in flight of a session
+    taken over, not started here)."""
     # Messages of an earlier call that was itself cancelled (its task was) are not this call's;
     # artifact requests are the session's, and stay.
     conn.items = [i for i in conn.items if isinstance(i, tuple) and i[0] == ARTIFACT]
-    start(conn.conn, kind, prompt, commands, options, default_timeout)
+    if not follow:
+        start(conn.conn, kind, prompt, commands, options, default_timeout)
     request = Request(options, kind=kind, answers=conn.conn, flush=conn.send, uploader=uploader)
     track(request)
     try:
@@ -50,12 +55,10 @@ async def _loop_call(
         track(None)
 
 
-_WAKE = object()
-
-
 async def _transport_call(
     driver: Any,
-    open_stream: Any,
+    stream: AsyncGenerator[dict[str, Any], None],
+    send_queue: asyncio.Queue[dict[str, Any]],
     kind: str,
     prompt: str | None,
     commands: Any,
@@ -64,43 +67,48 @@ async def _transport_call(
     default_timeout: float | None,
     track: Track,
 ) -> Any:
-    """One call over a user-supplied transport: its messages feed the Rust request layer."""
+    """One call over a user-supplied transport: its messages feed the Rust request layer.
+
+    As the upstream does, one message is pulled at a time and handled completely (callbacks
+    awaited, answers and cancels queued) before the next is pulled; the generator is closed
+    at the terminal. A timer of the request layer (the idle or overall limit) never cancels
+    a pull in progress: the pull waits for the next one."""
     start(driver, kind, prompt, commands, options, default_timeout)
-    send_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    inbox: asyncio.Queue[Any] = asyncio.Queue()
-    stream = open_stream(send_queue)
+    wake = asyncio.Event()
+    pull: asyncio.Future[dict[str, Any]] | None = None
+    ended = False
 
-    async def pump() -> None:
-        try:
-            async for message in stream:
-                inbox.put_nowait(message)
-        finally:
-            inbox.put_nowait(None)
-
-    def wake() -> None:
-        inbox.put_nowait(_WAKE)
-
-    reader = asyncio.create_task(pump())
-
-    async def next_items() -> list[tuple[Any, ...]]:
+    async def next_items() -> list[Any]:
+        nonlocal pull, ended
         while True:
+            wake.clear()
             sent, items, wait = driver.poll()
             for text in sent:
                 send_queue.put_nowait(json.loads(text))
             if items:
-                ready: list[tuple[Any, ...]] = items
+                ready: list[Any] = items
                 return ready
+            if ended:
+                return []
+            if pull is None:
+                pull = asyncio.ensure_future(anext(stream))
+            woken = asyncio.ensure_future(wake.wait())
             try:
-                async with asyncio.timeout(wait):
-                    message = await inbox.get()
-            except TimeoutError:
+                await asyncio.wait({pull, woken}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+            if not pull.done():
                 continue
-            if message is None:
+            done, pull = pull, None
+            try:
+                message = done.result()
+            except StopAsyncIteration:
+                ended = True
                 driver.closed()
-            elif message is not _WAKE:
-                driver.receive(json.dumps(message))
+                continue
+            driver.receive(json.dumps(message))
 
-    request = Request(options, kind=kind, answers=driver, flush=wake)
+    request = Request(options, kind=kind, answers=driver, flush=wake.set)
     track(request)
     try:
         return await request.run(next_items)
@@ -109,12 +117,48 @@ async def _transport_call(
         # What the request layer still sends (an answer, a cancel) goes out before the close.
         for text in driver.poll()[0]:
             send_queue.put_nowait(json.loads(text))
-        reader.cancel()
-        try:
-            await reader
-        except (asyncio.CancelledError, Exception):
-            pass
+        if pull is not None:
+            pull.cancel()
+            try:
+                await pull
+            except (asyncio.CancelledError, StopAsyncIteration, Exception):
+                pass
         await stream.aclose()
+
+
+class _NativeConnected:
+    """A session's connection when the transport is ``WebSocketTransport``: the Rust client's
+    own (``LoopConn``), ended gracefully as the upstream's connected transport is."""
+
+    def __init__(self, conn: LoopConn) -> None:
+        self._conn = conn
+
+    async def end_session(
+        self,
+        on_message: EndSessionMessageHandler | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        """Ends the session gracefully (``end_session_message``, then the runtime's
+        confirmation, at most ``timeout_s``); each late artifact upload request goes to
+        ``on_message`` and its answer is sent back."""
+        conn = self._conn
+        conn.end()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    items = await conn.next_items()
+                    if not items:
+                        return
+                    for item in items:
+                        if not isinstance(item, tuple):
+                            continue  # a message of a request that was cancelled
+                        if item[0] == ARTIFACT:
+                            await answer_late(conn.conn, item, on_message)
+                            conn.send()
+                        elif item[0] in (ENDED, FAILED):
+                            return
+        except TimeoutError:
+            logger.warning("the runtime did not confirm the end of the session in time")
 
 
 class RuntimeUseSession:
@@ -124,7 +168,7 @@ class RuntimeUseSession:
     artifact requests are answered by the last ``on_artifact_upload_request`` given).
     """
 
-    def __init__(self, connected: Any, *, default_timeout: float | None = None, driver: Any = None) -> None:
+    def __init__(self, connected: Any, *, default_timeout: float | None = None, driver: Callable[[], Any] | None = None) -> None:
         self._connected = connected
         self._driver = driver
         self._lock = asyncio.Lock()
@@ -147,9 +191,14 @@ class RuntimeUseSession:
             if options.on_artifact_upload_request is not None:
                 self._last_artifact_cb = options.on_artifact_upload_request
             if self._driver is not None:
+                send_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+                # Each request of a user's transport is a stream of its own: a fresh request
+                # layer for each, so one that ended without its terminal (its stream closed
+                # after a cancel) leaves nothing behind for the next.
                 return await _transport_call(
-                    self._driver,
-                    self._connected.request,
+                    self._driver(),
+                    self._connected.request(send_queue),
+                    send_queue,
                     kind,
                     prompt,
                     commands,
@@ -182,6 +231,45 @@ class RuntimeUseSession:
         result: CommandExecutionResult = await self._call("commands", None, commands, options)
         return result
 
+    def resume_token(self) -> str:
+        """A resume token of this session (JSON text, the Rust clients' format): with it,
+        ``RuntimeUseClient.resume`` (here or in another process, or a Rust client) takes the
+        session over, and the request in flight goes on there. Called from a callback, it
+        covers exactly the messages handed out until then. Needs ``resume=True`` and a runtime
+        that granted resumption; **the token is a secret** (whoever holds it can take the
+        session over). Taking one pins the session's replay at its count: take a new one each
+        time you store one."""
+        if self._driver is not None:
+            raise ProtocolError("resume tokens need the client's own WebSocket transport")
+        try:
+            token: str = self._connected._conn.conn.resume_token()
+        except _native.NativeError as err:
+            raise from_native(err) from None
+        return token
+
+    async def follow(self, options: QueryOptions | ExecuteCommandsOptions) -> Any:
+        """The result of the request that was in flight when this session's token was taken
+        (a session of ``RuntimeUseClient.resume``): ``options``' callbacks get its messages
+        after the token's (its limits are the request's own, as the token carries them).
+        Returns a ``QueryResult`` or a ``CommandExecutionResult``, as the request was."""
+        async with self._lock:
+            conn = self._connected._conn if self._driver is None else None
+            if conn is None or not conn.conn.following():
+                raise ValueError("no request was in flight when the session's token was taken")
+            if options.on_artifact_upload_request is not None:
+                self._last_artifact_cb = options.on_artifact_upload_request
+            return await _loop_call(
+                conn,
+                "query" if isinstance(options, QueryOptions) else "commands",
+                None,
+                None,
+                options,
+                default_timeout=None,
+                track=self._track,
+                uploader=options.on_artifact_upload_request or self._last_artifact_cb,
+                follow=True,
+            )
+
     async def _end_session(self) -> None:
         end = getattr(self._connected, "end_session", None)
         if end is None:
@@ -210,6 +298,7 @@ class RuntimeUseClient:
         timeout: float | None = None,
         keepalive_interval: float | None = None,
         max_frame_size: int | None = None,
+        resume: bool = False,
     ) -> None:
         self._transport: Any
         if transport is not None:
@@ -222,6 +311,7 @@ class RuntimeUseClient:
                 idle_timeout=idle_timeout,
                 keepalive_interval=keepalive_interval,
                 max_frame_size=max_frame_size,
+                resume=resume,
             )
         else:
             raise ValueError("Either ws_url or transport must be provided")
@@ -244,9 +334,11 @@ class RuntimeUseClient:
 
     async def _one_shot(self, kind: str, prompt: str | None, commands: Any, options: Any) -> Any:
         if not isinstance(self._transport, WebSocketTransport):
+            send_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             return await _transport_call(
                 self._driver(),
-                self._transport,
+                self._transport(send_queue=send_queue),
+                send_queue,
                 kind,
                 prompt,
                 commands,
@@ -263,7 +355,7 @@ class RuntimeUseClient:
             ok = True
             # Artifacts written at the very end still upload: the end-of-session handshake.
             if options.artifacts_dirs:
-                await ConnectedWebSocketTransport(conn).end_session(
+                await _NativeConnected(conn).end_session(
                     on_message=late_answerer(options.on_artifact_upload_request)
                 )
             return result
@@ -288,21 +380,40 @@ class RuntimeUseClient:
         return result
 
     @asynccontextmanager
+    async def resume(self, token: str) -> AsyncIterator[RuntimeUseSession]:
+        """Takes over the session of a resume token (``RuntimeUseSession.resume_token``, from
+        this process or another, or a Rust client's) and yields it as a session (an async
+        context manager, ended gracefully on exit): ``follow`` gives the request that was in
+        flight, and more calls may follow. The token's URL is used with this client's other
+        settings. One attempt: raises ``RuntimeConnectionError`` when the runtime refuses
+        (the session is gone, or past its replay) or cannot be reached."""
+        if not isinstance(self._transport, WebSocketTransport):
+            raise TypeError("resume needs the client's own WebSocket transport (ws_url=...)")
+        conn = await LoopConn.take_over(token, self._transport._settings)
+        async with self._native_session(conn) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _native_session(self, conn: LoopConn) -> AsyncIterator[RuntimeUseSession]:
+        connected = _NativeConnected(conn)
+        session = RuntimeUseSession(connected, default_timeout=self._timeout)
+        ok = False
+        try:
+            yield session
+            ok = True
+        finally:
+            try:
+                await session._end_session()
+            finally:
+                await conn.close(ok)
+
+    @asynccontextmanager
     async def session(self) -> AsyncIterator[RuntimeUseSession]:
         """A persistent session (an async context manager): one connection for several calls,
         ended gracefully on exit."""
         if isinstance(self._transport, WebSocketTransport):
-            connected = ConnectedWebSocketTransport(await self._transport._connect())
-            session = RuntimeUseSession(connected, default_timeout=self._timeout)
-            ok = False
-            try:
+            async with self._native_session(await self._transport._connect()) as session:
                 yield session
-                ok = True
-            finally:
-                try:
-                    await session._end_session()
-                finally:
-                    await connected._conn.close(ok)
             return
         connect = getattr(self._transport, "connect", None)
         if connect is None:
@@ -311,7 +422,7 @@ class RuntimeUseClient:
                 "connect() method (PersistentTransport)."
             )
         async with connect() as connected:
-            session = RuntimeUseSession(connected, default_timeout=self._timeout, driver=self._driver())
+            session = RuntimeUseSession(connected, default_timeout=self._timeout, driver=self._driver)
             try:
                 yield session
             finally:

@@ -51,8 +51,18 @@ class _Calls:
         if current is not None:
             current.abort()
 
-    def _call(self, conn: Any, kind: str, prompt: str | None, commands: Any, options: Any, uploader: Any = None) -> Any:
-        start(conn, kind, prompt, commands, options, self._timeout)
+    def _call(
+        self,
+        conn: Any,
+        kind: str,
+        prompt: str | None,
+        commands: Any,
+        options: Any,
+        uploader: Any = None,
+        follow: bool = False,
+    ) -> Any:
+        if not follow:
+            start(conn, kind, prompt, commands, options, self._timeout)
         request = Request(options, kind=kind, answers=conn, blocking=True, uploader=uploader)
 
         async def next_items() -> Any:
@@ -68,7 +78,7 @@ class _Calls:
 
 
 def _items(conn: Any) -> list[Any]:
-    items: list[Any] = conn.pump_blocking()[0]
+    items: list[Any] = conn.take_blocking()[0]
     return items
 
 
@@ -116,6 +126,27 @@ class SyncRuntimeUseSession(_Calls):
         result: CommandExecutionResult = self._session_call("commands", None, commands, options)
         return result
 
+    def resume_token(self) -> str:
+        """A resume token of this session (as ``RuntimeUseSession.resume_token``)."""
+        try:
+            token: str = self._conn.resume_token()
+        except _native.NativeError as err:
+            raise from_native(err) from None
+        return token
+
+    def follow(self, options: QueryOptions | ExecuteCommandsOptions) -> Any:
+        """The result of the request in flight when the token was taken (as
+        ``RuntimeUseSession.follow``)."""
+        if not self._conn.following():
+            raise ValueError("no request was in flight when the session's token was taken")
+        if options.on_artifact_upload_request is not None:
+            self._last_artifact_cb = options.on_artifact_upload_request
+        kind = "query" if isinstance(options, QueryOptions) else "commands"
+        return self._call(
+            self._conn, kind, None, None, options,
+            options.on_artifact_upload_request or self._last_artifact_cb, follow=True,
+        )
+
 
 class SyncRuntimeUseClient(_Calls):
     """The blocking client: ``query``, ``execute_commands`` and ``session()`` as in
@@ -131,11 +162,14 @@ class SyncRuntimeUseClient(_Calls):
         timeout: float | None = None,
         keepalive_interval: float | None = None,
         max_frame_size: int | None = None,
+        resume: bool = False,
     ) -> None:
         super().__init__()
         self.ws_url = ws_url
         self._timeout = timeout
-        self._settings = settings(headers, connect_timeout, idle_timeout, keepalive_interval, max_frame_size)
+        self._settings = settings(
+            headers, connect_timeout, idle_timeout, keepalive_interval, max_frame_size, resume
+        )
 
     def _connect(self) -> Any:
         try:
@@ -166,9 +200,25 @@ class SyncRuntimeUseClient(_Calls):
         return result
 
     @contextmanager
+    def resume(self, token: str) -> Iterator[SyncRuntimeUseSession]:
+        """Takes over the session of a resume token (as ``RuntimeUseClient.resume``): a
+        context manager yielding the session, whose ``follow`` gives the request in flight."""
+        options = {k: v for k, v in self._settings.items() if k != "resume"}
+        try:
+            conn = _native.Conn.take_over(token, blocking=True, **options)
+        except _native.NativeError as err:
+            raise from_native(err) from None
+        with self._session_on(conn) as session:
+            yield session
+
+    @contextmanager
     def session(self) -> Iterator[SyncRuntimeUseSession]:
         """A persistent session (a context manager), ended gracefully on exit."""
-        conn = self._connect()
+        with self._session_on(self._connect()) as session:
+            yield session
+
+    @contextmanager
+    def _session_on(self, conn: Any) -> Iterator[SyncRuntimeUseSession]:
         session = SyncRuntimeUseSession(conn, self._timeout)
         ok = False
         try:

@@ -247,7 +247,7 @@ OnArtifactUploadRequestCallback = Callable[
 def _check_artifacts(dirs: list[str] | None, callback: object) -> None:
     if bool(dirs) != (callback is not None):
         raise ValueError(
-            "artifacts_dirs and on_artifact_upload_request must be given together"
+            "artifacts_dirs and on_artifact_upload_request must be specified together"
         )
 
 
