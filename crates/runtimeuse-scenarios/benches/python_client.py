@@ -30,6 +30,9 @@ import sys
 import time
 
 MODULE = sys.argv[6] if len(sys.argv) > 6 else "runtimeuse_client"
+# `runtimeuse_rs+resume`: this repository's package with resumable sessions (`resume=True`).
+RESUME = MODULE.endswith("+resume")
+MODULE = MODULE.removesuffix("+resume")
 _client = importlib.import_module("runtimeuse_client" if MODULE == "floor" else MODULE)
 CommandInterface = _client.CommandInterface
 ExecuteCommandsOptions = _client.ExecuteCommandsOptions
@@ -73,7 +76,8 @@ async def main(url: str, nbytes: int, queries: int, flood_url: str, flood_frames
         frames += 1
         received += len(message.text)
 
-    async with RuntimeUseClient(url).session() as session:
+    client = RuntimeUseClient(url, resume=True) if RESUME else RuntimeUseClient(url)
+    async with client.session() as session:
         for i in range(20 + queries):
             start = time.perf_counter()
             result = await session.query("ECHO:ping", options)
@@ -90,10 +94,22 @@ async def main(url: str, nbytes: int, queries: int, flood_url: str, flood_frames
         output_s = time.perf_counter() - start
         output_cpu = cpu_seconds() - cpu
         assert result.results[0].exit_code == 0, result
+        # Small frames through the runtime: assistant messages, counted in their callback.
+        messages = 0
+
+        async def on_message(message) -> None:
+            nonlocal messages
+            messages += 1
+
+        n = max(flood_frames // 10, 100)
+        start = time.perf_counter()
+        await session.query(f"STREAM:{n}", QueryOptions(system_prompt="", model="echo", on_assistant_message=on_message))
+        stream_s = time.perf_counter() - start
+        assert messages == n, (messages, n)
     assert received == nbytes, (received, nbytes)
     flood_s, flood_cpu = await flood(flood_url, flood_frames)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(statistics.median(times), output_s, frames, received, output_cpu, flood_s, flood_cpu, peak)
+    print(statistics.median(times), output_s, frames, received, output_cpu, flood_s, flood_cpu, peak, stream_s)
 
 
 class _Frames(asyncio.Protocol):
@@ -154,7 +170,7 @@ async def floor(url: str, queries: int) -> None:
             times.append(time.perf_counter() - start)
     transport.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(statistics.median(times), 0, 0, 0, 0, 0, 0, peak)
+    print(statistics.median(times), 0, 0, 0, 0, 0, 0, peak, 0)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,9 @@ struct Run {
     flood_s: f64,
     flood_cpu_s: f64,
     rss_kib: f64,
+    /// A query of small assistant messages (`flood_frames / 10`) through the runtime (the
+    /// Python script's; NaN for the Rust client).
+    stream_s: f64,
 }
 
 fn run(mut command: Command) -> Run {
@@ -137,7 +140,7 @@ fn run(mut command: Command) -> Run {
         .filter_map(|v| v.parse().ok())
         .collect();
     assert!(
-        out.status.success() && f.len() == 8,
+        out.status.success() && (f.len() == 8 || f.len() == 9),
         "client failed ({}): {text}",
         out.status
     );
@@ -150,6 +153,7 @@ fn run(mut command: Command) -> Run {
         flood_s: f[5],
         flood_cpu_s: f[6],
         rss_kib: f[7],
+        stream_s: f.get(8).copied().unwrap_or(f64::NAN),
     }
 }
 
@@ -226,6 +230,7 @@ fn main() {
         .output()
         .is_ok_and(|o| o.status.success());
     let (mut rust, mut py, mut rs_py, mut floor) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut rs_resume = Vec::new();
     for _ in 0..ROUNDS {
         let mut c = Command::new(&exe);
         let tail = [
@@ -244,6 +249,9 @@ fn main() {
             let mut c = Command::new(&python);
             c.arg(&script).args(&tail).arg("runtimeuse_rs");
             rs_py.push(run(c));
+            let mut c = Command::new(&python);
+            c.arg(&script).args(&tail).arg("runtimeuse_rs+resume");
+            rs_resume.push(run(c));
             let mut c = Command::new(&python);
             c.arg(&script).args(&tail).arg("floor");
             floor.push(run(c));
@@ -324,6 +332,7 @@ fn main() {
     println!("  (ratio: how many times better the Rust client is; the floor is the Python client)");
     if has_rs {
         python_package_table(&rs_py, &py, &floor, flood_frames, queries);
+        resume_table(&rs_resume, &rs_py, flood_frames);
     } else {
         println!("(runtimeuse_rs is not installed in this Python: its table is skipped)");
     }
@@ -408,4 +417,51 @@ fn python_package_table(rs: &[Run], up: &[Run], floor: &[Run], flood_frames: u64
         per_round(&|r, p| p.rss_kib / r.rss_kib),
         "less",
     );
+}
+
+/// The Python package with resumable sessions against the same without: the cost of
+/// resumption (acknowledgements, replay bookkeeping, one frame's items per native call).
+fn resume_table(on: &[Run], off: &[Run], flood_frames: u64) {
+    fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+        median(runs.iter().map(f).collect())
+    }
+    let per_round =
+        |f: &dyn Fn(&Run, &Run) -> f64| median(on.iter().zip(off).map(|(r, p)| f(r, p)).collect());
+    println!();
+    println!(
+        "Python: runtimeuse_rs with resume=True vs resume=False (the floor), same runtime, \
+         medians of {ROUNDS} alternating rounds"
+    );
+    println!(
+        "  {:<28} {:>15} {:>15} {:>9}",
+        "", "resume=True", "resume=False", "ratio"
+    );
+    let row = |label: &str, r: f64, p: f64, unit: &str, ratio: f64| {
+        println!("  {label:<28} {r:>10.1} {unit:<4} {p:>10.1} {unit:<4} {ratio:>8.2}x");
+    };
+    row(
+        "query round trip",
+        med(on, |r| r.rtt) * 1e6,
+        med(off, |r| r.rtt) * 1e6,
+        "us",
+        per_round(&|r, p| r.rtt / p.rtt),
+    );
+    let n = (flood_frames / 10).max(100) as f64;
+    let mps = |r: &Run| n / r.stream_s;
+    row(
+        "assistant messages/s",
+        med(on, mps) / 1e3,
+        med(off, mps) / 1e3,
+        "k",
+        per_round(&|r, p| mps(r) / mps(p)),
+    );
+    let mbs = |r: &Run| r.bytes / r.output_s / 1e6;
+    row(
+        "command output via runtime",
+        med(on, mbs),
+        med(off, mbs),
+        "MB/s",
+        per_round(&|r, p| mbs(r) / mbs(p)),
+    );
+    println!("  (ratio: resume=True's figure over resume=False's)");
 }

@@ -92,9 +92,10 @@ async def _transport_call(
                 return []
             if pull is None:
                 pull = asyncio.ensure_future(anext(stream))
-            woken = asyncio.ensure_future(wake.wait())
+            woken: asyncio.Future[Any] = asyncio.ensure_future(wake.wait())
+            waiting: set[asyncio.Future[Any]] = {pull, woken}
             try:
-                await asyncio.wait({pull, woken}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 woken.cancel()
             if not pull.done():

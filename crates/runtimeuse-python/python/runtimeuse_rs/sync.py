@@ -10,7 +10,7 @@ from typing import Any, Coroutine, Iterator
 
 from . import _native
 from ._dispatch import ARTIFACT, ENDED, FAILED, Request, answer_late, from_native, late_answerer, start
-from .transports import settings
+from .transports.websocket_transport import settings
 from .types import (
     CommandExecutionResult,
     CommandInterface,
