@@ -250,8 +250,15 @@ impl State {
                 self.reconnect_with(&headers);
                 continue;
             }
-            let done = !items.is_empty() || self.over() || (take && !self.queued.is_empty());
-            if done && (take || self.blocking) || self.full() {
+            // Taking: one frame's items (resumable), or up to MAX_ITEMS and what the socket
+            // has; a blocking take returns as soon as there are items.
+            let enough = if frames == 1 {
+                !items.is_empty()
+            } else {
+                items.len() >= MAX_ITEMS
+            };
+            let taken = take && (enough || self.blocking && !items.is_empty());
+            if taken || self.over() || self.full() {
                 break;
             }
             if !self.up {

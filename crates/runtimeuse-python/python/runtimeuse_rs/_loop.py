@@ -128,7 +128,13 @@ class LoopConn:
         if self.finished:
             return
         try:
-            pumped = self.conn.pump()
+            # A caller waits with nothing in hand: give it the frames' items at once (else
+            # frames are only read ahead, for the caller to take).
+            waiter = self.waiter
+            if waiter is not None and not waiter.done() and not self.items:
+                pumped = self.conn.take()
+            else:
+                pumped = self.conn.pump()
         except Exception as exc:
             self._failed(exc)
             return
