@@ -17,7 +17,7 @@ use runtimeuse_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use runtimeuse_tungstenite::{Socket, connect_session, resume_socket, tcp};
 
 use crate::convert;
-use crate::core::{self, Core};
+use crate::core::{self, Core, Limits};
 use crate::pump::{Pumped, State};
 use crate::wire;
 
@@ -77,6 +77,40 @@ impl Conn {
         })
     }
 
+    /// A new session's socket and core.
+    fn open(py: Python<'_>, settings: &ClientSettings) -> PyResult<(Socket, Core)> {
+        let (ws, granted) = py
+            .detach(|| connect_session(settings))
+            .map_err(|e| convert::raise(&e))?;
+        let mut core = Core::new(settings.session.clone());
+        if let Some(granted) = granted {
+            core.conn.make_resumable(granted);
+        }
+        Ok((ws, core))
+    }
+
+    /// The socket and core of the session `token` hands over.
+    fn take_over(
+        py: Python<'_>,
+        settings: &ClientSettings,
+        token: ResumeToken,
+    ) -> PyResult<(Socket, Core)> {
+        let (resumption, state) =
+            Resumption::from_token(token, Instant::now()).map_err(|e| convert::raise(&e))?;
+        let attempt = py.detach(|| resume_socket(settings, &resumption.resume_headers()));
+        let (ws, count) = match attempt {
+            Attempt::Resumed(ws, count) => (*ws, count),
+            Attempt::Refused(refusal) => {
+                return Err(convert::raise(&Error::ResumeRefused(refusal)));
+            }
+            Attempt::Failed(e) => return Err(convert::raise(&e)),
+        };
+        let config = settings.session.clone();
+        let conn = Connection::take_over(config, resumption, state, count, Instant::now())
+            .map_err(|e| convert::raise(&e))?;
+        Ok((ws, Core::taken_over(conn)))
+    }
+
     /// `(items, seconds until the next timer, writes wait for the socket, the session is
     /// over, frames wait to be taken, pump again soon, watch the socket for reading, the
     /// socket's file descriptor or -1, a reconnection is due)`.
@@ -103,12 +137,16 @@ impl Conn {
 impl Conn {
     /// Connects (blocking, the GIL released). `blocking`: for the synchronous client; else the
     /// socket is made non-blocking for an event loop. `resume`: asks for a resumable session.
+    /// With `token` (a resume token's JSON text), takes over its session instead, at the
+    /// token's URL (`url` is not used): the request in flight when it was taken becomes the
+    /// current call's.
     #[staticmethod]
-    #[pyo3(signature = (url, *, headers=None, connect_timeout=None, idle_timeout=None, keepalive_interval=None, max_frame_size=None, blocking=false, resume=false))]
+    #[pyo3(signature = (url, *, token=None, headers=None, connect_timeout=None, idle_timeout=None, keepalive_interval=None, max_frame_size=None, blocking=false, resume=false))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
         url: String,
+        token: Option<&str>,
         headers: Option<Vec<(String, String)>>,
         connect_timeout: Option<f64>,
         idle_timeout: Option<f64>,
@@ -117,6 +155,11 @@ impl Conn {
         blocking: bool,
         resume: bool,
     ) -> PyResult<Self> {
+        let token: Option<ResumeToken> = token
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| PyValueError::new_err(format!("not a resume token: {e}")))?;
+        let url = token.as_ref().map_or(url, |t| t.url().to_owned());
         let settings = settings(
             url,
             headers,
@@ -124,59 +167,13 @@ impl Conn {
             idle_timeout,
             keepalive_interval,
             max_frame_size,
-            resume,
+            resume || token.is_some(),
         )?;
-        let (ws, granted) = py
-            .detach(|| connect_session(&settings))
-            .map_err(|e| convert::raise(&e))?;
-        let mut core = Core::new(settings.session.clone());
-        if let Some(granted) = granted {
-            core.conn.make_resumable(granted);
-        }
-        Self::over(ws, core, settings, blocking)
-    }
-
-    /// Takes over the session of a resume token (JSON text), with these settings for the
-    /// token's URL: the request in flight when it was taken becomes the current call's.
-    #[staticmethod]
-    #[pyo3(signature = (token, *, headers=None, connect_timeout=None, idle_timeout=None, keepalive_interval=None, max_frame_size=None, blocking=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn take_over(
-        py: Python<'_>,
-        token: &str,
-        headers: Option<Vec<(String, String)>>,
-        connect_timeout: Option<f64>,
-        idle_timeout: Option<f64>,
-        keepalive_interval: Option<f64>,
-        max_frame_size: Option<usize>,
-        blocking: bool,
-    ) -> PyResult<Self> {
-        let token: ResumeToken = serde_json::from_str(token)
-            .map_err(|e| PyValueError::new_err(format!("not a resume token: {e}")))?;
-        let settings = settings(
-            token.url().to_owned(),
-            headers,
-            connect_timeout,
-            idle_timeout,
-            keepalive_interval,
-            max_frame_size,
-            true,
-        )?;
-        let now = Instant::now();
-        let (resumption, state) =
-            Resumption::from_token(token, now).map_err(|e| convert::raise(&e))?;
-        let attempt = py.detach(|| resume_socket(&settings, &resumption.resume_headers()));
-        let (ws, count) = match attempt {
-            Attempt::Resumed(ws, count) => (*ws, count),
-            Attempt::Refused(refusal) => {
-                return Err(convert::raise(&Error::ResumeRefused(refusal)));
-            }
-            Attempt::Failed(e) => return Err(convert::raise(&e)),
+        let (ws, core) = match token {
+            None => Self::open(py, &settings)?,
+            Some(token) => Self::take_over(py, &settings, token)?,
         };
-        let config = settings.session.clone();
-        let conn = Connection::take_over(config, resumption, state, count, Instant::now())
-            .map_err(|e| convert::raise(&e))?;
-        Self::over(ws, Core::taken_over(conn), settings, blocking)
+        Self::over(ws, core, settings, blocking)
     }
 
     /// The socket's file descriptor, for the event loop (`-1` while it is down).
@@ -206,38 +203,19 @@ impl Conn {
         })
     }
 
-    /// Starts a query (`pump` sends it).
-    #[pyo3(signature = (prompt, wire, timeout, idle_timeout, uploader))]
-    fn query(
+    /// Starts a call (`pump` sends it): a query of `prompt`, or (`None`) the command batch
+    /// of `wire`.
+    fn start(
         &self,
         py: Python<'_>,
-        prompt: String,
+        prompt: Option<String>,
         wire: &Bound<'_, PyDict>,
-        timeout: Option<f64>,
-        idle_timeout: Option<f64>,
-        uploader: bool,
+        limits: Limits,
     ) -> PyResult<()> {
         self.with(py, |s| {
             // An abort asked for while nothing ran does not apply to this request.
             s.abort.take();
-            s.core.query(prompt, wire, timeout, idle_timeout, uploader)
-        })
-    }
-
-    /// Starts a command batch (`pump` sends it).
-    #[pyo3(signature = (wire, timeout, idle_timeout, uploader))]
-    fn execute_commands(
-        &self,
-        py: Python<'_>,
-        wire: &Bound<'_, PyDict>,
-        timeout: Option<f64>,
-        idle_timeout: Option<f64>,
-        uploader: bool,
-    ) -> PyResult<()> {
-        self.with(py, |s| {
-            s.abort.take();
-            s.core
-                .execute_commands(wire, timeout, idle_timeout, uploader)
+            s.core.start(prompt, wire, limits)
         })
     }
 

@@ -20,6 +20,10 @@ use runtimeuse_tungstenite::{CommandExecutionResult, Error, QueryResult, Session
 use crate::convert::{self, ARTIFACT};
 use crate::wire;
 
+/// A call's `(timeout, idle_timeout, uploader)`: its limits in seconds (`None`: the default)
+/// and whether an artifact uploader answers its artifact requests.
+pub(crate) type Limits = (Option<f64>, Option<f64>, bool);
+
 /// What a connection hands to Python.
 pub(crate) enum Item {
     Assistant(Vec<String>),
@@ -114,40 +118,27 @@ impl Core {
         Ok(())
     }
 
-    /// Starts a query.
-    pub(crate) fn query(
+    /// Starts a call: a query of `prompt`, or (`None`) the command batch `wire` describes.
+    pub(crate) fn start(
         &mut self,
-        prompt: String,
+        prompt: Option<String>,
         wire: &Bound<'_, PyDict>,
-        timeout: Option<f64>,
-        idle_timeout: Option<f64>,
-        uploader: bool,
+        (timeout, idle_timeout, uploader): Limits,
     ) -> PyResult<()> {
         self.check_idle()?;
-        let invocation = wire::invocation(prompt, wire)?;
         let options = wire::request_options(timeout, idle_timeout, uploader)?;
-        let id = (self.conn.requests())
-            .start_query(invocation, options, uploader.then_some(()), Instant::now())
-            .map_err(|e| convert::raise(&e))?;
-        self.current = Some(id);
-        Ok(())
-    }
-
-    /// Starts a command batch.
-    pub(crate) fn execute_commands(
-        &mut self,
-        wire: &Bound<'_, PyDict>,
-        timeout: Option<f64>,
-        idle_timeout: Option<f64>,
-        uploader: bool,
-    ) -> PyResult<()> {
-        self.check_idle()?;
-        let batch = wire::batch(wire)?;
-        let options = wire::request_options(timeout, idle_timeout, uploader)?;
-        let id = (self.conn.requests())
-            .start_commands(batch, options, uploader.then_some(()), Instant::now())
-            .map_err(|e| convert::raise(&e))?;
-        self.current = Some(id);
+        let (now, up) = (Instant::now(), uploader.then_some(()));
+        let started = match prompt {
+            Some(prompt) => {
+                let invocation = wire::invocation(prompt, wire)?;
+                (self.conn.requests()).start_query(invocation, options, up, now)
+            }
+            None => {
+                let batch = wire::batch(wire)?;
+                (self.conn.requests()).start_commands(batch, options, up, now)
+            }
+        };
+        self.current = Some(started.map_err(|e| convert::raise(&e))?);
         Ok(())
     }
 

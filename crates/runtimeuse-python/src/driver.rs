@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use runtimeuse_client_core::connection::{Frame, Outgoing};
 
-use crate::core::{self, Core};
+use crate::core::{self, Core, Limits};
 use crate::wire;
 
 /// One custom-transport connection: feed it the runtime's messages (`receive`, `closed`),
@@ -38,35 +38,15 @@ impl Driver {
         })
     }
 
-    /// Starts a query.
-    #[pyo3(signature = (prompt, wire, timeout, idle_timeout, uploader))]
-    fn query(
+    /// Starts a call: a query of `prompt`, or (`None`) the command batch of `wire`.
+    fn start(
         &self,
         py: Python<'_>,
-        prompt: String,
+        prompt: Option<String>,
         wire: &Bound<'_, PyDict>,
-        timeout: Option<f64>,
-        idle_timeout: Option<f64>,
-        uploader: bool,
+        limits: Limits,
     ) -> PyResult<()> {
-        self.with(py, |c| {
-            c.query(prompt, wire, timeout, idle_timeout, uploader)
-        })
-    }
-
-    /// Starts a command batch.
-    #[pyo3(signature = (wire, timeout, idle_timeout, uploader))]
-    fn execute_commands(
-        &self,
-        py: Python<'_>,
-        wire: &Bound<'_, PyDict>,
-        timeout: Option<f64>,
-        idle_timeout: Option<f64>,
-        uploader: bool,
-    ) -> PyResult<()> {
-        self.with(py, |c| {
-            c.execute_commands(wire, timeout, idle_timeout, uploader)
-        })
+        self.with(py, |c| c.start(prompt, wire, limits))
     }
 
     /// A message of the runtime, as JSON text.

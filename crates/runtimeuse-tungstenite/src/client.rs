@@ -113,18 +113,8 @@ impl Client {
         prompt: impl Into<String>,
         options: QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let watched = options.watches_artifacts();
-        let mut session = self.session()?;
-        if let Some(handle) = options.abort().cloned() {
-            if handle.is_aborted() {
-                finish(session, close_after_one_shot(false, false));
-                return Err(Error::Cancelled);
-            }
-            session.use_abort_handle(handle);
-        }
-        let result = session.query(prompt, options);
-        finish(session, close_after_one_shot(watched, result.is_ok()));
-        result
+        let (watched, abort) = (options.watches_artifacts(), options.abort().cloned());
+        self.once(watched, abort, |s| s.query(prompt, options))
     }
 
     /// Connects, runs one command batch, and closes.
@@ -142,16 +132,29 @@ impl Client {
         I: IntoIterator<Item = C>,
         C: Into<proto::Command>,
     {
-        let watched = options.watches_artifacts();
+        let (watched, abort) = (options.watches_artifacts(), options.abort().cloned());
+        self.once(watched, abort, |s| s.execute_commands(commands, options))
+    }
+}
+
+impl Client {
+    /// A one-shot call: a session for `call`, closed as [`close_after_one_shot`] says (the
+    /// end-of-session handshake when it `watched` artifacts); `abort` is the call's handle.
+    fn once<T>(
+        &self,
+        watched: bool,
+        abort: Option<crate::AbortHandle>,
+        call: impl FnOnce(&mut Session) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut session = self.session()?;
-        if let Some(handle) = options.abort().cloned() {
+        if let Some(handle) = abort {
             if handle.is_aborted() {
                 finish(session, close_after_one_shot(false, false));
                 return Err(Error::Cancelled);
             }
             session.use_abort_handle(handle);
         }
-        let result = session.execute_commands(commands, options);
+        let result = call(&mut session);
         finish(session, close_after_one_shot(watched, result.is_ok()));
         result
     }

@@ -40,8 +40,7 @@ class LoopConn:
     @classmethod
     async def take_over(cls, token: str, settings: dict[str, Any]) -> "LoopConn":
         """Takes over the session of a resume token (in a worker thread), then joins the loop."""
-        options = {k: v for k, v in settings.items() if k != "resume"}
-        return await cls._open(lambda: _native.Conn.take_over(token, **options))
+        return await cls._open(lambda: _native.Conn.connect("", token=token, **settings))
 
     @classmethod
     async def _open(cls, make: Callable[[], Any]) -> "LoopConn":

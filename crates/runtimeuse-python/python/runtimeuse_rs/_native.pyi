@@ -19,6 +19,7 @@ class Conn:
     def connect(
         url: str,
         *,
+        token: str | None = None,
         headers: list[tuple[str, str]] | None = None,
         connect_timeout: float | None = None,
         idle_timeout: float | None = None,
@@ -27,36 +28,11 @@ class Conn:
         blocking: bool = False,
         resume: bool = False,
     ) -> Conn: ...
-    @staticmethod
-    def take_over(
-        token: str,
-        *,
-        headers: list[tuple[str, str]] | None = None,
-        connect_timeout: float | None = None,
-        idle_timeout: float | None = None,
-        keepalive_interval: float | None = None,
-        max_frame_size: int | None = None,
-        blocking: bool = False,
-    ) -> Conn: ...
     def fileno(self) -> int: ...
     def is_resumable(self) -> bool: ...
     def following(self) -> bool: ...
     def resume_token(self) -> str: ...
-    def query(
-        self,
-        prompt: str | None,
-        wire: dict[str, Any],
-        timeout: float | None,
-        idle_timeout: float | None,
-        uploader: bool,
-    ) -> None: ...
-    def execute_commands(
-        self,
-        wire: dict[str, Any],
-        timeout: float | None,
-        idle_timeout: float | None,
-        uploader: bool,
-    ) -> None: ...
+    def start(self, prompt: str | None, wire: dict[str, Any], limits: tuple[float | None, float | None, bool]) -> None: ...
     def abort(self) -> None: ...
     def respond(self, key: int, presigned_url: str, content_type: str) -> None: ...
     def decline(self, key: int) -> None: ...
@@ -69,21 +45,7 @@ class Conn:
 
 class Driver:
     def __init__(self, *, idle_timeout: float | None = None, max_frame_size: int | None = None) -> None: ...
-    def query(
-        self,
-        prompt: str,
-        wire: dict[str, Any],
-        timeout: float | None,
-        idle_timeout: float | None,
-        uploader: bool,
-    ) -> None: ...
-    def execute_commands(
-        self,
-        wire: dict[str, Any],
-        timeout: float | None,
-        idle_timeout: float | None,
-        uploader: bool,
-    ) -> None: ...
+    def start(self, prompt: str | None, wire: dict[str, Any], limits: tuple[float | None, float | None, bool]) -> None: ...
     def receive(self, text: str) -> None: ...
     def closed(self) -> None: ...
     def abort(self) -> None: ...

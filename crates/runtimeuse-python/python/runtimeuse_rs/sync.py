@@ -203,9 +203,8 @@ class SyncRuntimeUseClient(_Calls):
     def resume(self, token: str) -> Iterator[SyncRuntimeUseSession]:
         """Takes over the session of a resume token (as ``RuntimeUseClient.resume``): a
         context manager yielding the session, whose ``follow`` gives the request in flight."""
-        options = {k: v for k, v in self._settings.items() if k != "resume"}
         try:
-            conn = _native.Conn.take_over(token, blocking=True, **options)
+            conn = _native.Conn.connect("", token=token, blocking=True, **self._settings)
         except _native.NativeError as err:
             raise from_native(err) from None
         with self._session_on(conn) as session:
