@@ -5,12 +5,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::ReadAheadStream;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::smol::ClientStream;
 use futures_io::{AsyncRead, AsyncWrite};
 use runtimeuse_async::tungstenite::http::HeaderMap;
 use runtimeuse_async::{Backend, ClientSettings, Error};
-use runtimeuse_client_core::read_ahead;
 
 /// async-io as the generic client's [`Backend`]: the system clock, async-io's timers (which
 /// run under async-std, smol or any executor) and async-tungstenite's stream over async-net
@@ -64,25 +64,6 @@ impl Backend for AsyncIo {
         )
         .await?;
         Ok((ws, response.into_parts().0.headers))
-    }
-}
-
-/// The client's socket under TLS and the WebSocket: reads go through a
-/// [`ReadAhead`](runtimeuse_client_core::read_ahead::ReadAhead), which reads 64 KiB at once while
-/// output streams in and keeps no buffer while the session is idle (the WebSocket itself reads
-/// 4 KiB at a time). Writes go straight through.
-#[derive(Debug)]
-pub struct ReadAheadStream<S>(read_ahead::ReadAheadStream<S>);
-
-impl<S> ReadAheadStream<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self(read_ahead::ReadAheadStream::new(inner))
-    }
-
-    /// The wrapped socket.
-    pub fn get_ref(&self) -> &S {
-        self.0.get_ref()
     }
 }
 

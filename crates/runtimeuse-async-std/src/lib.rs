@@ -61,28 +61,13 @@
 
 mod client;
 
-pub use client::{AsyncIo, ReadAheadStream};
+pub use client::AsyncIo;
 pub use runtimeuse_async::{
     AbortHandle, AsyncCallbacks, BoxFuture, CallOptions, ClientSettings, DEFAULT_READ_BUFFER,
     Error, ExecuteCommandsOptions, Parts, QueryOptions, Wire,
 };
 
-/// A client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
-/// [`session`](runtimeuse_async::Client::session) opens its own connection. See
-/// [`runtimeuse_async::Client`].
-pub type Client = runtimeuse_async::Client<AsyncIo>;
-
-/// Builds a [`Client`] with non-default settings (headers, connect timeout, frame limit, root
-/// certificates, session config).
-pub type ClientBuilder = runtimeuse_async::ClientBuilder<Client>;
-
-/// A persistent session over one connection: sequential queries and command batches, then a
-/// graceful [`close`](runtimeuse_async::Session::close). See [`runtimeuse_async::Session`].
-pub type Session = runtimeuse_async::Session<AsyncIo>;
-
-/// The events of one request, as a [`Stream`](runtimeuse_async::futures_util::Stream). See
-/// [`runtimeuse_async::RequestEvents`].
-pub type RequestEvents<'a> = runtimeuse_async::RequestEvents<'a, AsyncIo>;
+runtimeuse_async::adapter!(AsyncIo);
 
 pub use async_tungstenite;
 pub use runtimeuse_async;

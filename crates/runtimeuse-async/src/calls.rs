@@ -28,15 +28,11 @@ impl<B: Backend> Session<B> {
         Ok(id)
     }
 
-    pub(crate) fn start_commands<I, C>(
+    pub(crate) fn start_commands(
         &mut self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<RequestId, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<RequestId, Error> {
         let parts = options.into_batch(commands);
         let span_id = parts.wire.source_id.clone();
         let uploader = parts.callbacks.uploader().cloned();

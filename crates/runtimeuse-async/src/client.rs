@@ -157,15 +157,11 @@ impl<B: Backend> Client<B> {
     ///
     /// As [`Session::execute_commands`], and the connection errors of
     /// [`session`](Self::session).
-    pub async fn execute_commands<I, C>(
+    pub async fn execute_commands(
         &self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<CommandExecutionResult, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<CommandExecutionResult, Error> {
         self.session()
             .await?
             .execute_commands_once(commands, options)

@@ -46,15 +46,11 @@ impl<B: Backend> Session<B> {
     /// # Errors
     ///
     /// [`Error::Usage`] if the options are invalid; nothing is sent then.
-    pub fn execute_commands_events<I, C>(
+    pub fn execute_commands_events(
         &mut self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<RequestEvents<'_, B>, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<RequestEvents<'_, B>, Error> {
         let uploader = options.callbacks().uploader().cloned();
         let id = self.start_commands(commands, options)?;
         Ok(RequestEvents::new(self, id, uploader))

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod adapter;
 mod backend;
 mod calls;
 mod client;
@@ -54,6 +55,10 @@ pub use runtimeuse_client_core::{
     AbortHandle, ClientBuilder, ClientSettings, DEFAULT_READ_BUFFER, Error,
 };
 pub use session::Session;
+
+/// The read-ahead wrapper [`adapter!`] wraps (for the macro's expansion).
+#[doc(hidden)]
+pub use runtimeuse_client_core::read_ahead::ReadAheadStream as ReadAheadInner;
 
 pub use futures_util;
 pub use runtimeuse_proto as proto;

@@ -188,15 +188,11 @@ impl<B: Backend> Session<B> {
     /// # Errors
     ///
     /// As [`query`](Self::query); also [`Error::Usage`] for an empty batch.
-    pub async fn execute_commands<I, C>(
+    pub async fn execute_commands(
         &mut self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<CommandExecutionResult, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<CommandExecutionResult, Error> {
         let callbacks = options.callbacks().clone();
         let id = self.start_commands(commands, options)?;
         requests::commands_result(self.run_with_callbacks(id, &callbacks).await?)
@@ -251,15 +247,11 @@ impl<B: Backend> Session<B> {
     /// # Errors
     ///
     /// As [`execute_commands`](Self::execute_commands).
-    pub async fn execute_commands_once<I, C>(
+    pub async fn execute_commands_once(
         mut self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<CommandExecutionResult, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<CommandExecutionResult, Error> {
         let watched = options.watches_artifacts();
         self.adopt_abort(options.abort()).await?;
         let result = Box::pin(self.execute_commands(commands, options)).await;

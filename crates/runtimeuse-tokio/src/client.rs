@@ -5,9 +5,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::ReadAheadStream;
 use runtimeuse_async::tungstenite::http::HeaderMap;
 use runtimeuse_async::{Backend, ClientSettings, Error};
-use runtimeuse_client_core::read_ahead;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -68,25 +68,6 @@ impl Backend for Tokio {
         )
         .await?;
         Ok((ws, response.into_parts().0.headers))
-    }
-}
-
-/// The client's socket under TLS and the WebSocket: reads go through a
-/// [`ReadAhead`](runtimeuse_client_core::read_ahead::ReadAhead), which reads 64 KiB at once while
-/// output streams in and keeps no buffer while the session is idle (the WebSocket itself reads
-/// 4 KiB at a time). Writes go straight through.
-#[derive(Debug)]
-pub struct ReadAheadStream<S>(read_ahead::ReadAheadStream<S>);
-
-impl<S> ReadAheadStream<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self(read_ahead::ReadAheadStream::new(inner))
-    }
-
-    /// The wrapped socket.
-    pub fn get_ref(&self) -> &S {
-        self.0.get_ref()
     }
 }
 

@@ -253,28 +253,13 @@ mod client;
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use client::{ReadAheadStream, Tokio};
+pub use client::Tokio;
 pub use runtimeuse_async::{
     AbortHandle, AsyncCallbacks, BoxFuture, CallOptions, ClientSettings, DEFAULT_READ_BUFFER,
     Error, ExecuteCommandsOptions, Parts, QueryOptions, Wire,
 };
 
-/// A client for one runtime URL (`ws://` or `wss://`). Cheap to clone; each call or
-/// [`session`](runtimeuse_async::Client::session) opens its own connection. See
-/// [`runtimeuse_async::Client`].
-pub type Client = runtimeuse_async::Client<Tokio>;
-
-/// Builds a [`Client`] with non-default settings (headers, connect timeout, frame limit, root
-/// certificates, session config).
-pub type ClientBuilder = runtimeuse_async::ClientBuilder<Client>;
-
-/// A persistent session over one connection: sequential queries and command batches, then a
-/// graceful [`close`](runtimeuse_async::Session::close). See [`runtimeuse_async::Session`].
-pub type Session = runtimeuse_async::Session<Tokio>;
-
-/// The events of one request, as a [`Stream`](https://docs.rs/futures-util/0.3/futures_util/stream/trait.Stream.html). See
-/// [`runtimeuse_async::RequestEvents`].
-pub type RequestEvents<'a> = runtimeuse_async::RequestEvents<'a, Tokio>;
+runtimeuse_async::adapter!(Tokio);
 
 pub use runtimeuse_async;
 

@@ -123,15 +123,11 @@ impl Client {
     ///
     /// As [`Session::execute_commands`], and the connection errors of
     /// [`session`](Self::session).
-    pub fn execute_commands<I, C>(
+    pub fn execute_commands(
         &self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<CommandExecutionResult, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<CommandExecutionResult, Error> {
         let (watched, abort) = (options.watches_artifacts(), options.abort().cloned());
         self.once(watched, abort, |s| s.execute_commands(commands, options))
     }

@@ -40,15 +40,11 @@ impl Session {
     /// # Errors
     ///
     /// [`Error::Usage`] if the options are invalid; nothing is sent then.
-    pub fn execute_commands_events<I, C>(
+    pub fn execute_commands_events(
         &mut self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<RequestEvents<'_>, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<RequestEvents<'_>, Error> {
         let (id, _) = self.start_commands(commands, options)?;
         Ok(RequestEvents::new(self, id))
     }

@@ -188,15 +188,11 @@ impl Session {
     /// # Errors
     ///
     /// As [`query`](Self::query); also [`Error::Usage`] for an empty batch.
-    pub fn execute_commands<I, C>(
+    pub fn execute_commands(
         &mut self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<CommandExecutionResult, Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<CommandExecutionResult, Error> {
         let (id, callbacks) = self.start_commands(commands, options)?;
         requests::commands_result(self.run(id, &callbacks)?)
     }
@@ -294,15 +290,11 @@ impl Session {
     }
 
     /// Starts a command batch for a call, as [`start_query`](Self::start_query).
-    pub(crate) fn start_commands<I, C>(
+    pub(crate) fn start_commands(
         &mut self,
-        commands: I,
+        commands: impl IntoIterator<Item: Into<proto::Command>>,
         options: ExecuteCommandsOptions,
-    ) -> Result<(RequestId, Callbacks), Error>
-    where
-        I: IntoIterator<Item = C>,
-        C: Into<proto::Command>,
-    {
+    ) -> Result<(RequestId, Callbacks), Error> {
         let parts = options.into_batch(commands);
         let uploader = parts.callbacks.uploader().cloned();
         let id = self.start(|r, now| r.start_commands(parts.wire, parts.request, uploader, now))?;
