@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use runtimeuse_client_core::callbacks::AsyncCallbacks as Callbacks;
 use runtimeuse_proto as proto;
-use runtimeuse_proto::{ArtifactUpload, ArtifactUploadRequest, RequestEvent, RequestId};
+use runtimeuse_proto::{RequestEvent, RequestId};
 use tracing::Instrument;
 
 use crate::Error;
@@ -126,13 +126,5 @@ impl<B: Backend> Session<B> {
             return Ok(());
         }
         Err((self.conn.requests()).callback_timed_out(id, callback, limit, B::now()))
-    }
-
-    pub(crate) fn respond(
-        &mut self,
-        req: ArtifactUploadRequest,
-        upload: ArtifactUpload,
-    ) -> Result<(), Error> {
-        self.conn.requests().respond(req, upload, B::now())
     }
 }

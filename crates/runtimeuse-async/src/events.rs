@@ -8,12 +8,12 @@ use futures_util::Stream;
 use runtimeuse_client_core::callbacks::AsyncUploader as UploaderFn;
 use runtimeuse_client_core::requests;
 use runtimeuse_proto as proto;
-use runtimeuse_proto::{ArtifactUpload, ArtifactUploadRequest, RequestEvent, RequestId};
+use runtimeuse_proto::{RequestEvent, RequestId};
 
+use crate::Error;
 use crate::backend::Backend;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::Session;
-use crate::{AbortHandle, Error};
 
 impl<B: Backend> Session<B> {
     /// The events of the request in flight, if any, as a [`Stream`](futures_util::Stream): for a session taken
@@ -95,44 +95,7 @@ impl<'a, B: Backend> RequestEvents<'a, B> {
         futures_util::StreamExt::next(self).await
     }
 
-    /// Answers an artifact upload request handed out by this stream.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if the request is not pending on this session.
-    pub fn respond_artifact_upload(
-        &mut self,
-        request: ArtifactUploadRequest,
-        upload: ArtifactUpload,
-    ) -> Result<(), Error> {
-        self.session.respond(request, upload)
-    }
-
-    /// Declines an artifact upload request handed out by this stream: the runtime is told no
-    /// upload will happen.
-    pub fn decline_artifact_upload(&mut self, request: ArtifactUploadRequest) {
-        self.session.conn.requests().decline(request);
-    }
-
-    /// A handle that cancels this request from anywhere.
-    pub fn abort_handle(&self) -> AbortHandle {
-        self.session.abort_handle()
-    }
-
-    /// Cancels the request (as [`AbortHandle::abort`]); keep polling for the outcome.
-    pub fn abort(&self) {
-        self.session.abort();
-    }
-
-    /// A resume token of the session, between two items of this stream: as
-    /// [`Session::resume_token`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Session::resume_token`].
-    pub fn resume_token(&mut self) -> Result<crate::ResumeToken, Error> {
-        self.session.resume_token()
-    }
+    runtimeuse_client_core::request_events_controls!(B::now());
 }
 
 impl<B: Backend> Stream for RequestEvents<'_, B> {

@@ -31,6 +31,7 @@ mod abort;
 pub mod callbacks;
 pub mod close;
 pub mod connection;
+mod controls;
 mod error;
 pub mod options;
 pub mod read_ahead;

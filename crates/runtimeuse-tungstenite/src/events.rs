@@ -4,11 +4,11 @@ use std::fmt;
 
 use runtimeuse_client_core::requests;
 use runtimeuse_proto as proto;
-use runtimeuse_proto::{ArtifactUpload, ArtifactUploadRequest, RequestEvent, RequestId};
+use runtimeuse_proto::{RequestEvent, RequestId};
 
+use crate::Error;
 use crate::options::{ExecuteCommandsOptions, QueryOptions};
 use crate::session::{Session, now};
-use crate::{AbortHandle, Error};
 
 impl Session {
     /// The events of the request in flight, if any, as an [`Iterator`]: for a session taken
@@ -76,45 +76,7 @@ impl<'a> RequestEvents<'a> {
         }
     }
 
-    /// Answers an artifact upload request handed out by this iterator.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if the request is not pending on this session.
-    pub fn respond_artifact_upload(
-        &mut self,
-        request: ArtifactUploadRequest,
-        upload: ArtifactUpload,
-    ) -> Result<(), Error> {
-        self.session.conn.requests().respond(request, upload, now())
-    }
-
-    /// Declines an artifact upload request handed out by this iterator: the runtime is told
-    /// no upload will happen.
-    pub fn decline_artifact_upload(&mut self, request: ArtifactUploadRequest) {
-        self.session.conn.requests().decline(request);
-    }
-
-    /// A handle that cancels this request from another thread.
-    pub fn abort_handle(&self) -> AbortHandle {
-        self.session.abort_handle()
-    }
-
-    /// Cancels this request: the iterator goes on to the runtime's terminal and ends with
-    /// [`Error::Cancelled`].
-    pub fn abort(&self) {
-        self.session.abort();
-    }
-
-    /// A resume token of the session, between two items of this iterator: as
-    /// [`Session::resume_token`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Session::resume_token`].
-    pub fn resume_token(&mut self) -> Result<crate::ResumeToken, Error> {
-        self.session.resume_token()
-    }
+    runtimeuse_client_core::request_events_controls!(now());
 }
 
 impl Iterator for RequestEvents<'_> {

@@ -104,38 +104,7 @@ impl Session {
         Ok(session)
     }
 
-    /// A [`ResumeToken`](crate::ResumeToken) of this session as it stands: what another
-    /// process needs to take it over with [`Client::resume`](crate::Client::resume), the
-    /// request in flight included. Store it (serde) where that process finds it; taking a
-    /// token pins the runtime's replay at its count, so take a new one each time you store
-    /// one (see [`ResumeToken`](crate::ResumeToken)).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotResumable`] when the runtime did not grant resumption, while the session
-    /// ends, and while events of frames already read wait to be handed out (rare: a frame
-    /// that made two events; read the next one first).
-    pub fn resume_token(&mut self) -> Result<crate::ResumeToken, Error> {
-        let url = self.settings.as_ref().map_or("", |s| s.url.as_str());
-        self.conn.resume_token(url, now())
-    }
-
-    /// Whether the runtime granted resumption to this session (see
-    /// [`ClientBuilder::resume`](crate::ClientBuilder::resume)).
-    pub fn is_resumable(&self) -> bool {
-        self.conn.is_resumable()
-    }
-
-    /// A handle that cancels the request in flight from another thread.
-    pub fn abort_handle(&self) -> AbortHandle {
-        self.abort.clone()
-    }
-
-    /// Cancels the request in flight (the same as [`AbortHandle::abort`]; from the session's
-    /// own thread, between two reads of a [`RequestEvents`](crate::RequestEvents), say).
-    pub fn abort(&self) {
-        self.abort.abort();
-    }
+    runtimeuse_client_core::session_controls!(now());
 
     /// The underlying WebSocket (for its peer address and the like).
     pub fn websocket(&self) -> &Socket {
