@@ -45,7 +45,7 @@ fn settings(
     let mut settings = ClientSettings::new(url);
     settings.session = wire::config(idle_timeout, keepalive_interval, max_frame_size)?;
     if let Some(bytes) = max_frame_size {
-        settings.max_frame_size = bytes;
+        settings.max_frame_size = wire::frame_limit(bytes)?;
     }
     if let Some(limit) = wire::seconds("connect_timeout", connect_timeout)? {
         settings.connect_timeout = limit;

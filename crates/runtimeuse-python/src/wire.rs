@@ -108,8 +108,9 @@ pub(crate) fn request_options(
     uploader: bool,
 ) -> PyResult<RequestOptions> {
     let mut o = RequestOptions::default().artifact_uploader(uploader);
-    o.timeout = seconds("timeout", timeout)?;
-    o.idle_timeout = seconds("idle_timeout", idle_timeout)?;
+    // `inf`: no limit (no overall limit is `None`; no idle limit, `Duration::MAX`).
+    o.timeout = limit("timeout", timeout)?.flatten();
+    o.idle_timeout = limit("idle_timeout", idle_timeout)?.map(|l| l.unwrap_or(Duration::MAX));
     Ok(o)
 }
 
@@ -137,7 +138,20 @@ pub(crate) fn config(
         config.keepalive_interval = interval.filter(|d| !d.is_zero());
     }
     if let Some(bytes) = max_frame_size {
-        config.max_frame_size = bytes;
+        config.max_frame_size = frame_limit(bytes)?;
     }
     Ok(config)
+}
+
+/// The smallest frame limit: below it no message of the protocol fits.
+pub(crate) const MIN_FRAME_SIZE: usize = 1024;
+
+/// A frame limit from Python, refused below [`MIN_FRAME_SIZE`].
+pub(crate) fn frame_limit(bytes: usize) -> PyResult<usize> {
+    if bytes < MIN_FRAME_SIZE {
+        return Err(PyValueError::new_err(format!(
+            "max_frame_size must be at least {MIN_FRAME_SIZE} bytes (no message fits in {bytes})"
+        )));
+    }
+    Ok(bytes)
 }

@@ -8,7 +8,6 @@ import asyncio
 import inspect
 import json
 import logging
-import math
 import time
 from typing import Any, Awaitable, Callable
 
@@ -352,9 +351,10 @@ def wire_fields(options: Any, *, commands: list[Any] | None = None) -> dict[str,
 def start(target: Any, kind: str, prompt: str | None, commands: Any, options: Any, default_timeout: float | None) -> None:
     """Starts a call on a native connection or driver (both take the same arguments)."""
     timeout = options.timeout if options.timeout is not None else default_timeout
-    if timeout == math.inf:
-        timeout = None  # no limit, as None
     uploader = options.on_artifact_upload_request is not None
+    if kind != "query" and not commands:
+        # The protocol has no empty batch (the Rust clients refuse it too): say so here.
+        raise ValueError("execute_commands needs at least one command")
     fields = wire_fields(options) if kind == "query" else wire_fields(options, commands=commands)
     target.start(prompt if kind == "query" else None, fields, (timeout, options.idle_timeout, uploader))
 

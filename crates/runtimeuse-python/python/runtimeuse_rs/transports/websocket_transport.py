@@ -32,7 +32,10 @@ def settings(
     max_frame_size: int | None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """The Rust client's settings, as the native connection takes them."""
+    """The Rust client's settings, as the native connection takes them (a frame limit below
+    1 KiB, where no message fits, is refused here)."""
+    if max_frame_size is not None and max_frame_size < 1024:
+        raise ValueError(f"max_frame_size must be at least 1024 bytes (no message fits in {max_frame_size})")
     return {
         "headers": list((headers or {}).items()),
         "connect_timeout": connect_timeout,
