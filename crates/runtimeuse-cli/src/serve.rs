@@ -160,6 +160,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let port = runtime.local_addr()?.port();
+    let shutdown = shutdown_signal();
     // Scripts read this line for the port: its form is stable (stdout; everything else goes to
     // stderr).
     #[allow(clippy::print_stdout)]
@@ -176,7 +177,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
             runtime.url()
         ),
     );
-    runtime.serve(shutdown_signal()).await?;
+    runtime.serve(shutdown).await?;
     Ok(())
 }
 
@@ -294,27 +295,32 @@ fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std:
 }
 
 /// Resolves at the first SIGTERM or SIGINT; a second one exits at once (the graceful
-/// shutdown the first began is cut short), with 128 + the signal's number.
-async fn shutdown_signal() {
+/// shutdown the first began is cut short), with 128 + the signal's number. The signals are
+/// watched from this call on (before the runtime says it listens: a SIGTERM right after that
+/// line is a graceful stop, not the default action's death).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot watch for signals; stop the runtime with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully (again: at once)"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully (again: at once)"),
-    }
-    tokio::spawn(async move {
-        let code = tokio::select! {
-            _ = term.recv() => 128 + 15,
-            _ = int.recv() => 128 + 2,
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            tracing::warn!("cannot watch for signals; stop the runtime with SIGKILL");
+            return std::future::pending().await;
         };
-        tracing::warn!("a second signal: exiting at once, killing what still runs");
-        runtimeuse_runtime::kill_process_groups();
-        std::process::exit(code);
-    });
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully (again: at once)"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully (again: at once)"),
+        }
+        tokio::spawn(async move {
+            let code = tokio::select! {
+                _ = term.recv() => 128 + 15,
+                _ = int.recv() => 128 + 2,
+            };
+            tracing::warn!("a second signal: exiting at once, killing what still runs");
+            runtimeuse_runtime::kill_process_groups();
+            std::process::exit(code);
+        });
+    }
 }

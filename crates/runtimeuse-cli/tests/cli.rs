@@ -687,3 +687,35 @@ fn exec_resumes_a_cut_connection_and_no_resume_does_not() {
     let out = via(&proxy, &["--no-resume"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_sigterm_right_after_the_listening_line_is_a_graceful_stop() {
+    // The signals are watched before the line is printed: a supervisor that stops the runtime
+    // as soon as it is up gets exit status 0, not the default action's death by SIGTERM.
+    for _ in 0..20 {
+        let mut child = bin()
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--agent",
+                "scripted",
+                "-q",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening on port"), "{line}");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+}
