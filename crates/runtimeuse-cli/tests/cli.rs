@@ -719,3 +719,32 @@ fn a_sigterm_right_after_the_listening_line_is_a_graceful_stop() {
         assert_eq!(status.code(), Some(0), "{status:?}");
     }
 }
+
+#[test]
+fn a_session_applies_its_secrets_and_limits_to_queries_and_names_unknown_commands() {
+    let rt = scripted();
+    let mut child = against(&rt, &["session", "--secret", "hunter2", "--timeout", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ECHO:pw=hunter2\n/qiut\nSLOW:20000\n /qiut\n")
+        .unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(stdout.contains("pw=[REDACTED]"), "{stdout}");
+    assert!(stderr.contains("unknown command /qiut"), "{stderr}");
+    // --timeout bounds the session's queries: SLOW:20000 fails after 1 s.
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+    assert!(stderr.contains("the --timeout limit"), "{stderr}");
+    // A line that begins with a space is sent as it is.
+    assert!(stdout.contains("/qiut"), "{stdout}");
+    rt.stop();
+}

@@ -270,7 +270,13 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
             break;
         };
         let prompt = line.trim();
-        let request = match SessionLine::parse(prompt) {
+        // A line that begins with a space is a query, whatever it looks like.
+        let parsed = if line.starts_with(' ') && !prompt.is_empty() {
+            SessionLine::Query(prompt)
+        } else {
+            SessionLine::parse(prompt)
+        };
+        let request = match parsed {
             SessionLine::Empty => continue,
             SessionLine::Quit => break,
             SessionLine::Help => {
@@ -282,8 +288,17 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
                 args::with_client_args(ExecuteCommandsOptions::new(), &args.client)?,
             ),
             SessionLine::Query(prompt) => {
+                // The session's secrets, downloads and limits apply to each query, as to
+                // `query` and to `/exec`.
                 let options = QueryOptions::new(system_prompt.clone(), args.model.clone());
+                let options = args::with_client_args(options, &args.client)?;
                 Request::Query(prompt.to_owned(), options)
+            }
+            SessionLine::Unknown(word) => {
+                note(&format!(
+                    "unknown command {word} (/help lists them; begin the line with a space to send it as a query)"
+                ));
+                continue;
             }
         };
         match request_on(&mut session, &url, args.client.json, request).await {
@@ -325,6 +340,8 @@ enum SessionLine<'a> {
     Quit,
     Help,
     Exec(&'a str),
+    /// A single word like a command that is none (`/qiut`): said, not sent.
+    Unknown(&'a str),
     Query(&'a str),
 }
 
@@ -336,9 +353,17 @@ impl<'a> SessionLine<'a> {
             ("/help" | "/?", _) => Self::Help,
             ("/exec", command) if !command.trim().is_empty() => Self::Exec(command.trim()),
             ("/exec", _) => Self::Help,
+            (word, "") if is_command_like(word) => Self::Unknown(word),
             _ => Self::Query(line),
         }
     }
+}
+
+/// A lone `/word` of letters: what a mistyped command looks like (a path such as `/tmp/x`
+/// or a sentence is a query).
+fn is_command_like(word: &str) -> bool {
+    word.strip_prefix('/')
+        .is_some_and(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()))
 }
 
 /// Where the line editor keeps its history: `$XDG_DATA_HOME/runtimeuse/history`, else
@@ -429,6 +454,12 @@ mod tests {
         assert_eq!(
             SessionLine::parse("what is /exec?"),
             SessionLine::Query("what is /exec?")
+        );
+        assert_eq!(SessionLine::parse("/qiut"), SessionLine::Unknown("/qiut"));
+        assert_eq!(SessionLine::parse("/tmp/x"), SessionLine::Query("/tmp/x"));
+        assert_eq!(
+            SessionLine::parse("/tmp is full"),
+            SessionLine::Query("/tmp is full")
         );
     }
 }
