@@ -153,6 +153,7 @@ async fn run(cli: Cli) -> u8 {
     let outcome = match cli.command {
         Command::Serve(mut args) => {
             args.json_log = cli.log_format == "json";
+            args.quiet = quiet;
             served(serve::serve(args).await)
         }
         Command::Proxy(mut args) => {

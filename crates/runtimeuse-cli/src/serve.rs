@@ -93,6 +93,9 @@ pub(crate) struct ServeArgs {
     /// The log is JSON (set from the global `--log-format`).
     #[arg(skip)]
     pub(crate) json_log: bool,
+    /// Only errors on stderr (set from the global `--quiet`): no notes.
+    #[arg(skip)]
+    pub(crate) quiet: bool,
     /// The agent that answers queries.
     #[arg(
         long,
@@ -140,6 +143,13 @@ pub(crate) struct ServeArgs {
 
 /// Serves until Ctrl-C or SIGTERM.
 pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(
+            "the token is empty (--token or RUNTIMEUSE_TOKEN): no client could present \
+                    it; give a token, or none for no authentication"
+                .into(),
+        );
+    }
     let mut options = RuntimeOptions::default();
     options.heartbeat_interval =
         (args.heartbeat_interval_ms > 0).then(|| Duration::from_millis(args.heartbeat_interval_ms));
@@ -198,6 +208,9 @@ fn raise_file_limit() {
 /// A note for the person who started the runtime, on stderr: a line of its own in the text
 /// log, a log record in the JSON one (where every line must be JSON).
 fn note(args: &ServeArgs, text: &str) {
+    if args.quiet {
+        return;
+    }
     if args.json_log {
         tracing::info!(target: "runtimeuse", "{text}");
     } else {

@@ -748,3 +748,54 @@ fn a_session_applies_its_secrets_and_limits_to_queries_and_names_unknown_command
     assert!(stdout.contains("/qiut"), "{stdout}");
     rt.stop();
 }
+
+#[test]
+fn serve_quiet_prints_nothing_but_its_listening_line() {
+    let mut child = bin()
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--agent",
+            "scripted",
+            "-q",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on port"), "{line}");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "", "-q: no notes");
+}
+
+#[test]
+fn an_empty_token_is_refused_at_start() {
+    let mut child = bin()
+        .args(["serve", "--port", "0", "--agent", "scripted", "--token", ""])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve --token \"\" is still serving, locking every client out");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("the token is empty"), "{err}");
+}
