@@ -799,3 +799,13 @@ fn an_empty_token_is_refused_at_start() {
     let err = text(&out.stderr);
     assert!(err.contains("the token is empty"), "{err}");
 }
+
+#[test]
+fn a_url_with_a_query_and_no_path_connects() {
+    let rt = scripted();
+    let url = format!("ws://127.0.0.1:{}?token=unused", rt.port);
+    let out = run(&rt, &["query", "--url", &url, "ECHO:ok"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok\n");
+    rt.stop();
+}

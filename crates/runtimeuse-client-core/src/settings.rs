@@ -188,15 +188,16 @@ impl ClientSettings {
         Ok((request, config))
     }
 
-    /// The handshake request (URL and headers) and the WebSocket limits.
+    /// The handshake request (URL and headers) and the WebSocket limits. A URL with a query
+    /// but no path (`ws://host:8080?token=T`) asks for `/` with that query, as browsers and
+    /// the upstream Python client do.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for a bad URL, header name or header value.
     pub fn handshake(&self) -> Result<(Request, WebSocketConfig), Error> {
-        let mut request = self
-            .url
-            .as_str()
+        let mut request = with_root_path(&self.url)
+            .as_ref()
             .into_client_request()
             .map_err(|e| Error::Config(format!("url {}: {e}", self.url)))?;
         for (name, value) in &self.headers {
@@ -451,5 +452,33 @@ mod tests {
         let (request, _) = builder.settings.handshake().unwrap();
         let traced = format!("{request:?}");
         assert!(!traced.contains("tok-header-456"), "{traced}");
+    }
+}
+
+/// `url` with the path `/` inserted before a query or fragment that follows the authority at
+/// once (`ws://h:1?q` is `ws://h:1/?q`); any other URL as it is.
+fn with_root_path(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    match rest.find(['/', '?', '#']) {
+        Some(i) if rest.as_bytes()[i] != b'/' => {
+            format!("{scheme}://{}/{}", &rest[..i], &rest[i..]).into()
+        }
+        _ => url.into(),
+    }
+}
+
+#[cfg(test)]
+mod root_path_tests {
+    use super::with_root_path;
+
+    #[test]
+    fn a_query_right_after_the_authority_gets_the_root_path() {
+        assert_eq!(with_root_path("ws://h:1?token=x"), "ws://h:1/?token=x");
+        assert_eq!(with_root_path("wss://h#f"), "wss://h/#f");
+        assert_eq!(with_root_path("ws://h:1/p?token=x"), "ws://h:1/p?token=x");
+        assert_eq!(with_root_path("ws://h:1"), "ws://h:1");
+        assert_eq!(with_root_path("not a url"), "not a url");
     }
 }
