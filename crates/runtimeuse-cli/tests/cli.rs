@@ -809,3 +809,27 @@ fn a_url_with_a_query_and_no_path_connects() {
     assert_eq!(text(&out.stdout), "ok\n");
     rt.stop();
 }
+
+#[test]
+fn json_prints_an_error_line_when_the_connection_fails() {
+    // A port nothing listens on: connecting is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let out = bin()
+        .args(["query", "--json", "--url", &url, "ECHO:ok"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let line: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON line");
+    assert_eq!(line["type"], "error", "{line}");
+    assert_eq!(line["kind"], "connection", "{line}");
+    assert!(
+        line["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{line}"
+    );
+}

@@ -105,6 +105,23 @@ async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
 pub(crate) async fn connect(
     args: &ClientArgs,
 ) -> Result<(runtimeuse_tokio::Session, String), Failure> {
+    let connected = connect_quietly(args).await;
+    if let (Err(f), true) = (&connected, args.json) {
+        // A script reading --json gets its error line for a connection that failed too.
+        let kind = match f.code {
+            exit::USAGE => "usage",
+            exit::TIMEOUT => "timeout",
+            exit::PROTOCOL => "protocol",
+            _ => "connection",
+        };
+        render::renderer(true).error(kind, &f.message, &Value::Null);
+    }
+    connected
+}
+
+async fn connect_quietly(
+    args: &ClientArgs,
+) -> Result<(runtimeuse_tokio::Session, String), Failure> {
     let client = client(args)?;
     let url = client.settings().display_url();
     let interactive = std::io::stderr().is_terminal() && !args.json;
