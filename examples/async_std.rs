@@ -79,7 +79,7 @@ async fn run(url: String) -> Result<(), Error> {
 
     // A command batch with the output callback.
     let options = ExecuteCommandsOptions::new().on_command_output(|chunk| async move {
-        print!("  {:?}: {}", chunk.stream, chunk.text);
+        print!("  {}: {}", chunk.stream.as_str(), chunk.text);
     });
     let result = session
         .execute_commands(["echo hello from async-io", "uname -s"], options)
