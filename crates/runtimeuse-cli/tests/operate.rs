@@ -108,6 +108,19 @@ fn metrics_count_a_known_workload() {
 
     let (status, text) = get(rt.port, "/metrics", "");
     assert_eq!(status, 200);
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics by default");
+    // A scraper that asks for the Prometheus text format gets it: no `# EOF`, counters typed
+    // by their `_total` names.
+    let (status, plain) = get(rt.port, "/metrics", "Accept: text/plain;version=0.0.4\r\n");
+    assert_eq!(status, 200);
+    assert!(
+        !plain.contains("# EOF") && !plain.contains("# UNIT"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("# TYPE runtimeuse_requests_total counter"),
+        "{plain}"
+    );
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format");
     let s = &scrape.samples;

@@ -35,6 +35,7 @@ mod agents;
 mod artifacts;
 mod commands;
 mod connection;
+mod exposition;
 mod handler;
 mod http;
 mod mailbox;

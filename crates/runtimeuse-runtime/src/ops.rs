@@ -587,11 +587,15 @@ pub(crate) async fn answer(
                 "a token is required\n".to_owned(),
             )
         }
-        Endpoint::Metrics => (
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ops.exposition(),
-        ),
+        Endpoint::Metrics => {
+            let accept = head.request.headers().get(http::header::ACCEPT);
+            if crate::exposition::wants_text(accept.and_then(|a| a.to_str().ok())) {
+                let text = crate::exposition::to_text(&ops.exposition());
+                (200, crate::exposition::TEXT, text)
+            } else {
+                (200, crate::exposition::OPENMETRICS, ops.exposition())
+            }
+        }
     };
     let reason = match status {
         200 => "OK",
