@@ -48,10 +48,24 @@ pub(super) fn batch_outcome(result: &CommandExecutionResult) -> (u8, Option<&Com
     }
 }
 
+/// Whether two texts have the same non-blank lines, in order.
+fn same_lines(a: &str, b: &str) -> bool {
+    let lines = |t: &'_ str| {
+        t.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    lines(a) == lines(b)
+}
+
 /// For a person: text as it comes, errors and notes on stderr.
 #[derive(Default)]
 pub(super) struct Human {
     last_assistant: Option<String>,
+    /// Every assistant message's text so far, one per line (an agent whose result is all it
+    /// said, as the command agent's, is not printed twice).
+    said: String,
     /// The runtime's non-terminal errors: said with the failure they usually precede (the
     /// error report carries them), or before the result when the request succeeds anyway.
     runtime_errors: Vec<String>,
@@ -71,6 +85,8 @@ impl Renderer for Human {
             RequestEvent::AssistantMessage(blocks) => {
                 let text = blocks.join("");
                 emit(false, &format!("{text}\n"));
+                self.said.push_str(&text);
+                self.said.push('\n');
                 self.last_assistant = Some(text);
             }
             RequestEvent::CommandOutput(o) => emit(o.stream == OutputStream::Stderr, &o.text),
@@ -92,7 +108,9 @@ impl Renderer for Human {
         self.say_runtime_errors();
         match &result.data {
             // The final answer is often the last assistant message: do not print it twice.
-            ResultData::Text(t) if self.last_assistant.as_deref() == Some(t.as_str()) => {}
+            ResultData::Text(t)
+                if self.last_assistant.as_deref() == Some(t.as_str())
+                    || (!self.said.is_empty() && same_lines(t, &self.said)) => {}
             ResultData::Text(t) => emit(false, &format!("{t}\n")),
             ResultData::StructuredOutput(v) => emit(
                 false,
