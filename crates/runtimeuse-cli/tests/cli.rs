@@ -838,7 +838,12 @@ fn json_prints_an_error_line_when_the_connection_fails() {
 fn the_command_agents_output_is_printed_once() {
     // Its lines stream as assistant messages and its result is all of them: said once.
     let rt = Serve::start(
-        &["--agent", "command", "--agent-command", "printf 'line one\\n\\nline two\\n'"],
+        &[
+            "--agent",
+            "command",
+            "--agent-command",
+            "printf 'line one\\n\\nline two\\n'",
+        ],
         &[],
     );
     let out = run(&rt, &["query", "hi"]);

@@ -105,6 +105,10 @@ fn metrics_count_a_known_workload() {
     let _ = junk.read_to_end(&mut rest);
     assert_eq!(get(rt.port, "/healthz", "").0, 200);
     assert_eq!(get(rt.port, "/readyz", "").0, 200);
+    // Plain HTTP elsewhere is told what the port serves (was an empty reply).
+    let (status, body) = get(rt.port, "/", "");
+    assert_eq!(status, 426);
+    assert!(body.contains("WebSocket"), "{body}");
 
     let (status, text) = get(rt.port, "/metrics", "");
     assert_eq!(status, 200);
@@ -144,8 +148,8 @@ fn metrics_count_a_known_workload() {
     let connections = "runtimeuse_connections_total";
     assert_eq!(sample(s, connections, &[("outcome", "served")]), 3.0);
     assert_eq!(sample(s, connections, &[("outcome", "refused")]), 1.0);
-    // The two probes; this scrape counts once its answer is made.
-    assert_eq!(sample(s, connections, &[("outcome", "http")]), 3.0);
+    // The two probes and the plain GET; this scrape counts once its answer is made.
+    assert_eq!(sample(s, connections, &[("outcome", "http")]), 4.0);
     assert_eq!(sample(s, "runtimeuse_connections_open", &[]), 0.0);
     assert_eq!(sample(s, "runtimeuse_requests_in_flight", &[]), 0.0);
     let durations = "runtimeuse_request_duration_seconds_count";

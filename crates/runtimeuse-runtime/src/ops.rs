@@ -531,16 +531,20 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
 
 impl Head {
     /// The endpoint this head asks for, when it is one (a `GET` without an upgrade).
+    /// Any other request without a WebSocket upgrade is [`Endpoint::NotWebSocket`].
     pub(crate) fn endpoint(&self) -> Option<Endpoint> {
-        if self.upgrade || self.request.method() != http::Method::GET {
+        if self.upgrade {
             return None;
         }
-        match self.request.uri().path() {
-            "/healthz" => Some(Endpoint::Health),
-            "/readyz" => Some(Endpoint::Ready),
-            "/metrics" => Some(Endpoint::Metrics),
-            _ => None,
+        if self.request.method() != http::Method::GET {
+            return Some(Endpoint::NotWebSocket);
         }
+        Some(match self.request.uri().path() {
+            "/healthz" => Endpoint::Health,
+            "/readyz" => Endpoint::Ready,
+            "/metrics" => Endpoint::Metrics,
+            _ => Endpoint::NotWebSocket,
+        })
     }
 
     /// The stream again, with the bytes read so far in front: for the WebSocket handshake.
@@ -562,6 +566,9 @@ pub(crate) enum Endpoint {
     Ready,
     /// `/metrics`: the Prometheus exposition.
     Metrics,
+    /// Anything else without a WebSocket upgrade: `426 Upgrade Required`, with a line that
+    /// says what this port serves (a browser or `curl` gets an answer, not an empty reply).
+    NotWebSocket,
 }
 
 /// Answers an endpoint's request and closes. `/healthz` and `/readyz` need no token (they
@@ -578,6 +585,13 @@ pub(crate) async fn answer(
         Endpoint::Health => (200, "application/json", ops.health()),
         Endpoint::Ready if ops.is_ready() => (200, "application/json", ops.health()),
         Endpoint::Ready => (503, "application/json", ops.health()),
+        Endpoint::NotWebSocket => (
+            426,
+            "text/plain; charset=utf-8",
+            "this is a runtimeuse agent runtime: connect with a WebSocket client (ws://); \
+             plain HTTP serves /healthz, /readyz and /metrics\n"
+                .to_owned(),
+        ),
         Endpoint::Metrics
             if token.is_some_and(|t| !runtimeuse_tokio::server::authorized(&head.request, t)) =>
         {
@@ -600,12 +614,18 @@ pub(crate) async fn answer(
     let reason = match status {
         200 => "OK",
         401 => "Unauthorized",
+        426 => "Upgrade Required",
         _ => "Service Unavailable",
     };
     let response = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+         {upgrade}Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len(),
+        upgrade = if status == 426 {
+            "Upgrade: websocket\r\n"
+        } else {
+            ""
+        },
     );
     if let Err(e) = stream.write_all(response.as_bytes()).await {
         tracing::debug!(error = %e, "could not answer an HTTP request");
