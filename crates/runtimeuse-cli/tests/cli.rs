@@ -693,29 +693,7 @@ fn a_sigterm_right_after_the_listening_line_is_a_graceful_stop() {
     // The signals are watched before the line is printed: a supervisor that stops the runtime
     // as soon as it is up gets exit status 0, not the default action's death by SIGTERM.
     for _ in 0..20 {
-        let mut child = bin()
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--agent",
-                "scripted",
-                "-q",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening on port"), "{line}");
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = child.wait().unwrap();
+        let (status, _) = Serve::start(&["-q"], &[]).terminate();
         assert_eq!(status.code(), Some(0), "{status:?}");
     }
 }
@@ -751,31 +729,9 @@ fn a_session_applies_its_secrets_and_limits_to_queries_and_names_unknown_command
 
 #[test]
 fn serve_quiet_prints_nothing_but_its_listening_line() {
-    let mut child = bin()
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--agent",
-            "scripted",
-            "-q",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on port"), "{line}");
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert_eq!(text(&out.stderr), "", "-q: no notes");
+    let (status, log) = Serve::start(&["-q"], &[]).terminate();
+    assert!(status.success());
+    assert_eq!(log, "", "-q: no notes");
 }
 
 #[test]

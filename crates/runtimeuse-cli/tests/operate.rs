@@ -36,11 +36,6 @@ fn exec(port: u16, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn sigterm(rt: &Serve) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(rt.child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-}
-
 #[test]
 fn health_and_readiness_answer_plain_http_without_the_token() {
     let rt = Serve::start(&["--token", "s3cr3t"], &[]);
@@ -178,7 +173,7 @@ fn sigterm_lets_a_request_finish_within_the_grace_and_exits_0() {
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "started\n");
     let signalled = Instant::now();
-    sigterm(&rt);
+    rt.sigterm();
     // Readiness goes false once the signal is handled, while the port still answers.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -227,7 +222,7 @@ fn sigterm_cancels_what_outlives_the_grace_confirms_it_and_goes_away() {
         }
     }
     let signalled = Instant::now();
-    sigterm(&rt);
+    rt.sigterm();
     let (mut cancelled, mut code) = (None, None);
     while code.is_none() {
         let (op, payload) = ws.read().unwrap();
@@ -419,7 +414,7 @@ fn a_second_sigterm_exits_at_once_and_leaves_no_command_behind() {
             break;
         }
     }
-    sigterm(&rt);
+    rt.sigterm();
     // The first signal is handled once readiness turns false.
     let deadline = Instant::now() + Duration::from_secs(5);
     while get(rt.port, "/readyz", "").0 != 503 {
@@ -427,7 +422,7 @@ fn a_second_sigterm_exits_at_once_and_leaves_no_command_behind() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let signalled = Instant::now();
-    sigterm(&rt);
+    rt.sigterm();
     assert_eq!(rt.child.wait().unwrap().code(), Some(128 + 15));
     assert!(
         signalled.elapsed() < Duration::from_secs(5),

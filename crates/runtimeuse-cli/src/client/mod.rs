@@ -286,37 +286,10 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
         let Some(line) = line else {
             break;
         };
-        let prompt = line.trim();
-        // A line that begins with a space is a query, whatever it looks like.
-        let parsed = if line.starts_with(' ') && !prompt.is_empty() {
-            SessionLine::Query(prompt)
-        } else {
-            SessionLine::parse(prompt)
-        };
-        let request = match parsed {
-            SessionLine::Empty => continue,
-            SessionLine::Quit => break,
-            SessionLine::Help => {
-                note(SESSION_HELP);
-                continue;
-            }
-            SessionLine::Exec(command) => Request::Commands(
-                vec![runtimeuse_proto::Command::new(command)],
-                args::with_client_args(ExecuteCommandsOptions::new(), &args.client)?,
-            ),
-            SessionLine::Query(prompt) => {
-                // The session's secrets, downloads and limits apply to each query, as to
-                // `query` and to `/exec`.
-                let options = QueryOptions::new(system_prompt.clone(), args.model.clone());
-                let options = args::with_client_args(options, &args.client)?;
-                Request::Query(prompt.to_owned(), options)
-            }
-            SessionLine::Unknown(word) => {
-                note(&format!(
-                    "unknown command {word} (/help lists them; begin the line with a space to send it as a query)"
-                ));
-                continue;
-            }
+        let request = match next_request(&line, &args, &system_prompt)? {
+            Next::Skip => continue,
+            Next::Quit => break,
+            Next::Run(request) => *request,
         };
         match request_on(&mut session, &url, args.client.json, request).await {
             Ok(c) if c == exit::OK => {}
@@ -346,6 +319,45 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
     Ok(code)
 }
 
+/// What a line of `session`'s input asks for.
+enum Next {
+    Skip,
+    Quit,
+    Run(Box<Request>),
+}
+
+/// What `line` asks for: a request with the session's options (its secrets, downloads and
+/// limits apply to each query as to `query` and to `/exec`), or nothing (help and unknown
+/// commands are said here).
+fn next_request(line: &str, args: &SessionArgs, system_prompt: &str) -> Result<Next, Failure> {
+    Ok(Next::Run(Box::new(match SessionLine::parse(line) {
+        SessionLine::Empty => return Ok(Next::Skip),
+        SessionLine::Quit => return Ok(Next::Quit),
+        SessionLine::Help => {
+            note(SESSION_HELP);
+            return Ok(Next::Skip);
+        }
+        SessionLine::Unknown(word) => {
+            note(&format!(
+                "unknown command {word} (/help lists them; begin the line with a space to send \
+                 it as a query)"
+            ));
+            return Ok(Next::Skip);
+        }
+        SessionLine::Exec(command) => Request::Commands(
+            vec![runtimeuse_proto::Command::new(command)],
+            args::with_client_args(ExecuteCommandsOptions::new(), &args.client)?,
+        ),
+        SessionLine::Query(prompt) => {
+            let options = QueryOptions::new(system_prompt.to_owned(), args.model.clone());
+            Request::Query(
+                prompt.to_owned(),
+                args::with_client_args(options, &args.client)?,
+            )
+        }
+    })))
+}
+
 /// What the session's commands are, for `/help`.
 const SESSION_HELP: &str = "one line, one query; or /exec COMMAND (run a shell command in the \
      runtime), /help, /quit (end the session; so does Ctrl-D). Ctrl-C cancels what runs.";
@@ -363,7 +375,12 @@ enum SessionLine<'a> {
 }
 
 impl<'a> SessionLine<'a> {
-    fn parse(line: &'a str) -> Self {
+    /// A line as typed (a line that begins with a space is a query, whatever it looks like).
+    fn parse(raw: &'a str) -> Self {
+        let line = raw.trim();
+        if raw.starts_with(' ') && !line.is_empty() {
+            return Self::Query(line);
+        }
         match line.split_once(char::is_whitespace).unwrap_or((line, "")) {
             ("", _) => Self::Empty,
             ("/quit" | "/exit", _) => Self::Quit,
@@ -473,6 +490,7 @@ mod tests {
             SessionLine::Query("what is /exec?")
         );
         assert_eq!(SessionLine::parse("/qiut"), SessionLine::Unknown("/qiut"));
+        assert_eq!(SessionLine::parse(" /qiut"), SessionLine::Query("/qiut"));
         assert_eq!(SessionLine::parse("/tmp/x"), SessionLine::Query("/tmp/x"));
         assert_eq!(
             SessionLine::parse("/tmp is full"),

@@ -63,6 +63,7 @@ impl Serve {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
+        assert!(line.contains("listening on port"), "{line}");
         let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
         Self { child, port, log }
     }
@@ -75,6 +76,20 @@ impl Serve {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap()
+    }
+
+    /// Sends the runtime SIGTERM.
+    pub(crate) fn sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+
+    /// Stops the runtime with SIGTERM (a graceful stop) and returns how it exited and what it
+    /// logged.
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        self.sigterm();
+        let status = self.child.wait().unwrap();
+        (status, std::fs::read_to_string(&self.log).unwrap())
     }
 
     /// Stops the runtime and returns what it logged.
