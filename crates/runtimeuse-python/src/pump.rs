@@ -261,31 +261,24 @@ impl State {
             if taken || self.over() || self.full() {
                 break;
             }
-            if !self.up {
-                if !self.blocking || self.core.conn.is_finished() {
-                    break;
-                }
-                // Waiting to reconnect: until the connection's deadline, or `block` passed.
-                let left = block.map_or(Duration::ZERO, |b| b.saturating_sub(started.elapsed()));
-                if left.is_zero() {
-                    break;
-                }
-                std::thread::sleep(self.core.wait().min(left));
-                continue;
-            }
             if self.blocking {
-                let Some(block) = block else { break };
-                let left = block.saturating_sub(started.elapsed());
-                if left.is_zero() {
+                // Reading (or, the socket down, waiting to reconnect) until the connection's
+                // deadline, or `block` passed.
+                let left = block.map_or(Duration::ZERO, |b| b.saturating_sub(started.elapsed()));
+                if left.is_zero() || self.core.conn.is_finished() {
                     break;
                 }
-                let wait = self.core.wait().min(left).max(Duration::from_millis(1));
-                self.set_read_timeout(wait);
-                self.read();
+                let wait = self.core.wait().min(left);
+                if self.up {
+                    self.set_read_timeout(wait.max(Duration::from_millis(1)));
+                    self.read();
+                } else {
+                    std::thread::sleep(wait);
+                }
                 continue;
             }
-            if !self.read() {
-                drained = true;
+            if !self.up || !self.read() {
+                drained = self.up;
                 break;
             }
         }

@@ -48,3 +48,48 @@ async def test_an_idle_timeout_says_what_the_upstream_says(runtime):
     assert str(caught.value).startswith("No message received from agent runtime for 0.2s")
     assert caught.value.metadata["phase"] == "waiting_for_message"
     assert caught.value.metadata["timeout_type"] == "idle_timeout"
+
+
+async def test_a_callback_timeout_says_where_it_stood():
+    import asyncio
+
+    from runtimeuse_rs import ArtifactUploadResult, CallbackTimeoutError
+
+    async def transport(send_queue):
+        yield {"message_type": "assistant_message", "text_blocks": ["one"]}
+        yield {"message_type": "assistant_message", "text_blocks": ["two"]}
+        yield {"message_type": "artifact_upload_request_message", "filename": "f", "filepath": "/a/f"}
+        await asyncio.sleep(10)
+
+    async def slow_second(message):
+        if message.text_blocks == ["two"]:
+            await asyncio.sleep(10)
+
+    with pytest.raises(CallbackTimeoutError) as caught:
+        await RuntimeUseClient(transport=transport).query(
+            "hi", opts(on_assistant_message=slow_second, assistant_callback_timeout=0.05, timeout=2)
+        )
+    assert caught.value.metadata == {
+        "timeout_type": "assistant_callback_timeout",
+        "timeout": 0.05,
+        "last_message_type": "assistant_message",
+        "message_count": 2,
+        "phase": "assistant_callback",
+    }
+
+    async def slow_upload(request):
+        await asyncio.sleep(10)
+        return ArtifactUploadResult(presigned_url="x", content_type="y")
+
+    with pytest.raises(CallbackTimeoutError) as caught:
+        await RuntimeUseClient(transport=transport).query(
+            "hi",
+            opts(
+                artifacts_dirs=["/a"],
+                on_artifact_upload_request=slow_upload,
+                artifact_upload_callback_timeout=0.05,
+                timeout=2,
+            ),
+        )
+    assert caught.value.metadata["filename"] == "f"
+    assert caught.value.metadata["filepath"] == "/a/f"

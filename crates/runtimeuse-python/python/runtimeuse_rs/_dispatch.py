@@ -100,11 +100,12 @@ _TIMEOUT_TYPES = {
 }
 
 
-def _limit_error(name: str, limit: float, where: dict[str, Any]) -> CallbackTimeoutError:
-    """A callback's limit passed; ``where`` says what it was handling (the upstream's fields)."""
+def _limit_error(name: str, limit: float) -> CallbackTimeoutError:
+    """A callback's limit passed (its caller adds what the callback was handling: the
+    upstream's fields)."""
     return CallbackTimeoutError(
         f"{name} callback timed out",
-        metadata={"timeout_type": _TIMEOUT_TYPES[name], "timeout": limit, **where},
+        metadata={"timeout_type": _TIMEOUT_TYPES[name], "timeout": limit},
     )
 
 
@@ -163,9 +164,7 @@ class Request:
             "awaitable (use RuntimeUseClient for async callbacks)"
         )
 
-    async def _call(
-        self, callback: Callable[..., Any], arg: Any, limit: float | None, name: str, where: dict[str, Any]
-    ) -> Any:
+    async def _call(self, callback: Callable[..., Any], arg: Any, limit: float | None, name: str) -> Any:
         if limit is None or self.blocking:
             started = time.monotonic() if limit is not None else 0.0
             result = callback(arg)
@@ -174,7 +173,7 @@ class Request:
                     self._refuse(result)
                 result = await result
             if limit is not None and time.monotonic() - started > limit:
-                raise _limit_error(name, limit, where)
+                raise _limit_error(name, limit)
             return result
         try:
             async with asyncio.timeout(limit):
@@ -183,7 +182,7 @@ class Request:
                     result = await result
                 return result
         except TimeoutError as exc:
-            raise _limit_error(name, limit, where) from exc
+            raise _limit_error(name, limit) from exc
 
     async def artifact(self, filename: str, filepath: str, key: int) -> None:
         """Answers one artifact upload request (``respond``/``decline`` of ``answers``)."""
@@ -201,9 +200,10 @@ class Request:
                 request,
                 self.options.artifact_upload_callback_timeout,
                 "on_artifact_upload_request",
-                {"filename": filename, "filepath": filepath},
             )
         except Exception as exc:
+            if isinstance(exc, CallbackTimeoutError) and exc.metadata is not None:
+                exc.metadata.update(filename=filename, filepath=filepath)
             self.answers.decline(key)
             self._fail(exc)
             return
@@ -228,7 +228,7 @@ class Request:
                 )
             base = self.handed
             self.handed += len(batch)
-            for index, item in enumerate(batch):
+            for item in batch:
                 cls = type(item)
                 if cls is _Output:
                     if on_output is None or self.aborted or self.failure is not None:
@@ -248,18 +248,16 @@ class Request:
                     if on_assistant is None or self.aborted or self.failure is not None:
                         continue
                     try:
-                        await self._call(
-                            on_assistant,
-                            item,
-                            assistant_limit,
-                            "on_assistant_message",
-                            {
-                                "last_message_type": "assistant_message",
-                                "message_count": base + index + 1,
-                                "phase": "assistant_callback",
-                            },
-                        )
+                        await self._call(on_assistant, item, assistant_limit, "on_assistant_message")
                     except Exception as exc:
+                        if isinstance(exc, CallbackTimeoutError) and exc.metadata is not None:
+                            # Where it stood, found only now (the loop counts nothing per item).
+                            at = next(i for i, x in enumerate(batch) if x is item)
+                            exc.metadata.update(
+                                last_message_type="assistant_message",
+                                message_count=base + at + 1,
+                                phase="assistant_callback",
+                            )
                         self._fail(exc)
                 else:
                     code = item[0]
