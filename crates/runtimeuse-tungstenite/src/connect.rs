@@ -30,22 +30,6 @@ pub fn tcp(ws: &Socket) -> Option<&TcpStream> {
     }
 }
 
-/// Connects a WebSocket with a client's settings (handshake headers, TLS, the connect timeout),
-/// without a session: for a driver of its own over the shared request layer
-/// ([`runtimeuse_client_core::requests`]), such as the Python package's event-loop
-/// connection. The socket is blocking, without timeouts.
-///
-/// # Errors
-///
-/// As [`Client::session`](crate::Client::session).
-pub fn connect_socket(settings: &ClientSettings) -> Result<Socket, Error> {
-    let (ws, _) = connect(settings, &[])?;
-    if let Some(t) = tcp(&ws) {
-        t.set_read_timeout(None).map_err(Error::Connect)?;
-    }
-    Ok(ws)
-}
-
 /// Connects as [`Client::session`](crate::Client::session) does, without a session: the
 /// socket (blocking, without timeouts) and, when the settings ask for resumption
 /// ([`ClientSettings::resume`]) and the runtime granted it, the session's [`Resumption`], for

@@ -144,7 +144,7 @@ mod pump;
 mod session;
 
 pub use client::{Client, ClientBuilder};
-pub use connect::{connect_session, connect_socket, resume_socket, tcp};
+pub use connect::{connect_session, resume_socket, tcp};
 pub use events::RequestEvents;
 pub use options::{ExecuteCommandsOptions, QueryOptions};
 pub use runtimeuse_client_core::AbortHandle;

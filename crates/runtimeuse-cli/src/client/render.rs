@@ -50,13 +50,10 @@ pub(super) fn batch_outcome(result: &CommandExecutionResult) -> (u8, Option<&Com
 
 /// Whether two texts have the same non-blank lines, in order.
 fn same_lines(a: &str, b: &str) -> bool {
-    let lines = |t: &'_ str| {
-        t.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
-    lines(a) == lines(b)
+    fn lines(t: &str) -> impl Iterator<Item = &str> {
+        t.lines().filter(|l| !l.trim().is_empty())
+    }
+    lines(a).eq(lines(b))
 }
 
 /// For a person: text as it comes, errors and notes on stderr.
