@@ -20,37 +20,52 @@ mod proxy;
 mod serve;
 mod trim;
 
-/// The exit codes, documented in `--help` and the README.
+/// The exit codes, documented in `--help` and the README. The CLI's own failures use the
+/// codes of BSD's `sysexits.h` (64-78), which shell commands rarely return, so that `exec` can
+/// pass the remote command's exit code through as `ssh` does; a signal is the shell's 128 + N.
 pub(crate) mod exit {
     /// Success.
     pub(crate) const OK: u8 = 0;
-    /// The command line was wrong (clap uses 2 too).
-    pub(crate) const USAGE: u8 = 2;
-    /// The runtime reported an error.
-    pub(crate) const RUNTIME: u8 = 3;
-    /// The runtime could not be reached, or the connection failed.
-    pub(crate) const CONNECTION: u8 = 4;
-    /// A time limit passed.
-    pub(crate) const TIMEOUT: u8 = 5;
-    /// The runtime said something that could not be understood.
-    pub(crate) const PROTOCOL: u8 = 6;
+    /// The command line was wrong (`EX_USAGE`), clap's parse errors included.
+    pub(crate) const USAGE: u8 = 64;
+    /// The runtime could not be reached, or the connection failed (`EX_UNAVAILABLE`).
+    pub(crate) const CONNECTION: u8 = 69;
+    /// The runtime reported an error (`EX_SOFTWARE`).
+    pub(crate) const RUNTIME: u8 = 70;
+    /// `serve` or `proxy` could not listen, or the system failed them (`EX_OSERR`).
+    pub(crate) const SYSTEM: u8 = 71;
+    /// A time limit passed (`EX_TEMPFAIL`).
+    pub(crate) const TIMEOUT: u8 = 75;
+    /// The runtime said something that could not be understood (`EX_PROTOCOL`).
+    pub(crate) const PROTOCOL: u8 = 76;
+    /// The runtime refused the token, or wants one (`EX_NOPERM`).
+    pub(crate) const AUTH: u8 = 77;
+    /// SIGHUP: the terminal went away (the request was cancelled first).
+    pub(crate) const HANGUP: u8 = 129;
     /// Cancelled with Ctrl-C.
     pub(crate) const CANCELLED: u8 = 130;
     /// Standard output or error was closed (`| head`).
     pub(crate) const BROKEN_PIPE: u8 = 141;
+    /// SIGTERM (the request was cancelled first).
+    pub(crate) const TERMINATED: u8 = 143;
 }
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success
-  1-255 for exec: the exit code of the command that failed (the rest of the batch is skipped)
-  2    usage error (bad arguments, empty prompt, bad URL)
-  3    the runtime reported an error
-  4    connection error (refused, closed, TLS, handshake)
-  5    a time limit passed (--timeout, --idle-timeout, --connect-timeout)
-  6    protocol error (the runtime's answer could not be understood)
+  N    exec: the exit code of the command that failed, passed through (the rest of the batch
+       is skipped; --json has every command's exact exit_code)
+  64   usage error (bad arguments, empty prompt, bad URL, unreadable @FILE)
+  69   connection error (refused, closed, TLS, handshake)
+  70   the runtime reported an error
+  71   serve, proxy: cannot listen (address in use, not ours) or a system error
+  75   a time limit passed (--timeout, --idle-timeout, --connect-timeout)
+  76   protocol error (the runtime's answer could not be understood)
+  77   the runtime refused the token, or wants one
+  129  SIGHUP, 143 SIGTERM: the request was cancelled on the runtime first (5 s at most)
   130  cancelled with Ctrl-C (the runtime is told to cancel first)
-  141  standard output or error was closed
+  141  standard output or error was closed (the request is cancelled first)
+The CLI's own failures use the codes of sysexits.h (64-78), which shell commands rarely return.
 
 --json prints one JSON object per line on stdout, with a \"type\" of: assistant_message {text,
 blocks}, command_output {stream, command, text}, heartbeat {phase, elapsed_ms}, runtime_error
@@ -63,15 +78,21 @@ stdout}]} or error {kind, message, metadata}.";
 #[command(name = "runtimeuse", version, about, after_help = EXIT_CODES)]
 struct Cli {
     /// More log lines on stderr: -v info, -vv debug, -vvv trace (RUST_LOG, when set, decides).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     verbose: u8,
     /// Only errors in the log (RUST_LOG, when set, decides); `proxy` shows no frames.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        help_heading = "Global options",
+        conflicts_with = "verbose"
+    )]
     quiet: bool,
     /// The log's form on stderr: `text` for people, `json` for machines (one object per
     /// line: timestamp, level, target, message, fields, and the spans' fields, e.g. a
     /// connection's id).
-    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -102,14 +123,25 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are no failure; a wrong command line is the table's usage code.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
             report(&client::Failure::usage(format!(
                 "cannot start the async runtime: {e}"
             )));
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::SYSTEM);
         }
     };
     let code = runtime.block_on(run(cli));
@@ -154,11 +186,11 @@ async fn run(cli: Cli) -> u8 {
         Command::Serve(mut args) => {
             args.json_log = cli.log_format == "json";
             args.quiet = quiet;
-            served(serve::serve(args).await)
+            serve::serve(args).await.map(|()| exit::OK)
         }
         Command::Proxy(mut args) => {
             args.quiet = quiet;
-            served(proxy::proxy(args).await)
+            proxy::proxy(args).await.map(|()| exit::OK)
         }
         Command::Query(args) => client::query(args).await,
         Command::Exec(args) => client::exec(args).await,
@@ -182,17 +214,6 @@ async fn run(cli: Cli) -> u8 {
     }
 }
 
-/// The exit of a server command (`serve`, `proxy`): 0 when it stopped on a signal, 1 when it
-/// could not run.
-fn served(r: Result<(), Box<dyn std::error::Error>>) -> Result<u8, client::Failure> {
-    r.map(|()| exit::OK).map_err(|e| client::Failure {
-        code: 1,
-        message: chain(&*e),
-        hint: None,
-        metadata: None,
-    })
-}
-
 /// An error and each of its causes, once (a cause whose text the chain already says, as some
 /// libraries repeat their source in their own message, is left out).
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
@@ -209,8 +230,9 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-#[allow(clippy::print_stderr)]
+/// Says a failure on stderr (a closed stderr is no panic: the exit code still tells).
 pub(crate) fn report(f: &client::Failure) {
+    use std::io::Write;
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let label = if colour {
@@ -218,11 +240,13 @@ pub(crate) fn report(f: &client::Failure) {
     } else {
         "error"
     };
-    eprintln!("runtimeuse: {label}: {}", f.message);
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "runtimeuse: {label}: {}", f.message);
+    drop(err);
     if let Some(m) = &f.metadata {
         client::print_metadata(m);
     }
     if let Some(h) = &f.hint {
-        eprintln!("  hint: {h}");
+        let _ = writeln!(std::io::stderr(), "  hint: {h}");
     }
 }

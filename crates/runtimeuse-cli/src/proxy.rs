@@ -23,16 +23,19 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::client::Failure;
+
 /// `proxy`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct ProxyArgs {
     /// Address to listen on (port 0 picks a free one; the port is printed on stdout).
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
     listen: String,
     /// The runtime's URL; each client's request path is appended when the URL has none.
     #[arg(long, value_name = "URL")]
     to: String,
-    /// Write one transcript per connection into this directory.
+    /// Write one transcript per connection into this directory [default: none, no
+    /// transcripts].
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
     /// A string replaced by `[REDACTED]` in the transcripts and the live view (repeatable).
@@ -41,7 +44,7 @@ pub(crate) struct ProxyArgs {
     /// Cut each connection after the runtime's N-th data frame through it, as a flaky
     /// network or a load balancer does: both TCP connections end without a close frame. A
     /// resumable session resumes through the proxy. `kill -USR1` the proxy to cut every open
-    /// connection at once.
+    /// connection at once [default: never].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     cut_after: Option<u64>,
     /// How `--cut-after` and SIGUSR1 cut: `reset` (a TCP reset) or `close` (a TCP close).
@@ -53,15 +56,25 @@ pub(crate) struct ProxyArgs {
 }
 
 /// Serves until Ctrl-C.
-pub(crate) async fn proxy(args: ProxyArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) async fn proxy(args: ProxyArgs) -> Result<(), Failure> {
     if !args.to.starts_with("ws://") && !args.to.starts_with("wss://") {
-        return Err(format!("--to {} is not a ws:// or wss:// URL", args.to).into());
+        return Err(Failure::usage(format!(
+            "--to {} is not a ws:// or wss:// URL",
+            args.to
+        )));
     }
     if let Some(dir) = &args.record {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Failure::system(format!("cannot create --record {}: {e}", dir.display()))
+        })?;
     }
-    let listener = TcpListener::bind(&args.listen).await?;
-    let port = listener.local_addr()?.port();
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Failure::system(format!("cannot listen on {}: {e}", args.listen)))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Failure::system(format!("cannot read the listening address: {e}")))?
+        .port();
     #[allow(clippy::print_stdout)]
     {
         println!(
@@ -73,7 +86,8 @@ pub(crate) async fn proxy(args: ProxyArgs) -> Result<(), Box<dyn std::error::Err
     let next = Arc::new(AtomicU64::new(1));
     // SIGUSR1 cuts every open connection: each relay watches this count.
     let (cuts, cut_now) = tokio::sync::watch::channel(0u64);
-    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .map_err(|e| Failure::system(format!("cannot watch SIGUSR1: {e}")))?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),

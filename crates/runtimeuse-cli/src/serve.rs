@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::client::Failure;
 use runtimeuse_runtime::{
     AcpAgent, AgentHandler, AgentOptions, ClaudeAgent, CommandAgent, ModelAgent, ModelApi,
     Permissions, PromptInput, ProviderConfig, Runtime, RuntimeOptions, ScriptedHandler,
@@ -50,33 +52,39 @@ pub(crate) enum OpenAiApi {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
     host: String,
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Interval of heartbeats while a request runs, in ms (0 turns them off).
-    #[arg(long, default_value_t = 15_000)]
+    /// Interval of heartbeats while a request runs, in milliseconds (0 turns them off).
+    #[arg(long, value_name = "MS", default_value_t = 15_000)]
     heartbeat_interval_ms: u64,
-    /// Clients must present this token (`Authorization: Bearer <T>` or `?token=<T>`).
-    #[arg(long, env = "RUNTIMEUSE_TOKEN", hide_env_values = true)]
+    /// Clients must present this token (`Authorization: Bearer <T>` or `?token=<T>`)
+    /// [default: none, no authentication].
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "RUNTIMEUSE_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Most connections served at once; beyond it new ones are closed at once. The file
     /// descriptor limit is raised to its hard limit at start, and 1024 descriptors (or half the
     /// limit) stay free for commands.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 1024)]
     max_connections: usize,
     /// Bytes of output one connection may hold for a client that reads slowly; beyond it the
     /// request's commands and agent wait (nothing is dropped).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     max_buffered: usize,
     /// Bytes of output all connections together may hold; beyond it the connections holding
     /// the most wait first.
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     max_buffered_total: usize,
-    /// A client that takes no bytes for this long (in ms) while output waits for it is dropped
-    /// and its request cancelled (0: never).
-    #[arg(long, default_value_t = 60_000)]
+    /// A client that takes no bytes for this long (in milliseconds) while output waits for it
+    /// is dropped and its request cancelled (0: never).
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
     write_stall_timeout_ms: u64,
     /// How long (in seconds) a session outlives a lost connection for a client that asked to
     /// resume it; its request goes on meanwhile (0: resumption off). See docs/resume.md.
@@ -115,26 +123,32 @@ pub(crate) struct ServeArgs {
         default_value = "responses"
     )]
     openai_api: OpenAiApi,
-    /// The model used when a query names none.
-    #[arg(long)]
+    /// The model used when a query names none [default: none, so a query must name one].
+    #[arg(long, value_name = "MODEL")]
     model: Option<String>,
-    /// The provider's API key (default: OPENAI_API_KEY or ANTHROPIC_API_KEY).
-    #[arg(long, hide_env_values = true)]
+    /// The provider's API key [default: $OPENAI_API_KEY or $ANTHROPIC_API_KEY].
+    #[arg(long, value_name = "KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// The provider's base URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL).
-    #[arg(long)]
+    /// The provider's base URL [default: $OPENAI_BASE_URL or $ANTHROPIC_BASE_URL, else the
+    /// provider's public API].
+    #[arg(long, value_name = "URL")]
     base_url: Option<String>,
     /// Most model turns per query.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_name = "N", default_value_t = 30)]
     max_turns: u32,
-    /// Time limit of one tool call, in ms.
-    #[arg(long, default_value_t = 300_000)]
+    /// Time limit of one tool call, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 300_000)]
     tool_timeout_ms: u64,
     /// Offer the provider's hosted web search.
     #[arg(long)]
     web_search: bool,
-    /// The agent CLI `--agent command` runs (through `sh -c`).
-    #[arg(long, required_if_eq_any([("agent", "command"), ("agent", "acp")]))]
+    /// The agent CLI `--agent command`, `acp` or `claude` runs (through `sh -c`; required by
+    /// `command` and `acp`) [default for `claude`: `claude` in PATH].
+    #[arg(
+        long,
+        value_name = "CMD",
+        required_if_eq_any([("agent", "command"), ("agent", "acp")])
+    )]
     agent_command: Option<String>,
     /// Pass the prompt to the agent command as its last argument instead of on stdin.
     #[arg(long)]
@@ -142,13 +156,12 @@ pub(crate) struct ServeArgs {
 }
 
 /// Serves until Ctrl-C or SIGTERM.
-pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) async fn serve(args: ServeArgs) -> Result<(), Failure> {
     if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        return Err(
+        return Err(Failure::usage(
             "the token is empty (--token or RUNTIMEUSE_TOKEN): no client could present \
-                    it; give a token, or none for no authentication"
-                .into(),
-        );
+             it; give a token, or none for no authentication",
+        ));
     }
     let mut options = RuntimeOptions::default();
     options.heartbeat_interval =
@@ -163,13 +176,18 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
     options.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     raise_file_limit();
     crate::trim::start();
-    let handler = agent_handler(&args)?;
+    let handler = agent_handler(&args).map_err(|e| Failure::usage(crate::chain(&*e)))?;
     let runtime = Runtime::from_arc(handler)
         .options(options)
         .bind((args.host.as_str(), args.port))
         .await
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
-    let port = runtime.local_addr()?.port();
+        .map_err(|e| {
+            Failure::system(format!("cannot listen on {}:{}: {e}", args.host, args.port))
+        })?;
+    let port = runtime
+        .local_addr()
+        .map_err(|e| Failure::system(format!("cannot read the listening address: {e}")))?
+        .port();
     let shutdown = shutdown_signal();
     // Scripts read this line for the port: its form is stable (stdout; everything else goes to
     // stderr).
@@ -187,8 +205,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Err
             runtime.url()
         ),
     );
-    runtime.serve(shutdown).await?;
-    Ok(())
+    runtime
+        .serve(shutdown)
+        .await
+        .map_err(|e| Failure::system(crate::chain(&e)))
 }
 
 /// Raises the soft limit of open files to the hard one, as servers of many connections do

@@ -101,7 +101,7 @@ fn json_lines_are_one_object_per_event() {
     );
 
     let out = run(&rt, &["query", "--json", "ERROR:boom"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(70));
     let last: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(last["type"], "error");
     assert_eq!(last["kind"], "runtime");
@@ -124,7 +124,7 @@ fn exit_codes_of_every_class() {
     );
     // The runtime's error, with its metadata on lines of their own.
     let out = run(&rt, &["query", "ERROR:boom"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(70));
     let err = text(&out.stderr);
     assert!(
         err.contains("runtime error: boom") && err.contains("  error_name: Error"),
@@ -134,10 +134,10 @@ fn exit_codes_of_every_class() {
     assert_eq!(err.matches("boom").count(), 1, "{err}");
     // A time limit.
     let out = run(&rt, &["query", "--idle-timeout", "0.3", "SLOW:5000"]);
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
     // Usage: an empty prompt, an HTTP URL (with the hint).
     let out = run(&rt, &["query", "  "]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     let out = run(
         &rt,
         &[
@@ -147,7 +147,7 @@ fn exit_codes_of_every_class() {
             "x",
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(text(&out.stderr).contains(&format!("did you mean ws://127.0.0.1:{}?", rt.port)));
     // Connection: nothing listens.
     let port = {
@@ -158,9 +158,31 @@ fn exit_codes_of_every_class() {
         &rt,
         &["query", "--url", &format!("ws://127.0.0.1:{port}"), "x"],
     );
-    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(out.status.code(), Some(69));
     assert!(
         text(&out.stderr).contains("is the runtime running"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The remote code passes through, and the CLI's own codes are none a shell command
+    // usually returns: a remote 4 is not the CLI's connection error.
+    assert_eq!(run(&rt, &["exec", "exit 4"]).status.code(), Some(4));
+    // A wrong command line is the table's usage code, clap's errors included.
+    let out = bin()
+        .args(["query", "--no-such-flag", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert_eq!(bin().arg("--help").output().unwrap().status.code(), Some(0));
+    // The proxy that cannot listen: the same code as serve's.
+    let out = bin()
+        .args(["proxy", "--listen", &format!("127.0.0.1:{}", rt.port)])
+        .args(["--to", &format!("ws://127.0.0.1:{}", rt.port)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(71), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot listen on 127.0.0.1:{}", rt.port)),
         "{}",
         text(&out.stderr)
     );
@@ -217,17 +239,31 @@ fn a_closed_stdout_ends_the_program_quietly() {
     );
 }
 
-#[test]
-fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
-    let rt = scripted();
-    let dir = std::env::temp_dir().join(format!("runtimeuse-sigint-{}", std::process::id()));
+/// A remote command that says `started`, writes its shell's pid, then runs until killed
+/// (printing `tick` every 0.1 s when `ticking`): `exec` of it against `rt`, once it runs; the
+/// CLI, its stdout, and the remote shell's pid file.
+fn remote_runner(
+    rt: &Serve,
+    name: &str,
+    ticking: bool,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    std::path::PathBuf,
+) {
+    let dir = std::env::temp_dir().join(format!("runtimeuse-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("pid");
+    let body = if ticking {
+        "while :; do echo tick; sleep 0.1; done"
+    } else {
+        "exec sleep 30"
+    };
     let command = format!(
-        "echo started; sh -c 'echo $$ > {}; exec sleep 30'",
+        "echo started; sh -c 'echo $$ > {}; {body}'",
         pid_file.display()
     );
-    let mut child = against(&rt, &["exec", &command])
+    let mut child = against(rt, &["exec", &command])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -236,24 +272,19 @@ fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "started\n");
-    // The command runs: its pid file appears.
+    // The command runs: its pid file appears, written whole.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !pid_file.exists() {
+    while !std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')) {
         assert!(Instant::now() < deadline, "the command never started");
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let started = Instant::now();
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    assert!(started.elapsed() < Duration::from_secs(10));
-    let err = text(&out.stderr);
-    let (cancelling, cancelled) = (err.find("cancelling"), err.rfind("cancelled"));
-    assert!(cancelling.is_some() && cancelling < cancelled, "{err}");
-    // The runtime killed the command's process group.
-    let sleeper = std::fs::read_to_string(&pid_file).unwrap();
-    let proc = format!("/proc/{}", sleeper.trim());
+    (child, stdout, pid_file)
+}
+
+/// Waits (10 s at most) until the remote process of `pid_file` is gone: the runtime killed it.
+fn assert_remote_killed(pid_file: &std::path::Path) {
+    let pid = std::fs::read_to_string(pid_file).unwrap();
+    let proc = format!("/proc/{}", pid.trim());
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&proc).exists()
         && std::fs::read_to_string(format!("{proc}/stat"))
@@ -262,11 +293,68 @@ fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
     {
         assert!(
             Instant::now() < deadline,
-            "the remote sleep survived the cancel"
+            "the remote command survived the CLI"
         );
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(20));
     }
-    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(pid_file.parent().unwrap()).unwrap();
+}
+
+fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
+
+#[test]
+fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
+    let rt = scripted();
+    let (mut child, stdout, pid_file) = remote_runner(&rt, "sigint", false);
+    child.stdout = None;
+    drop(stdout);
+    let started = Instant::now();
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = text(&out.stderr);
+    let (cancelling, cancelled) = (err.find("cancelling"), err.rfind("cancelled"));
+    assert!(cancelling.is_some() && cancelling < cancelled, "{err}");
+    // The runtime killed the command's process group.
+    assert_remote_killed(&pid_file);
+}
+
+#[test]
+fn sigterm_and_sighup_cancel_the_remote_command_before_the_cli_exits() {
+    let rt = scripted();
+    for (sig, code) in [
+        (nix::sys::signal::Signal::SIGTERM, 143),
+        (nix::sys::signal::Signal::SIGHUP, 129),
+    ] {
+        let (mut child, stdout, pid_file) = remote_runner(&rt, "sigterm", false);
+        let started = Instant::now();
+        signal(&child, sig);
+        drop(stdout);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{sig}");
+        // Within the CLI's bound on waiting for the cancel's confirmation (5 s).
+        assert!(started.elapsed() < Duration::from_secs(8), "{sig}");
+        // Before the fix the CLI died at once and the command ran on (the runtime keeps a
+        // resumable session's request for its grace, 60 s).
+        assert_remote_killed(&pid_file);
+    }
+}
+
+#[test]
+fn a_closed_stdout_cancels_the_remote_command_and_exits_141() {
+    let rt = scripted();
+    let (mut child, stdout, pid_file) = remote_runner(&rt, "stdout", true);
+    let started = Instant::now();
+    // The CLI's next write of a tick fails.
+    drop(stdout);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141));
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_remote_killed(&pid_file);
 }
 
 #[test]
@@ -330,7 +418,7 @@ fn a_session_runs_one_query_per_line_over_one_connection() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     // Piped input: the session goes on after a failed query, and exits with its code.
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(70), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "one\ntwo\n");
     assert!(text(&out.stderr).contains("runtime error: bad"));
     let log = rt.stop();
@@ -370,7 +458,7 @@ fn a_runtime_that_breaks_the_protocol_exits_6() {
         .args(["query", "--url", &format!("ws://127.0.0.1:{port}"), "x"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(76), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("could not be decoded"),
         "{}",
@@ -395,7 +483,7 @@ fn a_connect_timeout_is_a_time_limit_exit_5_and_timeout_bounds_connecting_too() 
         .args(["query", "--url", &url, "--connect-timeout", "0.5", "x"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(10));
     // --timeout bounds the whole request, connecting included (the connect default is 30 s).
     let started = Instant::now();
@@ -403,7 +491,7 @@ fn a_connect_timeout_is_a_time_limit_exit_5_and_timeout_bounds_connecting_too() 
         .args(["query", "--url", &url, "--timeout", "1", "x"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -415,7 +503,7 @@ fn a_connect_timeout_is_a_time_limit_exit_5_and_timeout_bounds_connecting_too() 
 fn a_timeout_is_said_for_people_without_a_log_line() {
     let rt = scripted();
     let out = run(&rt, &["query", "--timeout", "0.3", "SLOW:5000"]);
-    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(out.status.code(), Some(75));
     let err = text(&out.stderr);
     assert!(
         err.contains("no result within 0.3 s (the --timeout limit)"),
@@ -428,7 +516,7 @@ fn a_timeout_is_said_for_people_without_a_log_line() {
 fn a_wrong_token_gets_a_hint_about_the_token_passed() {
     let rt = Serve::start(&["--token", "right"], &[]);
     let out = run(&rt, &["query", "--token", "wrong", "x"]);
-    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(out.status.code(), Some(77));
     let err = text(&out.stderr);
     assert!(err.contains("refused the token"), "{err}");
     assert!(!err.contains("pass --token"), "{err}");
@@ -445,7 +533,7 @@ fn url_hints_fix_the_scheme_instead_of_prefixing_it() {
         ("127.0.0.1:8080", "did you mean ws://127.0.0.1:8080?"),
     ] {
         let out = bin().args(["query", "--url", url, "x"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(out.status.code(), Some(64));
         let err = text(&out.stderr);
         assert!(err.contains(hint), "{url}: {err}");
         assert!(
@@ -529,7 +617,11 @@ fn serve_says_where_clients_connect_and_which_address_is_taken() {
         ])
         .output()
         .unwrap();
-    assert!(!taken.status.success());
+    assert_eq!(
+        taken.status.code(),
+        Some(71),
+        "cannot listen: the table's code"
+    );
     let err = text(&taken.stderr);
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     let log = rt.stop();
@@ -648,7 +740,7 @@ fn a_session_notices_a_runtime_that_goes_away_while_it_waits_for_input() {
     let stopped = Instant::now();
     drop(rt);
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(4));
+    assert_eq!(status.code(), Some(69));
     assert!(
         stopped.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -685,7 +777,7 @@ fn exec_resumes_a_cut_connection_and_no_resume_does_not() {
 
     let proxy = tokio.block_on(CutProxy::start(&target, 10, 1, Cut::Reset));
     let out = via(&proxy, &["--no-resume"]);
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -780,7 +872,7 @@ fn json_prints_an_error_line_when_the_connection_fails() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
     let line: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON line");
     assert_eq!(line["type"], "error", "{line}");
     assert_eq!(line["kind"], "connection", "{line}");
@@ -806,4 +898,50 @@ fn the_command_agents_output_is_printed_once() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "line one\nline two\n");
     rt.stop();
+}
+
+#[test]
+fn every_option_is_listed_once_with_its_default() {
+    for command in ["query", "exec", "session", "serve", "proxy"] {
+        let out = bin().args([command, "--help"]).output().unwrap();
+        let help = text(&out.stdout);
+        // An option's entry: its flags, then its text up to the next entry or heading.
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for line in help.lines() {
+            let flag = line
+                .trim_start()
+                .split([',', ' '])
+                .find(|w| w.starts_with("--"))
+                .filter(|_| line.starts_with("  -") || line.starts_with("      --"));
+            match flag {
+                Some(flag) => entries.push((flag.to_owned(), line.to_owned())),
+                None if line.is_empty() => {}
+                None if !line.starts_with(' ') => {
+                    entries.push((String::new(), String::new()));
+                }
+                None => {
+                    if let Some(last) = entries.last_mut() {
+                        last.1.push(' ');
+                        last.1.push_str(line.trim());
+                    }
+                }
+            }
+        }
+        entries.retain(|(flag, _)| !flag.is_empty());
+        let mut seen = std::collections::HashSet::new();
+        for (flag, entry) in &entries {
+            assert!(seen.insert(flag.clone()), "{command}: {flag} listed twice");
+            // An option that takes a value says what it is when not given, or is repeatable
+            // (none by default) or required.
+            let takes_value = entry.contains(&format!("{flag} <"));
+            let required = command == "proxy" && flag == "--to";
+            if takes_value && !required {
+                assert!(
+                    entry.contains("[default") || entry.contains("repeatable"),
+                    "{command}: {flag} shows no default: {entry}"
+                );
+            }
+        }
+        assert!(seen.len() > 5, "{command}: {help}");
+    }
 }

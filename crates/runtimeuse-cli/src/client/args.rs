@@ -21,20 +21,25 @@ pub(crate) struct ClientArgs {
         default_value = "ws://127.0.0.1:8080"
     )]
     pub(super) url: String,
-    /// Token for a runtime started with one (sent as `Authorization: Bearer <T>`).
-    #[arg(long, env = "RUNTIMEUSE_TOKEN", hide_env_values = true)]
+    /// Token for a runtime started with one (sent as `Authorization: Bearer <T>`) [default:
+    /// none].
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "RUNTIMEUSE_TOKEN",
+        hide_env_values = true
+    )]
     pub(super) token: Option<String>,
     /// An extra header of the WebSocket handshake (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE|'NAME: VALUE'", value_parser = header)]
     pub(super) headers: Vec<(String, String)>,
     /// Fail if the request (connecting included) has not finished after this many seconds
     /// (0: no limit).
-    #[arg(long, value_name = "SECONDS")]
-    pub(super) timeout: Option<f64>,
-    /// Fail if nothing arrives for this many seconds (heartbeats count; default 60; 0: no
-    /// limit).
-    #[arg(long, value_name = "SECONDS")]
-    pub(super) idle_timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub(super) timeout: f64,
+    /// Fail if nothing arrives for this many seconds (heartbeats count; 0: no limit).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub(super) idle_timeout: f64,
     /// How long connecting may take, in seconds (0: no limit).
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub(super) connect_timeout: f64,
@@ -45,7 +50,7 @@ pub(crate) struct ClientArgs {
     /// A file for the runtime to download first, as URL=DIR (repeatable; a .zip is extracted).
     #[arg(long = "download", value_name = "URL=DIR", value_parser = url_dir)]
     pub(super) downloads: Vec<(String, String)>,
-    /// Print one JSON object per event per line on stdout (see `--help` of the command).
+    /// Print one JSON object per event per line on stdout (the types are listed below).
     #[arg(long)]
     pub(super) json: bool,
     /// Do not ask the runtime for a resumable session. By default a lost connection is
@@ -55,19 +60,39 @@ pub(crate) struct ClientArgs {
     pub(super) no_resume: bool,
 }
 
+/// The model and system prompt of queries (`query` and `session`).
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The model the runtime's agent should use [default: none named, so the runtime's own
+    /// applies, `serve --model`].
+    #[arg(
+        long,
+        short,
+        value_name = "MODEL",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub(super) model: String,
+    /// The system prompt (also `@FILE`) [default: none].
+    #[arg(
+        long,
+        short,
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub(super) system_prompt: String,
+}
+
 /// `query`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct QueryArgs {
     /// The prompt: text, `@FILE` for a file's content, or `-` for standard input.
     pub(super) prompt: String,
-    /// The model the runtime's agent should use (default: none named, so the runtime's own
-    /// default applies, `serve --model`).
-    #[arg(long, short, default_value = "")]
-    pub(super) model: String,
-    /// The system prompt (also `@FILE`).
-    #[arg(long, short, default_value = "")]
-    pub(super) system_prompt: String,
-    /// Ask for structured output following this JSON Schema (inline JSON or `@FILE`).
+    #[command(flatten)]
+    pub(super) agent: AgentArgs,
+    /// Ask for structured output following this JSON Schema (inline JSON or `@FILE`)
+    /// [default: none, a text answer].
     #[arg(long, value_name = "SCHEMA")]
     pub(super) output_schema: Option<String>,
     /// An environment variable for the agent, NAME=VALUE (repeatable).
@@ -89,8 +114,9 @@ pub(crate) struct ExecArgs {
     /// The commands, run in order through `sh -c`; the first that fails ends the batch.
     #[arg(required = true, value_name = "COMMAND")]
     pub(super) commands: Vec<String>,
-    /// The working directory of the commands (created when missing).
-    #[arg(long)]
+    /// The working directory of the commands (created when missing) [default: the
+    /// runtime's].
+    #[arg(long, value_name = "DIR")]
     pub(super) cwd: Option<String>,
     /// An environment variable of the commands, NAME=VALUE (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = key_value)]
@@ -126,13 +152,8 @@ fn url_dir(s: &str) -> Result<(String, String), String> {
 /// `session`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct SessionArgs {
-    /// The model the runtime's agent should use (default: none named, so the runtime's own
-    /// default applies, `serve --model`).
-    #[arg(long, short, default_value = "")]
-    pub(super) model: String,
-    /// The system prompt (also `@FILE`).
-    #[arg(long, short, default_value = "")]
-    pub(super) system_prompt: String,
+    #[command(flatten)]
+    pub(super) agent: AgentArgs,
     #[command(flatten)]
     pub(super) client: ClientArgs,
 }
@@ -180,7 +201,7 @@ pub(super) fn client(args: &ClientArgs) -> Result<Client, Failure> {
         });
     }
     // Connecting is part of the request: --timeout bounds it too.
-    let connect = match (limit(args.connect_timeout)?, limit_opt(args.timeout)?) {
+    let connect = match (limit(args.connect_timeout)?, limit(args.timeout)?) {
         (Some(c), Some(t)) => Some(c.min(t)),
         (c, t) => c.or(t),
     };
@@ -204,10 +225,6 @@ fn limit(s: f64) -> Result<Option<Duration>, Failure> {
         return Ok(None);
     }
     seconds(s).map(Some)
-}
-
-fn limit_opt(s: Option<f64>) -> Result<Option<Duration>, Failure> {
-    Ok(s.map(limit).transpose()?.flatten())
 }
 
 /// What to suggest for a URL that is not `ws://` or `wss://`.
@@ -253,14 +270,9 @@ pub(super) fn with_client_args<W: Wire>(
     for (u, d) in &client.downloads {
         options = options.download(Downloadable::new(u.clone(), d.clone()));
     }
-    if let Some(t) = limit_opt(client.timeout)? {
+    if let Some(t) = limit(client.timeout)? {
         options = options.timeout(t);
     }
-    match client.idle_timeout.map(limit).transpose()? {
-        Some(Some(t)) => options = options.idle_timeout(t),
-        // 0 (or inf) turns the default idle limit off.
-        Some(None) => options = options.idle_timeout(Duration::MAX),
-        None => {}
-    }
-    Ok(options)
+    // 0 (or inf) turns the idle limit off.
+    Ok(options.idle_timeout(limit(client.idle_timeout)?.unwrap_or(Duration::MAX)))
 }

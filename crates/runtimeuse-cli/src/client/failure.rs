@@ -24,6 +24,15 @@ impl Failure {
             metadata: None,
         }
     }
+
+    /// A failure of the system under a server command (`serve`, `proxy`): it cannot listen,
+    /// or an I/O call failed.
+    pub(crate) fn system(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::SYSTEM,
+            ..Self::usage(message)
+        }
+    }
 }
 
 /// The kind of a client error, as `--json` names it.
@@ -35,6 +44,11 @@ pub(super) fn kind(e: &Error) -> &'static str {
             "timeout"
         }
         Error::Usage(_) | Error::Config(_) => "usage",
+        Error::WebSocket(runtimeuse_tokio::tokio_tungstenite::tungstenite::Error::Http(r))
+            if matches!(r.status().as_u16(), 401 | 403) =>
+        {
+            "auth"
+        }
         Error::Protocol(_) | Error::UnexpectedTerminal(_) | Error::Desynchronized => "protocol",
         _ => "connection",
     }
@@ -48,6 +62,7 @@ pub(super) fn failure(e: &Error, url: &str, token: bool) -> Failure {
         "timeout" => exit::TIMEOUT,
         "usage" => exit::USAGE,
         "protocol" => exit::PROTOCOL,
+        "auth" => exit::AUTH,
         _ => exit::CONNECTION,
     };
     let message = match e {

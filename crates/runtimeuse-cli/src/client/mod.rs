@@ -3,12 +3,10 @@
 //! `args`, the exit codes of failures in `failure`, the printing in `render`.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use runtimeuse_proto::{RequestEvent, SessionEnd};
-use runtimeuse_tokio::{AbortHandle, Error, ExecuteCommandsOptions, QueryOptions};
+use runtimeuse_tokio::{Error, ExecuteCommandsOptions, QueryOptions};
 use serde_json::Value;
 
 use crate::exit;
@@ -16,6 +14,7 @@ use crate::exit;
 mod args;
 mod failure;
 mod render;
+mod stop;
 
 pub(crate) use args::{ClientArgs, ExecArgs, QueryArgs, SessionArgs};
 use args::{client, text_arg};
@@ -30,7 +29,10 @@ pub(crate) async fn query(args: QueryArgs) -> Result<u8, Failure> {
     if prompt.trim().is_empty() {
         return Err(Failure::usage("the prompt is empty"));
     }
-    let mut options = QueryOptions::new(text_arg(&args.system_prompt)?, args.model.clone());
+    let mut options = QueryOptions::new(
+        text_arg(&args.agent.system_prompt)?,
+        args.agent.model.clone(),
+    );
     if let Some(schema) = &args.output_schema {
         let text = text_arg(schema)?;
         let schema: Value = serde_json::from_str(&text)
@@ -82,7 +84,7 @@ enum Request {
 
 /// Connects, runs the request with its events printed, ends the session, and returns the exit
 /// code. Ctrl-C cancels the request (the runtime confirms, exit 130); a second Ctrl-C exits at
-/// once.
+/// once; SIGTERM, SIGHUP and a closed output cancel it too before the CLI leaves (`stop`).
 async fn run(args: &ClientArgs, request: Request) -> Result<u8, Failure> {
     let (mut session, url) = connect(args).await?;
     let code = request_on(&mut session, &url, args.json, request).await;
@@ -110,6 +112,7 @@ pub(crate) async fn connect(
         // A script reading --json gets its error line for a connection that failed too.
         let kind = match f.code {
             exit::USAGE => "usage",
+            exit::AUTH => "auth",
             exit::TIMEOUT => "timeout",
             exit::PROTOCOL => "protocol",
             _ => "connection",
@@ -147,15 +150,31 @@ async fn request_on(
     json: bool,
     request: Request,
 ) -> Result<u8, Failure> {
-    let cancelled = Arc::new(AtomicBool::new(false));
-    let watcher = cancel_on_ctrl_c(session.abort_handle(), Arc::clone(&cancelled));
+    stop::watch();
+    let running = stop::Running::new(session.abort_handle());
     let total = match &request {
         Request::Commands(commands, _) => commands.len(),
         Request::Query(..) => 0,
     };
     let mut renderer = render::renderer(json);
     let outcome = stream(session, request, renderer.as_mut(), json).await;
-    watcher.abort();
+    drop(running);
+    match (outcome, stop::reason()) {
+        // SIGTERM, SIGHUP or a closed output: the request was cancelled for it, or ended
+        // meanwhile; either way the CLI leaves with the reason's code.
+        (_, Some(reason)) if reason.leaves() => Ok(reason.code()),
+        (outcome, _) => finish(outcome, &mut *renderer, url, json, total),
+    }
+}
+
+/// The exit code of a request's outcome, with the outcome printed.
+fn finish(
+    outcome: Result<RequestEvent, Error>,
+    renderer: &mut (dyn Renderer + Send),
+    url: &str,
+    json: bool,
+    total: usize,
+) -> Result<u8, Failure> {
     match outcome {
         Ok(RequestEvent::Result(result)) => {
             renderer.result(&result);
@@ -166,7 +185,7 @@ async fn request_on(
             Ok(render::batch_outcome(&result).0)
         }
         Ok(_) => Ok(exit::OK),
-        Err(Error::Cancelled) if cancelled.load(Ordering::SeqCst) => {
+        Err(Error::Cancelled) if stop::reason() == Some(stop::Reason::Interrupt) => {
             renderer.error("cancelled", "cancelled by Ctrl-C", &Value::Null);
             if !json {
                 note("cancelled");
@@ -186,23 +205,6 @@ async fn request_on(
             Ok(f.code)
         }
     }
-}
-
-/// Cancels the request at the first Ctrl-C (and says so); exits at once at the second.
-fn cancel_on_ctrl_c(abort: AbortHandle, cancelled: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
-        cancelled.store(true, Ordering::SeqCst);
-        // Said before the abort: once aborted, the request may end (and say "cancelled")
-        // before this task runs again.
-        note("cancelling (Ctrl-C again to quit at once)");
-        abort.abort();
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(i32::from(exit::CANCELLED));
-        }
-    })
 }
 
 /// Starts the request and renders its events (with the progress line) up to its terminal.
@@ -253,7 +255,7 @@ async fn stream(
 /// and history on a terminal), Ctrl-C cancelling the query that runs, the end of input ending
 /// the session gracefully. Exit code: 0, or that of a connection that failed.
 pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
-    let system_prompt = text_arg(&args.system_prompt)?;
+    let system_prompt = text_arg(&args.agent.system_prompt)?;
     let (mut session, url) = connect(&args.client).await?;
     let terminal = std::io::stdin().is_terminal();
     if terminal && !args.client.json {
@@ -293,6 +295,11 @@ pub(crate) async fn session(args: SessionArgs) -> Result<u8, Failure> {
         };
         match request_on(&mut session, &url, args.client.json, request).await {
             Ok(c) if c == exit::OK => {}
+            // SIGTERM, SIGHUP or a closed output: the query was cancelled; leave.
+            Ok(c) if stop::reason().is_some_and(stop::Reason::leaves) => {
+                session.disconnect().await;
+                return Ok(c);
+            }
             // Piped input is a script: its first failure is the exit code (a person at a
             // terminal sees each failure and goes on).
             Ok(c) if !terminal && code == exit::OK => code = c,
@@ -349,7 +356,7 @@ fn next_request(line: &str, args: &SessionArgs, system_prompt: &str) -> Result<N
             args::with_client_args(ExecuteCommandsOptions::new(), &args.client)?,
         ),
         SessionLine::Query(prompt) => {
-            let options = QueryOptions::new(system_prompt.to_owned(), args.model.clone());
+            let options = QueryOptions::new(system_prompt.to_owned(), args.agent.model.clone());
             Request::Query(
                 prompt.to_owned(),
                 args::with_client_args(options, &args.client)?,

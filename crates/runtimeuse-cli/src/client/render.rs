@@ -267,9 +267,17 @@ impl Progress {
     }
 }
 
+/// Whether standard output or error was found closed: nothing more is written.
+static CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes to stdout or stderr; a closed pipe ends the program quietly (exit 141, as a shell
-/// reports SIGPIPE), never a panic.
+/// reports SIGPIPE), never a panic: at once when no request runs, else once the runtime
+/// confirmed the request's cancel (within a bound), and nothing more is written meanwhile.
 pub(super) fn emit(to_stderr: bool, text: &str) {
+    use std::sync::atomic::Ordering;
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
     let result = if to_stderr {
         std::io::stderr().lock().write_all(text.as_bytes())
     } else {
@@ -279,7 +287,8 @@ pub(super) fn emit(to_stderr: bool, text: &str) {
     if let Err(e) = result
         && e.kind() == std::io::ErrorKind::BrokenPipe
     {
-        std::process::exit(i32::from(exit::BROKEN_PIPE));
+        CLOSED.store(true, Ordering::Relaxed);
+        super::stop::leave(super::stop::Reason::OutputClosed);
     }
 }
 
