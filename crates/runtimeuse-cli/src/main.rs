@@ -240,6 +240,7 @@ pub(crate) fn report(f: &client::Failure) {
     } else {
         "error"
     };
+    client::start_line();
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "runtimeuse: {label}: {}", f.message);
     drop(err);

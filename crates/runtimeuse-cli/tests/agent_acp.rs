@@ -148,7 +148,7 @@ fn structured_output_is_asked_for_and_checked() {
 fn a_provider_401_is_a_clear_error() {
     let s = setup("401", vec![Api::Anthropic.unauthorized()], &[]);
     let (lines, code) = query(&s, &["hello"]);
-    assert_eq!(code, Some(3), "the runtime reported an error: {lines:?}");
+    assert_eq!(code, Some(70), "the runtime reported an error: {lines:?}");
     let error = of_type(&lines, "error")[0]["message"]
         .as_str()
         .unwrap()

@@ -251,6 +251,19 @@ fn remote_runner(
     BufReader<std::process::ChildStdout>,
     std::path::PathBuf,
 ) {
+    remote_runner_with(against(rt, &["exec"]), name, ticking)
+}
+
+/// [`remote_runner`] with `cli` (`exec` and its options so far) running it.
+fn remote_runner_with(
+    mut cli: Command,
+    name: &str,
+    ticking: bool,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    std::path::PathBuf,
+) {
     let dir = std::env::temp_dir().join(format!("runtimeuse-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("pid");
@@ -263,7 +276,8 @@ fn remote_runner(
         "echo started; sh -c 'echo $$ > {}; {body}'",
         pid_file.display()
     );
-    let mut child = against(rt, &["exec", &command])
+    let mut child = cli
+        .arg(&command)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -321,6 +335,48 @@ fn ctrl_c_cancels_on_the_runtime_and_exits_130() {
     assert!(cancelling.is_some() && cancelling < cancelled, "{err}");
     // The runtime killed the command's process group.
     assert_remote_killed(&pid_file);
+}
+
+#[test]
+fn a_cancelled_command_leaves_no_zombie_and_its_end_is_logged() {
+    let rt = scripted();
+    // Cancelled by the client (Ctrl-C), then by the connection's end (the CLI killed).
+    for (sig, resume) in [
+        (nix::sys::signal::Signal::SIGINT, true),
+        (nix::sys::signal::Signal::SIGKILL, false),
+    ] {
+        let ended = rt.log().matches("request ended").count();
+        let mut cli = against(&rt, &["exec"]);
+        if !resume {
+            cli.arg("--no-resume");
+        }
+        let (mut child, stdout, pid_file) = remote_runner_with(cli, "zombie", false);
+        signal(&child, sig);
+        drop(stdout);
+        let _ = child.wait().unwrap();
+        assert_remote_killed(&pid_file);
+        // The runtime reaps the command's shell, though nothing runs after it: tokio reaps
+        // a dropped child only when another is spawned.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !rt.zombies().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{sig}: zombies {:?}",
+                rt.zombies()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The request's end is logged, whichever way it was cancelled (a connection that
+        // ended dropped its request's task before it could say so).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rt.log().matches("request ended").count() == ended {
+            assert!(Instant::now() < deadline, "{sig}: {}", rt.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = rt.log();
+        let last = log.lines().rfind(|l| l.contains("request ended")).unwrap();
+        assert!(last.contains("cancelled"), "{sig}: {last}");
+    }
 }
 
 #[test]
@@ -944,4 +1000,52 @@ fn every_option_is_listed_once_with_its_default() {
         }
         assert!(seen.len() > 5, "{command}: {help}");
     }
+}
+
+#[test]
+fn wss_to_a_plain_port_fails_at_once_with_a_hint() {
+    let rt = scripted();
+    let url = format!("wss://127.0.0.1:{}", rt.port);
+    let started = Instant::now();
+    let out = run(&rt, &["exec", "--url", &url, "true"]);
+    // The runtime closes a TLS handshake at once; it waited for an HTTP head for its 10 s
+    // handshake timeout before.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("try ws://127.0.0.1:{}", rt.port)),
+        "{err}"
+    );
+    let log = rt.stop();
+    assert!(log.contains("a TLS handshake on this plain port"), "{log}");
+}
+
+#[test]
+fn a_note_after_output_without_a_final_newline_starts_its_own_line() {
+    let rt = scripted();
+    // stdout and stderr to one pipe, as `2>&1` (or a terminal) has them.
+    let script = format!(
+        "exec \"$0\" exec --url ws://127.0.0.1:{} 'printf abc; exit 3' 2>&1",
+        rt.port
+    );
+    let out = Command::new("/bin/sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_runtimeuse")])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        text(&out.stdout),
+        "abc\nruntimeuse: command `printf abc; exit 3` failed with exit code 3\n"
+    );
+    // Apart, stdout keeps the output as it was.
+    let out = run(&rt, &["exec", "printf abc; exit 3"]);
+    assert_eq!(text(&out.stdout), "abc");
+    assert!(text(&out.stderr).starts_with("runtimeuse: command"));
 }

@@ -165,7 +165,7 @@ pub(crate) async fn run(
     if let Some(env) = &command.env {
         child.envs(env);
     }
-    let mut child = child.spawn().map_err(RunError::Spawn)?;
+    let mut child = Reaped::new(child.spawn().map_err(RunError::Spawn)?);
     let pid = child.id();
     // Kills the whole group if this future is dropped (connection gone, runtime stopping).
     let mut guard = GroupGuard::new(pid);
@@ -255,6 +255,57 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.0);
         self.forget();
+    }
+}
+
+/// A child process that is reaped however its owner ends: dropped before it was waited for
+/// (a cancel, a connection gone, a timeout), it is killed and waited for on a task of its
+/// own. Tokio reaps a dropped child only when another child is spawned or polled, so an idle
+/// runtime kept the `sh` of a cancelled command as a zombie.
+pub(crate) struct Reaped(Option<tokio::process::Child>);
+
+impl Reaped {
+    pub(crate) fn new(child: tokio::process::Child) -> Self {
+        Self(Some(child))
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = tokio::process::Child;
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        // Waited for already (or not ours to wait for any more): nothing to reap.
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = child.start_kill();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = child.wait().await;
+                });
+            }
+            // Outside the runtime (it is shutting down): tokio's own reaper is all there is.
+            Err(_) => drop(child),
+        }
     }
 }
 

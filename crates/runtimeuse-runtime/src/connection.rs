@@ -24,6 +24,9 @@ use crate::request::{Env, env, run_commands, run_query};
 use crate::sessions::{Attach, Kind, Owner};
 use crate::stream::BoxIo;
 
+/// How long a closed connection's cancelled request may take to end on its own.
+const WIND_DOWN: Duration = Duration::from_secs(2);
+
 /// Serves one accepted TCP connection until it ends: a WebSocket session, or the answer to
 /// a plain HTTP request for one of the runtime's endpoints (`ops`).
 pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
@@ -112,6 +115,7 @@ async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Share
     if let Some(c) = &state.cancel {
         let _ = c.send(true);
     }
+    state.wind_down().await;
     state.abandoned();
     state.shared.ops.metrics.connection_closed();
     tracing::debug!(why = why.token(), "session over");
@@ -318,6 +322,18 @@ impl State {
             (self.shared.ops.metrics).request_ended(kind, outcome, started.elapsed());
         }
         apply(session, &self.watcher, request, cmd);
+    }
+
+    /// The connection is over and its request cancelled: the request's task gets a moment
+    /// ([`WIND_DOWN`]) to end on its own, as a cancel from the client would end it (its
+    /// processes killed and reaped, its end logged), before it is dropped. Nothing it sends
+    /// waits any more: the mailbox is closed.
+    async fn wind_down(&mut self) {
+        self.mailbox.close();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(WIND_DOWN, all).await.is_err() {
+            tracing::debug!("a request task did not end within the wind-down; dropped");
+        }
     }
 
     /// The connection ended: a request still running is counted as cancelled.

@@ -151,6 +151,14 @@ impl Mailbox {
         }
     }
 
+    /// Closes the channel: what request tasks send from now on fails at once (the
+    /// connection is over).
+    pub(crate) fn close(&mut self) {
+        if let Some((_, rx)) = &mut self.channel {
+            rx.close();
+        }
+    }
+
     /// The next message, no longer counted in the backlog (the session's frames count from
     /// now on); pending forever while there is no channel. Never `None`: the mailbox keeps a
     /// sender.

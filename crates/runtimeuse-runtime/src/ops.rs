@@ -504,6 +504,19 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
             return Err("the connection ended before its request".to_owned());
         }
         bytes.extend_from_slice(&chunk[..n]);
+        // What cannot become an HTTP head is refused at once, not after the handshake
+        // timeout: a TLS ClientHello (`wss://` to this plain port) would otherwise keep its
+        // client waiting 10 s for nothing.
+        if bytes.first() == Some(&0x16) {
+            return Err("a TLS handshake on this plain port (the client used wss://)".to_owned());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        if let Err(e) = httparse::Request::new(&mut headers).parse(&bytes) {
+            // Too many headers is for the full parse below to say; anything else is garbage.
+            if e != httparse::Error::TooManyHeaders {
+                return Err(format!("not an HTTP request: {e}"));
+            }
+        }
     };
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut headers);

@@ -20,8 +20,8 @@ pub(crate) use args::{ClientArgs, ExecArgs, QueryArgs, SessionArgs};
 use args::{client, text_arg};
 pub(crate) use failure::Failure;
 use failure::{failure, kind};
-pub(crate) use render::print_metadata;
 use render::{Progress, Renderer, note};
+pub(crate) use render::{print_metadata, start_line};
 
 /// Runs `query`.
 pub(crate) async fn query(args: QueryArgs) -> Result<u8, Failure> {

@@ -2,6 +2,7 @@
 //! or as one JSON object per line ([`Json`]); the progress line; the low-level writers.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use runtimeuse_proto::{
     CommandExecutionResult, CommandResultItem, OutputStream, QueryResult, RequestEvent, ResultData,
@@ -248,7 +249,7 @@ impl Progress {
             1 => " · 1 heartbeat".to_owned(),
             n => format!(" · {n} heartbeats"),
         };
-        emit(
+        write(
             true,
             &format!(
                 "\r\x1b[K{} {:.1}s {phase}{beats}",
@@ -261,20 +262,30 @@ impl Progress {
 
     pub(super) fn clear(&mut self) {
         if self.shown {
-            emit(true, "\r\x1b[K");
+            write(true, "\r\x1b[K");
             self.shown = false;
         }
     }
 }
 
 /// Whether standard output or error was found closed: nothing more is written.
-static CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CLOSED: AtomicBool = AtomicBool::new(false);
+/// Whether the last text written to stdout (0) or stderr (1) left its line open (a
+/// command's output without a final newline).
+static OPEN: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
 
 /// Writes to stdout or stderr; a closed pipe ends the program quietly (exit 141, as a shell
 /// reports SIGPIPE), never a panic: at once when no request runs, else once the runtime
 /// confirmed the request's cancel (within a bound), and nothing more is written meanwhile.
 pub(super) fn emit(to_stderr: bool, text: &str) {
-    use std::sync::atomic::Ordering;
+    write(to_stderr, text);
+    if !text.is_empty() {
+        OPEN[usize::from(to_stderr)].store(!text.ends_with('\n'), Ordering::Relaxed);
+    }
+}
+
+/// [`emit`] without noting where the line stands (the progress line redraws itself).
+fn write(to_stderr: bool, text: &str) {
     if CLOSED.load(Ordering::Relaxed) {
         return;
     }
@@ -292,11 +303,40 @@ pub(super) fn emit(to_stderr: bool, text: &str) {
     }
 }
 
+/// Ends a line that output left open where a note is about to be read: on stderr, or on
+/// stdout when both go to the same place (a terminal, `2>&1`). A note never runs into a
+/// command's last line.
+pub(crate) fn start_line() {
+    let on_stderr = OPEN[1].swap(false, Ordering::Relaxed);
+    let on_stdout = OPEN[0].load(Ordering::Relaxed) && same_destination();
+    if on_stdout {
+        OPEN[0].store(false, Ordering::Relaxed);
+    }
+    if on_stderr || on_stdout {
+        write(true, "\n");
+    }
+}
+
+/// Whether stdout and stderr are the same file (a terminal, or `2>&1`).
+fn same_destination() -> bool {
+    static SAME: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SAME.get_or_init(|| {
+        match (
+            nix::sys::stat::fstat(std::io::stdout()),
+            nix::sys::stat::fstat(std::io::stderr()),
+        ) {
+            (Ok(out), Ok(err)) => out.st_dev == err.st_dev && out.st_ino == err.st_ino,
+            _ => false,
+        }
+    })
+}
+
 pub(super) fn json_line(v: &Value) {
     emit(false, &format!("{v}\n"));
 }
 
 pub(super) fn note(text: &str) {
+    start_line();
     emit(true, &format!("runtimeuse: {text}\n"));
 }
 

@@ -78,6 +78,33 @@ impl Serve {
             .unwrap()
     }
 
+    /// What the runtime logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The runtime's children that are zombies (exited, not reaped).
+    pub(crate) fn zombies(&self) -> Vec<String> {
+        let me = self.child.id().to_string();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`: the fields after the last `)`.
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let mut fields = rest.split(' ');
+            if let (Some("Z"), Some(ppid)) = (fields.next(), fields.next())
+                && ppid == me
+            {
+                found.push(head.to_owned());
+            }
+        }
+        found
+    }
+
     /// Sends the runtime SIGTERM.
     pub(crate) fn sigterm(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());

@@ -10,7 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::lines::Lines;
 use super::schema;
-use crate::commands::GroupGuard;
+use crate::commands::{GroupGuard, Reaped};
 use crate::handler::{AgentError, HandlerContext};
 
 /// The ACP version spoken.
@@ -137,7 +137,7 @@ struct Turn {
     stdin: Option<tokio::process::ChildStdin>,
     /// Kills the agent's process group when dropped.
     guard: Option<GroupGuard>,
-    child: Option<tokio::process::Child>,
+    child: Option<Reaped>,
     /// The ACP session, once made.
     session: Option<String>,
 }

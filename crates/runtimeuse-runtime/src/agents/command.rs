@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::schema;
-use crate::commands::{Budget, Capture, GroupGuard};
+use crate::commands::{Budget, Capture, GroupGuard, Reaped};
 use crate::handler::{AgentError, HandlerContext};
 
 /// How the prompt reaches the agent command.
@@ -154,19 +154,20 @@ pub(super) fn spawn(
     what: &str,
 ) -> Result<
     (
-        tokio::process::Child,
+        Reaped,
         tokio::process::ChildStdin,
         tokio::process::ChildStdout,
         tokio::process::ChildStderr,
     ),
     AgentError,
 > {
-    let mut child = command
+    let child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| AgentError::new(format!("{what} could not start: {e}")))?;
+    let mut child = Reaped::new(child);
     match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
         (Some(stdin), Some(stdout), Some(stderr)) => Ok((child, stdin, stdout, stderr)),
         _ => Err(AgentError::new(format!("{what} has no pipes"))),
