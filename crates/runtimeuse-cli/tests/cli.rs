@@ -239,31 +239,22 @@ fn a_closed_stdout_ends_the_program_quietly() {
     );
 }
 
-/// A remote command that says `started`, writes its shell's pid, then runs until killed
-/// (printing `tick` every 0.1 s when `ticking`): `exec` of it against `rt`, once it runs; the
-/// CLI, its stdout, and the remote shell's pid file.
-fn remote_runner(
-    rt: &Serve,
-    name: &str,
-    ticking: bool,
-) -> (
+/// A running `exec`: the CLI, its stdout, and the remote shell's pid file.
+type Runner = (
     std::process::Child,
     BufReader<std::process::ChildStdout>,
     std::path::PathBuf,
-) {
+);
+
+/// A remote command that says `started`, writes its shell's pid, then runs until killed
+/// (printing `tick` every 0.1 s when `ticking`): `exec` of it against `rt`, once it runs; the
+/// CLI, its stdout, and the remote shell's pid file.
+fn remote_runner(rt: &Serve, name: &str, ticking: bool) -> Runner {
     remote_runner_with(against(rt, &["exec"]), name, ticking)
 }
 
 /// [`remote_runner`] with `cli` (`exec` and its options so far) running it.
-fn remote_runner_with(
-    mut cli: Command,
-    name: &str,
-    ticking: bool,
-) -> (
-    std::process::Child,
-    BufReader<std::process::ChildStdout>,
-    std::path::PathBuf,
-) {
+fn remote_runner_with(mut cli: Command, name: &str, ticking: bool) -> Runner {
     let dir = std::env::temp_dir().join(format!("runtimeuse-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("pid");
