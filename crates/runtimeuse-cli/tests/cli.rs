@@ -1040,3 +1040,52 @@ fn a_note_after_output_without_a_final_newline_starts_its_own_line() {
     assert_eq!(text(&out.stdout), "abc");
     assert!(text(&out.stderr).starts_with("runtimeuse: command"));
 }
+
+#[test]
+fn errors_name_the_file_or_url_they_are_about() {
+    let rt = scripted();
+    let out = run(&rt, &["exec", "--cwd", "/proc/no-such-dir", "true"]);
+    assert_eq!(out.status.code(), Some(70));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot create the working directory /proc/no-such-dir"),
+        "{err}"
+    );
+    // A download's URL, without its query (a presigned URL's signature is a credential).
+    let dir = std::env::temp_dir().join(format!("runtimeuse-dl-{}", std::process::id()));
+    let url = format!("http://127.0.0.1:{}/missing.txt?sig=s3cr3t", rt.port);
+    let download = format!("{url}={}", dir.display());
+    let out = run(&rt, &["exec", "--download", &download, "true"]);
+    assert_eq!(out.status.code(), Some(70));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("(GET http://127.0.0.1:{}/missing.txt)", rt.port)),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t"), "{err}");
+    let out = run(&rt, &["query", "@/no/such/prompt.txt"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("/no/such/prompt.txt"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn binary_output_is_text_and_base64_carries_bytes_as_the_readme_says() {
+    let rt = scripted();
+    let out = run(&rt, &["exec", r"printf 'a\377b'"]);
+    assert_eq!(text(&out.stdout), "a\u{FFFD}b");
+    let out = run(&rt, &["exec", r"printf 'a\377b' | base64"]);
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(&out.stdout)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(decoded.stdout, b"a\xffb");
+    let readme = include_str!("../../../README.md");
+    assert!(readme.contains("arrive as U+FFFD"));
+}

@@ -146,9 +146,12 @@ pub(crate) async fn run(
     collect: Collect,
 ) -> Result<Exit, RunError> {
     if let Some(cwd) = &command.cwd {
-        tokio::fs::create_dir_all(cwd)
-            .await
-            .map_err(RunError::Spawn)?;
+        tokio::fs::create_dir_all(cwd).await.map_err(|e| {
+            RunError::Spawn(std::io::Error::new(
+                e.kind(),
+                format!("cannot create the working directory {cwd}: {e}"),
+            ))
+        })?;
     }
     let mut child = tokio::process::Command::new("/bin/sh");
     child

@@ -26,75 +26,160 @@ pub(crate) fn client() -> Result<&'static reqwest::Client, String> {
                 .connect_timeout(Duration::from_secs(30))
                 .timeout(Duration::from_secs(600))
                 .build()
-                .map_err(|e| reqwest_message(&e))
+                .map_err(reqwest_message)
         })
         .as_ref()
         .map_err(|e| format!("no HTTP client: {e}"))
 }
 
+/// Most bytes one archive may expand to, all its entries together.
+const MAX_EXPANDED: u64 = 4 << 30;
+
+/// Most entries of one archive.
+const MAX_ENTRIES: usize = 65_536;
+
 /// Downloads a file into its working directory (created when missing); a `.zip` is extracted
-/// there and removed. Returns the error text the request fails with.
+/// there and removed. Returns the error text the request fails with: the upstream's
+/// (`Download failed: 404 Not Found`), then the URL it came from without its query (a
+/// presigned URL's signature is a credential) and the file or directory that failed.
+///
+/// The body goes to a temporary name beside the target and is renamed into place only once
+/// whole: a body cut half way, a cancel or a failure leave no partial file, and a good file
+/// already there stays as it was.
 pub(crate) async fn download(d: &Downloadable) -> Result<(), String> {
+    fetch(d)
+        .await
+        .map_err(|e| format!("Download failed: {e} (GET {})", shown_url(&d.download_url)))
+}
+
+async fn fetch(d: &Downloadable) -> Result<(), String> {
     let dir = PathBuf::from(&d.working_dir);
     tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(|e| format!("Download failed: {}: {e}", dir.display()))?;
-    let response = client()
-        .map_err(|e| format!("Download failed: {e}"))?
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let response = client()?
         .get(&d.download_url)
         .send()
         .await
-        .map_err(|e| format!("Download failed: {}", reqwest_message(&e)))?;
+        .map_err(reqwest_message)?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!(
-            "Download failed: {} {}",
+            "{} {}",
             status.as_u16(),
             status.canonical_reason().unwrap_or("")
         ));
     }
+    if let Some(length) = response.content_length() {
+        room_for(&dir, length)?;
+    }
     let target = dir.join(file_name(&d.download_url));
-    let mut file = tokio::fs::File::create(&target)
+    let part = Part::new(&target);
+    let mut file = tokio::fs::File::create(&part.path)
         .await
-        .map_err(|e| format!("Download failed: {}: {e}", target.display()))?;
+        .map_err(|e| format!("cannot create {}: {e}", part.path.display()))?;
     let mut body = response.bytes_stream();
     let mut size = 0u64;
+    let written = |e: std::io::Error| format!("writing {}: {e}", target.display());
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("Download failed: {}", reqwest_message(&e)))?;
+        let chunk = chunk.map_err(reqwest_message)?;
         size += chunk.len() as u64;
         if size > MAX_DOWNLOAD {
-            drop(file);
-            let _ = tokio::fs::remove_file(&target).await;
-            return Err(format!("Download failed: larger than {MAX_DOWNLOAD} bytes"));
+            return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| format!("Download failed: {e}"))?;
+        file.write_all(&chunk).await.map_err(written)?;
     }
-    file.flush()
-        .await
-        .map_err(|e| format!("Download failed: {e}"))?;
+    file.flush().await.map_err(written)?;
     drop(file);
     if target
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
     {
-        let (archive, into) = (target.clone(), dir.clone());
+        let (archive, into) = (part.path.clone(), dir.clone());
         let extracted = tokio::task::spawn_blocking(move || extract(&archive, &into))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-        // The archive goes whether or not it could be extracted.
-        let removed = tokio::fs::remove_file(&target).await;
-        extracted.map_err(|e| format!("Download failed: extracting: {e}"))?;
-        removed.map_err(|e| format!("Download failed: {e}"))?;
+        // The archive goes whether or not it could be extracted (with `part`).
+        return extracted.map_err(|e| format!("extracting {}: {e}", target.display()));
+    }
+    part.keep()
+}
+
+/// A download's temporary file: removed when dropped, unless [`Part::keep`] renamed it into
+/// place.
+struct Part {
+    path: PathBuf,
+    target: PathBuf,
+}
+
+impl Part {
+    fn new(target: &Path) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut name = std::ffi::OsString::from(".");
+        name.push(target.file_name().unwrap_or_default());
+        name.push(format!(".runtimeuse-part-{}-{n}", std::process::id()));
+        Self {
+            path: target.with_file_name(name),
+            target: target.to_path_buf(),
+        }
+    }
+
+    /// Renames the whole file into place.
+    fn keep(self) -> Result<(), String> {
+        std::fs::rename(&self.path, &self.target)
+            .map_err(|e| format!("cannot write {}: {e}", self.target.display()))
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        // Gone already once renamed.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Refuses a body of `length` bytes up front when it is over the limit or the free space of
+/// `dir`'s filesystem.
+fn room_for(dir: &Path, length: u64) -> Result<(), String> {
+    if length > MAX_DOWNLOAD {
+        return Err(format!(
+            "{length} bytes announced, more than the limit of {MAX_DOWNLOAD} bytes"
+        ));
+    }
+    if let Ok(fs) = nix::sys::statvfs::statvfs(dir) {
+        // `fsblkcnt_t` is u32 on some targets.
+        #[allow(clippy::useless_conversion)]
+        let free = u64::from(fs.blocks_available()).saturating_mul(u64::from(fs.fragment_size()));
+        if length > free {
+            return Err(format!(
+                "{length} bytes announced, more than the {free} bytes free in {}",
+                dir.display()
+            ));
+        }
     }
     Ok(())
 }
 
+/// A URL as errors and logs show it: without its query, fragment and credentials.
+pub(crate) fn shown_url(url: &str) -> String {
+    let base = url.split(['?', '#']).next().unwrap_or(url);
+    match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => base.to_owned(),
+    }
+}
+
 /// An error of reqwest with its causes (the top one alone says little: "error sending
 /// request").
-fn reqwest_message(e: &reqwest::Error) -> String {
-    crate::with_causes(e.to_string(), e)
+fn reqwest_message(e: reqwest::Error) -> String {
+    // Without the URL: the caller names it, without its query.
+    let e = e.without_url();
+    crate::with_causes(e.to_string(), &e)
 }
 
 fn file_name(url: &str) -> String {
@@ -116,14 +201,40 @@ fn file_name(url: &str) -> String {
 /// beside their places under temporary names and renamed into place only once all of them
 /// were written; when writing fails, what this extraction made is removed again.
 pub(crate) fn extract(archive: &Path, dir: &Path) -> Result<(), String> {
+    extract_within(archive, dir, ZipLimits::default())
+}
+
+/// Bounds of an archive's extraction.
+#[derive(Clone, Copy, Debug)]
+struct ZipLimits {
+    /// Most bytes all entries together expand to (checked against the declared sizes first,
+    /// then while writing).
+    expanded: u64,
+    /// Most entries.
+    entries: usize,
+}
+
+impl Default for ZipLimits {
+    fn default() -> Self {
+        Self {
+            expanded: MAX_EXPANDED,
+            entries: MAX_ENTRIES,
+        }
+    }
+}
+
+/// [`extract`] within `limits`.
+fn extract_within(archive: &Path, dir: &Path, limits: ZipLimits) -> Result<(), String> {
     let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| e.to_string())?;
-    let plan = plan(&mut zip, dir)?;
+    let plan = plan(&mut zip, dir, limits)?;
     let mut made = Made::default();
+    // The declared sizes were checked; what the entries really expand to is checked too.
+    let mut budget = limits.expanded;
     let written = plan
         .iter()
         .enumerate()
-        .try_for_each(|(i, entry)| write_entry(&mut zip, i, entry, &mut made));
+        .try_for_each(|(i, entry)| write_entry(&mut zip, i, entry, &mut made, &mut budget));
     if let Err(e) = written {
         made.undo();
         return Err(e);
@@ -142,11 +253,30 @@ struct Entry {
 }
 
 /// Checks every entry of the archive; where each goes.
-fn plan(zip: &mut zip::ZipArchive<std::fs::File>, dir: &Path) -> Result<Vec<Entry>, String> {
+fn plan(
+    zip: &mut zip::ZipArchive<std::fs::File>,
+    dir: &Path,
+    limits: ZipLimits,
+) -> Result<Vec<Entry>, String> {
+    if zip.len() > limits.entries {
+        return Err(format!(
+            "{} entries, more than the limit of {}",
+            zip.len(),
+            limits.entries
+        ));
+    }
     let mut plan = Vec::with_capacity(zip.len());
     let mut names = std::collections::HashMap::new();
+    let mut declared = 0u64;
     for i in 0..zip.len() {
         let entry = zip.by_index_raw(i).map_err(|e| e.to_string())?;
+        declared = declared.saturating_add(entry.size());
+        if declared > limits.expanded {
+            return Err(format!(
+                "expands to more than the limit of {} bytes",
+                limits.expanded
+            ));
+        }
         let Some(relative) = entry.enclosed_name() else {
             return Err(format!("unsafe path in archive: {:?}", entry.name()));
         };
@@ -231,6 +361,7 @@ fn write_entry(
     index: usize,
     entry: &Entry,
     made: &mut Made,
+    budget: &mut u64,
 ) -> Result<(), String> {
     if entry.dir {
         return made.create_dirs(&entry.out);
@@ -245,7 +376,15 @@ fn write_entry(
         std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     made.partial.push((partial.clone(), entry.out.clone()));
     let mut data = zip.by_index(index).map_err(|e| e.to_string())?;
-    std::io::copy(&mut data, &mut f).map_err(|e| format!("{}: {e}", entry.out.display()))?;
+    // At most one byte past the budget: enough to know it was passed.
+    let copied = std::io::copy(&mut std::io::Read::take(&mut data, *budget + 1), &mut f)
+        .map_err(|e| format!("{}: {e}", entry.out.display()))?;
+    if copied > *budget {
+        return Err(
+            "expands to more than the limit (and more than its entries declare)".to_owned(),
+        );
+    }
+    *budget -= copied;
     #[cfg(unix)]
     if let Some(mode) = entry.mode {
         use std::os::unix::fs::PermissionsExt;
@@ -292,7 +431,7 @@ pub(crate) async fn upload(
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
-        .map_err(|e| failed(reqwest_message(&e)))?;
+        .map_err(|e| failed(reqwest_message(e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(failed(format!("refused with HTTP {}", status.as_u16())));
@@ -305,7 +444,7 @@ pub(crate) async fn upload(
 mod tests {
     use std::io::Write;
 
-    use super::extract;
+    use super::{ZipLimits, extract, extract_within};
 
     #[test]
     fn an_archive_with_an_escaping_entry_is_refused_before_anything_is_written() {
@@ -351,6 +490,136 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    #[test]
+    fn an_archive_over_its_expansion_or_entry_bound_is_refused_and_leaves_nothing() {
+        let dir = scratch("bomb");
+        let archive = dir.join("a.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        // 3 MiB of zeros each, a few KiB compressed (about 1,000:1).
+        for name in ["a", "b", "c"] {
+            zip.start_file(name, options).unwrap();
+            zip.write_all(&vec![0u8; 3 << 20]).unwrap();
+        }
+        zip.finish().unwrap();
+        let into = dir.join("out");
+        let small = ZipLimits {
+            expanded: 8 << 20,
+            entries: 10,
+        };
+        let err = extract_within(&archive, &into, small).unwrap_err();
+        assert!(
+            err.contains("more than the limit of 8388608 bytes"),
+            "{err}"
+        );
+        assert!(!into.exists(), "nothing written");
+        let few = ZipLimits {
+            expanded: 1 << 30,
+            entries: 2,
+        };
+        let err = extract_within(&archive, &into, few).unwrap_err();
+        assert!(err.contains("3 entries, more than the limit of 2"), "{err}");
+        // Within its bounds it expands.
+        extract_within(&archive, &into, ZipLimits::default()).unwrap();
+        assert_eq!(std::fs::metadata(into.join("c")).unwrap().len(), 3 << 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A one-connection HTTP server on loopback that answers `head` then `body`, then stalls
+    /// (`stall`) or closes; its base URL.
+    async fn server(head: String, body: Vec<u8>, stall: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(head.as_bytes()).await;
+            let _ = tcp.write_all(&body).await;
+            if stall {
+                std::future::pending::<()>().await;
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn downloadable(url: String, dir: &std::path::Path) -> runtimeuse_proto::Downloadable {
+        runtimeuse_proto::Downloadable::new(url, dir.display().to_string())
+    }
+
+    #[tokio::test]
+    async fn a_cut_download_leaves_no_partial_and_keeps_the_good_file() {
+        let dir = scratch("cut");
+        std::fs::write(dir.join("data.bin"), b"good").unwrap();
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n".to_owned();
+        let base = server(head, vec![7u8; 1 << 20], false).await;
+        let url = format!("{base}/data.bin?X-Amz-Signature=s3cr3t");
+        let err = super::download(&downloadable(url, &dir)).await.unwrap_err();
+        assert!(err.starts_with("Download failed: "), "{err}");
+        assert!(err.contains(&format!("(GET {base}/data.bin)")), "{err}");
+        assert!(!err.contains("s3cr3t"), "the query is a credential: {err}");
+        // The good file stays as it was, and no partial file is left beside it.
+        assert_eq!(std::fs::read(dir.join("data.bin")).unwrap(), b"good");
+        assert_eq!(listing(&dir), ["data.bin"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_download_over_the_cap_is_refused_before_its_body() {
+        let dir = scratch("cap");
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 5u64 << 30);
+        // The body never comes: refusing must not wait for it.
+        let base = server(head, Vec::new(), true).await;
+        let err = super::download(&downloadable(format!("{base}/big.bin"), &dir))
+            .await
+            .unwrap_err();
+        assert!(err.contains("more than the limit of"), "{err}");
+        assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_download_leaves_no_partial() {
+        let dir = scratch("cancel");
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n".to_owned();
+        let base = server(head, vec![7u8; 1 << 20], true).await;
+        let d = downloadable(format!("{base}/data.bin"), &dir);
+        let task = tokio::spawn(async move { super::download(&d).await });
+        // The partial file fills, then the body stalls: cancel then.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let part = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() == 1 << 20));
+            if part {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                listing(&dir)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        task.abort();
+        let _ = task.await;
+        assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn urls_are_shown_without_query_or_credentials() {
+        assert_eq!(
+            super::shown_url("https://user:pw@host:9/a/b.zip?sig=x#f"),
+            "https://host:9/a/b.zip"
+        );
+        assert_eq!(super::shown_url("http://host"), "http://host");
+        assert_eq!(super::shown_url("not a url?x"), "not a url");
     }
 
     #[test]
