@@ -530,16 +530,27 @@ impl RuntimeSession {
         let message = match wire::decode_client(frame, self.config.max_frame_size) {
             Ok(Decoded::Message(m)) => m,
             Ok(Decoded::Unknown(t)) => {
+                // Shown only when it looks like a message type: it came from the client.
+                let shown =
+                    if t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        t.as_ref()
+                    } else {
+                        "(not shown)"
+                    };
                 tracing::warn!(
-                    message_type = %self.redact(&t),
+                    message_type = %self.redact(shown),
                     "ignoring client message of unknown type"
                 );
                 return;
             }
             Err(err) => {
-                // The frame may quote a secret an earlier request registered.
-                let text = err.to_string();
-                tracing::warn!(error = %self.redact(&text), "malformed client frame");
+                // Never the frame's values: they may be secrets, registered or not.
+                let text = match frame {
+                    Frame::Text(t) => wire::describe(&err, t),
+                    Frame::Bytes(b) => wire::describe(&err, &String::from_utf8_lossy(b)),
+                };
+                let text = self.redact(&text).into_owned();
+                tracing::warn!(error = %text, "malformed client frame");
                 let name = match err {
                     DecodeError::Json(_) | DecodeError::InvalidUtf8 | DecodeError::NotAnObject => {
                         "SyntaxError"
@@ -547,7 +558,7 @@ impl RuntimeSession {
                     _ => "ValidationError",
                 };
                 let metadata = serde_json::json!({ "error_name": name });
-                self.push_error(&err.to_string(), &metadata);
+                self.push_error(&text, &metadata);
                 return;
             }
         };
@@ -778,6 +789,41 @@ mod tests {
             .filter_map(|f| f["text"].as_str())
             .collect::<Vec<_>>()
             .concat()
+    }
+
+    #[test]
+    fn a_malformed_request_is_described_without_its_values() {
+        for (frame, field, expected) in [
+            (
+                r#"{"message_type":"invocation_message","user_prompt":"p","system_prompt":"","model":"m","agent_env":"OPENAI_API_KEY=sk-hidden","secrets_to_redact":["sk-hidden"]}"#,
+                "agent_env",
+                "expected a map",
+            ),
+            (
+                r#"{"message_type":"command_execution_message","commands":"rm sk-hidden"}"#,
+                "commands",
+                "expected a sequence",
+            ),
+            (
+                r#"{"message_type":"command_execution_message","commands":[],"secrets_to_redact":"sk-hidden"}"#,
+                "secrets_to_redact",
+                "expected a sequence",
+            ),
+        ] {
+            let (mut s, now) = session();
+            s.handle_input(Input::Receive(now, frame.as_bytes()));
+            let (sent, _) = drain(&mut s);
+            let error = sent
+                .iter()
+                .find(|f| f["message_type"] == "error_message")
+                .unwrap_or_else(|| panic!("{frame}: {sent:?}"));
+            let text = error["error"].as_str().unwrap();
+            assert!(!text.contains("sk-hidden"), "{text}");
+            assert!(text.contains(&format!("in field {field}")), "{text}");
+            assert!(text.contains(expected), "{text}");
+            assert!(text.contains("wrong type (string)"), "{text}");
+            assert!(text.contains("at line 1 column"), "{text}");
+        }
     }
 
     #[test]

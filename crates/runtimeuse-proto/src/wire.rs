@@ -271,6 +271,95 @@ fn parse<'a, T: Deserialize<'a>>(frame: &'a str) -> Result<T, DecodeError> {
     serde_json::from_str(frame).map_err(DecodeError::Json)
 }
 
+/// The fields of the client's messages, by their wire names: the only names a description
+/// of a malformed frame may quote (anything else in the frame may be a secret).
+const CLIENT_FIELDS: &[&str] = &[
+    "message_type",
+    "user_prompt",
+    "system_prompt",
+    "model",
+    "output_format_json_schema_str",
+    "source_id",
+    "agent_env",
+    "secrets_to_redact",
+    "artifacts_dirs",
+    "artifacts_ignore_content",
+    "pre_agent_invocation_commands",
+    "post_agent_invocation_commands",
+    "pre_agent_downloadables",
+    "pre_execution_downloadables",
+    "commands",
+    "command",
+    "cwd",
+    "env",
+    "download_url",
+    "working_dir",
+    "filename",
+    "filepath",
+    "presigned_url",
+    "content_type",
+];
+
+/// What is wrong with a client's frame, without any of its values: the category, the field
+/// (when it is one of the protocol's), what was expected and the position. serde_json's own
+/// text quotes the offending value (`invalid type: string "OPENAI_API_KEY=sk-…"`), which may
+/// be a secret the request itself meant to redact.
+pub(crate) fn describe(err: &DecodeError, frame: &str) -> String {
+    let DecodeError::Json(e) = err else {
+        return err.to_string();
+    };
+    let position = format!("at line {} column {}", e.line(), e.column());
+    if !e.is_data() {
+        // Syntax and end-of-input messages name tokens, never values.
+        return format!("invalid json: {e}");
+    }
+    let text = e.to_string();
+    let expected = text
+        .split_once(", expected ")
+        .map(|(_, rest)| rest.rsplit_once(" at line ").map_or(rest, |(x, _)| x));
+    let what = match text.strip_prefix("invalid type: ") {
+        Some(rest) => {
+            let kind = rest.split([' ', ',']).next().unwrap_or("value");
+            format!("wrong type ({kind})")
+        }
+        None if text.starts_with("unknown variant") => "unknown variant".to_owned(),
+        None if text.starts_with("missing field") => text
+            .split_once(" at line ")
+            .map_or(text.clone(), |(m, _)| m.to_owned()),
+        None => "invalid value".to_owned(),
+    };
+    let field = field_before(frame, e.line(), e.column())
+        .map(|f| format!(" in field {f}"))
+        .unwrap_or_default();
+    match expected {
+        Some(x) => format!("invalid json: {what}{field}, expected {x}, {position}"),
+        None => format!("invalid json: {what}{field}, {position}"),
+    }
+}
+
+/// The protocol field whose value ends at `line`:`column` of `frame`: the last `"name":`
+/// before it, when `name` is one of [`CLIENT_FIELDS`].
+fn field_before(frame: &str, line: usize, column: usize) -> Option<&'static str> {
+    let start: usize = frame
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let end = (start + column).min(frame.len());
+    let before = frame.get(..end)?;
+    let mut best: Option<(usize, &'static str)> = None;
+    for name in CLIENT_FIELDS {
+        let key = format!("\"{name}\"");
+        if let Some(at) = before.rfind(&key)
+            && before[at + key.len()..].trim_start().starts_with(':')
+            && best.is_none_or(|(b, _)| at > b)
+        {
+            best = Some((at, name));
+        }
+    }
+    best.map(|(_, name)| name)
+}
+
 /// A received frame: text (already valid UTF-8) or bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Frame<'a> {

@@ -427,8 +427,15 @@ impl Metrics {
     }
 
     /// `model` as a label value: itself among the first [`MAX_LABEL_VALUES`] names seen,
-    /// `other` after them.
+    /// `other` after them, and `other` for a name outside the alphabet of model names
+    /// (ASCII letters, digits and `-._:/@+`): the name comes from the client, and
+    /// `prometheus-client` writes label values as they are, so a `"` or a line break would
+    /// forge samples.
     fn model_label(&self, model: &str) -> String {
+        let safe = |c: char| c.is_ascii_alphanumeric() || "-._:/@+".contains(c);
+        if !model.chars().all(safe) {
+            return "other".to_owned();
+        }
         let Ok(mut seen) = self.models.lock() else {
             return "other".to_owned();
         };
@@ -729,6 +736,23 @@ mod tests {
         assert_eq!(m.model_label("m0"), "m0", "a name seen stays");
         assert_eq!(m.model_label("one more"), "other");
         assert_eq!(m.model_label(&"x".repeat(200)), "other");
+    }
+
+    #[test]
+    fn a_model_name_cannot_forge_samples() {
+        let ops = Ops::new(SentTally::new(), Backlog::new());
+        let forged = "m\"} 1\nruntimeuse_forged_total 9\n#";
+        ops.metrics.turn("openai", forged, 1, 1);
+        ops.metrics
+            .turn("openai", "openai/gpt-4o-mini:2024@eu+x", 1, 1);
+        let text = ops.exposition();
+        assert!(!text.contains("forged"), "{text}");
+        for line in [
+            "runtimeuse_tokens_total{provider=\"openai\",model=\"other\",direction=\"in\"} 1",
+            "runtimeuse_tokens_total{provider=\"openai\",model=\"openai/gpt-4o-mini:2024@eu+x\",direction=\"in\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]
