@@ -15,14 +15,39 @@ use serde_json::Value;
 
 /// A plain HTTP GET: status and body.
 fn get(port: u16, path: &str, extra: &str) -> (u16, String) {
+    let (status, _, body) = request(port, "GET", path, extra);
+    (status, body)
+}
+
+/// A plain HTTP request; the status, the head and the body of the answer.
+fn request(port: u16, method: &str, path: &str, extra: &str) -> (u16, String, String) {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n").unwrap();
+    write!(
+        tcp,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     tcp.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    (status, head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn head_probes_methods_and_paths_get_their_http_answers() {
+    let rt = Serve::start(&[], &[]);
+    // Load balancers probe with HEAD: the GET's head, no body.
+    let (status, head, body) = request(rt.port, "HEAD", "/healthz", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(body.is_empty(), "{body}");
+    assert!(!head.contains("Content-Length: 0"), "{head}");
+    let (status, head, _) = request(rt.port, "POST", "/healthz", "Content-Length: 0\r\n");
+    assert_eq!(status, 405, "{head}");
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    assert_eq!(get(rt.port, "/no-such-page", "").0, 404);
+    assert_eq!(get(rt.port, "/", "").0, 426);
 }
 
 fn exec(port: u16, args: &[&str]) -> std::process::Output {

@@ -556,14 +556,21 @@ impl Head {
         if self.upgrade {
             return None;
         }
-        if self.request.method() != http::Method::GET {
-            return Some(Endpoint::NotWebSocket);
+        let method = self.request.method();
+        let probe = match self.request.uri().path() {
+            "/healthz" => Some(Endpoint::Health),
+            "/readyz" => Some(Endpoint::Ready),
+            "/metrics" => Some(Endpoint::Metrics),
+            _ => None,
+        };
+        // `HEAD` is answered as `GET` without the body (load balancers probe with it).
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return Some(Endpoint::MethodNotAllowed);
         }
-        Some(match self.request.uri().path() {
-            "/healthz" => Endpoint::Health,
-            "/readyz" => Endpoint::Ready,
-            "/metrics" => Endpoint::Metrics,
-            _ => Endpoint::NotWebSocket,
+        Some(match (probe, self.request.uri().path()) {
+            (Some(p), _) => p,
+            (None, "/") => Endpoint::NotWebSocket,
+            (None, _) => Endpoint::NotFound,
         })
     }
 
@@ -586,10 +593,20 @@ pub(crate) enum Endpoint {
     Ready,
     /// `/metrics`: the Prometheus exposition.
     Metrics,
-    /// Anything else without a WebSocket upgrade: `426 Upgrade Required`, with a line that
-    /// says what this port serves (a browser or `curl` gets an answer, not an empty reply).
+    /// `GET /` without a WebSocket upgrade: `426 Upgrade Required`, with a line that says
+    /// what this port serves (a browser or `curl` gets an answer, not an empty reply).
     NotWebSocket,
+    /// Another path without an upgrade: `404`.
+    NotFound,
+    /// A method other than `GET` and `HEAD`: `405`, with `Allow: GET, HEAD`.
+    MethodNotAllowed,
 }
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+/// What this port serves, for a person who reached it with plain HTTP.
+const WHAT_THIS_IS: &str = "this is a runtimeuse agent runtime: connect with a WebSocket client \
+     (ws://); plain HTTP serves /healthz, /readyz and /metrics\n";
 
 /// Answers an endpoint's request and closes. `/healthz` and `/readyz` need no token (they
 /// tell nothing secret: a version, an uptime and two counts); `/metrics` needs the runtime's
@@ -605,21 +622,13 @@ pub(crate) async fn answer(
         Endpoint::Health => (200, "application/json", ops.health()),
         Endpoint::Ready if ops.is_ready() => (200, "application/json", ops.health()),
         Endpoint::Ready => (503, "application/json", ops.health()),
-        Endpoint::NotWebSocket => (
-            426,
-            "text/plain; charset=utf-8",
-            "this is a runtimeuse agent runtime: connect with a WebSocket client (ws://); \
-             plain HTTP serves /healthz, /readyz and /metrics\n"
-                .to_owned(),
-        ),
+        Endpoint::NotWebSocket => (426, PLAIN, WHAT_THIS_IS.to_owned()),
+        Endpoint::NotFound => (404, PLAIN, WHAT_THIS_IS.to_owned()),
+        Endpoint::MethodNotAllowed => (405, PLAIN, WHAT_THIS_IS.to_owned()),
         Endpoint::Metrics
             if token.is_some_and(|t| !runtimeuse_tokio::server::authorized(&head.request, t)) =>
         {
-            (
-                401,
-                "text/plain; charset=utf-8",
-                "a token is required\n".to_owned(),
-            )
+            (401, PLAIN, "a token is required\n".to_owned())
         }
         Endpoint::Metrics => {
             let accept = head.request.headers().get(http::header::ACCEPT);
@@ -634,18 +643,26 @@ pub(crate) async fn answer(
     let reason = match status {
         200 => "OK",
         401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
         426 => "Upgrade Required",
         _ => "Service Unavailable",
     };
+    let extra = match status {
+        426 => "Upgrade: websocket\r\n",
+        405 => "Allow: GET, HEAD\r\n",
+        _ => "",
+    };
+    // `HEAD`: the same head, no body.
+    let shown = if head.request.method() == http::Method::HEAD {
+        ""
+    } else {
+        body.as_str()
+    };
     let response = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
-         {upgrade}Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+         {extra}Cache-Control: no-store\r\nConnection: close\r\n\r\n{shown}",
         body.len(),
-        upgrade = if status == 426 {
-            "Upgrade: websocket\r\n"
-        } else {
-            ""
-        },
     );
     if let Err(e) = stream.write_all(response.as_bytes()).await {
         tracing::debug!(error = %e, "could not answer an HTTP request");
