@@ -526,41 +526,49 @@ impl RuntimeSession {
         });
     }
 
+    /// A message of a type this runtime does not know: logged, shown only when it looks
+    /// like a message type (it came from the client, and may be anything).
+    fn unknown_type(&self, message_type: &str) {
+        let looks_like_one = message_type.len() <= 64
+            && message_type
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let shown = if looks_like_one {
+            message_type
+        } else {
+            "(not shown)"
+        };
+        tracing::warn!(
+            message_type = %self.redact(shown),
+            "ignoring client message of unknown type"
+        );
+    }
+
+    /// A frame that is no valid client message: said to the client and logged, described
+    /// without the frame's values (they may be secrets, registered or not).
+    fn malformed(&mut self, err: &DecodeError, frame: Frame<'_>) {
+        let text = match frame {
+            Frame::Text(t) => t,
+            // Only JSON errors quote the frame, and only a UTF-8 frame gets that far.
+            Frame::Bytes(b) => std::str::from_utf8(b).unwrap_or_default(),
+        };
+        let text = self.redact(&wire::describe(err, text)).into_owned();
+        tracing::warn!(error = %text, "malformed client frame");
+        let name = match err {
+            DecodeError::Json(_) | DecodeError::InvalidUtf8 | DecodeError::NotAnObject => {
+                "SyntaxError"
+            }
+            _ => "ValidationError",
+        };
+        let metadata = serde_json::json!({ "error_name": name });
+        self.push_error(&text, &metadata);
+    }
+
     fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) {
         let message = match wire::decode_client(frame, self.config.max_frame_size) {
             Ok(Decoded::Message(m)) => m,
-            Ok(Decoded::Unknown(t)) => {
-                // Shown only when it looks like a message type: it came from the client.
-                let shown =
-                    if t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        t.as_ref()
-                    } else {
-                        "(not shown)"
-                    };
-                tracing::warn!(
-                    message_type = %self.redact(shown),
-                    "ignoring client message of unknown type"
-                );
-                return;
-            }
-            Err(err) => {
-                // Never the frame's values: they may be secrets, registered or not.
-                let text = match frame {
-                    Frame::Text(t) => wire::describe(&err, t),
-                    Frame::Bytes(b) => wire::describe(&err, &String::from_utf8_lossy(b)),
-                };
-                let text = self.redact(&text).into_owned();
-                tracing::warn!(error = %text, "malformed client frame");
-                let name = match err {
-                    DecodeError::Json(_) | DecodeError::InvalidUtf8 | DecodeError::NotAnObject => {
-                        "SyntaxError"
-                    }
-                    _ => "ValidationError",
-                };
-                let metadata = serde_json::json!({ "error_name": name });
-                self.push_error(&text, &metadata);
-                return;
-            }
+            Ok(Decoded::Unknown(t)) => return self.unknown_type(&t),
+            Err(err) => return self.malformed(&err, frame),
         };
         match message {
             ClientMessage::Invocation(invocation) => {

@@ -102,7 +102,7 @@ async fn fetch(d: &Downloadable) -> Result<(), String> {
         // The archive goes whether or not it could be extracted (with `part`).
         return extracted.map_err(|e| format!("extracting {}: {e}", target.display()));
     }
-    part.keep()
+    part.keep().await
 }
 
 /// A download's temporary file: removed when dropped, unless [`Part::keep`] renamed it into
@@ -126,8 +126,9 @@ impl Part {
     }
 
     /// Renames the whole file into place.
-    fn keep(self) -> Result<(), String> {
-        std::fs::rename(&self.path, &self.target)
+    async fn keep(self) -> Result<(), String> {
+        tokio::fs::rename(&self.path, &self.target)
+            .await
             .map_err(|e| format!("cannot write {}: {e}", self.target.display()))
     }
 }

@@ -150,7 +150,7 @@ async fn request_on(
     json: bool,
     request: Request,
 ) -> Result<u8, Failure> {
-    stop::watch();
+    stop::watch(note);
     let running = stop::Running::new(session.abort_handle());
     let total = match &request {
         Request::Commands(commands, _) => commands.len(),

@@ -89,10 +89,15 @@ pub(super) fn reason() -> Option<Reason> {
     Reason::from_u8(REASON.load(Ordering::SeqCst))
 }
 
-/// Stops the running request for `reason` (the first reason is kept); whether one was
-/// running.
+/// Stops the running request for `reason` (the first reason is kept, but for a Ctrl-C that
+/// a reason to leave follows); whether one was running.
 pub(super) fn stop(reason: Reason) -> bool {
-    let _ = REASON.compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+    // A reason to leave overrides a Ctrl-C whose cancel is still being confirmed: the CLI
+    // must then exit, not go on with the session.
+    let _ = REASON.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+        let overrides = now == 0 || (now == Reason::Interrupt as u8 && reason.leaves());
+        overrides.then_some(reason as u8)
+    });
     let running = RUNNING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -105,15 +110,16 @@ pub(super) fn stop(reason: Reason) -> bool {
     }
 }
 
-/// Starts the process's signal watcher (once; later calls do nothing).
-pub(super) fn watch() {
+/// Starts the process's signal watcher (once; later calls do nothing); `note` says that a
+/// Ctrl-C is cancelling.
+pub(super) fn watch(note: fn(&str)) {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
-        tokio::spawn(watcher());
+        tokio::spawn(watcher(note));
     });
 }
 
-async fn watcher() {
+async fn watcher(note: fn(&str)) {
     #[cfg(unix)]
     let (mut term, mut hup) = {
         use tokio::signal::unix::{SignalKind, signal};
@@ -140,26 +146,23 @@ async fn watcher() {
             Ok(()) => Reason::Interrupt,
             Err(_) => return,
         };
-        on_signal(reason);
+        on_signal(reason, note);
     }
 }
 
-fn on_signal(reason: Reason) {
-    // A second Ctrl-C while the first cancel is confirmed quits at once.
-    let again = reason == Reason::Interrupt && self::reason() == Some(Reason::Interrupt);
-    if reason == Reason::Interrupt && !again && is_running() {
-        // Said before the abort: once aborted, the request may end (and say "cancelled")
-        // before this task runs again.
-        super::render::note("cancelling (Ctrl-C again to quit at once)");
-    }
-    if again {
-        std::process::exit(i32::from(reason.code()));
-    }
+fn on_signal(reason: Reason, note: fn(&str)) {
     if reason.leaves() {
-        leave(reason);
-    } else if !stop(reason) {
+        return leave(reason);
+    }
+    // Ctrl-C with nothing running, or a second one while the first cancel is confirmed:
+    // quit at once.
+    if self::reason() == Some(Reason::Interrupt) || !is_running() {
         std::process::exit(i32::from(reason.code()));
     }
+    // Said before the abort: once aborted, the request may end (and say "cancelled") before
+    // this task runs again.
+    note("cancelling (Ctrl-C again to quit at once)");
+    stop(reason);
 }
 
 /// Leaves for `reason`: at once when no request runs, else once it ended (the caller sees
