@@ -8,8 +8,10 @@
 //! clients left, against 22.5 MiB without trimming and 124 MiB with mimalloc as the global
 //! allocator. Elsewhere than glibc, nothing is done.
 
-/// Free bytes the heaps may hold before they are trimmed.
-pub(crate) const THRESHOLD: usize = 8 << 20;
+/// Free bytes the heaps may hold before they are trimmed: well under the 8 MiB above idle
+/// that the backpressure test allows after a burst (at 8 MiB, a residual just under the
+/// threshold was never trimmed and the test failed under load, 8.1 MiB above idle).
+pub(crate) const THRESHOLD: usize = 2 << 20;
 
 /// Starts the trimming thread (glibc only).
 pub(crate) fn start() {
