@@ -70,7 +70,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> Result<(), Failure> {
     }
     let listener = TcpListener::bind(&args.listen)
         .await
-        .map_err(|e| Failure::system(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|e| Failure::cannot_listen(&args.listen, &e))?;
     let port = listener
         .local_addr()
         .map_err(|e| Failure::system(format!("cannot read the listening address: {e}")))?

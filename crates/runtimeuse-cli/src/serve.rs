@@ -181,9 +181,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .options(options)
         .bind((args.host.as_str(), args.port))
         .await
-        .map_err(|e| {
-            Failure::system(format!("cannot listen on {}:{}: {e}", args.host, args.port))
-        })?;
+        .map_err(|e| Failure::cannot_listen(&format!("{}:{}", args.host, args.port), &e))?;
     let port = runtime
         .local_addr()
         .map_err(|e| Failure::system(format!("cannot read the listening address: {e}")))?

@@ -186,6 +186,19 @@ fn exit_codes_of_every_class() {
         "{}",
         text(&out.stderr)
     );
+    assert!(
+        text(&out.stderr).contains("port 0 for a free one"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A port that is no port is the usage code, not a connection to another port.
+    let out = run(&rt, &["query", "--url", "ws://127.0.0.1:99999", "x"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a number from 0 to 65535"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -227,21 +227,38 @@ impl ClientSettings {
         let default_port = match uri.scheme_str() {
             Some("ws") => 80,
             Some("wss") => 443,
-            _ => {
+            other => {
+                let shown = self.display_url();
+                let hint = match other {
+                    Some("http") => format!("; did you mean ws{}?", &shown[4..]),
+                    Some("https") => format!("; did you mean wss{}?", &shown[5..]),
+                    _ => String::new(),
+                };
                 return Err(Error::Config(format!(
-                    "url {}: the scheme must be ws or wss",
-                    self.display_url()
+                    "url {shown}: the scheme must be ws or wss (runtimes speak WebSocket){hint}"
                 )));
             }
         };
         let host = uri
             .host()
+            .filter(|h| !h.is_empty())
             .ok_or_else(|| Error::Config(format!("url {} has no host", self.display_url())))?;
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        Ok((host.to_owned(), uri.port_u16().unwrap_or(default_port)))
+        // `Uri::port_u16` is `None` for a port that is not a `u16` (`:99999`), which would
+        // quietly connect to the default port instead.
+        let port = match uri.authority().and_then(|a| port_text(a.as_str())) {
+            None | Some("") => default_port,
+            Some(text) => text.parse::<u16>().map_err(|_| {
+                Error::Config(format!(
+                    "url {}: the port {text} is not a number from 0 to 65535",
+                    self.display_url()
+                ))
+            })?,
+        };
+        Ok((host.to_owned(), port))
     }
 
     /// The rustls configuration for `wss://` (ring provider; webpki roots when enabled, plus
@@ -422,6 +439,16 @@ impl<C: From<ClientSettings>> ClientBuilder<C> {
     }
 }
 
+/// The text after the port's colon in an authority (`user@host:port`, `[::1]:port`), if any.
+fn port_text(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let after_host = match host_port.rfind(']') {
+        Some(end) => &host_port[end + 1..],
+        None => host_port,
+    };
+    after_host.rsplit_once(':').map(|(_, port)| port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +479,32 @@ mod tests {
         let (request, _) = builder.settings.handshake().unwrap();
         let traced = format!("{request:?}");
         assert!(!traced.contains("tok-header-456"), "{traced}");
+    }
+
+    fn target(url: &str) -> Result<(String, u16), Error> {
+        let settings = ClientBuilder::<Probe>::new(url).settings;
+        let (request, _) = settings.handshake()?;
+        settings.host_and_port(&request)
+    }
+
+    #[test]
+    fn a_port_out_of_range_or_an_empty_host_is_refused_not_replaced() {
+        assert_eq!(target("ws://h:9/x").unwrap(), ("h".into(), 9));
+        assert_eq!(target("wss://h/").unwrap(), ("h".into(), 443));
+        assert_eq!(target("ws://[::1]:7").unwrap(), ("::1".into(), 7));
+        assert_eq!(target("ws://[::1]").unwrap(), ("::1".into(), 80));
+        for url in ["ws://h:99999", "ws://h:65536/"] {
+            let err = target(url).unwrap_err().to_string();
+            assert!(err.contains("not a number from 0 to 65535"), "{url}: {err}");
+        }
+        let err = target("https://h:1/x").unwrap_err().to_string();
+        assert!(err.contains("did you mean wss://h:1/x?"), "{err}");
+        let err = target("ftp://h").unwrap_err().to_string();
+        assert!(err.ends_with("(runtimes speak WebSocket)"), "{err}");
+        match target("ws://:8080") {
+            Err(err) => assert!(err.to_string().contains("no host"), "{err}"),
+            Ok(t) => panic!("connected to {t:?}"),
+        }
     }
 }
 

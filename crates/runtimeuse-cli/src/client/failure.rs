@@ -33,6 +33,30 @@ impl Failure {
             ..Self::usage(message)
         }
     }
+
+    /// `serve` or `proxy` cannot listen on `addr`, with a hint for the usual causes.
+    pub(crate) fn cannot_listen(addr: &str, e: &std::io::Error) -> Self {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => Some(
+                "another process listens there (a runtime already running?); \
+                 choose another port, or port 0 for a free one"
+                    .to_owned(),
+            ),
+            std::io::ErrorKind::AddrNotAvailable => Some(
+                "no interface of this machine has that address; \
+                 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+                    .to_owned(),
+            ),
+            std::io::ErrorKind::PermissionDenied => {
+                Some("ports below 1024 need privileges; choose one above".to_owned())
+            }
+            _ => None,
+        };
+        Self {
+            hint,
+            ..Self::system(format!("cannot listen on {addr}: {e}"))
+        }
+    }
 }
 
 /// The kind of a client error, as `--json` names it.
