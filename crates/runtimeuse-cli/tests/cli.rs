@@ -1102,3 +1102,82 @@ fn binary_output_is_text_and_base64_carries_bytes_as_the_readme_says() {
     let readme = include_str!("../../../README.md");
     assert!(readme.contains("arrive as U+FFFD"));
 }
+
+/// The CLI with its stdout and stderr on a new terminal; what the terminal received, read
+/// on another thread as it comes.
+struct OnTerminal {
+    child: std::process::Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl OnTerminal {
+    fn spawn(mut cli: Command) -> Self {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let child = cli
+            .stdin(Stdio::null())
+            .stdout(pty.slave.try_clone().unwrap())
+            .stderr(pty.slave)
+            .spawn()
+            .unwrap();
+        drop(cli); // The last copies of the terminal's slave side: EOF once the child is gone.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let mut master = std::fs::File::from(pty.master);
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once every slave descriptor is closed.
+            while let Ok(n @ 1..) = std::io::Read::read(&mut master, &mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self {
+            child,
+            seen,
+            reader,
+        }
+    }
+
+    fn until(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !String::from_utf8_lossy(&self.seen.lock().unwrap()).contains(text) {
+            assert!(Instant::now() < deadline, "no {text:?} on the terminal");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn finish(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let seen = String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned();
+        (status.code(), seen)
+    }
+}
+
+#[test]
+fn on_a_terminal_the_progress_line_spares_open_output_and_leaves_before_a_note() {
+    let rt = scripted();
+    // A line left open (a prompt, say) stays on the screen while the request runs on.
+    let mut cli = against(&rt, &["exec", "printf 'abc'; sleep 1; echo def"]);
+    cli.env_remove("NO_COLOR");
+    let term = OnTerminal::spawn(cli);
+    let (code, seen) = term.finish();
+    assert_eq!(code, Some(0), "{seen:?}");
+    let between = &seen[seen.find("abc").expect("abc") + 3..seen.find("def").expect("def")];
+    assert!(!between.contains('\r'), "the open line was erased: {seen:?}");
+    // A note while the progress line shows starts on a clean line.
+    let term = OnTerminal::spawn(against(&rt, &["exec", "sleep 30"]));
+    term.until("waiting for the runtime");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(term.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (code, seen) = term.finish();
+    assert_eq!(code, Some(130), "{seen:?}");
+    let note = seen.find("runtimeuse: cancelling").expect("the cancel note");
+    assert!(
+        seen[..note].ends_with("\r\x1b[K"),
+        "the note runs into the progress line: {seen:?}"
+    );
+}

@@ -216,8 +216,10 @@ pub(super) struct Progress {
     pub(super) events: u64,
     pub(super) heartbeats: u64,
     frame: usize,
-    shown: bool,
 }
+
+/// Whether the progress line is on the screen now (a note clears it first).
+static PROGRESS_SHOWN: AtomicBool = AtomicBool::new(false);
 
 impl Progress {
     pub(super) fn new(json: bool) -> Self {
@@ -229,12 +231,13 @@ impl Progress {
             events: 0,
             heartbeats: 0,
             frame: 0,
-            shown: false,
         }
     }
 
     pub(super) fn draw(&mut self) {
-        if !self.enabled {
+        // Drawn from the start of a line: over a line that output left open (a prompt
+        // without a newline), it would erase what the person is reading.
+        if !self.enabled || OPEN.iter().any(|open| open.load(Ordering::Relaxed)) {
             return;
         }
         const SPIN: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -257,14 +260,18 @@ impl Progress {
                 self.started.elapsed().as_secs_f64()
             ),
         );
-        self.shown = true;
+        PROGRESS_SHOWN.store(true, Ordering::Relaxed);
     }
 
     pub(super) fn clear(&mut self) {
-        if self.shown {
-            write(true, "\r\x1b[K");
-            self.shown = false;
-        }
+        clear_progress();
+    }
+}
+
+/// Takes the progress line off the screen if it is on it.
+fn clear_progress() {
+    if PROGRESS_SHOWN.swap(false, Ordering::Relaxed) {
+        write(true, "\r\x1b[K");
     }
 }
 
@@ -307,6 +314,7 @@ fn write(to_stderr: bool, text: &str) {
 /// stdout when both go to the same place (a terminal, `2>&1`). A note never runs into a
 /// command's last line.
 pub(crate) fn start_line() {
+    clear_progress();
     let on_stderr = OPEN[1].swap(false, Ordering::Relaxed);
     let on_stdout = OPEN[0].load(Ordering::Relaxed) && same_destination();
     if on_stdout {
