@@ -61,7 +61,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 15_000)]
     heartbeat_interval_ms: u64,
     /// Clients must present this token (`Authorization: Bearer <T>` or `?token=<T>`)
-    /// [default: none, no authentication].
+    /// [default: none, no authentication]. Any process of the machine can read a command
+    /// line (`ps`): prefer `--token-file` or the variable. Commands and agents do not get it.
     #[arg(
         long,
         value_name = "TOKEN",
@@ -69,6 +70,10 @@ pub(crate) struct ServeArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// Read the token from this file (its final line break is not part of it), instead of
+    /// `--token`.
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
     /// Most connections served at once; beyond it new ones are closed at once. The file
     /// descriptor limit is raised to its hard limit at start, and 1024 descriptors (or half the
     /// limit) stay free for commands.
@@ -126,9 +131,16 @@ pub(crate) struct ServeArgs {
     /// The model used when a query names none [default: none, so a query must name one].
     #[arg(long, value_name = "MODEL")]
     model: Option<String>,
-    /// The provider's API key [default: $OPENAI_API_KEY or $ANTHROPIC_API_KEY].
+    /// The provider's API key [default: $OPENAI_API_KEY or $ANTHROPIC_API_KEY]. Shown to
+    /// every process by `ps`: prefer `--api-key-file` or the variable. With `openai` and
+    /// `anthropic`, commands and the model's shell do not get the variable, and the key is
+    /// redacted from everything sent to clients.
     #[arg(long, value_name = "KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Read the provider's API key from this file (its final line break is not part of it),
+    /// instead of `--api-key`.
+    #[arg(long, value_name = "PATH", conflicts_with = "api_key")]
+    api_key_file: Option<std::path::PathBuf>,
     /// The provider's base URL [default: $OPENAI_BASE_URL or $ANTHROPIC_BASE_URL, else the
     /// provider's public API].
     #[arg(long, value_name = "URL")]
@@ -156,7 +168,13 @@ pub(crate) struct ServeArgs {
 }
 
 /// Serves until Ctrl-C or SIGTERM.
-pub(crate) async fn serve(args: ServeArgs) -> Result<(), Failure> {
+pub(crate) async fn serve(mut args: ServeArgs) -> Result<(), Failure> {
+    if let Some(path) = &args.token_file {
+        args.token = Some(secret_file(path, "--token-file")?);
+    }
+    if let Some(path) = &args.api_key_file {
+        args.api_key = Some(secret_file(path, "--api-key-file")?);
+    }
     if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
         return Err(Failure::usage(
             "the token is empty (--token or RUNTIMEUSE_TOKEN): no client could present \
@@ -176,7 +194,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Failure> {
     options.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     raise_file_limit();
     crate::trim::start();
-    let handler = agent_handler(&args).map_err(|e| Failure::usage(crate::chain(&*e)))?;
+    let handler =
+        agent_handler(&args, &mut options).map_err(|e| Failure::usage(crate::chain(&*e)))?;
     let runtime = Runtime::from_arc(handler)
         .options(options)
         .bind((args.host.as_str(), args.port))
@@ -209,6 +228,21 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::system(crate::chain(&e)))
 }
 
+/// The secret in the file at `path` (`flag` names where it was given), without its final
+/// line break; an empty one is refused.
+fn secret_file(path: &std::path::Path, flag: &str) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("{flag}: cannot read {}: {e}", path.display())))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.trim().is_empty() {
+        return Err(Failure::usage(format!(
+            "{flag}: {} is empty",
+            path.display()
+        )));
+    }
+    Ok(secret.to_owned())
+}
+
 /// Raises the soft limit of open files to the hard one, as servers of many connections do
 /// (the soft limit is often 1024 while the hard one is far higher).
 fn raise_file_limit() {
@@ -239,8 +273,12 @@ fn note(args: &ServeArgs, text: &str) {
     }
 }
 
-/// Builds the agent; says which on stderr.
-fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std::error::Error>> {
+/// Builds the agent; says which on stderr. A model agent's key is withheld from children
+/// and redacted (in `options`).
+fn agent_handler(
+    args: &ServeArgs,
+    runtime: &mut RuntimeOptions,
+) -> Result<Arc<dyn AgentHandler>, Box<dyn std::error::Error>> {
     let mut provider = match args.agent {
         AgentKind::Scripted => {
             note(args, "agent: scripted (deterministic directives)");
@@ -313,6 +351,10 @@ fn agent_handler(args: &ServeArgs) -> Result<Arc<dyn AgentHandler>, Box<dyn std:
             provider.base_url
         ),
     );
+    // The key is the runtime's, not the sandbox's: the model's shell and the commands do
+    // not see the variable, and the key never reaches a client.
+    runtime.withheld_env.push(api.key_variable().to_owned());
+    runtime.secrets.extend(provider.api_key.clone());
     if provider.api_key.is_none() {
         note(
             args,

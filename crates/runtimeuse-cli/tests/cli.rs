@@ -1164,7 +1164,10 @@ fn on_a_terminal_the_progress_line_spares_open_output_and_leaves_before_a_note()
     let (code, seen) = term.finish();
     assert_eq!(code, Some(0), "{seen:?}");
     let between = &seen[seen.find("abc").expect("abc") + 3..seen.find("def").expect("def")];
-    assert!(!between.contains('\r'), "the open line was erased: {seen:?}");
+    assert!(
+        !between.contains('\r'),
+        "the open line was erased: {seen:?}"
+    );
     // A note while the progress line shows starts on a clean line.
     let term = OnTerminal::spawn(against(&rt, &["exec", "sleep 30"]));
     term.until("waiting for the runtime");
@@ -1175,7 +1178,9 @@ fn on_a_terminal_the_progress_line_spares_open_output_and_leaves_before_a_note()
     .unwrap();
     let (code, seen) = term.finish();
     assert_eq!(code, Some(130), "{seen:?}");
-    let note = seen.find("runtimeuse: cancelling").expect("the cancel note");
+    let note = seen
+        .find("runtimeuse: cancelling")
+        .expect("the cancel note");
     assert!(
         seen[..note].ends_with("\r\x1b[K"),
         "the note runs into the progress line: {seen:?}"

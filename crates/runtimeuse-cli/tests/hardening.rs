@@ -215,3 +215,91 @@ fn a_flood_of_half_open_connections_is_refused_at_the_limit_and_the_runtime_reco
     let log = rt.stop();
     assert!(!log.contains("accept failed"), "{log}");
 }
+
+/// `runtimeuse exec --json` against `rt` with `token`; the JSON lines it printed.
+fn exec_json(rt: &Serve, token: &str, command: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args(["exec", "--json", "--no-resume", "--token", token])
+        .args(["--url", &format!("ws://127.0.0.1:{}", rt.port), command])
+        .env_remove("RUNTIMEUSE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn commands_get_neither_the_runtimes_token_nor_its_provider_key_and_clients_never_see_them() {
+    let dir = std::env::temp_dir().join(format!("runtimeuse-withheld-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (token, key) = ("tok-from-env-4821", "sk-from-env-9174");
+    // From the environment: the token and the model agent's key.
+    let rt = Serve::start(
+        &["--agent", "openai", "--base-url", "http://127.0.0.1:9"],
+        &[("RUNTIMEUSE_TOKEN", token), ("OPENAI_API_KEY", key)],
+    );
+    let env = exec_json(&rt, token, "env");
+    assert!(!env.contains("RUNTIMEUSE_TOKEN"), "{env}");
+    assert!(!env.contains("OPENAI_API_KEY"), "{env}");
+    // Printed anyway (read from elsewhere), they are redacted in what the client gets.
+    let printed = exec_json(&rt, token, &format!("echo {token} {key}"));
+    assert!(printed.contains("[REDACTED] [REDACTED]"), "{printed}");
+    assert!(
+        !printed.contains(token) && !printed.contains(key),
+        "{printed}"
+    );
+    drop(rt);
+    // From files, which `ps` does not show; the final line break is not part of them.
+    let (token_file, key_file) = (dir.join("token"), dir.join("key"));
+    std::fs::write(&token_file, "tok-from-file-3310\n").unwrap();
+    std::fs::write(&key_file, "sk-from-file-7702\n").unwrap();
+    let rt = Serve::start(
+        &[
+            "--agent",
+            "anthropic",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--api-key-file",
+            key_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let shown = exec_json(
+        &rt,
+        "tok-from-file-3310",
+        &format!("cat {} {}; env", token_file.display(), key_file.display()),
+    );
+    assert!(!shown.contains("from-file"), "{shown}");
+    assert!(!shown.contains("ANTHROPIC_API_KEY"), "{shown}");
+    assert!(shown.contains("[REDACTED]\\n[REDACTED]"), "{shown}");
+    let ps = std::fs::read(format!("/proc/{}/cmdline", rt.child.id())).unwrap();
+    assert!(!String::from_utf8_lossy(&ps).contains("from-file"));
+    // An empty or unreadable file is refused at start, naming the file.
+    std::fs::write(&token_file, "\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+        .args([
+            "serve",
+            "--agent",
+            "scripted",
+            "--port",
+            "0",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") && err.contains("is empty"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -33,7 +33,7 @@ pub const CANCELLED_ERROR: &str = "Request cancelled";
 ///
 /// `#[non_exhaustive]`: start from [`RuntimeConfig::default`] and change fields.
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
     /// Largest frame accepted from the client, in bytes. Default 64 MiB.
     pub max_frame_size: usize,
@@ -42,6 +42,24 @@ pub struct RuntimeConfig {
     pub heartbeat_interval: Option<Duration>,
     /// Most artifact upload requests awaiting the client's answer. Default 1024.
     pub max_pending_artifact_requests: usize,
+    /// Secrets of the runtime itself (its token, a provider key), replaced by [`REDACTED`]
+    /// in every string sent, as each request's `secrets_to_redact` are. Empty ones are
+    /// ignored. Default none. `Debug` shows only how many there are.
+    pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("max_frame_size", &self.max_frame_size)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field(
+                "max_pending_artifact_requests",
+                &self.max_pending_artifact_requests,
+            )
+            .field("secrets", &format_args!("[{} hidden]", self.secrets.len()))
+            .finish()
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +68,7 @@ impl Default for RuntimeConfig {
             max_frame_size: 64 << 20,
             heartbeat_interval: Some(Duration::from_secs(15)),
             max_pending_artifact_requests: 1024,
+            secrets: Vec::new(),
         }
     }
 }
@@ -162,11 +181,13 @@ pub struct RuntimeSession {
 impl RuntimeSession {
     /// A new session on a freshly accepted connection.
     pub fn new(config: RuntimeConfig, now: Instant) -> Self {
+        let mut secrets = Redactor::default();
+        secrets.add(&config.secrets);
         Self {
             config,
             next_request: 0,
             in_flight: None,
-            secrets: Redactor::default(),
+            secrets,
             pending_artifacts: HashSet::new(),
             end_requested: false,
             end_reported: false,
@@ -632,14 +653,7 @@ impl RuntimeSession {
             self.push_error(BUSY_ERROR, &Value::Object(Map::new()));
             return None;
         }
-        for secret in secrets {
-            if !secret.is_empty() && !self.secrets.list.contains(secret) {
-                self.secrets.list.push(secret.clone());
-            }
-        }
-        self.secrets
-            .list
-            .sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.secrets.add(secrets);
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.in_flight = Some(InFlight {
@@ -740,14 +754,30 @@ fn stream_slot(stream: OutputStream) -> usize {
 }
 
 /// Replaces secrets in text: those the requests of a connection listed in
-/// `secrets_to_redact`, longest first, each by `[REDACTED]`.
-#[derive(Clone, Debug, Default)]
+/// `secrets_to_redact`, longest first, each by `[REDACTED]`. `Debug` shows only how many.
+#[derive(Clone, Default)]
 pub struct Redactor {
     /// Longest first, so that a secret containing another is replaced whole.
     list: Vec<String>,
 }
 
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor([{} hidden])", self.list.len())
+    }
+}
+
 impl Redactor {
+    /// Adds the non-empty secrets of `more` not known yet, keeping the longest first.
+    fn add(&mut self, more: &[String]) {
+        for secret in more {
+            if !secret.is_empty() && !self.list.contains(secret) {
+                self.list.push(secret.clone());
+            }
+        }
+        self.list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
     /// `s` with every secret replaced (borrowed when there was none in it).
     pub fn redact<'s>(&self, s: &'s str) -> Cow<'s, str> {
         let mut out = Cow::Borrowed(s);
@@ -887,6 +917,28 @@ mod tests {
         assert!(!all.contains("pw\""), "{all}");
         assert!(!all.contains(" pw"), "{all}");
         assert_eq!(sent[2]["metadata"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn the_runtimes_own_secrets_are_redacted_from_the_first_frame_and_never_shown() {
+        let now = Instant::now();
+        let config = RuntimeConfig {
+            secrets: vec!["tok-of-the-runtime".into(), String::new()],
+            ..RuntimeConfig::default()
+        };
+        let mut s = RuntimeSession::new(config.clone(), now);
+        let batch = br#"{"message_type":"command_execution_message","commands":[{"command":"x"}]}"#;
+        s.handle_input(Input::Receive(now, batch));
+        s.send_command_output(OutputStream::Stdout, "x", "a tok-of-the-runtime b")
+            .unwrap();
+        s.fail("tok-of-the-runtime", &Value::Null).unwrap();
+        let (sent, _) = drain(&mut s);
+        let all = serde_json::to_string(&sent).unwrap();
+        assert!(!all.contains("tok-of"), "{all}");
+        assert!(all.contains("a [REDACTED]"), "{all}");
+        for shown in [format!("{config:?}"), format!("{s:?}")] {
+            assert!(!shown.contains("tok-of"), "{shown}");
+        }
     }
 
     #[test]

@@ -138,12 +138,14 @@ pub(crate) enum RunError {
 }
 
 /// Runs `command` through `sh -c`, streaming its output to `tx` (when given) and keeping what
-/// `collect` says of each stream.
+/// `collect` says of each stream; the `withheld` variables of the runtime's environment are
+/// not passed on (the command's own `env` may set them).
 pub(crate) async fn run(
     command: &Command,
     tx: Option<&Outbox>,
     cancel: &CancelSignal,
     collect: Collect,
+    withheld: &[String],
 ) -> Result<Exit, RunError> {
     if let Some(cwd) = &command.cwd {
         tokio::fs::create_dir_all(cwd).await.map_err(|e| {
@@ -164,6 +166,9 @@ pub(crate) async fn run(
         .kill_on_drop(true);
     if let Some(cwd) = &command.cwd {
         child.current_dir(cwd);
+    }
+    for name in withheld {
+        child.env_remove(name);
     }
     if let Some(env) = &command.env {
         child.envs(env);

@@ -60,6 +60,8 @@ pub struct HandlerContext {
     pub(crate) artifacts_dirs: Vec<PathBuf>,
     /// The runtime's metrics (the model agent counts its turns, tool calls and tokens).
     pub(crate) metrics: std::sync::Arc<crate::ops::Metrics>,
+    /// What no child process gets of the runtime's environment.
+    pub(crate) withheld_env: std::sync::Arc<[String]>,
 }
 
 impl HandlerContext {
@@ -71,6 +73,20 @@ impl HandlerContext {
     /// Sends a non-terminal `error_message` (the request goes on).
     pub async fn send_error(&self, error: impl Into<String>, metadata: Value) {
         let _ = self.outbox.send(Cmd::Error(error.into(), metadata)).await;
+    }
+
+    /// Removes from `cmd`'s environment the variables the runtime withholds from its
+    /// children ([`RuntimeOptions::withheld_env`](crate::RuntimeOptions::withheld_env), its
+    /// token by default). Call it on every process the handler starts, before the request's
+    /// `agent_env` is applied (which may set them again: its client chose to).
+    pub fn withhold_env<'c>(
+        &self,
+        cmd: &'c mut tokio::process::Command,
+    ) -> &'c mut tokio::process::Command {
+        for name in self.withheld_env.iter() {
+            cmd.env_remove(name);
+        }
+        cmd
     }
 
     /// Whether the client cancelled the request.

@@ -75,7 +75,7 @@ pub use runtimeuse_proto::{Invocation, QueryResult, ResultData};
 ///
 /// `#[non_exhaustive]`: start from [`RuntimeOptions::default`] and change fields.
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RuntimeOptions {
     /// Interval of heartbeats while a request runs; `None` disables them. Default 15 s.
     pub heartbeat_interval: Option<Duration>,
@@ -147,6 +147,42 @@ pub struct RuntimeOptions {
     /// How long [`BoundRuntime::serve`] lets requests in flight finish once its shutdown
     /// future resolved, before it cancels them. Default 30 s.
     pub shutdown_grace: Duration,
+    /// Names of the runtime's environment variables that no child process gets: commands,
+    /// pre- and post-commands, the model agent's shell tool, agent CLIs. A request's own
+    /// `agent_env` may still set them (its client chose to). Default `RUNTIMEUSE_TOKEN`: the
+    /// runtime's token is not the sandbox's to read.
+    pub withheld_env: Vec<String>,
+    /// Secrets of the runtime itself (a provider key, say), replaced by `[REDACTED]` in
+    /// everything sent to clients as a request's `secrets_to_redact` are; the
+    /// [`token`](Self::token) is always one. Default none.
+    pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for RuntimeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeOptions")
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("max_frame_size", &self.max_frame_size)
+            .field("artifact_scan_interval", &self.artifact_scan_interval)
+            .field("max_collected_stdout", &self.max_collected_stdout)
+            .field("end_session_drain", &self.end_session_drain)
+            .field("artifact_upload_timeout", &self.artifact_upload_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_buffered", &self.max_buffered)
+            .field("max_buffered_total", &self.max_buffered_total)
+            .field("write_stall_timeout", &self.write_stall_timeout)
+            .field("max_write_buffer", &self.max_write_buffer)
+            .field("listen_backlog", &self.listen_backlog)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("resume_grace", &self.resume_grace)
+            .field("max_replay", &self.max_replay)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("withheld_env", &self.withheld_env)
+            .field("secrets", &format_args!("[{} hidden]", self.secrets.len()))
+            .finish()
+    }
 }
 
 impl Default for RuntimeOptions {
@@ -170,6 +206,8 @@ impl Default for RuntimeOptions {
             resume_grace: Duration::from_secs(60),
             max_replay: 2 << 20,
             shutdown_grace: Duration::from_secs(30),
+            withheld_env: vec!["RUNTIMEUSE_TOKEN".to_owned()],
+            secrets: Vec::new(),
         }
     }
 }
@@ -194,6 +232,8 @@ pub(crate) struct Shared {
     sessions: sessions::Sessions,
     /// Health, metrics and the drain.
     ops: ops::Ops,
+    /// [`RuntimeOptions::withheld_env`], for every child.
+    withheld_env: Arc<[String]>,
 }
 
 impl Shared {
@@ -203,6 +243,8 @@ impl Shared {
         let mut server = ServerConfig::default();
         server.runtime.heartbeat_interval = options.heartbeat_interval;
         server.runtime.max_frame_size = options.max_frame_size;
+        server.runtime.secrets = options.secrets.clone();
+        server.runtime.secrets.extend(options.token.clone());
         server.max_write_buffer = Some(options.max_write_buffer);
         server.read_buffer_size = options.read_buffer_size;
         server.token = options.token.clone();
@@ -216,6 +258,7 @@ impl Shared {
         server.sent = Some(sent.clone());
         Self {
             handler,
+            withheld_env: options.withheld_env.clone().into(),
             options,
             server,
             sessions: sessions::Sessions::default(),

@@ -50,7 +50,14 @@ async fn run_command(
     command: &runtimeuse_proto::Command,
     collect: Collect,
 ) -> Result<commands::Exit, RunError> {
-    let ran = commands::run(command, Some(&env.outbox), &env.cancel, collect).await;
+    let ran = commands::run(
+        command,
+        Some(&env.outbox),
+        &env.cancel,
+        collect,
+        &env.shared.withheld_env,
+    )
+    .await;
     let status = match &ran {
         Ok(exit) if exit.code == 0 => CommandStatus::ok,
         Ok(_) => CommandStatus::failed,
@@ -145,6 +152,7 @@ async fn query_terminal(invocation: Invocation, env: &Env) -> Terminal {
                 .map(PathBuf::from)
                 .collect(),
             metrics: Arc::clone(&env.shared.ops.metrics),
+            withheld_env: Arc::clone(&env.shared.withheld_env),
         };
         let post = invocation.post_agent_invocation_commands.clone();
         let handler = Arc::clone(&env.shared.handler);

@@ -57,7 +57,7 @@ pub use backlog::Backlog;
 
 /// Settings of accepted connections.
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The runtime session's settings (frame limit, heartbeat interval, …).
     pub runtime: RuntimeConfig,
@@ -83,6 +83,21 @@ pub struct ServerConfig {
     /// When set, every connection counts the data frames it sends, and their bytes, here (a
     /// server's metrics).
     pub sent: Option<SentTally>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("runtime", &self.runtime)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("max_write_buffer", &self.max_write_buffer)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("write_stall_timeout", &self.write_stall_timeout)
+            .field("max_queued_for_reading", &self.max_queued_for_reading)
+            .field("total_backlog", &self.total_backlog)
+            .field("sent", &self.sent)
+            .finish()
+    }
 }
 
 /// A count of data frames sent and their bytes, shared by the connections of a server

@@ -97,6 +97,7 @@ impl AcpAgent {
             // The process runs inside the sandbox: agents that check (Claude Code, as root,
             // bypasses permissions only then) may act without asking.
             .env("IS_SANDBOX", "1");
+        ctx.withhold_env(&mut cmd);
         if let Some(env) = &invocation.agent_env {
             cmd.envs(env);
         }

@@ -82,7 +82,7 @@ impl ClaudeAgent {
         let schema = schema::of_invocation(&invocation)?;
         let program = self.check().map_err(AgentError::new)?;
         let (mut child, mut stdin, stdout, stderr) = super::command::spawn(
-            command(&program, &invocation, schema.as_ref()),
+            command(&program, &invocation, schema.as_ref(), &ctx),
             "Claude Code",
         )?;
         // Kills the whole group when the query ends early (cancel, connection gone).
@@ -123,6 +123,7 @@ fn command(
     program: &Path,
     invocation: &Invocation,
     schema: Option<&Value>,
+    ctx: &HandlerContext,
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args([
@@ -144,6 +145,7 @@ fn command(
     }
     cmd.env("IS_SANDBOX", "1")
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+    ctx.withhold_env(&mut cmd);
     if let Some(env) = &invocation.agent_env {
         cmd.envs(env);
     }

@@ -72,7 +72,7 @@ impl CommandAgent {
     ) -> Result<QueryResult, AgentError> {
         let schema = schema::of_invocation(&invocation)?;
         let (mut child, mut stdin, stdout, stderr) = spawn(
-            self.command(&invocation, schema.as_ref()),
+            self.command(&invocation, schema.as_ref(), &ctx),
             "the agent command",
         )?;
         // Kills the whole group when the query ends early (cancel, connection gone).
@@ -121,7 +121,12 @@ impl CommandAgent {
 
     /// The agent command for `invocation`: `sh -c` in a process group of its own, the prompt
     /// on stdin or as its last argument, the invocation in `RUNTIMEUSE_*` variables.
-    fn command(&self, invocation: &Invocation, schema: Option<&Value>) -> tokio::process::Command {
+    fn command(
+        &self,
+        invocation: &Invocation,
+        schema: Option<&Value>,
+        ctx: &HandlerContext,
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("/bin/sh");
         match self.prompt {
             PromptInput::Stdin => {
@@ -135,6 +140,7 @@ impl CommandAgent {
             }
         }
         cmd.process_group(0).kill_on_drop(true);
+        ctx.withhold_env(&mut cmd);
         if let Some(env) = &invocation.agent_env {
             cmd.envs(env);
         }

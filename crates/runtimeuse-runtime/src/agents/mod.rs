@@ -274,6 +274,7 @@ impl ModelAgent {
             env: invocation.agent_env.as_ref(),
             options: &self.options,
             secrets: &invocation.secrets_to_redact,
+            withheld_env: &ctx.withheld_env,
         };
         let (answer, run) = self
             .converse(&plan, invocation.user_prompt.clone(), &ctx, &env)

@@ -82,6 +82,8 @@ pub(crate) struct ToolEnv<'a> {
     pub(crate) env: Option<&'a BTreeMap<String, String>>,
     pub(crate) options: &'a AgentOptions,
     pub(crate) secrets: &'a [String],
+    /// What the shell gets not of the runtime's environment.
+    pub(crate) withheld_env: &'a [String],
 }
 
 #[derive(Deserialize)]
@@ -154,7 +156,7 @@ async fn shell(command: &str, env: &ToolEnv<'_>) -> String {
     let mut cmd = Command::new(command);
     cmd.env = env.env.cloned();
     let limit = env.options.tool_timeout;
-    let run = commands::run(&cmd, None, env.cancel, collect);
+    let run = commands::run(&cmd, None, env.cancel, collect, env.withheld_env);
     match tokio::time::timeout(limit, run).await {
         Err(_) => format!(
             "error: the command ran longer than {} and was killed",
