@@ -394,6 +394,34 @@ fn write_entry(
     Ok(())
 }
 
+/// Opens `path` for an upload, and its length: a regular file only, and the one at that
+/// name, not what a symbolic link there points to (the file may have been swapped since it
+/// was reported). Opened without blocking, so a FIFO put in its place fails at once instead
+/// of waiting for a writer; the length is the opened file's.
+fn open_regular(path: &std::path::Path) -> std::io::Result<(std::fs::File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == nix::errno::Errno::ELOOP as i32 => std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a symbolic link now; not followed",
+            ),
+            _ => e,
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file now",
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
 /// PUTs an artifact to its presigned URL with the given content type and its length, the
 /// body streamed from the file. Returns the error text when it fails; the URL and the path
 /// came from the client, so the text goes through `redactor`.
@@ -403,14 +431,12 @@ pub(crate) async fn upload(
     redactor: &Redactor,
 ) -> Result<(), String> {
     let failed = |e: String| redactor.redact(&format!("{filepath}: {e}")).into_owned();
-    let file = tokio::fs::File::open(filepath)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let length = file
-        .metadata()
+    let path = std::path::PathBuf::from(filepath);
+    let (file, length) = tokio::task::spawn_blocking(move || open_regular(&path))
         .await
         .map_err(|e| failed(e.to_string()))?
-        .len();
+        .map_err(|e| failed(e.to_string()))?;
+    let file = tokio::fs::File::from_std(file);
     let chunks = futures_util::stream::unfold(Some(file), |file| async move {
         let mut file = file?;
         let mut buf = vec![0; UPLOAD_CHUNK];
@@ -686,6 +712,44 @@ mod tests {
             ["a", "a.zip", "a/b", "a/b/c.txt", "empty", "top.txt"]
         );
         assert_eq!(std::fs::read(dir.join("top.txt")).unwrap(), b"top");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reported_file_swapped_for_a_fifo_or_a_symlink_is_not_uploaded() {
+        let dir = scratch("swapped");
+        let target = dir.join("secret.txt");
+        std::fs::write(&target, b"not for upload").unwrap();
+        let link = dir.join("report.txt");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let fifo = dir.join("pipe.txt");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Nothing listens there: a file that was opened would fail at the connection.
+        let to = runtimeuse_proto::ArtifactUpload::new("http://127.0.0.1:9/put", "text/plain");
+        let redactor = runtimeuse_proto::runtime::Redactor::default();
+        for (path, said) in [(&link, "symbolic link"), (&fifo, "not a regular file")] {
+            let upload = super::upload(path.to_str().unwrap(), &to, &redactor);
+            let err = tokio::time::timeout(std::time::Duration::from_secs(10), upload)
+                .await
+                .expect("the upload hung")
+                .unwrap_err();
+            assert!(err.contains(said), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_download_onto_a_fifo_replaces_it_without_waiting_for_a_reader() {
+        let dir = scratch("onto-fifo");
+        nix::unistd::mkfifo(&dir.join("data.bin"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n".to_owned();
+        let base = server(head, b"good".to_vec(), false).await;
+        let d = downloadable(format!("{base}/data.bin"), &dir);
+        tokio::time::timeout(std::time::Duration::from_secs(10), super::download(&d))
+            .await
+            .expect("the download hung")
+            .unwrap();
+        assert_eq!(std::fs::read(dir.join("data.bin")).unwrap(), b"good");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
