@@ -87,6 +87,10 @@ pub(crate) struct ServeArgs {
     /// the most wait first.
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     max_buffered_total: usize,
+    /// Bytes of unfinished frames all clients together may have sent; beyond it the clients
+    /// sending large frames are read one at a time.
+    #[arg(long, value_name = "BYTES", default_value_t = 128 << 20)]
+    max_inbound_total: usize,
     /// A client that takes no bytes for this long (in milliseconds) while output waits for it
     /// is dropped and its request cancelled (0: never).
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
@@ -188,6 +192,7 @@ pub(crate) async fn serve(mut args: ServeArgs) -> Result<(), Failure> {
     options.max_connections = args.max_connections;
     options.max_buffered = args.max_buffered;
     options.max_buffered_total = args.max_buffered_total;
+    options.max_inbound_total = args.max_inbound_total;
     options.write_stall_timeout = (args.write_stall_timeout_ms > 0)
         .then(|| Duration::from_millis(args.write_stall_timeout_ms));
     options.resume_grace = Duration::from_secs(args.resume_grace);

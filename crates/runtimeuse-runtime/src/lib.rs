@@ -86,6 +86,11 @@ pub struct RuntimeOptions {
     pub token: Option<String>,
     /// Largest frame accepted from a client. Default 64 MiB.
     pub max_frame_size: usize,
+    /// Bytes of unfinished frames all clients together may have sent: past it, connections
+    /// holding more than 64 KiB of a frame stop reading but one, which reads its frame to the
+    /// end, so that many large frames at once cost at most this and one frame (small
+    /// requests go on). Default 128 MiB.
+    pub max_inbound_total: usize,
     /// How often artifact directories are scanned. Default 250 ms.
     pub artifact_scan_interval: Duration,
     /// Budget of the stdout collected into a command batch's result, over all its commands,
@@ -164,6 +169,7 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
             .field("max_frame_size", &self.max_frame_size)
+            .field("max_inbound_total", &self.max_inbound_total)
             .field("artifact_scan_interval", &self.artifact_scan_interval)
             .field("max_collected_stdout", &self.max_collected_stdout)
             .field("end_session_drain", &self.end_session_drain)
@@ -191,6 +197,7 @@ impl Default for RuntimeOptions {
             heartbeat_interval: Some(Duration::from_secs(15)),
             token: None,
             max_frame_size: 64 << 20,
+            max_inbound_total: 128 << 20,
             artifact_scan_interval: Duration::from_millis(250),
             max_collected_stdout: 960 << 10,
             end_session_drain: connection::DEFAULT_DRAIN,
@@ -245,6 +252,9 @@ impl Shared {
         server.runtime.max_frame_size = options.max_frame_size;
         server.runtime.secrets = options.secrets.clone();
         server.runtime.secrets.extend(options.token.clone());
+        server.inbound = Some(runtimeuse_tokio::server::InboundBudget::new(
+            options.max_inbound_total,
+        ));
         server.max_write_buffer = Some(options.max_write_buffer);
         server.read_buffer_size = options.read_buffer_size;
         server.token = options.token.clone();

@@ -52,8 +52,10 @@ use tokio_tungstenite::WebSocketStream;
 use crate::{Error, Tokio};
 
 mod backlog;
+mod inbound;
 
 pub use backlog::Backlog;
+pub use inbound::{INBOUND_ALLOWANCE, InboundBudget};
 
 /// Settings of accepted connections.
 #[non_exhaustive]
@@ -83,6 +85,9 @@ pub struct ServerConfig {
     /// When set, every connection counts the data frames it sends, and their bytes, here (a
     /// server's metrics).
     pub sent: Option<SentTally>,
+    /// When set, what the connections hold of unfinished frames from their clients counts
+    /// here, and over its limit they read one at a time (see [`InboundBudget`]). Default none.
+    pub inbound: Option<InboundBudget>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -96,6 +101,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_queued_for_reading", &self.max_queued_for_reading)
             .field("total_backlog", &self.total_backlog)
             .field("sent", &self.sent)
+            .field("inbound", &self.inbound)
             .finish()
     }
 }
@@ -150,6 +156,7 @@ impl Default for ServerConfig {
             max_queued_for_reading: DEFAULT_MAX_QUEUED_FOR_READING,
             total_backlog: None,
             sent: None,
+            inbound: None,
         }
     }
 }
@@ -245,6 +252,8 @@ pub struct RuntimeConnection<S> {
     stall: Stall,
     /// The server's tally of what is sent, when it keeps one.
     sent: Option<SentTally>,
+    /// What the socket read of the client's unfinished frame, in the server's budget.
+    held: Option<Arc<inbound::Held>>,
 }
 
 /// While a flush waits on the client: since when the socket took no bytes, and the timer
@@ -256,11 +265,13 @@ struct Stall {
 }
 
 /// A stream that counts the bytes it took for writing, so that a stalled client can be told
-/// from a slow one.
+/// from a slow one, and the bytes it read of unfinished frames into the server's inbound
+/// budget, reading only while the budget leaves it room.
 #[derive(Debug)]
 struct Metered<S> {
     inner: S,
     written: u64,
+    held: Option<Arc<inbound::Held>>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
@@ -269,7 +280,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        if let Some(held) = &self.held
+            && held.poll_room(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(held) = &self.held {
+            held.add(buf.filled().len() - before);
+        }
+        r
     }
 }
 
@@ -459,12 +480,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 }
             }
         };
+        // The handshake is not counted: it has its own bounds.
         let stream = Metered {
             inner: stream,
             written: 0,
+            held: None,
         };
-        let ws =
+        let mut ws =
             tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config)).await?;
+        let held = config.inbound.as_ref().map(InboundBudget::share);
+        ws.get_mut().held.clone_from(&held);
         let now = Tokio::now();
         let backlog = match &config.total_backlog {
             Some(total) => Backlog::within(total),
@@ -485,6 +510,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             sent: config.sent.clone(),
             read_limit: config.max_queued_for_reading,
             stall: Stall::default(),
+            held,
         })
     }
 
@@ -663,6 +689,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
                 .await;
         }
         std::mem::swap(&mut self.conn, &mut other.conn);
+        std::mem::swap(&mut self.held, &mut other.held);
         drop(other);
         let frames = match self.replay.as_mut() {
             Some((r, window)) => {
@@ -738,26 +765,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RuntimeConnection<S> {
             return Poll::Pending;
         }
         let polled = self.conn.poll_recv(cx, self.deadline).map(Ok);
-        self.take_ack();
+        let whole = matches!(&polled, Poll::Ready(Ok(i)) if !matches!(i, Incoming::Deadline));
+        if self.take_ack() || whole {
+            // A frame was whole: what was read of it leaves the inbound budget.
+            if let Some(held) = &self.held {
+                held.release();
+            }
+        }
         polled
     }
 
-    /// Forgets the frames the client acknowledged (in a ping) since the last look.
-    fn take_ack(&mut self) {
-        let Some((replay, window)) = &mut self.replay else {
-            return;
-        };
+    /// Forgets the frames the client acknowledged (in a ping) since the last look; whether
+    /// the client sent pings since.
+    fn take_ack(&mut self) -> bool {
+        let mut pinged = false;
         let newest = self
             .conn
             .take_pings()
+            .inspect(|_| pinged = true)
             .filter_map(|p| resume::parse_ack(&p))
             .max();
-        if let Some(count) = newest
+        if let (Some(count), Some((replay, window))) = (newest, &mut self.replay)
             && replay.ack(count)
         {
             window.set(replay.acked(), replay.sent());
             self.count();
         }
+        pinged
     }
 
     /// After a failed send: the session counts as closed; a stalled client is let go at once.
