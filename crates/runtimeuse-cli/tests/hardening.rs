@@ -303,3 +303,26 @@ fn commands_get_neither_the_runtimes_token_nor_its_provider_key_and_clients_neve
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_pseudo_filesystem_is_not_watched_for_artifacts() {
+    let rt = Serve::start(&[], &[]);
+    let mut ws = RawWs::connect(rt.port);
+    let invocation = r#"{"message_type":"invocation_message","source_id":null,"system_prompt":"","user_prompt":"ECHO:done","model":"m","output_format_json_schema_str":null,"secrets_to_redact":[],"agent_env":null,"artifacts_dirs":["/proc"],"artifacts_ignore_content":null,"pre_agent_invocation_commands":null,"post_agent_invocation_commands":null,"pre_agent_downloadables":null}"#;
+    ws.send(TEXT, invocation.as_bytes(), None).unwrap();
+    loop {
+        let (_, payload) = ws.read().unwrap();
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        assert!(!text.contains("artifact_upload_request"), "{text}");
+        if text.contains("result_message") {
+            break;
+        }
+    }
+    ws.send(CLOSE, &1000u16.to_be_bytes(), None).unwrap();
+    assert_eq!(ws.close_code(), 1000);
+    let log = rt.stop();
+    assert!(
+        log.contains("artifacts not watched: /proc is on a pseudo filesystem"),
+        "{log}"
+    );
+}

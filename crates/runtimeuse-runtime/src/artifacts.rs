@@ -1,7 +1,14 @@
 //! The artifact watcher: reports new and changed files of the watched directories once their
 //! size and modification time are stable, skipping ignored paths.
+//!
+//! What a scan may cost is bounded: it stays on the watched directory's filesystem (as
+//! `find -xdev`), refuses pseudo filesystems (`/proc`, `/sys`, …), reads at most
+//! [`ScanLimits::entries`] entries, runs one at a time in the process, and the next scan of a
+//! watcher waits at least three times as long as its last one took (a quarter of a core at
+//! most, however large the tree).
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -108,6 +115,55 @@ pub(crate) enum Watch {
 struct Dir {
     root: PathBuf,
     ignore: Gitignore,
+    /// The device of its filesystem: the scan does not leave it.
+    dev: u64,
+}
+
+/// Bounds of a watcher's scans.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanLimits {
+    /// How often the directories are scanned, at most.
+    pub(crate) interval: Duration,
+    /// Most directory entries one scan reads, over all the watched directories.
+    pub(crate) entries: usize,
+}
+
+/// Scans run one at a time in the process: many watchers cannot take every core.
+static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Filesystems that hold no files of a request's making, and whose walk costs or hangs.
+const PSEUDO: &[nix::sys::statfs::FsType] = &[
+    nix::sys::statfs::PROC_SUPER_MAGIC,
+    nix::sys::statfs::SYSFS_MAGIC,
+    nix::sys::statfs::DEVPTS_SUPER_MAGIC,
+    nix::sys::statfs::CGROUP_SUPER_MAGIC,
+    nix::sys::statfs::CGROUP2_SUPER_MAGIC,
+    nix::sys::statfs::DEBUGFS_MAGIC,
+    nix::sys::statfs::TRACEFS_MAGIC,
+    nix::sys::statfs::SECURITYFS_MAGIC,
+    nix::sys::statfs::BPF_FS_MAGIC,
+    nix::sys::statfs::NSFS_MAGIC,
+];
+
+/// A watched directory for `root`, or why it is not watched.
+fn watched(root: PathBuf, ignore: Option<&str>) -> Result<Dir, String> {
+    let shown = root.display().to_string();
+    let meta = std::fs::metadata(&root).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_dir() {
+        return Err(format!("{shown} is not a directory"));
+    }
+    match nix::sys::statfs::statfs(&root) {
+        Ok(fs) if PSEUDO.contains(&fs.filesystem_type()) => {
+            return Err(format!("{shown} is on a pseudo filesystem"));
+        }
+        _ => {}
+    }
+    let ignore = rules(&root, ignore);
+    Ok(Dir {
+        root,
+        ignore,
+        dev: meta.dev(),
+    })
 }
 
 type Stamp = (u64, Option<SystemTime>);
@@ -124,16 +180,16 @@ struct Started {
 #[derive(Debug, Clone)]
 pub(crate) struct Watcher {
     task: Arc<OnceLock<Started>>,
-    interval: Duration,
+    limits: ScanLimits,
     reported: Reported,
 }
 
 impl Watcher {
-    /// A watcher that scans every `interval` once started.
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// A watcher that scans within `limits` once started.
+    pub(crate) fn new(limits: ScanLimits) -> Self {
         Self {
             task: Arc::new(OnceLock::new()),
-            interval,
+            limits,
             reported: Reported::new(),
         }
     }
@@ -154,7 +210,7 @@ impl Watcher {
                 rx,
                 via.of_session(),
                 self.reported.clone(),
-                self.interval,
+                self.limits,
             ));
             Started {
                 tx,
@@ -186,8 +242,11 @@ impl Watcher {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, asked: Reported, interval: Duration) {
+async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, asked: Reported, limits: ScanLimits) {
+    let interval = limits.interval;
     let mut dirs: Vec<Arc<Dir>> = Vec::new();
+    // Whether the last scan stopped at the entry limit (said once).
+    let mut cut = false;
     // Last report per file, and the stamp seen at the previous scan.
     let mut reported: HashMap<PathBuf, Stamp> = HashMap::new();
     let mut seen: HashMap<PathBuf, Stamp> = HashMap::new();
@@ -203,8 +262,10 @@ async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, asked: Reported, interv
                         if dirs.iter().any(|d| d.root == root) {
                             continue;
                         }
-                        let ignore = rules(&root, ignore.as_deref());
-                        dirs.push(Arc::new(Dir { root, ignore }));
+                        match watched(root, ignore.as_deref()) {
+                            Ok(dir) => dirs.push(Arc::new(dir)),
+                            Err(why) => tracing::warn!("artifacts not watched: {why}"),
+                        }
                     }
                     tick.reset_immediately();
                 }
@@ -221,9 +282,20 @@ async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, asked: Reported, interv
                     continue;
                 }
                 let scan_dirs = dirs.clone();
-                let now_seen = tokio::task::spawn_blocking(move || scan(&scan_dirs))
-                    .await
-                    .unwrap_or_default();
+                let Ok(_turn) = SCANS.acquire().await else { continue };
+                let started = tokio::time::Instant::now();
+                let (now_seen, stopped) =
+                    tokio::task::spawn_blocking(move || scan(&scan_dirs, limits.entries))
+                        .await
+                        .unwrap_or_default();
+                if stopped && !cut {
+                    tracing::warn!(
+                        limit = limits.entries,
+                        "the artifact directories hold more entries than a scan reads; \
+                         files past the limit are not reported"
+                    );
+                }
+                cut = stopped;
                 let mut unsettled = false;
                 for (path, stamp) in &now_seen {
                     let stable = seen.get(path) == Some(stamp);
@@ -239,6 +311,11 @@ async fn run(mut rx: mpsc::Receiver<Watch>, out: Outbox, asked: Reported, interv
                     }
                 }
                 seen = now_seen;
+                // A large tree is scanned less often: a quarter of a core at most.
+                let took = started.elapsed();
+                if took * 3 > interval {
+                    tick.reset_after(took * 3);
+                }
                 let now = tokio::time::Instant::now();
                 settling.retain_mut(|(deadline, _)| unsettled && *deadline > now);
                 // Dropping the sender of a settled waiter wakes it (retain_mut keeps only the
@@ -276,9 +353,12 @@ fn rules(root: &Path, content: Option<&str>) -> Gitignore {
     })
 }
 
-/// Every regular file under the directories, with its size and modification time.
-fn scan(dirs: &[Arc<Dir>]) -> HashMap<PathBuf, Stamp> {
+/// Every regular file under the directories, with its size and modification time, reading
+/// at most `limit` entries and staying on each directory's filesystem; whether it stopped at
+/// the limit.
+fn scan(dirs: &[Arc<Dir>], limit: usize) -> (HashMap<PathBuf, Stamp>, bool) {
     let mut files = HashMap::new();
+    let mut budget = limit;
     for dir in dirs {
         let mut stack = vec![dir.root.clone()];
         while let Some(path) = stack.pop() {
@@ -286,8 +366,16 @@ fn scan(dirs: &[Arc<Dir>]) -> HashMap<PathBuf, Stamp> {
                 continue;
             };
             for entry in entries.flatten() {
+                if budget == 0 {
+                    return (files, true);
+                }
+                budget -= 1;
                 let path = entry.path();
                 let Ok(meta) = entry.metadata() else { continue };
+                if meta.dev() != dir.dev {
+                    // A mount point: another filesystem (`/proc` under `/`, say).
+                    continue;
+                }
                 let is_dir = meta.is_dir();
                 if dir
                     .ignore
@@ -305,5 +393,49 @@ fn scan(dirs: &[Arc<Dir>]) -> HashMap<PathBuf, Stamp> {
             }
         }
     }
-    files
+    (files, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(name: &str, files: usize) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("runtimeuse-scan-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        for i in 0..files {
+            std::fs::write(root.join("sub").join(format!("f{i}")), b"x").unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn a_scan_reads_at_most_its_limit_of_entries() {
+        let root = tree("limit", 30);
+        let dirs = [Arc::new(watched(root.clone(), None).unwrap())];
+        let (files, stopped) = scan(&dirs, 1000);
+        assert_eq!((files.len(), stopped), (30, false));
+        let (files, stopped) = scan(&dirs, 10);
+        assert!(stopped);
+        assert!(files.len() < 10, "{}", files.len());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_scan_stays_on_its_filesystem_and_pseudo_filesystems_are_not_watched() {
+        let root = tree("xdev", 3);
+        let mut dir = watched(root.clone(), None).unwrap();
+        // As if every entry were on another filesystem (mount points, under `/`: `/proc`).
+        dir.dev = dir.dev.wrapping_add(1);
+        let (files, _) = scan(&[Arc::new(dir)], 1000);
+        assert!(files.is_empty(), "{files:?}");
+        for pseudo in ["/proc", "/sys"] {
+            let err = watched(PathBuf::from(pseudo), None).err().unwrap();
+            assert!(err.contains("pseudo filesystem"), "{err}");
+        }
+        assert!(watched(root.join("missing"), None).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

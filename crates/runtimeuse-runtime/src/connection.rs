@@ -279,7 +279,10 @@ impl State {
         let room = Room::new(backlog, options.max_buffered, options.max_buffered_total);
         Self {
             mailbox: Mailbox::new(room),
-            watcher: Watcher::new(options.artifact_scan_interval),
+            watcher: Watcher::new(crate::artifacts::ScanLimits {
+                interval: options.artifact_scan_interval,
+                entries: options.artifact_scan_entries,
+            }),
             cancel: None,
             tasks: JoinSet::new(),
             requests: 0,

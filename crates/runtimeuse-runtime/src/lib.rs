@@ -93,6 +93,11 @@ pub struct RuntimeOptions {
     pub max_inbound_total: usize,
     /// How often artifact directories are scanned. Default 250 ms.
     pub artifact_scan_interval: Duration,
+    /// Most directory entries one scan of a connection's artifact directories reads; past
+    /// it the rest is not watched (a warning says so). A scan stays on each directory's
+    /// filesystem, skips pseudo filesystems, runs one at a time in the process, and waits
+    /// three times as long as it took before the next. Default 100,000.
+    pub artifact_scan_entries: usize,
     /// Budget of the stdout collected into a command batch's result, over all its commands,
     /// counted as JSON text: each command keeps the end of its stdout (where errors are) and
     /// says what was cut; the output is streamed in full regardless. Default 960 KiB, so that
@@ -171,6 +176,7 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("max_frame_size", &self.max_frame_size)
             .field("max_inbound_total", &self.max_inbound_total)
             .field("artifact_scan_interval", &self.artifact_scan_interval)
+            .field("artifact_scan_entries", &self.artifact_scan_entries)
             .field("max_collected_stdout", &self.max_collected_stdout)
             .field("end_session_drain", &self.end_session_drain)
             .field("artifact_upload_timeout", &self.artifact_upload_timeout)
@@ -199,6 +205,7 @@ impl Default for RuntimeOptions {
             max_frame_size: 64 << 20,
             max_inbound_total: 128 << 20,
             artifact_scan_interval: Duration::from_millis(250),
+            artifact_scan_entries: 100_000,
             max_collected_stdout: 960 << 10,
             end_session_drain: connection::DEFAULT_DRAIN,
             artifact_upload_timeout: Duration::from_secs(60),
