@@ -326,3 +326,28 @@ fn a_pseudo_filesystem_is_not_watched_for_artifacts() {
         "{log}"
     );
 }
+
+#[test]
+fn environment_names_that_are_empty_or_hold_an_equals_sign_are_refused() {
+    let rt = Serve::start(&[], &[]);
+    for (env, field) in [
+        (
+            r#"{"OK":"1","PATH=/evil":"x"}"#,
+            "commands[0].env: the name of variable 2",
+        ),
+        (r#"{"":"x"}"#, "commands[0].env: the name of variable 1"),
+    ] {
+        let mut ws = RawWs::connect(rt.port);
+        let batch = format!(
+            r#"{{"message_type":"command_execution_message","source_id":null,"commands":[{{"command":"echo ran","cwd":null,"env":{env}}}],"secrets_to_redact":[]}}"#
+        );
+        ws.send(TEXT, batch.as_bytes(), None).unwrap();
+        let (_, payload) = ws.read().unwrap();
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        assert!(
+            text.contains("error_message") && text.contains(field),
+            "{text}"
+        );
+        assert!(!text.contains("evil"), "a name is quoted: {text}");
+    }
+}

@@ -50,6 +50,103 @@ fn head_probes_methods_and_paths_get_their_http_answers() {
     assert_eq!(get(rt.port, "/", "").0, 426);
 }
 
+/// What the runtime answers to `bytes`, as text: the response up to the close, or the head
+/// of a `101` (the connection then stays open).
+fn answer_to(port: u16, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(bytes).unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut chunk).unwrap();
+        response.extend_from_slice(&chunk[..n]);
+        let upgraded =
+            response.starts_with(b"HTTP/1.1 101") && response.windows(4).any(|w| w == b"\r\n\r\n");
+        if n == 0 || upgraded {
+            return String::from_utf8_lossy(&response).into_owned();
+        }
+    }
+}
+
+#[test]
+fn malformed_heads_and_upgrades_get_an_http_answer_not_a_bare_close() {
+    let rt = Serve::start(&[], &[]);
+    let upgrade = |method: &str, version: &str, extra: &str| {
+        format!(
+            "{method} / {version}\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+        )
+    };
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let cases = [
+        ("GARBAGE\r\n\r\n".to_owned(), "400 Bad Request"),
+        (
+            "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n".to_owned(),
+            "400",
+        ),
+        (
+            upgrade("GET", "HTTP/1.1", "Sec-WebSocket-Version: 13\r\n"),
+            "400",
+        ),
+        (
+            upgrade(
+                "POST",
+                "HTTP/1.1",
+                &format!("{key}Sec-WebSocket-Version: 13\r\n"),
+            ),
+            "400",
+        ),
+        (
+            upgrade(
+                "GET",
+                "HTTP/1.0",
+                &format!("{key}Sec-WebSocket-Version: 13\r\n"),
+            ),
+            "400",
+        ),
+        (
+            upgrade(
+                "GET",
+                "HTTP/1.1",
+                &format!("{key}Sec-WebSocket-Version: 8\r\n"),
+            ),
+            "426 Upgrade Required",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\n{}\r\n",
+                (0..70).map(|i| format!("X-{i}: y\r\n")).collect::<String>()
+            ),
+            "431",
+        ),
+    ];
+    for (request, status) in cases {
+        let response = answer_to(rt.port, request.as_bytes());
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?}: {response:?}"
+        );
+        if status.starts_with("426") {
+            // RFC 6455, 4.4: the versions the server speaks.
+            assert!(
+                response.contains("Sec-WebSocket-Version: 13\r\n"),
+                "{response}"
+            );
+        }
+    }
+    // A well-formed upgrade still is one.
+    let response = answer_to(
+        rt.port,
+        upgrade(
+            "GET",
+            "HTTP/1.1",
+            &format!("{key}Sec-WebSocket-Version: 13\r\n"),
+        )
+        .as_bytes(),
+    );
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+}
+
 fn exec(port: u16, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
         .arg("exec")

@@ -52,7 +52,12 @@ pub fn ack_payload(count: u64) -> Vec<u8> {
 
 /// The count a ping payload acknowledges, if it is an acknowledgement (`ack <decimal>`).
 pub fn parse_ack(payload: &[u8]) -> Option<u64> {
-    let digits = payload.strip_prefix(ACK_PREFIX)?;
+    parse_count(payload.strip_prefix(ACK_PREFIX)?)
+}
+
+/// A count as the extension writes it (an acknowledgement's, [`RECEIVED_HEADER`]'s): ASCII
+/// decimal digits only, no sign, no space, at most 20 of them, within `u64`.
+pub fn parse_count(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }

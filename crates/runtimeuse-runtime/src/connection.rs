@@ -39,9 +39,10 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     .await
     {
         Ok(Ok(head)) => head,
-        Ok(Err(e)) => {
-            tracing::info!(peer = %Peer(peer), error = %e, "no request; dropped");
+        Ok(Err(no)) => {
+            tracing::info!(peer = %Peer(peer), error = %no.why, "no request; dropped");
             metrics.connection(ConnectionOutcome::refused);
+            no.answer(stream).await;
             return;
         }
         Err(_) => {

@@ -486,6 +486,51 @@ pub(crate) struct Head {
     request: http::Request<()>,
     /// Whether it asks for a WebSocket upgrade.
     upgrade: bool,
+    /// Whether it is HTTP/1.1 (not 1.0).
+    http11: bool,
+}
+
+/// Why no request head was read, and what to answer (when the peer speaks HTTP at all).
+#[derive(Debug)]
+pub(crate) struct NoHead {
+    /// What happened, for the log.
+    pub(crate) why: String,
+    /// The HTTP status to answer with, if any: `400` for a head that is not HTTP, `431` for
+    /// one too long.
+    pub(crate) status: Option<u16>,
+}
+
+impl NoHead {
+    fn quiet(why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            status: None,
+        }
+    }
+
+    fn answered(status: u16, why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            status: Some(status),
+        }
+    }
+
+    /// Answers the peer with the status, if there is one, and closes.
+    pub(crate) async fn answer(&self, mut stream: TcpStream) {
+        let Some(status) = self.status else { return };
+        let body = match status {
+            431 => "the request head is too long\n",
+            _ => "not an HTTP request\n",
+        };
+        let response = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {PLAIN}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            reason(status),
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
 }
 
 /// Reads a request head (at most [`MAX_HEAD`] bytes).
@@ -493,43 +538,50 @@ pub(crate) struct Head {
 /// # Errors
 ///
 /// When the connection ends first, the head is too long, or it is not HTTP.
-pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Head, NoHead> {
     let mut bytes = Vec::with_capacity(1024);
     let end = loop {
         if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
             break end + 4;
         }
         if bytes.len() >= MAX_HEAD {
-            return Err(format!("a request head longer than {MAX_HEAD} bytes"));
+            return Err(NoHead::answered(
+                431,
+                format!("a request head longer than {MAX_HEAD} bytes"),
+            ));
         }
         let mut chunk = [0u8; 2048];
         let n = stream
             .read(&mut chunk)
             .await
-            .map_err(|e| format!("reading the request: {e}"))?;
+            .map_err(|e| NoHead::quiet(format!("reading the request: {e}")))?;
         if n == 0 {
-            return Err("the connection ended before its request".to_owned());
+            return Err(NoHead::quiet("the connection ended before its request"));
         }
         bytes.extend_from_slice(&chunk[..n]);
         // What cannot become an HTTP head is refused at once, not after the handshake
         // timeout: a TLS ClientHello (`wss://` to this plain port) would otherwise keep its
         // client waiting 10 s for nothing.
         if bytes.first() == Some(&0x16) {
-            return Err("a TLS handshake on this plain port (the client used wss://)".to_owned());
+            return Err(NoHead::quiet(
+                "a TLS handshake on this plain port (the client used wss://)",
+            ));
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         if let Err(e) = httparse::Request::new(&mut headers).parse(&bytes) {
             // Too many headers is for the full parse below to say; anything else is garbage.
             if e != httparse::Error::TooManyHeaders {
-                return Err(format!("not an HTTP request: {e}"));
+                return Err(NoHead::answered(400, format!("not an HTTP request: {e}")));
             }
         }
     };
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut headers);
-    parsed
-        .parse(&bytes[..end])
-        .map_err(|e| format!("not an HTTP request: {e}"))?;
+    parsed.parse(&bytes[..end]).map_err(|e| match e {
+        httparse::Error::TooManyHeaders => NoHead::answered(431, "more than 64 headers"),
+        e => NoHead::answered(400, format!("not an HTTP request: {e}")),
+    })?;
+    let http11 = parsed.version == Some(1);
     let mut request = http::Request::builder()
         .method(parsed.method.unwrap_or("GET"))
         .uri(parsed.path.unwrap_or("/"));
@@ -541,12 +593,51 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
     }
     let request = request
         .body(())
-        .map_err(|e| format!("not an HTTP request: {e}"))?;
+        .map_err(|e| NoHead::answered(400, format!("not an HTTP request: {e}")))?;
     Ok(Head {
         bytes,
         request,
         upgrade,
+        http11,
     })
+}
+
+/// What is wrong with a WebSocket upgrade request (RFC 6455, 4.2.1), if anything.
+fn upgrade_fault(head: &Head) -> Option<Endpoint> {
+    let headers = head.request.headers();
+    let has = |name: &str, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let versions: Vec<_> = headers.get_all("sec-websocket-version").iter().collect();
+    let keys: Vec<_> = headers.get_all("sec-websocket-key").iter().collect();
+    let key_ok = |k: &http::HeaderValue| {
+        let k = k.as_bytes();
+        k.len() == 24
+            && k.ends_with(b"==")
+            && k[..22]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+    };
+    if head.request.method() != http::Method::GET || !head.http11 {
+        Some(Endpoint::BadUpgrade(
+            "a WebSocket upgrade is a GET of HTTP/1.1",
+        ))
+    } else if !has("connection", "upgrade") {
+        Some(Endpoint::BadUpgrade(
+            "a WebSocket upgrade needs Connection: Upgrade",
+        ))
+    } else if !matches!(&keys[..], [k] if key_ok(k)) {
+        Some(Endpoint::BadUpgrade(
+            "a WebSocket upgrade needs one Sec-WebSocket-Key of 16 bytes in base64",
+        ))
+    } else if !matches!(&versions[..], [v] if v.as_bytes() == b"13") {
+        Some(Endpoint::WrongVersion)
+    } else {
+        None
+    }
 }
 
 impl Head {
@@ -554,7 +645,7 @@ impl Head {
     /// Any other request without a WebSocket upgrade is [`Endpoint::NotWebSocket`].
     pub(crate) fn endpoint(&self) -> Option<Endpoint> {
         if self.upgrade {
-            return None;
+            return upgrade_fault(self);
         }
         let method = self.request.method();
         let probe = match self.request.uri().path() {
@@ -600,6 +691,11 @@ pub(crate) enum Endpoint {
     NotFound,
     /// A method other than `GET` and `HEAD`: `405`, with `Allow: GET, HEAD`.
     MethodNotAllowed,
+    /// A WebSocket upgrade that is not one (RFC 6455): `400`, saying what is wrong.
+    BadUpgrade(&'static str),
+    /// A WebSocket upgrade of another version than 13: `426`, with
+    /// `Sec-WebSocket-Version: 13` (RFC 6455, 4.4).
+    WrongVersion,
 }
 
 const PLAIN: &str = "text/plain; charset=utf-8";
@@ -625,6 +721,12 @@ pub(crate) async fn answer(
         Endpoint::NotWebSocket => (426, PLAIN, WHAT_THIS_IS.to_owned()),
         Endpoint::NotFound => (404, PLAIN, WHAT_THIS_IS.to_owned()),
         Endpoint::MethodNotAllowed => (405, PLAIN, WHAT_THIS_IS.to_owned()),
+        Endpoint::BadUpgrade(why) => (400, PLAIN, format!("{why}\n")),
+        Endpoint::WrongVersion => (
+            426,
+            PLAIN,
+            "this runtime speaks WebSocket version 13\n".to_owned(),
+        ),
         Endpoint::Metrics
             if token.is_some_and(|t| !runtimeuse_tokio::server::authorized(&head.request, t)) =>
         {
@@ -640,17 +742,11 @@ pub(crate) async fn answer(
             }
         }
     };
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        426 => "Upgrade Required",
-        _ => "Service Unavailable",
-    };
-    let extra = match status {
-        426 => "Upgrade: websocket\r\n",
-        405 => "Allow: GET, HEAD\r\n",
+    let reason = reason(status);
+    let extra = match endpoint {
+        Endpoint::WrongVersion => "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n",
+        Endpoint::NotWebSocket => "Upgrade: websocket\r\n",
+        Endpoint::MethodNotAllowed => "Allow: GET, HEAD\r\n",
         _ => "",
     };
     // `HEAD`: the same head, no body.
@@ -668,6 +764,20 @@ pub(crate) async fn answer(
         tracing::debug!(error = %e, "could not answer an HTTP request");
     }
     let _ = stream.shutdown().await;
+}
+
+/// The reason phrase of the statuses the runtime answers with.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    }
 }
 
 /// Refuses a session while the runtime drains: `503`, and the connection closes.

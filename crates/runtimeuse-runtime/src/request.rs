@@ -127,7 +127,62 @@ pub(crate) async fn run_query(invocation: Invocation, env: Env) {
     finish(&env, terminal, watched).await;
 }
 
+/// Why the environment variables a request names cannot be set, if they cannot: a name that
+/// is empty or holds `=` or NUL would make another variable, or none (refused, as Kubernetes
+/// does). Says where, never a name or a value (either may be a secret).
+fn env_fault<'a>(
+    envs: impl IntoIterator<
+        Item = (
+            String,
+            Option<&'a std::collections::BTreeMap<String, String>>,
+        ),
+    >,
+) -> Option<Terminal> {
+    for (field, env) in envs {
+        let bad = env
+            .into_iter()
+            .flatten()
+            .position(|(name, _)| name.is_empty() || name.contains(['=', '\0']));
+        if let Some(position) = bad {
+            return Some(failure(format!(
+                "{field}: the name of variable {} (in name order) is empty or holds '=' or NUL",
+                position + 1
+            )));
+        }
+    }
+    None
+}
+
+/// [`env_fault`] of every command of `commands`, named `field[i].env`.
+fn commands_env<'a>(
+    field: &'a str,
+    commands: Option<&'a Vec<runtimeuse_proto::Command>>,
+) -> impl Iterator<
+    Item = (
+        String,
+        Option<&'a std::collections::BTreeMap<String, String>>,
+    ),
+> + 'a {
+    commands
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(move |(i, c)| (format!("{field}[{i}].env"), c.env.as_ref()))
+}
+
 async fn query_terminal(invocation: Invocation, env: &Env) -> Terminal {
+    let envs = std::iter::once(("agent_env".to_owned(), invocation.agent_env.as_ref()))
+        .chain(commands_env(
+            "pre_agent_invocation_commands",
+            invocation.pre_agent_invocation_commands.as_ref(),
+        ))
+        .chain(commands_env(
+            "post_agent_invocation_commands",
+            invocation.post_agent_invocation_commands.as_ref(),
+        ));
+    if let Some(fault) = env_fault(envs) {
+        return fault;
+    }
     let steps = async {
         prepare(
             env,
@@ -233,6 +288,9 @@ async fn uploads_done(env: &Env) -> Vec<String> {
 }
 
 async fn commands_terminal(batch: CommandBatch, env: &Env) -> Terminal {
+    if let Some(fault) = env_fault(commands_env("commands", Some(&batch.commands))) {
+        return fault;
+    }
     if let Err(t) = prepare(
         env,
         batch.pre_execution_downloadables.as_ref(),

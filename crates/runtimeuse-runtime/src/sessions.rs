@@ -83,13 +83,23 @@ impl Sessions {
         replay_window: usize,
         kind: &mut Kind,
     ) -> Admit {
-        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        // Each of the extension's headers at most once (a second one makes it not one), its
+        // value without HTTP's optional whitespace around it (RFC 9110, 5.5) and nothing else.
+        let header = |name: &str| {
+            let mut all = request.headers().get_all(name).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) => Some(v.as_bytes().trim_ascii()),
+                (None, _) => None,
+                (Some(_), Some(_)) => Some(&b""[..]),
+            }
+        };
         if let Some(id) = header(SESSION_HEADER) {
-            let received = header(RECEIVED_HEADER).and_then(|n| n.trim().parse::<u64>().ok());
+            let id = std::str::from_utf8(id).unwrap_or_default();
+            let received = header(RECEIVED_HEADER).and_then(runtimeuse_proto::resume::parse_count);
             return match self.find(id, received) {
                 Ok((attach, received)) => {
                     *kind = Kind::Resume(attach, received);
-                    Admit::Accept(vec![(SESSION_HEADER, id.trim().to_owned())])
+                    Admit::Accept(vec![(SESSION_HEADER, id.to_owned())])
                 }
                 Err(refusal) => {
                     tracing::info!(why = refusal.token(), "resumption refused");
@@ -97,7 +107,7 @@ impl Sessions {
                 }
             };
         }
-        if grace.is_zero() || header(RESUME_HEADER).map(str::trim) != Some(RESUME_VERSION) {
+        if grace.is_zero() || header(RESUME_HEADER) != Some(RESUME_VERSION.as_bytes()) {
             return Admit::Accept(Vec::new());
         }
         let Some(id) = random_id() else {

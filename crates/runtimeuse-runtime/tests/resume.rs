@@ -233,6 +233,28 @@ async fn a_wrong_id_and_a_stale_count_are_refused() {
         refusal(open(&runtime.url(), &resume_headers(&id, 1_000_000)).await),
         (409, Some("out-of-window".into()))
     );
+    // The count is decimal digits, once: no sign, no second header.
+    let signed = [
+        (SESSION_HEADER, id.clone()),
+        (RECEIVED_HEADER, "+16".to_owned()),
+    ];
+    assert_eq!(
+        refusal(open(&runtime.url(), &signed).await),
+        (409, Some("out-of-window".into()))
+    );
+    let mut twice = runtime.url().into_client_request().expect("request");
+    twice
+        .headers_mut()
+        .insert(SESSION_HEADER, HeaderValue::from_str(&id).unwrap());
+    for _ in 0..2 {
+        twice
+            .headers_mut()
+            .append(RECEIVED_HEADER, HeaderValue::from_static("16"));
+    }
+    assert_eq!(
+        refusal(tt::connect_async(twice).await),
+        (409, Some("out-of-window".into()))
+    );
     // The refusals left the session as it was: the right count resumes it.
     let (mut ws, _) = open(&runtime.url(), &resume_headers(&id, 16))
         .await
