@@ -74,11 +74,15 @@ pub(crate) struct ServeArgs {
     /// `--token`.
     #[arg(long, value_name = "PATH", conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
-    /// Most connections served at once; beyond it new ones are closed at once. The file
+    /// Most sessions served at once; beyond it a new session is refused with 503. The file
     /// descriptor limit is raised to its hard limit at start, and 1024 descriptors (or half the
     /// limit) stay free for commands.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_connections: usize,
+    /// Most connections whose handshake is in progress (not yet past the token check), apart
+    /// from the sessions; when full, the oldest is dropped for the new one.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_handshakes: usize,
     /// Bytes of output one connection may hold for a client that reads slowly; beyond it the
     /// request's commands and agent wait (nothing is dropped).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
@@ -190,6 +194,7 @@ pub(crate) async fn serve(mut args: ServeArgs) -> Result<(), Failure> {
         (args.heartbeat_interval_ms > 0).then(|| Duration::from_millis(args.heartbeat_interval_ms));
     options.token = args.token.clone();
     options.max_connections = args.max_connections;
+    options.max_handshakes = args.max_handshakes;
     options.max_buffered = args.max_buffered;
     options.max_buffered_total = args.max_buffered_total;
     options.max_inbound_total = args.max_inbound_total;

@@ -351,3 +351,118 @@ fn environment_names_that_are_empty_or_hold_an_equals_sign_are_refused() {
         assert!(!text.contains("evil"), "a name is quoted: {text}");
     }
 }
+
+/// Keeps `n` idle TCP connections open to `port`, opening a new one for each that closes,
+/// until `stop`; how many it opened.
+fn idle_flood(
+    port: u16,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let open = || {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            tcp.set_nonblocking(true).ok()?;
+            Some(tcp)
+        };
+        let mut socks: Vec<Option<TcpStream>> = (0..n).map(|_| open()).collect();
+        let mut opened = n as u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for slot in &mut socks {
+                let closed = match slot {
+                    Some(tcp) => !matches!(
+                        tcp.read(&mut [0u8; 64]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                    ),
+                    None => true,
+                };
+                if closed {
+                    *slot = open();
+                    opened += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        opened
+    })
+}
+
+#[test]
+fn strangers_holding_idle_sockets_lock_out_neither_token_holders_nor_probes() {
+    let token = "t0ken-of-the-flood-test";
+    let rt = Serve::start(&["--token", token], &[]);
+    // A session opened before the flood is served through it.
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let mut session = RawWs::try_connect_with(rt.port, &bearer).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // More idle sockets than the runtime's 1,024 sessions (the probe that found the lock-out
+    // used 1,100), reopened as they are closed.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    assert!(
+        hard > 1200,
+        "the test needs 1,200 descriptors; the hard limit is {hard}"
+    );
+    let flood = idle_flood(rt.port, 1100, stop.clone());
+    let started = Instant::now();
+    let mut served = 0;
+    for i in 0..13 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
+            .args(["query", "--token", token, "--connect-timeout", "5"])
+            .args(["--url", &format!("ws://127.0.0.1:{}", rt.port)])
+            .arg(format!("ECHO:through {i}"))
+            .env_remove("RUNTIMEUSE_TOKEN")
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(&format!("through {i}")) {
+            served += 1;
+        }
+        let mut probe = TcpStream::connect(("127.0.0.1", rt.port)).unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = probe.read_to_string(&mut answer);
+        if answer.starts_with("HTTP/1.1 200") {
+            served += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flood.join().unwrap();
+    // What it measured, for the record.
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "26 queries and probes, {served} served in {:.1} s, while {opened} idle sockets were opened",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    assert_eq!(served, 26, "token holders or probes were locked out");
+    assert!(opened > 1100, "the flood was not refused: {opened} sockets");
+    session.text(r#"{"message_type":"command_execution_message","source_id":null,"commands":[{"command":"echo alive","cwd":null,"env":null}],"secrets_to_redact":[]}"#);
+    loop {
+        let (_, payload) = session.read().expect("the session's result");
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        if text.contains("command_execution_result") {
+            assert!(text.contains("alive"), "{text}");
+            break;
+        }
+    }
+    let log = rt.stop();
+    let refusals = log
+        .matches("connections refused since the last such line")
+        .count();
+    assert!(
+        refusals <= 2 + started.elapsed().as_secs() as usize,
+        "{refusals} refusal lines"
+    );
+    assert!(
+        log.lines().count() < 200,
+        "{} log lines",
+        log.lines().count()
+    );
+}

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runtimeuse_proto::resume::Refusal;
+use runtimeuse_proto::resume::SESSION_HEADER;
 use runtimeuse_proto::runtime::{CANCELLED_ERROR, RuntimeEvent, RuntimeSession};
 use runtimeuse_proto::{ArtifactUpload, RequestId};
-use runtimeuse_tokio::server::{Backlog, RuntimeConnection, Step};
+use runtimeuse_tokio::server::{Admit, Backlog, RuntimeConnection, Step};
+use runtimeuse_tokio::tokio_tungstenite::tungstenite::handshake::server::Request;
 use serde_json::json;
 use std::net::SocketAddr;
 
@@ -17,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::Shared;
+use crate::admission::{Handshake, Refusal as Refused};
 use crate::artifacts::Watcher;
 use crate::mailbox::{Cmd, Mailbox, Outbox, Room, Terminal};
 use crate::ops::{self, ConnectionOutcome, Drain, Outcome, RequestKind, RequestOutcome};
@@ -28,8 +31,21 @@ use crate::stream::BoxIo;
 const WIND_DOWN: Duration = Duration::from_secs(2);
 
 /// Serves one accepted TCP connection until it ends: a WebSocket session, or the answer to
-/// a plain HTTP request for one of the runtime's endpoints (`ops`).
-pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+/// a plain HTTP request for one of the runtime's endpoints (`ops`). Until its handshake is
+/// done it holds a place in the handshake budget, and leaves when a newer one takes it.
+pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let (handshake, evicted) = shared.admission.handshake();
+    let metrics = &shared.ops.metrics;
+    tokio::select! {
+        () = serve_admitted(stream, Arc::clone(&shared), handshake) => {}
+        () = evicted.wait() => {
+            tracing::debug!("handshake dropped for a newer one");
+            metrics.connection(ConnectionOutcome::refused);
+        }
+    }
+}
+
+async fn serve_admitted(mut stream: TcpStream, shared: Arc<Shared>, handshake: Handshake) {
     let peer = stream.peer_addr().ok();
     let metrics = &shared.ops.metrics;
     let head = match tokio::time::timeout(
@@ -40,14 +56,16 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     {
         Ok(Ok(head)) => head,
         Ok(Err(no)) => {
-            tracing::info!(peer = %Peer(peer), error = %no.why, "no request; dropped");
+            tracing::debug!(peer = %Peer(peer), error = %no.why, "no request; dropped");
             metrics.connection(ConnectionOutcome::refused);
+            shared.admission.refused(Refused::Failed);
             no.answer(stream).await;
             return;
         }
         Err(_) => {
-            tracing::info!(peer = %Peer(peer), "no request in time; dropped");
+            tracing::debug!(peer = %Peer(peer), "no request in time; dropped");
             metrics.connection(ConnectionOutcome::refused);
+            shared.admission.refused(Refused::Failed);
             return;
         }
     };
@@ -63,29 +81,63 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         ops::refuse_draining(stream).await;
         return;
     }
-    serve_stream(Box::new(head.replay(stream)), peer, shared).await;
+    serve_stream(Box::new(head.replay(stream)), peer, shared, handshake).await;
 }
 
 /// Serves one connection over any byte stream (`peer` for the log) until it ends.
-async fn serve_stream(stream: BoxIo, peer: Option<SocketAddr>, shared: Arc<Shared>) {
+async fn serve_stream(
+    stream: BoxIo,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    handshake: Handshake,
+) {
     let grace = shared.options.resume_grace;
     let window = shared.options.max_buffered;
     let mut kind = Kind::Plain;
-    let admit = |request: &_| shared.sessions.admit(request, grace, window, &mut kind);
-    let handshake = RuntimeConnection::accept_with(stream, shared.server.clone(), admit);
-    let mut conn = match tokio::time::timeout(shared.options.handshake_timeout, handshake).await {
+    let mut handshake = Some(handshake);
+    let mut slot = None;
+    let mut full = false;
+    let admit = |request: &Request| {
+        // A resumption takes no slot: its session holds one.
+        if !request.headers().contains_key(SESSION_HEADER) {
+            match handshake.take().and_then(Handshake::session) {
+                Some(s) => slot = Some(s),
+                None => {
+                    full = true;
+                    return Admit::Refuse {
+                        status: 503,
+                        headers: vec![("retry-after", "1".to_owned())],
+                        body: "the runtime serves as many sessions as it may".to_owned(),
+                    };
+                }
+            }
+        }
+        shared.sessions.admit(request, grace, window, &mut kind)
+    };
+    let accepted = RuntimeConnection::accept_with(stream, shared.server.clone(), admit);
+    let accepted = tokio::time::timeout(shared.options.handshake_timeout, accepted).await;
+    drop(handshake);
+    let mut conn = match accepted {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            tracing::info!(peer = %Peer(peer), error = %crate::with_causes(e.to_string(), &e), "handshake refused or failed");
+            tracing::debug!(peer = %Peer(peer), error = %crate::with_causes(e.to_string(), &e), "handshake refused or failed");
             shared.ops.metrics.connection(ConnectionOutcome::refused);
+            let why = if full {
+                Refused::SessionsFull
+            } else {
+                Refused::Failed
+            };
+            shared.admission.refused(why);
             return;
         }
         Err(_) => {
-            tracing::info!(peer = %Peer(peer), "handshake not completed in time; dropped");
+            tracing::debug!(peer = %Peer(peer), "handshake not completed in time; dropped");
             shared.ops.metrics.connection(ConnectionOutcome::refused);
+            shared.admission.refused(Refused::Failed);
             return;
         }
     };
+    let _slot = slot;
     let owner = match kind {
         Kind::Plain => None,
         Kind::New(owner) => {
@@ -537,7 +589,8 @@ mod tests {
         buffer: usize,
     ) -> (Client, tokio::task::JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(buffer);
-        let served = tokio::spawn(serve_stream(Box::new(server), None, shared));
+        let (handshake, _) = shared.admission.handshake();
+        let served = tokio::spawn(serve_stream(Box::new(server), None, shared, handshake));
         let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
             .await
             .expect("handshake");

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod admission;
 mod agents;
 mod artifacts;
 mod commands;
@@ -113,10 +114,18 @@ pub struct RuntimeOptions {
     /// How long a client may take to complete its WebSocket upgrade after connecting; slower
     /// ones are dropped. Default 10 s.
     pub handshake_timeout: Duration,
-    /// Most connections served at once (handshakes included); beyond it, new connections are
-    /// closed at once. Default 1024. Whatever is set, descriptors stay free for the commands
-    /// and files of the requests: 1024 of them, or half the limit when the limit is small.
+    /// Most sessions served at once (resumable ones waiting for their client included);
+    /// beyond it, a new session's handshake is refused with `503`. Default 1024. Whatever is
+    /// set, descriptors stay free for the commands and files of the requests: 1024 of them,
+    /// or half the limit when the limit is small.
     pub max_connections: usize,
+    /// Most connections whose handshake is in progress (strangers, until they present the
+    /// token), apart from the sessions: when it is full, the oldest of them is dropped for
+    /// the new one, so a flood of idle sockets cannot lock token holders out (a client's
+    /// handshake takes a round trip; the flood's sockets are older). Probes (`/healthz`, …)
+    /// are answered in this stage. At most a quarter of the descriptors connections may
+    /// take. Default 256.
+    pub max_handshakes: usize,
     /// Bytes of output one connection may hold for its client before what produces it waits:
     /// a command's output is then no longer read from its pipes, so the command blocks in
     /// `write(2)` as it would behind `| less`, and an agent's next message waits. Nothing is
@@ -182,6 +191,7 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("artifact_upload_timeout", &self.artifact_upload_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_connections", &self.max_connections)
+            .field("max_handshakes", &self.max_handshakes)
             .field("max_buffered", &self.max_buffered)
             .field("max_buffered_total", &self.max_buffered_total)
             .field("write_stall_timeout", &self.write_stall_timeout)
@@ -211,6 +221,7 @@ impl Default for RuntimeOptions {
             artifact_upload_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_handshakes: 256,
             max_buffered: 1 << 20,
             max_buffered_total: 256 << 20,
             write_stall_timeout: Some(runtimeuse_tokio::server::DEFAULT_WRITE_STALL_TIMEOUT),
@@ -248,6 +259,10 @@ pub(crate) struct Shared {
     ops: ops::Ops,
     /// [`RuntimeOptions::withheld_env`], for every child.
     withheld_env: Arc<[String]>,
+    /// The handshake and session budgets.
+    admission: Arc<admission::Admission>,
+    /// Most connections at once, whatever their stage: what the descriptors allow.
+    max_tasks: usize,
 }
 
 impl Shared {
@@ -273,8 +288,20 @@ impl Shared {
         server.total_backlog = Some(queued.clone());
         let sent = runtimeuse_tokio::server::SentTally::new();
         server.sent = Some(sent.clone());
+        let max_tasks = connection_cap(
+            options
+                .max_connections
+                .saturating_add(options.max_handshakes),
+        );
+        let handshakes = options.max_handshakes.min(max_tasks / 4).max(1);
+        let sessions = options
+            .max_connections
+            .min(max_tasks.saturating_sub(handshakes))
+            .max(1);
         Self {
             handler,
+            admission: admission::Admission::new(handshakes, sessions),
+            max_tasks,
             withheld_env: options.withheld_env.clone().into(),
             options,
             server,
@@ -420,7 +447,7 @@ impl BoundRuntime {
         tokio::pin!(shutdown);
         let mut connections = JoinSet::new();
         let mut backoff = AcceptBackoff::default();
-        let max = connection_cap(shared.options.max_connections);
+        let max = shared.max_tasks;
         let mut next_id = 0u64;
         let grace = loop {
             while connections.try_join_next().is_some() {}

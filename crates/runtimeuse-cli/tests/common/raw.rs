@@ -29,7 +29,7 @@ impl RawWs {
     }
 
     /// Connects with these extra header lines (each ending in CRLF).
-    fn try_connect_with(port: u16, extra: &str) -> std::io::Result<Self> {
+    pub(crate) fn try_connect_with(port: u16, extra: &str) -> std::io::Result<Self> {
         let mut tcp = TcpStream::connect(("127.0.0.1", port))?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
