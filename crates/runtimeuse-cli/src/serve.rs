@@ -71,7 +71,7 @@ pub(crate) struct ServeArgs {
     )]
     token: Option<String>,
     /// Read the token from this file (its final line break is not part of it), instead of
-    /// `--token`.
+    /// `--token` [default: none].
     #[arg(long, value_name = "PATH", conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
     /// Most sessions served at once; beyond it a new session is refused with 503. The file
@@ -146,7 +146,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Read the provider's API key from this file (its final line break is not part of it),
-    /// instead of `--api-key`.
+    /// instead of `--api-key` [default: none].
     #[arg(long, value_name = "PATH", conflicts_with = "api_key")]
     api_key_file: Option<std::path::PathBuf>,
     /// The provider's base URL [default: $OPENAI_BASE_URL or $ANTHROPIC_BASE_URL, else the

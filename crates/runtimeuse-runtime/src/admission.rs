@@ -34,6 +34,8 @@ struct Refused {
     evicted: u64,
     sessions_full: u64,
     failed: u64,
+    /// What the last refusal was, in words.
+    last: String,
     last_log: Option<tokio::time::Instant>,
 }
 
@@ -71,6 +73,7 @@ impl Admission {
         {
             drop(oldest);
             inner.refused.evicted += 1;
+            "handshake dropped for a newer one".clone_into(&mut inner.refused.last);
             self.summarize(&mut inner);
         }
         inner.handshakes.push_back((id, tx));
@@ -81,9 +84,11 @@ impl Admission {
         (handshake, Evicted(rx))
     }
 
-    /// Counts a refusal, and logs the counts once a second at most.
-    pub(crate) fn refused(&self, why: Refusal) {
+    /// Counts a refusal (`detail`: what happened, in words), and logs the counts once a
+    /// second at most.
+    pub(crate) fn refused(&self, why: Refusal, detail: &str) {
         let mut inner = self.lock();
+        detail.clone_into(&mut inner.refused.last);
         match why {
             Refusal::SessionsFull => inner.refused.sessions_full += 1,
             Refusal::Failed => inner.refused.failed += 1,
@@ -103,6 +108,7 @@ impl Admission {
             handshakes_failed = r.failed,
             max_handshakes = self.max_handshakes,
             max_sessions = self.max_sessions,
+            last = %r.last,
             "connections refused since the last such line"
         );
         *r = Refused {

@@ -58,14 +58,16 @@ async fn serve_admitted(mut stream: TcpStream, shared: Arc<Shared>, handshake: H
         Ok(Err(no)) => {
             tracing::debug!(peer = %Peer(peer), error = %no.why, "no request; dropped");
             metrics.connection(ConnectionOutcome::refused);
-            shared.admission.refused(Refused::Failed);
+            shared.admission.refused(Refused::Failed, &no.why);
             no.answer(stream).await;
             return;
         }
         Err(_) => {
             tracing::debug!(peer = %Peer(peer), "no request in time; dropped");
             metrics.connection(ConnectionOutcome::refused);
-            shared.admission.refused(Refused::Failed);
+            shared
+                .admission
+                .refused(Refused::Failed, "no request in time");
             return;
         }
     };
@@ -120,20 +122,23 @@ async fn serve_stream(
     let mut conn = match accepted {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            tracing::debug!(peer = %Peer(peer), error = %crate::with_causes(e.to_string(), &e), "handshake refused or failed");
+            let error = crate::with_causes(e.to_string(), &e);
+            tracing::debug!(peer = %Peer(peer), %error, "handshake refused or failed");
             shared.ops.metrics.connection(ConnectionOutcome::refused);
             let why = if full {
                 Refused::SessionsFull
             } else {
                 Refused::Failed
             };
-            shared.admission.refused(why);
+            shared.admission.refused(why, &error);
             return;
         }
         Err(_) => {
             tracing::debug!(peer = %Peer(peer), "handshake not completed in time; dropped");
             shared.ops.metrics.connection(ConnectionOutcome::refused);
-            shared.admission.refused(Refused::Failed);
+            shared
+                .admission
+                .refused(Refused::Failed, "handshake not completed in time");
             return;
         }
     };
