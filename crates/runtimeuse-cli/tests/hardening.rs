@@ -163,7 +163,8 @@ fn client_text_in_any_message_is_redacted_from_the_logs_while_its_request_runs()
 
 #[test]
 fn a_flood_of_half_open_connections_is_refused_at_the_limit_and_the_runtime_recovers() {
-    // 128 descriptors: the runtime serves at most 64 connections at once.
+    // 128 descriptors: the runtime holds at most 64 connections at once, 16 of them
+    // handshakes in progress (a quarter).
     let rt = Serve::start_limited(Some(128), &[], &[]);
     let started = Instant::now();
     let mut held = Vec::new();
@@ -194,23 +195,21 @@ fn a_flood_of_half_open_connections_is_refused_at_the_limit_and_the_runtime_reco
         started.elapsed() < Duration::from_secs(9),
         "the pass outlived the handshake timeout"
     );
-    // At most half the descriptors serve connections; the rest were closed at once.
+    // At most the handshake budget is held; the rest were closed at once, each for a newer one
+    // (whatever the kernel's accept queue held: the order of arrival decides).
     assert!(
-        waiting <= 64,
-        "{waiting} connections held under a limit of 64"
+        waiting <= 16,
+        "{waiting} handshakes held under a budget of 16"
     );
-    assert!(refused >= 80, "only {refused} of 150 were refused at once");
-    // Once the held handshakes time out, a well-behaved client gets in.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut ws) = RawWs::try_connect(rt.port) {
-            ws.send(CLOSE, &1000u16.to_be_bytes(), None).unwrap();
-            assert_eq!(ws.close_code(), 1000);
-            break;
-        }
-        assert!(Instant::now() < deadline, "no legitimate client got in");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(refused >= 130, "only {refused} of 150 were refused at once");
+    // While the flood's sockets are still open, a well-behaved client gets in at once: its
+    // handshake is the newest.
+    let mut ws = match RawWs::try_connect(rt.port) {
+        Ok(ws) => ws,
+        Err(e) => panic!("a legitimate client got no session: {e}\n{}", rt.log()),
+    };
+    ws.send(CLOSE, &1000u16.to_be_bytes(), None).unwrap();
+    assert_eq!(ws.close_code(), 1000);
     drop(held);
     let log = rt.stop();
     assert!(!log.contains("accept failed"), "{log}");
@@ -407,6 +406,7 @@ fn strangers_holding_idle_sockets_lock_out_neither_token_holders_nor_probes() {
     let flood = idle_flood(rt.port, 1100, stop.clone());
     let started = Instant::now();
     let mut served = 0;
+    let mut failures = Vec::new();
     for i in 0..13 {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtimeuse"))
             .args(["query", "--token", token, "--connect-timeout", "5"])
@@ -417,6 +417,8 @@ fn strangers_holding_idle_sockets_lock_out_neither_token_holders_nor_probes() {
             .unwrap();
         if String::from_utf8_lossy(&out.stdout).contains(&format!("through {i}")) {
             served += 1;
+        } else {
+            failures.push(format!("query: {}", String::from_utf8_lossy(&out.stderr)));
         }
         let mut probe = TcpStream::connect(("127.0.0.1", rt.port)).unwrap();
         probe
@@ -429,6 +431,8 @@ fn strangers_holding_idle_sockets_lock_out_neither_token_holders_nor_probes() {
         let _ = probe.read_to_string(&mut answer);
         if answer.starts_with("HTTP/1.1 200") {
             served += 1;
+        } else {
+            failures.push(format!("probe: {answer:?}"));
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -441,7 +445,10 @@ fn strangers_holding_idle_sockets_lock_out_neither_token_holders_nor_probes() {
             started.elapsed().as_secs_f64()
         );
     }
-    assert_eq!(served, 26, "token holders or probes were locked out");
+    assert_eq!(
+        served, 26,
+        "token holders or probes were locked out: {failures:?}"
+    );
     assert!(opened > 1100, "the flood was not refused: {opened} sockets");
     session.text(r#"{"message_type":"command_execution_message","source_id":null,"commands":[{"command":"echo alive","cwd":null,"env":null}],"secrets_to_redact":[]}"#);
     loop {

@@ -160,14 +160,24 @@ fn exec(port: u16, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn health_and_readiness_answer_plain_http_without_the_token() {
+    let before_start = Instant::now();
     let rt = Serve::start(&["--token", "s3cr3t"], &[]);
+    let mut last_uptime = 0.0;
     for path in ["/healthz", "/readyz"] {
         let (status, body) = get(rt.port, path, "");
         assert_eq!(status, 200, "{path}: {body}");
         let health: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(health["status"], "ok");
         assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
-        assert!(health["uptime_seconds"].as_f64().unwrap() >= 0.0);
+        // The process's uptime: since it started (not since an epoch), and it goes on.
+        let uptime = health["uptime_seconds"].as_f64().unwrap();
+        assert!(
+            uptime <= before_start.elapsed().as_secs_f64(),
+            "{uptime} s, but the runtime started {:?} ago",
+            before_start.elapsed()
+        );
+        assert!(uptime >= last_uptime, "{uptime} after {last_uptime}");
+        last_uptime = uptime;
         assert_eq!(health["connections"], 0);
         assert_eq!(health["requests_in_flight"], 0);
     }

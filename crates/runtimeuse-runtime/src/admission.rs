@@ -1,8 +1,9 @@
 //! Who may hold a connection. Connections that have not completed their handshake (strangers
 //! until they present the token) have a budget of their own, apart from the sessions', so
 //! that strangers cannot lock token holders out: when it is full the oldest handshake in
-//! progress is dropped for the new one (a client's handshake takes a round trip; a socket
-//! left idle by a flood is always older). Sessions have theirs; a resumption takes none (its
+//! progress that sent nothing yet is dropped for the new one, else the oldest (a client sends
+//! its request with its connection and is done in a round trip; a socket left idle by a
+//! flood sends nothing, and is older). Sessions have theirs; a resumption takes none (its
 //! session holds one). Refusals are logged once a second at most, as a count.
 
 use std::collections::VecDeque;
@@ -22,10 +23,20 @@ pub(crate) struct Admission {
 #[derive(Debug, Default)]
 struct Inner {
     next_id: u64,
-    /// The handshakes in progress, oldest first, each with the sender whose drop stops it.
-    handshakes: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// The handshakes in progress, oldest first.
+    handshakes: VecDeque<Entry>,
     sessions: usize,
     refused: Refused,
+}
+
+/// A handshake in progress.
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    /// Dropped to stop it; sent to when it ends on its own.
+    stop: oneshot::Sender<()>,
+    /// Whether its peer sent anything yet.
+    talking: bool,
 }
 
 /// Refusals since the last log line.
@@ -62,26 +73,42 @@ impl Admission {
     }
 
     /// A new connection's handshake begins, and what resolves when a newer one takes its
-    /// place; the oldest in progress is dropped when the budget is full.
-    pub(crate) fn handshake(self: &Arc<Self>) -> (Handshake, Evicted) {
+    /// place; the oldest in progress is dropped when the budget is full, or when `no_room`
+    /// (the connections take every descriptor they may). `talking`: its peer sent something
+    /// already. `None` when there is no room and no handshake to drop (every connection is a
+    /// session).
+    pub(crate) fn handshake(
+        self: &Arc<Self>,
+        no_room: bool,
+        talking: bool,
+    ) -> Option<(Handshake, Evicted)> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
-        inner.next_id += 1;
-        let id = inner.next_id;
-        if inner.handshakes.len() >= self.max_handshakes
-            && let Some((_, oldest)) = inner.handshakes.pop_front()
-        {
+        if no_room || inner.handshakes.len() >= self.max_handshakes {
+            let silent = inner.handshakes.iter().position(|e| !e.talking);
+            let Some(oldest) = inner.handshakes.remove(silent.unwrap_or(0)) else {
+                inner.refused.sessions_full += 1;
+                "no descriptor left for a connection".clone_into(&mut inner.refused.last);
+                self.summarize(&mut inner);
+                return None;
+            };
             drop(oldest);
             inner.refused.evicted += 1;
             "handshake dropped for a newer one".clone_into(&mut inner.refused.last);
             self.summarize(&mut inner);
         }
-        inner.handshakes.push_back((id, tx));
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.handshakes.push_back(Entry {
+            id,
+            stop: tx,
+            talking,
+        });
         let handshake = Handshake {
             admission: Arc::clone(self),
             id,
         };
-        (handshake, Evicted(rx))
+        Some((handshake, Evicted(rx)))
     }
 
     /// Counts a refusal (`detail`: what happened, in words), and logs the counts once a
@@ -147,6 +174,15 @@ impl Evicted {
 }
 
 impl Handshake {
+    /// Its peer sent something: it is dropped for a newer one only when every handshake in
+    /// progress did.
+    pub(crate) fn talking(&self) {
+        let mut inner = self.admission.lock();
+        if let Some(e) = inner.handshakes.iter_mut().find(|e| e.id == self.id) {
+            e.talking = true;
+        }
+    }
+
     /// The handshake is done: a session slot, or `None` when all are taken. Its place in the
     /// handshake budget is freed either way.
     pub(crate) fn session(self) -> Option<Session> {
@@ -165,10 +201,10 @@ impl Handshake {
 impl Drop for Handshake {
     fn drop(&mut self) {
         let mut inner = self.admission.lock();
-        if let Some(at) = inner.handshakes.iter().position(|(id, _)| *id == self.id)
-            && let Some((_, tx)) = inner.handshakes.remove(at)
+        if let Some(at) = inner.handshakes.iter().position(|e| e.id == self.id)
+            && let Some(e) = inner.handshakes.remove(at)
         {
-            let _ = tx.send(());
+            let _ = e.stop.send(());
         }
     }
 }
@@ -193,9 +229,10 @@ mod tests {
     #[tokio::test]
     async fn a_full_handshake_budget_drops_the_oldest_and_sessions_have_their_own() {
         let admission = Admission::new(2, 1);
-        let (_first, first_out) = admission.handshake();
-        let (second, second_out) = admission.handshake();
-        let (third, _) = admission.handshake();
+        let handshake = |no_room| admission.handshake(no_room, false).expect("room");
+        let (_first, first_out) = handshake(false);
+        let (second, second_out) = handshake(false);
+        let (third, _) = handshake(false);
         assert_eq!(admission.handshakes(), 2);
         // The oldest is told to go.
         tokio::time::timeout(Duration::from_secs(5), first_out.wait())
@@ -210,12 +247,37 @@ mod tests {
                 .is_err()
         );
         // Sessions do not count against handshakes, nor the reverse.
-        let (fourth, _) = admission.handshake();
-        let (fifth, _) = admission.handshake();
+        let (fourth, _) = handshake(false);
+        let (fifth, _) = handshake(false);
         assert!(fourth.session().is_none(), "the one session slot is taken");
         drop(session);
         assert!(fifth.session().is_some());
         drop(third);
         assert_eq!(admission.handshakes(), 0);
+        // Out of descriptors: the oldest handshake makes room, and without one, none is made.
+        let (sixth, sixth_out) = handshake(false);
+        let (_seventh, _) = handshake(true);
+        tokio::time::timeout(Duration::from_secs(5), sixth_out.wait())
+            .await
+            .expect("dropped for room");
+        drop(sixth);
+        let (eighth, _) = handshake(false);
+        let _session = eighth.session().expect("a session");
+        drop(_seventh);
+        assert!(admission.handshake(true, false).is_none());
+        drop(_session);
+        // A handshake whose peer talks is dropped after the silent ones, older or not.
+        let (ninth, ninth_out) = handshake(false);
+        ninth.talking();
+        let (_tenth, tenth_out) = handshake(false);
+        let (_eleventh, _) = handshake(false);
+        tokio::time::timeout(Duration::from_secs(5), tenth_out.wait())
+            .await
+            .expect("the silent one goes first");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), ninth_out.wait())
+                .await
+                .is_err()
+        );
     }
 }

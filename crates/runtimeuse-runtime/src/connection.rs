@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::Shared;
-use crate::admission::{Handshake, Refusal as Refused};
+use crate::admission::{Evicted, Handshake, Refusal as Refused};
 use crate::artifacts::Watcher;
 use crate::mailbox::{Cmd, Mailbox, Outbox, Room, Terminal};
 use crate::ops::{self, ConnectionOutcome, Drain, Outcome, RequestKind, RequestOutcome};
@@ -33,8 +33,11 @@ const WIND_DOWN: Duration = Duration::from_secs(2);
 /// Serves one accepted TCP connection until it ends: a WebSocket session, or the answer to
 /// a plain HTTP request for one of the runtime's endpoints (`ops`). Until its handshake is
 /// done it holds a place in the handshake budget, and leaves when a newer one takes it.
-pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let (handshake, evicted) = shared.admission.handshake();
+pub(crate) async fn serve(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    (handshake, evicted): (Handshake, Evicted),
+) {
     let metrics = &shared.ops.metrics;
     tokio::select! {
         () = serve_admitted(stream, Arc::clone(&shared), handshake) => {}
@@ -50,7 +53,7 @@ async fn serve_admitted(mut stream: TcpStream, shared: Arc<Shared>, handshake: H
     let metrics = &shared.ops.metrics;
     let head = match tokio::time::timeout(
         shared.options.handshake_timeout,
-        ops::read_head(&mut stream),
+        ops::read_head(&mut stream, || handshake.talking()),
     )
     .await
     {
@@ -594,7 +597,7 @@ mod tests {
         buffer: usize,
     ) -> (Client, tokio::task::JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(buffer);
-        let (handshake, _) = shared.admission.handshake();
+        let (handshake, _) = shared.admission.handshake(false, false).expect("room");
         let served = tokio::spawn(serve_stream(Box::new(server), None, shared, handshake));
         let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
             .await

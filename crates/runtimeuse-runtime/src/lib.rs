@@ -120,9 +120,10 @@ pub struct RuntimeOptions {
     /// or half the limit when the limit is small.
     pub max_connections: usize,
     /// Most connections whose handshake is in progress (strangers, until they present the
-    /// token), apart from the sessions: when it is full, the oldest of them is dropped for
-    /// the new one, so a flood of idle sockets cannot lock token holders out (a client's
-    /// handshake takes a round trip; the flood's sockets are older). Probes (`/healthz`, …)
+    /// token), apart from the sessions: when it is full, the oldest of them that sent nothing
+    /// yet (else the oldest) is dropped for the new one, so a flood of idle sockets cannot
+    /// lock token holders out (a client sends its request with its connection and is done in
+    /// a round trip; the flood's sockets send nothing). Probes (`/healthz`, …)
     /// are answered in this stage. At most a quarter of the descriptors connections may
     /// take. Default 256.
     pub max_handshakes: usize,
@@ -456,18 +457,26 @@ impl BoundRuntime {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         backoff.reset();
-                        if connections.len() >= max {
+                        // Registered here, not in its task: a burst of connections makes
+                        // room by dropping older handshakes before the tasks run.
+                        let no_room = connections.len() >= max;
+                        let talking = has_bytes(&stream);
+                        let Some(handshake) = shared.admission.handshake(no_room, talking) else {
                             // Closing at once frees the descriptor and tells the client.
                             tracing::debug!(%peer, max, "connection limit reached; refused");
                             shared.ops.metrics.connection(ops::ConnectionOutcome::over_limit);
                             drop(stream);
                             continue;
-                        }
+                        };
                         let _ = stream.set_nodelay(true);
                         next_id += 1;
                         let span = tracing::info_span!("connection", id = next_id);
-                        let served = connection::serve(stream, Arc::clone(&shared));
+                        let served = connection::serve(stream, Arc::clone(&shared), handshake);
                         connections.spawn(tracing::Instrument::instrument(served, span));
+                        // The new connection reads its head before the next is accepted (a
+                        // client sends it with its connection): under a flood of newer
+                        // sockets, a client's handshake is done before its place is needed.
+                        tokio::task::yield_now().await;
                     }
                     Err(e) => backoff.wait(&e).await,
                 },
@@ -489,7 +498,11 @@ impl BoundRuntime {
             tokio::select! {
                 _ = connections.join_next() => {}
                 accepted = listener.accept() => if let Ok((stream, _)) = accepted {
-                    probes.spawn(connection::serve(stream, Arc::clone(&shared)));
+                    while probes.try_join_next().is_some() {}
+                    let room = connections.len() + probes.len() < max;
+                    if let Some(handshake) = shared.admission.handshake(!room, has_bytes(&stream)) {
+                        probes.spawn(connection::serve(stream, Arc::clone(&shared), handshake));
+                    }
                 },
                 () = tokio::time::sleep_until(deadline) => {
                     if cancel_by.is_some() {
@@ -528,6 +541,18 @@ impl BoundRuntime {
             task,
         }
     }
+}
+
+/// Whether the peer of a just accepted connection sent bytes already (a client sends its
+/// request with its connection; a socket a flood leaves idle does not), without waiting.
+fn has_bytes(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut buf);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(
+        stream.poll_peek(&mut cx, &mut buf),
+        std::task::Poll::Ready(Ok(1..))
+    )
 }
 
 /// How long connections get to close once their requests were cancelled at the end of a

@@ -533,12 +533,17 @@ impl NoHead {
     }
 }
 
-/// Reads a request head (at most [`MAX_HEAD`] bytes).
+/// Reads a request head (at most [`MAX_HEAD`] bytes); `talking` is called once the first
+/// bytes arrived.
 ///
 /// # Errors
 ///
 /// When the connection ends first, the head is too long, or it is not HTTP.
-pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Head, NoHead> {
+pub(crate) async fn read_head(
+    stream: &mut TcpStream,
+    talking: impl FnOnce(),
+) -> Result<Head, NoHead> {
+    let mut talking = Some(talking);
     let mut bytes = Vec::with_capacity(1024);
     let end = loop {
         if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -559,6 +564,9 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<Head, NoHead> {
             return Err(NoHead::quiet("the connection ended before its request"));
         }
         bytes.extend_from_slice(&chunk[..n]);
+        if let Some(said) = talking.take() {
+            said();
+        }
         // What cannot become an HTTP head is refused at once, not after the handshake
         // timeout: a TLS ClientHello (`wss://` to this plain port) would otherwise keep its
         // client waiting 10 s for nothing.
