@@ -461,7 +461,6 @@ fn decode_command_output(frame: &str) -> Result<Decoded<'_, RuntimeMessage<'_>>,
 
 /// Decodes a `command_output_message` with serde only, for the fuzz target's differential
 /// check of the fast path.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn decode_command_output_serde(
     frame: &str,
 ) -> Result<crate::fast::Fields<'_>, DecodeError> {
@@ -558,7 +557,6 @@ pub(crate) fn peek_runtime_kind(frame: Frame<'_>) -> Option<MessageKind> {
 // --- runtime -> client encoding (used by the runtime role) ---
 
 // Used by the runtime role and the tests.
-#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Serialize)]
 #[serde(tag = "message_type", rename_all = "snake_case")]
 pub(crate) enum RuntimeFrame<'a> {
@@ -594,7 +592,6 @@ pub(crate) enum RuntimeFrame<'a> {
 
 impl RuntimeFrame<'_> {
     /// Serializes the frame as compact JSON, `message_type` first, as the upstream runtime does.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn encode(&self) -> String {
         if let RuntimeFrame::CommandOutput {
             stream,
@@ -921,7 +918,6 @@ fn dls(list: Option<Vec<RawDownloadable>>) -> Option<Vec<Downloadable>> {
 ///
 /// Lenient where the upstream runtime is: an invocation needs only `user_prompt`, and
 /// `system_prompt` and `model` default to empty strings.
-#[allow(dead_code)]
 pub(crate) fn decode_client(
     frame: Frame<'_>,
     max_size: usize,
