@@ -83,6 +83,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+pub mod auth;
 mod config;
 mod error;
 mod event;

@@ -461,6 +461,7 @@ fn decode_command_output(frame: &str) -> Result<Decoded<'_, RuntimeMessage<'_>>,
 
 /// Decodes a `command_output_message` with serde only, for the fuzz target's differential
 /// check of the fast path.
+#[cfg(any(fuzzing, feature = "__fuzzing"))]
 pub(crate) fn decode_command_output_serde(
     frame: &str,
 ) -> Result<crate::fast::Fields<'_>, DecodeError> {

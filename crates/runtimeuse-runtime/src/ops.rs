@@ -673,6 +673,16 @@ impl Head {
         })
     }
 
+    /// Whether the head presents the runtime's `token` ([`runtimeuse_proto::auth`]).
+    fn presents(&self, token: &str) -> bool {
+        let headers: Vec<&[u8]> = (self.request.headers())
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect();
+        runtimeuse_proto::auth::authorized(&headers, self.request.uri().query(), token)
+    }
+
     /// The stream again, with the bytes read so far in front: for the WebSocket handshake.
     pub(crate) fn replay(self, stream: TcpStream) -> Prefixed {
         Prefixed {
@@ -735,9 +745,7 @@ pub(crate) async fn answer(
             PLAIN,
             "this runtime speaks WebSocket version 13\n".to_owned(),
         ),
-        Endpoint::Metrics
-            if token.is_some_and(|t| !runtimeuse_tokio::server::authorized(&head.request, t)) =>
-        {
+        Endpoint::Metrics if token.is_some_and(|t| !head.presents(t)) => {
             (401, PLAIN, "a token is required\n".to_owned())
         }
         Endpoint::Metrics => {
