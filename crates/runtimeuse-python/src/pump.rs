@@ -278,6 +278,13 @@ impl State {
                 continue;
             }
             if !self.up || !self.read() {
+                // The socket just ended with nothing left to hand out: once more round, so
+                // that the connection learns of the loss now and a reconnection is due at
+                // once. Without it the loss waited for the next timer (the idle limit): no
+                // socket is watched then, and nothing else pumps.
+                if self.lost.is_some() && self.queued.is_empty() {
+                    continue;
+                }
                 drained = self.up;
                 break;
             }

@@ -2,6 +2,7 @@
 a request is handed from one process to another with a resume token, in both directions
 between the Python and the Rust clients."""
 
+import asyncio
 import json
 import os
 import pathlib
@@ -66,6 +67,48 @@ async def test_a_cut_within_the_grace_is_invisible(runtime, cut_after, how):
     with proxy(runtime, cut_after, how) as url:
         got = await streamed(url)
     assert got == expected
+
+
+async def test_a_cut_with_nothing_to_acknowledge_is_noticed_at_once(runtime):
+    """A cut that leaves the client no timer but its limits (every frame acknowledged, the
+    runtime silent between heartbeats) is noticed when the socket says so: the client
+    reconnects at once. It waited for its idle limit before, and failed there."""
+    proc = subprocess.Popen(
+        [_binary(), "proxy", "--listen", "127.0.0.1:0", "--to", runtime],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        port = int(line.split("listening on port ", 1)[1].split(",", 1)[0])
+        client = RuntimeUseClient(f"ws://127.0.0.1:{port}", resume=True, idle_timeout=8)
+        loop = asyncio.get_running_loop()
+
+        async def cut_once_the_client_acknowledged():
+            # The proxy shows each frame on stderr: the client's acknowledgement of the first
+            # heartbeat, then nothing is due on the client's side.
+            seen_heartbeat = False
+            while True:
+                shown = await loop.run_in_executor(None, proc.stderr.readline)
+                assert shown, "the proxy ended"
+                seen_heartbeat |= "heartbeat_message" in shown
+                if seen_heartbeat and "c2r ping ack" in shown:
+                    break
+            proc.send_signal(signal.SIGUSR1)
+
+        cut = asyncio.ensure_future(cut_once_the_client_acknowledged())
+        started = loop.time()
+        result = await client.query("SLOW:3000", opts())
+        took = loop.time() - started
+        await cut
+        assert result.data.text == "done"
+        # Noticed when it happened, not when the idle limit's timer (8 s after the last
+        # heartbeat) pumped the connection next: the 3 s query ends in about 3 s.
+        assert took < 7.5, f"the cut was noticed only at a timer: {took:.1f} s"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_the_blocking_client_resumes_too(runtime):
