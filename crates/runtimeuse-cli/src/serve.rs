@@ -305,7 +305,11 @@ fn agent_handler(
                 PromptInput::Stdin
             };
             note(args, &format!("agent: command `{command}`"));
-            return Ok(Arc::new(CommandAgent::new(command).prompt_input(how)));
+            let mut agent = CommandAgent::new(command).prompt_input(how);
+            if let Some(m) = &args.model {
+                agent = agent.default_model(m.clone());
+            }
+            return Ok(Arc::new(agent));
         }
         AgentKind::Claude => {
             let mut agent = ClaudeAgent::new();

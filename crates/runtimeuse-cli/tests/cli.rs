@@ -1186,3 +1186,26 @@ fn on_a_terminal_the_progress_line_spares_open_output_and_leaves_before_a_note()
         "the note runs into the progress line: {seen:?}"
     );
 }
+
+#[test]
+fn the_command_agent_gets_the_runtimes_model_when_the_query_names_none() {
+    let rt = Serve::start(
+        &[
+            "--agent",
+            "command",
+            "--agent-command",
+            "echo \"model=$RUNTIMEUSE_MODEL\"",
+            "--model",
+            "house-model",
+        ],
+        &[],
+    );
+    let out = run(&rt, &["query", "hi"]);
+    assert_eq!(text(&out.stdout).trim(), "model=house-model");
+    let out = run(&rt, &["query", "--model", "asked-model", "hi"]);
+    assert!(
+        text(&out.stdout).contains("model=asked-model"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -28,7 +28,8 @@ pub enum PromptInput {
 /// the query with the end of its stderr. Cancel kills its process group.
 ///
 /// It also gets, besides the invocation's `agent_env`: `RUNTIMEUSE_PROMPT`,
-/// `RUNTIMEUSE_SYSTEM_PROMPT`, `RUNTIMEUSE_MODEL` and, when structured output is asked for,
+/// `RUNTIMEUSE_SYSTEM_PROMPT`, `RUNTIMEUSE_MODEL` (the query's model, or the
+/// [`default_model`](Self::default_model) when it names none) and, when structured output is asked for,
 /// `RUNTIMEUSE_OUTPUT_SCHEMA` (the answer's JSON Schema); its stdout (or its last line) must
 /// then be that JSON.
 #[derive(Clone, Debug)]
@@ -36,6 +37,7 @@ pub struct CommandAgent {
     command: String,
     prompt: PromptInput,
     max_result: usize,
+    default_model: Option<String>,
 }
 
 /// The longest line streamed as one assistant message; longer lines go out in pieces.
@@ -48,7 +50,15 @@ impl CommandAgent {
             command: command.into(),
             prompt: PromptInput::Stdin,
             max_result: 512 * 1024,
+            default_model: None,
         }
+    }
+
+    /// The model `RUNTIMEUSE_MODEL` names when a query names none (`serve --model`).
+    #[must_use]
+    pub fn default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = Some(model.into());
+        self
     }
 
     /// Sets how the prompt is passed.
@@ -119,6 +129,14 @@ impl CommandAgent {
         Ok(QueryResult::new(data, json!({ "agent": "command" })))
     }
 
+    /// The query's model, or the default when it names none.
+    fn model<'a>(&'a self, invocation: &'a Invocation) -> &'a str {
+        match (invocation.model.trim(), &self.default_model) {
+            ("", Some(default)) => default,
+            _ => &invocation.model,
+        }
+    }
+
     /// The agent command for `invocation`: `sh -c` in a process group of its own, the prompt
     /// on stdin or as its last argument, the invocation in `RUNTIMEUSE_*` variables.
     fn command(
@@ -146,7 +164,7 @@ impl CommandAgent {
         }
         cmd.env("RUNTIMEUSE_PROMPT", &invocation.user_prompt)
             .env("RUNTIMEUSE_SYSTEM_PROMPT", &invocation.system_prompt)
-            .env("RUNTIMEUSE_MODEL", &invocation.model);
+            .env("RUNTIMEUSE_MODEL", self.model(invocation));
         if let Some(s) = schema {
             cmd.env("RUNTIMEUSE_OUTPUT_SCHEMA", s.to_string());
         }
