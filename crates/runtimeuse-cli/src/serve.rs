@@ -241,16 +241,15 @@ pub(crate) async fn serve(mut args: ServeArgs) -> Result<(), Failure> {
 /// The secret in the file at `path` (`flag` names where it was given), without its final
 /// line break; an empty one is refused.
 fn secret_file(path: &std::path::Path, flag: &str) -> Result<String, Failure> {
-    let text = std::fs::read_to_string(path)
+    let secret = crate::client::file_text(path)
         .map_err(|e| Failure::usage(format!("{flag}: cannot read {}: {e}", path.display())))?;
-    let secret = text.trim_end_matches(['\n', '\r']);
     if secret.trim().is_empty() {
         return Err(Failure::usage(format!(
             "{flag}: {} is empty",
             path.display()
         )));
     }
-    Ok(secret.to_owned())
+    Ok(secret)
 }
 
 /// Raises the soft limit of open files to the hard one, as servers of many connections do

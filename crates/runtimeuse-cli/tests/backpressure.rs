@@ -321,17 +321,6 @@ fn waits_60_s_for_the_default_stall_limit() {
     );
 }
 
-/// The runtime's peak RSS so far (`VmHWM`), in KiB.
-fn peak_so_far(rt: &Serve) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", rt.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Eight clients send a 50 MiB frame each at once; the runtime's peak RSS above idle, in KiB.
 fn large_frames_at_once(rt: &Serve) -> u64 {
     let idle = rt.rss_kb();
@@ -352,7 +341,7 @@ fn large_frames_at_once(rt: &Serve) -> u64 {
     for s in senders {
         s.join().unwrap();
     }
-    peak_so_far(rt).saturating_sub(idle)
+    rt.peak_rss_kb().saturating_sub(idle)
 }
 
 #[test]

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::Shared;
-use crate::admission::{Evicted, Handshake, Refusal as Refused};
+use crate::admission::{Evicted, Handshake, Refusal as Refused, Session};
 use crate::artifacts::Watcher;
 use crate::mailbox::{Cmd, Mailbox, Outbox, Room, Terminal};
 use crate::ops::{self, ConnectionOutcome, Drain, Outcome, RequestKind, RequestOutcome};
@@ -89,13 +89,15 @@ async fn serve_admitted(mut stream: TcpStream, shared: Arc<Shared>, handshake: H
     serve_stream(Box::new(head.replay(stream)), peer, shared, handshake).await;
 }
 
-/// Serves one connection over any byte stream (`peer` for the log) until it ends.
-async fn serve_stream(
+/// The WebSocket handshake of a connection (`peer` for the log): the connection, what the
+/// runtime's sessions made of it, and the session slot it took (none for a resumption);
+/// `None` when it was refused or failed (counted and logged).
+async fn handshake(
     stream: BoxIo,
     peer: Option<SocketAddr>,
-    shared: Arc<Shared>,
+    shared: &Shared,
     handshake: Handshake,
-) {
+) -> Option<(RuntimeConnection<BoxIo>, Kind, Option<Session>)> {
     let grace = shared.options.resume_grace;
     let window = shared.options.max_buffered;
     let mut kind = Kind::Plain;
@@ -122,8 +124,8 @@ async fn serve_stream(
     let accepted = RuntimeConnection::accept_with(stream, shared.server.clone(), admit);
     let accepted = tokio::time::timeout(shared.options.handshake_timeout, accepted).await;
     drop(handshake);
-    let mut conn = match accepted {
-        Ok(Ok(c)) => c,
+    match accepted {
+        Ok(Ok(conn)) => Some((conn, kind, slot)),
         Ok(Err(e)) => {
             let error = crate::with_causes(e.to_string(), &e);
             tracing::debug!(peer = %Peer(peer), %error, "handshake refused or failed");
@@ -134,7 +136,7 @@ async fn serve_stream(
                 Refused::Failed
             };
             shared.admission.refused(why, &error);
-            return;
+            None
         }
         Err(_) => {
             tracing::debug!(peer = %Peer(peer), "handshake not completed in time; dropped");
@@ -142,10 +144,22 @@ async fn serve_stream(
             shared
                 .admission
                 .refused(Refused::Failed, "handshake not completed in time");
-            return;
+            None
         }
+    }
+}
+
+/// Serves one connection over any byte stream (`peer` for the log) until it ends.
+async fn serve_stream(
+    stream: BoxIo,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    handshake: Handshake,
+) {
+    let Some((mut conn, kind, _slot)) = self::handshake(stream, peer, &shared, handshake).await
+    else {
+        return;
     };
-    let _slot = slot;
     let owner = match kind {
         Kind::Plain => None,
         Kind::New(owner) => {

@@ -457,15 +457,10 @@ impl BoundRuntime {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         backoff.reset();
-                        // Registered here, not in its task: a burst of connections makes
-                        // room by dropping older handshakes before the tasks run.
-                        let no_room = connections.len() >= max;
-                        let talking = has_bytes(&stream);
-                        let Some(handshake) = shared.admission.handshake(no_room, talking) else {
+                        let Some(handshake) = admit(&shared, &stream, connections.len() >= max)
+                        else {
                             // Closing at once frees the descriptor and tells the client.
                             tracing::debug!(%peer, max, "connection limit reached; refused");
-                            shared.ops.metrics.connection(ops::ConnectionOutcome::over_limit);
-                            drop(stream);
                             continue;
                         };
                         let _ = stream.set_nodelay(true);
@@ -499,8 +494,8 @@ impl BoundRuntime {
                 _ = connections.join_next() => {}
                 accepted = listener.accept() => if let Ok((stream, _)) = accepted {
                     while probes.try_join_next().is_some() {}
-                    let room = connections.len() + probes.len() < max;
-                    if let Some(handshake) = shared.admission.handshake(!room, has_bytes(&stream)) {
+                    let no_room = connections.len() + probes.len() >= max;
+                    if let Some(handshake) = admit(&shared, &stream, no_room) {
                         probes.spawn(connection::serve(stream, Arc::clone(&shared), handshake));
                     }
                 },
@@ -541,6 +536,24 @@ impl BoundRuntime {
             task,
         }
     }
+}
+
+/// Registers a just accepted connection's handshake: in the accept loop, not in its task, so
+/// that a burst of connections makes room by dropping older handshakes before the tasks
+/// run. `None` (counted) when there is no room and no handshake to drop.
+fn admit(
+    shared: &Shared,
+    stream: &tokio::net::TcpStream,
+    no_room: bool,
+) -> Option<(admission::Handshake, admission::Evicted)> {
+    let admitted = shared.admission.handshake(no_room, has_bytes(stream));
+    if admitted.is_none() {
+        shared
+            .ops
+            .metrics
+            .connection(ops::ConnectionOutcome::over_limit);
+    }
+    admitted
 }
 
 /// Whether the peer of a just accepted connection sent bytes already (a client sends its

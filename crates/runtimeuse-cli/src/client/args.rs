@@ -161,21 +161,29 @@ pub(crate) struct SessionArgs {
 /// Reads `@FILE` and `-` (stdin) arguments; a file's or stdin's final line break is not
 /// part of the text.
 pub(super) fn text_arg(arg: &str) -> Result<String, Failure> {
-    let mut text = if arg == "-" {
+    if arg == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
             .map_err(|e| Failure::usage(format!("reading standard input: {e}")))?;
-        s
-    } else {
-        match arg.strip_prefix('@') {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| Failure::usage(format!("reading {path}: {e}")))?,
-            None => return Ok(arg.to_owned()),
+        return Ok(without_final_break(s));
+    }
+    match arg.strip_prefix('@') {
+        Some(path) => {
+            file_text(path.as_ref()).map_err(|e| Failure::usage(format!("reading {path}: {e}")))
         }
-    };
+        None => Ok(arg.to_owned()),
+    }
+}
+
+/// The text of the file at `path`, without its final line break.
+pub(crate) fn file_text(path: &std::path::Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path).map(without_final_break)
+}
+
+fn without_final_break(mut text: String) -> String {
     let kept = text.trim_end_matches(['\n', '\r']).len();
     text.truncate(kept);
-    Ok(text)
+    text
 }
 
 pub(super) fn client(args: &ClientArgs) -> Result<Client, Failure> {

@@ -16,7 +16,7 @@ mod failure;
 mod render;
 mod stop;
 
-pub(crate) use args::{ClientArgs, ExecArgs, QueryArgs, SessionArgs};
+pub(crate) use args::{ClientArgs, ExecArgs, QueryArgs, SessionArgs, file_text};
 use args::{client, text_arg};
 pub(crate) use failure::Failure;
 use failure::{failure, kind};
